@@ -1,0 +1,45 @@
+package key
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestSeedFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "sub", "id.key")
+	kp, _ := Generate(nil)
+	if err := WriteSeedFile(p, kp.Seed()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(p)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, err %v", st.Mode(), err)
+	}
+	got, err := ReadSeedFile(p)
+	if err != nil || got.Public != kp.Public {
+		t.Fatalf("read back: %v", err)
+	}
+	if err := WriteSeedFile(p, Seed{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("overwrite: %v", err)
+	}
+	if again, _ := ReadSeedFile(p); again.Public != kp.Public {
+		t.Fatal("key was overwritten")
+	}
+	raw := filepath.Join(dir, "raw.key")
+	seed := kp.Seed()
+	os.WriteFile(raw, seed[:], 0o600)
+	if got, err := ReadSeedFile(raw); err != nil || got.Public != kp.Public {
+		t.Fatalf("raw seed: %v", err)
+	}
+	bad := filepath.Join(dir, "bad.key")
+	os.WriteFile(bad, []byte("not a seed\n"), 0o600)
+	if _, err := ReadSeedFile(bad); err == nil {
+		t.Fatal("bad seed file accepted")
+	}
+	if _, err := ReadSeedFile(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
