@@ -1,0 +1,511 @@
+package udx
+
+// Congestion control: BBR v1 as libudx runs it (src/udx_bbr.c,
+// src/udx_rate.c), with time kept in microseconds instead of libudx's
+// milliseconds. On loopback and LAN paths the RTT is far below 1 ms, where
+// millisecond arithmetic rounds every sample to 0 or 1; microseconds keep
+// the bandwidth and min-RTT estimates meaningful there. Bandwidth is in
+// packets per microsecond, cwnd in packets, pacing in bytes per microsecond.
+
+const (
+	bbrStartup = iota
+	bbrDrain
+	bbrProbeBW
+	bbrProbeRTT
+)
+
+const (
+	bbrCycleLen        = 8
+	bbrBWFilterRounds  = bbrCycleLen + 2
+	bbrMinRTTInterval  = 10_000_000 // µs
+	bbrProbeRTTMode    = 200_000    // µs
+	bbrPacingMargin    = 0.99
+	bbrHighGain        = 2.88539 // 2/ln 2
+	bbrDrainGain       = 1 / 2.88539
+	bbrCwndGain        = 2.0
+	bbrCwndMinTarget   = 4
+	bbrFullBWThresh    = 1.25
+	bbrFullBWCount     = 3
+	bbrExtraAckedRTTs  = 5
+	bbrExtraAckedMaxUs = 100_000
+	initialCwnd        = 10
+)
+
+var bbrPacingGain = [bbrCycleLen]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
+
+// minmax is Kathleen Nichols' windowed min/max filter over three samples,
+// the same estimator libudx's win_filter and Linux's lib/minmax use.
+type minmax struct {
+	s [3]struct {
+		t int64
+		v float64
+	}
+}
+
+func (m *minmax) get() float64 { return m.s[0].v }
+
+func (m *minmax) reset(t int64, v float64) float64 {
+	for i := range m.s {
+		m.s[i].t, m.s[i].v = t, v
+	}
+	return v
+}
+
+func (m *minmax) subwin(win, t int64, v float64) float64 {
+	dt := t - m.s[0].t
+	switch {
+	case dt > win:
+		m.s[0], m.s[1] = m.s[1], m.s[2]
+		m.s[2].t, m.s[2].v = t, v
+		if t-m.s[0].t > win {
+			m.s[0], m.s[1] = m.s[1], m.s[2]
+			m.s[2].t, m.s[2].v = t, v
+		}
+	case m.s[1].t == m.s[0].t && dt > win/4:
+		m.s[1].t, m.s[1].v = t, v
+		m.s[2] = m.s[1]
+	case m.s[2].t == m.s[1].t && dt > win/2:
+		m.s[2].t, m.s[2].v = t, v
+	}
+	return m.s[0].v
+}
+
+func (m *minmax) runningMax(win, t int64, v float64) float64 {
+	if v >= m.s[0].v || t-m.s[2].t > win {
+		return m.reset(t, v)
+	}
+	if v >= m.s[1].v {
+		m.s[1].t, m.s[1].v = t, v
+		m.s[2] = m.s[1]
+	} else if v >= m.s[2].v {
+		m.s[2].t, m.s[2].v = t, v
+	}
+	return m.subwin(win, t, v)
+}
+
+func (m *minmax) runningMin(win, t int64, v float64) float64 {
+	if v <= m.s[0].v || t-m.s[2].t > win {
+		return m.reset(t, v)
+	}
+	if v <= m.s[1].v {
+		m.s[1].t, m.s[1].v = t, v
+		m.s[2] = m.s[1]
+	} else if v <= m.s[2].v {
+		m.s[2].t, m.s[2].v = t, v
+	}
+	return m.subwin(win, t, v)
+}
+
+// rateSample is one ACK's delivery-rate measurement (draft-cheng-iccrg-delivery-rate-estimation).
+type rateSample struct {
+	priorDelivered uint32
+	priorTime      int64
+	seq            uint32
+	interval       int64
+	delivered      int64
+	ackedSacked    uint32
+	losses         uint32
+	rtt            int64
+	isAppLimited   bool
+	isRetrans      bool
+}
+
+type bbr struct {
+	state            int
+	bw               minmax // packets/µs over rounds
+	rttCount         int64
+	nextRTTDelivered uint32
+	roundStart       bool
+	prevCA           uint8
+	usePacketCons    bool
+	priorCwnd        uint32
+	minRTT           int64 // µs, -1 unknown
+	minRTTStamp      int64
+	probeRTTDone     int64
+	probeRTTRound    bool
+	idleRestart      bool
+	fullBWReached    bool
+	fullBW           float64
+	fullBWCount      int
+	cycleIndex       int
+	cycleStamp       int64
+	pacingGain       float64
+	cwndGain         float64
+	hasSeenRTT       bool
+	ackEpochStart    int64
+	ackEpochAcked    uint32
+	extraAckedRTTs   int
+	extraAckedIdx    int
+	extraAcked       [2]uint32
+}
+
+func (s *Stream) maxPayload() int {
+	if s.raddr.Addr().Is4() {
+		return s.mtu - 48
+	}
+	return s.mtu - 68
+}
+
+func (s *Stream) bbrInit(now int64) {
+	b := &s.bbr
+	*b = bbr{minRTT: -1, minRTTStamp: now, prevCA: caOpen, ackEpochStart: now}
+	s.ssthresh = 0xffff
+	b.nextRTTDelivered = s.delivered
+	s.bbrInitPacingFromRTT()
+	b.state = bbrStartup
+	b.pacingGain, b.cwndGain = bbrHighGain, bbrHighGain
+}
+
+func (s *Stream) bbrBW() float64 { return s.bbr.bw.get() }
+
+func (s *Stream) bbrRateFor(bw, gain float64) float64 {
+	r := bw * float64(s.maxPayload()) * gain * bbrPacingMargin
+	if r <= 0 {
+		r = 1e-3
+	}
+	return r
+}
+
+func (s *Stream) bbrInitPacingFromRTT() {
+	srtt := s.srtt
+	if srtt > 0 {
+		s.bbr.hasSeenRTT = true
+	} else {
+		srtt = 1000 // libudx assumes 1 ms before the first sample
+	}
+	s.pacingRate = s.bbrRateFor(float64(s.cwnd)/float64(srtt), bbrHighGain)
+}
+
+func (s *Stream) bbrSetPacingRate(bw, gain float64) {
+	r := s.bbrRateFor(bw, gain)
+	if !s.bbr.hasSeenRTT && s.srtt > 0 {
+		s.bbrInitPacingFromRTT()
+	}
+	if s.bbr.fullBWReached || r > s.pacingRate {
+		s.pacingRate = r
+	}
+}
+
+func (s *Stream) bbrSaveCwnd() {
+	if s.bbr.prevCA < caRecovery && s.bbr.state != bbrProbeRTT {
+		s.bbr.priorCwnd = s.cwnd
+	} else {
+		s.bbr.priorCwnd = max(s.bbr.priorCwnd, s.cwnd)
+	}
+}
+
+func (s *Stream) bbrOnTransmitStart(now int64) {
+	if s.appLimited != 0 {
+		s.bbr.idleRestart = true
+		s.bbr.ackEpochStart = now
+		s.bbr.ackEpochAcked = 0
+		switch s.bbr.state {
+		case bbrProbeBW:
+			s.bbrSetPacingRate(s.bbrBW(), 1)
+		case bbrProbeRTT:
+			s.bbrCheckProbeRTTDone(now)
+		}
+	}
+}
+
+func (s *Stream) bbrBDP(bw, gain float64) uint32 {
+	if s.bbr.minRTT < 0 {
+		return initialCwnd
+	}
+	return uint32(bw * float64(s.bbr.minRTT) * gain)
+}
+
+func (s *Stream) bbrAggregationCwnd() uint32 {
+	if !s.bbr.fullBWReached {
+		return 0
+	}
+	maxAggr := uint32(s.bbrBW() * bbrExtraAckedMaxUs)
+	return min(max(s.bbr.extraAcked[0], s.bbr.extraAcked[1]), maxAggr)
+}
+
+func (s *Stream) bbrRecoverOrRestore(rs *rateSample, acked uint32) (uint32, bool) {
+	prev, state, cwnd := s.bbr.prevCA, s.caState, s.cwnd
+	if rs.losses > 0 {
+		cwnd = uint32(max(int64(cwnd)-int64(rs.losses), 1))
+	}
+	if state == caRecovery && prev != caRecovery {
+		s.bbr.usePacketCons = true
+		s.bbr.nextRTTDelivered = s.delivered
+		cwnd = uint32(s.inflight.n) + acked
+	} else if prev >= caRecovery && state == caOpen {
+		cwnd = max(cwnd, s.bbr.priorCwnd)
+		s.bbr.usePacketCons = false
+	}
+	s.bbr.prevCA = state
+	if s.bbr.usePacketCons {
+		return max(cwnd, uint32(s.inflight.n)+acked), true
+	}
+	return cwnd, false
+}
+
+func (s *Stream) bbrSetCwnd(rs *rateSample, acked uint32, bw, gain float64) {
+	cwnd := s.cwnd
+	if acked > 0 {
+		var done bool
+		if cwnd, done = s.bbrRecoverOrRestore(rs, acked); !done {
+			target := s.bbrBDP(bw, gain) + s.bbrAggregationCwnd()
+			if s.bbr.fullBWReached {
+				cwnd = min(cwnd+acked, target)
+			} else if cwnd < target || s.delivered < 10 {
+				cwnd += acked
+			}
+			cwnd = max(cwnd, bbrCwndMinTarget)
+		}
+	}
+	s.cwnd = cwnd
+	if s.bbr.state == bbrProbeRTT {
+		s.cwnd = min(s.cwnd, bbrCwndMinTarget)
+	}
+}
+
+func (s *Stream) bbrIsNextCyclePhase(rs *rateSample) bool {
+	full := s.deliveredTs-s.bbr.cycleStamp > s.bbr.minRTT
+	if s.bbr.pacingGain == 1 {
+		return full
+	}
+	inflight := uint32(s.inflight.n)
+	if s.bbr.pacingGain > 1 {
+		return full && (rs.losses > 0 || inflight > s.bbrBDP(s.bbrBW(), s.bbr.pacingGain))
+	}
+	return full || inflight <= s.bbrBDP(s.bbrBW(), 1)
+}
+
+func (s *Stream) bbrAdvanceCycle() {
+	s.bbr.cycleIndex = (s.bbr.cycleIndex + 1) & (bbrCycleLen - 1)
+	s.bbr.cycleStamp = s.deliveredTs
+}
+
+func (s *Stream) bbrResetProbeBW() {
+	s.bbr.state = bbrProbeBW
+	// libudx starts every flow at phase 3 (then advances) where Linux picks a
+	// random phase; kept for identical behaviour.
+	s.bbr.cycleIndex = 3
+	s.bbrAdvanceCycle()
+}
+
+func (s *Stream) bbrResetMode() {
+	if !s.bbr.fullBWReached {
+		s.bbr.state = bbrStartup
+	} else {
+		s.bbrResetProbeBW()
+	}
+}
+
+func (s *Stream) bbrUpdateBW(rs *rateSample) {
+	s.bbr.roundStart = false
+	if rs.delivered < 0 || rs.interval <= 0 {
+		return
+	}
+	if seqDiff(rs.priorDelivered, s.bbr.nextRTTDelivered) >= 0 {
+		s.bbr.nextRTTDelivered = s.delivered
+		s.bbr.rttCount++
+		s.bbr.roundStart = true
+		s.bbr.usePacketCons = false
+	}
+	bw := float64(rs.delivered) / float64(rs.interval)
+	if !rs.isAppLimited || bw >= s.bbrBW() {
+		s.bbr.bw.runningMax(bbrBWFilterRounds, s.bbr.rttCount, bw)
+	}
+}
+
+func (s *Stream) bbrUpdateAckAggregation(rs *rateSample) {
+	b := &s.bbr
+	if rs.ackedSacked == 0 || rs.delivered < 0 || rs.interval <= 0 {
+		return
+	}
+	if b.roundStart {
+		b.extraAckedRTTs = min(0xff, b.extraAckedRTTs+1)
+		if b.extraAckedRTTs >= bbrExtraAckedRTTs {
+			b.extraAckedRTTs = 0
+			b.extraAckedIdx ^= 1
+			b.extraAcked[b.extraAckedIdx] = 0
+		}
+	}
+	epoch := max(s.deliveredTs-b.ackEpochStart, 0)
+	expected := uint32(s.bbrBW() * float64(epoch))
+	if b.ackEpochAcked <= expected || uint64(b.ackEpochAcked)+uint64(rs.ackedSacked) >= 1<<32-1 {
+		b.ackEpochAcked = 0
+		b.ackEpochStart = s.deliveredTs
+		expected = 0
+	}
+	b.ackEpochAcked += rs.ackedSacked
+	extra := min(b.ackEpochAcked-expected, s.cwnd)
+	if extra > b.extraAcked[b.extraAckedIdx] {
+		b.extraAcked[b.extraAckedIdx] = extra
+	}
+}
+
+func (s *Stream) bbrCheckFullBW(rs *rateSample) {
+	b := &s.bbr
+	if b.fullBWReached || !b.roundStart || rs.isAppLimited {
+		return
+	}
+	if s.bbrBW() >= b.fullBW*bbrFullBWThresh {
+		b.fullBW = s.bbrBW()
+		b.fullBWCount = 0
+		return
+	}
+	b.fullBWCount++
+	b.fullBWReached = b.fullBWCount >= bbrFullBWCount
+}
+
+func (s *Stream) bbrCheckDrain() {
+	if s.bbr.state == bbrStartup && s.bbr.fullBWReached {
+		s.bbr.state = bbrDrain
+		s.ssthresh = s.bbrBDP(s.bbrBW(), 1)
+	}
+	if s.bbr.state == bbrDrain && uint32(s.inflight.n) <= s.bbrBDP(s.bbrBW(), 1) {
+		s.bbrResetProbeBW()
+	}
+}
+
+func (s *Stream) bbrCheckProbeRTTDone(now int64) {
+	if s.bbr.probeRTTDone == 0 || now <= s.bbr.probeRTTDone {
+		return
+	}
+	s.bbr.minRTTStamp = now
+	s.cwnd = max(s.cwnd, s.bbr.priorCwnd)
+	s.bbrResetMode()
+}
+
+func (s *Stream) bbrUpdateMinRTT(rs *rateSample, now int64) {
+	b := &s.bbr
+	expired := now > b.minRTTStamp+bbrMinRTTInterval
+	if rs.rtt >= 0 && (b.minRTT < 0 || rs.rtt < b.minRTT || expired) {
+		b.minRTT = max(rs.rtt, 1)
+		b.minRTTStamp = now
+	}
+	if expired && !b.idleRestart && b.state != bbrProbeRTT {
+		b.state = bbrProbeRTT
+		s.bbrSaveCwnd()
+		b.probeRTTDone = 0
+	}
+	if b.state == bbrProbeRTT {
+		s.appLimited = s.delivered + uint32(s.inflight.n)
+		if s.appLimited == 0 {
+			s.appLimited = 1
+		}
+		if b.probeRTTDone == 0 && s.inflight.n <= bbrCwndMinTarget {
+			b.probeRTTDone = now + bbrProbeRTTMode
+			b.probeRTTRound = false
+			b.nextRTTDelivered = s.delivered
+		} else if b.probeRTTDone != 0 {
+			if b.roundStart {
+				b.probeRTTRound = true
+			}
+			if b.probeRTTRound {
+				s.bbrCheckProbeRTTDone(now)
+			}
+		}
+	}
+	if rs.delivered > 0 {
+		b.idleRestart = false
+	}
+}
+
+func (s *Stream) bbrUpdateGains() {
+	b := &s.bbr
+	switch b.state {
+	case bbrStartup:
+		b.pacingGain, b.cwndGain = bbrHighGain, bbrHighGain
+	case bbrDrain:
+		b.pacingGain, b.cwndGain = bbrDrainGain, bbrHighGain
+	case bbrProbeBW:
+		b.pacingGain, b.cwndGain = bbrPacingGain[b.cycleIndex], bbrCwndGain
+	default:
+		b.pacingGain, b.cwndGain = 1, 1
+	}
+}
+
+// bbrMain runs once per processed ACK that could have delivered something.
+func (s *Stream) bbrMain(rs *rateSample, now int64) {
+	s.bbrUpdateBW(rs)
+	s.bbrUpdateAckAggregation(rs)
+	if s.bbr.state == bbrProbeBW && s.bbrIsNextCyclePhase(rs) {
+		s.bbrAdvanceCycle()
+	}
+	s.bbrCheckFullBW(rs)
+	s.bbrCheckDrain()
+	s.bbrUpdateMinRTT(rs, now)
+	s.bbrUpdateGains()
+	bw := s.bbrBW()
+	s.bbrSetPacingRate(bw, s.bbr.pacingGain)
+	s.bbrSetCwnd(rs, rs.ackedSacked, bw, s.bbr.cwndGain)
+}
+
+// bbrOnRTO fakes a loss round so the full-bandwidth test restarts.
+func (s *Stream) bbrOnRTO() {
+	s.bbr.prevCA = caLoss
+	s.bbr.fullBW = 0
+	s.bbr.roundStart = true
+}
+
+// Rate sampling (udx_rate.c).
+
+func rackSentAfter(t1 int64, seq1 uint32, t2 int64, seq2 uint32) bool {
+	return t1 > t2 || (t1 == t2 && seqDiff(seq1, seq2) > 0)
+}
+
+func (s *Stream) ratePktSent(p *outPkt, now int64) {
+	if s.seq == s.remoteAcked {
+		s.firstSentTs = now
+		s.deliveredTs = now
+	}
+	p.firstSentTs = s.firstSentTs
+	p.deliveredTs = s.deliveredTs
+	p.delivered = s.delivered
+	p.appLimited = s.appLimited != 0
+}
+
+func (s *Stream) ratePktDelivered(p *outPkt, rs *rateSample) {
+	if p.deliveredTs == 0 {
+		return
+	}
+	if rs.priorDelivered == 0 || rackSentAfter(p.timeSent, p.seq, s.firstSentTs, rs.seq) {
+		rs.priorDelivered = p.delivered
+		rs.priorTime = p.deliveredTs
+		rs.isAppLimited = p.appLimited
+		rs.isRetrans = p.retransmitted
+		rs.seq = p.seq
+		s.firstSentTs = p.timeSent
+		rs.interval = s.firstSentTs - p.firstSentTs
+	}
+}
+
+func (s *Stream) rateGen(delivered, lost uint32, rs *rateSample, now int64) {
+	if s.appLimited != 0 && seqDiff(s.delivered, s.appLimited) > 0 {
+		s.appLimited = 0
+	}
+	if delivered > 0 {
+		s.deliveredTs = now
+	}
+	rs.ackedSacked = delivered
+	rs.losses = lost
+	if rs.priorTime == 0 {
+		rs.delivered = -1
+		rs.interval = -1
+		return
+	}
+	rs.delivered = int64(s.delivered - rs.priorDelivered)
+	snd := max(rs.interval, 0)
+	ack := max(now-rs.priorTime, 0)
+	rs.interval = max(snd, ack)
+	if rtMin := s.rttMinUs(); rs.interval < rtMin {
+		rs.interval = -1
+		return
+	}
+}
+
+func (s *Stream) rateCheckAppLimited() {
+	if s.wqLen() < s.maxPayload() && uint32(s.inflight.n) < s.cwnd && s.retrans.n == 0 {
+		s.appLimited = s.delivered + uint32(s.inflight.n)
+		if s.appLimited == 0 {
+			s.appLimited = 1
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package udx
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/internal/nodetest"
+	"golang.org/x/net/ipv4"
+)
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+const benchSize = 256 << 20
+
+// BenchmarkThroughput compares, in one run, a single Go→Go stream, a single
+// Node→Node udx-native stream, and raw UDP on loopback (the ceiling). Run:
+//
+//	go test -run XXX -bench Throughput -benchtime 1x ./udx/
+func BenchmarkThroughput(b *testing.B) {
+	b.Run("go-go", func(b *testing.B) {
+		for range b.N {
+			sa, sb := udpSocket(b), udpSocket(b)
+			x, y := pair(b, sa, sb, 1, 2)
+			buf := make([]byte, 64<<10)
+			c0, t0 := cpuTime(), time.Now()
+			go func() {
+				for left := benchSize; left > 0; left -= len(buf) {
+					x.Write(buf)
+				}
+				x.CloseWrite()
+			}()
+			n, err := io.CopyBuffer(io.Discard, y, make([]byte, 64<<10))
+			if err != nil || n != benchSize {
+				b.Fatalf("%d %v", n, err)
+			}
+			el, cpu := time.Since(t0), cpuTime()-c0
+			b.ReportMetric(float64(n)/el.Seconds()/1e6, "MB/s")
+			b.ReportMetric(cpu.Seconds()/(float64(n)/(1<<30)), "cpu-s/GiB")
+			b.SetBytes(0)
+		}
+	})
+	b.Run("node-node", func(b *testing.B) {
+		for range b.N {
+			p := nodetest.Start(b, "udx-bench.js", "--size", fmt.Sprint(benchSize))
+			f := strings.Fields(p.Expect("bench ", 120*time.Second))
+			n, _ := strconv.ParseFloat(f[0], 64)
+			secs, _ := strconv.ParseFloat(f[1], 64)
+			cpu, _ := strconv.ParseFloat(f[2], 64)
+			b.ReportMetric(n/secs/1e6, "MB/s")
+			b.ReportMetric(cpu/(n/(1<<30)), "cpu-s/GiB")
+		}
+	})
+	b.Run("raw-udp", func(b *testing.B) {
+		for range b.N {
+			rx, tx := mustUDP(b), mustUDP(b)
+			defer rx.Close()
+			defer tx.Close()
+			rx.SetReadBuffer(4 << 20)
+			to := rx.LocalAddr().(*net.UDPAddr)
+			stop := make(chan struct{})
+			go func() {
+				pc := ipv4.NewPacketConn(tx)
+				ms := make([]ipv4.Message, 64)
+				for i := range ms {
+					ms[i] = ipv4.Message{Buffers: [][]byte{make([]byte, 1472)}, Addr: to}
+				}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					pc.WriteBatch(ms, 0)
+				}
+			}()
+			pc := ipv4.NewPacketConn(rx)
+			ms := make([]ipv4.Message, 64)
+			for i := range ms {
+				ms[i].Buffers = [][]byte{make([]byte, 2048)}
+			}
+			var n int64
+			t0 := time.Now()
+			for time.Since(t0) < 2*time.Second {
+				k, err := pc.ReadBatch(ms, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := 0; i < k; i++ {
+					n += int64(ms[i].N)
+				}
+			}
+			close(stop)
+			b.ReportMetric(float64(n)/time.Since(t0).Seconds()/1e6, "MB/s")
+		}
+	})
+}

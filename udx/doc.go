@@ -1,0 +1,22 @@
+// Package udx implements reliable, ordered, congestion-controlled streams
+// over UDP that are wire-compatible with libudx (as shipped by udx-native
+// 1.21.3), the transport of the HyperDHT network.
+//
+// An instance (UDX) owns one goroutine, its loop, which runs every protocol
+// state machine; sockets (Socket) add one reader goroutine each. Streams
+// are created with a local id, then Connect-ed to a peer's id and address,
+// which were exchanged out of band (libudx has no handshake). A Stream is a
+// net.Conn; CloseWrite sends END, Destroy sends DESTROY, Send carries
+// unreliable MESSAGE datagrams. Datagrams that are not packets of a live
+// stream are handed to Socket.ReadFrom, so the DHT RPC can share the port.
+//
+// The protocol code takes the current time as an argument; only the loop
+// reads the clock. Congestion control is BBR v1 as libudx implements it,
+// kept in microseconds; loss recovery is RACK-TLP with SACK; RTO follows
+// RFC 6298 with libudx's 1 s floor and its non-compounding 2·RTO re-arm.
+//
+// Known deviations from libudx that are invisible on the wire: ACKs are sent
+// once per received batch of datagrams rather than once per DATA packet;
+// pacing works at microsecond rather than millisecond granularity; the OS
+// path MTU is not queried (probing finds it, up to 1500).
+package udx

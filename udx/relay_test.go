@@ -1,0 +1,101 @@
+package udx
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// a ⇄ (r1 relayTo r2, r2 relayTo r1) ⇄ b: a blind relay in the middle
+// forwards packets with only the id rewritten; a and b see one stream.
+func TestRelay(t *testing.T) {
+	sa, sr, sb := udpSocket(t), udpSocket(t), udpSocket(t)
+	a, _ := sa.NewStream(1, nil)
+	b, _ := sb.NewStream(2, nil)
+	r1, _ := sr.NewStream(11, nil)
+	r2, _ := sr.NewStream(12, nil)
+	a.Connect(sa, 11, addrOf(sr))
+	r1.Connect(sr, 1, addrOf(sa))
+	r2.Connect(sr, 2, addrOf(sb))
+	b.Connect(sb, 12, addrOf(sr))
+	if err := r1.RelayTo(r2); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.RelayTo(r1); err != nil {
+		t.Fatal(err)
+	}
+	transfer(t, a, b, 4<<20, 30*time.Second)
+	// Relayed streams hold no data of their own.
+	if st := r1.Stats(); st.PacketsSent != 0 {
+		t.Fatalf("relay sent its own packets: %+v", st)
+	}
+}
+
+// Moving a stream to another socket mid-transfer (as hyperdht does after a
+// holepunch) keeps the byte stream intact; the peer accepts packets from
+// the new address through its firewall.
+func TestChangeRemoteSocket(t *testing.T) {
+	u := New()
+	t.Cleanup(func() { u.Close() })
+	s1, _ := u.NewSocket(mustUDP(t))
+	s2, _ := u.NewSocket(mustUDP(t))
+	sb := udpSocket(t)
+	a, _ := u.NewStream(1, nil)
+	b, _ := sb.NewStream(2, &StreamOptions{Firewall: func(*Stream, *Socket, netip.AddrPort) FirewallVerdict { return FirewallAccept }})
+	a.Connect(s1, 2, addrOf(sb))
+	b.Connect(sb, 1, addrOf(s1))
+	payload := bytes.Repeat([]byte("abcdefghij"), 200000)
+	done := make(chan error, 1)
+	go func() {
+		got, err := io.ReadAll(b)
+		if err == nil && !bytes.Equal(got, payload) {
+			err = io.ErrUnexpectedEOF
+		}
+		done <- err
+	}()
+	a.Write(payload[:len(payload)/2])
+	ch, err := a.ChangeRemote(s2, 2, addrOf(sb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both ends migrate, as hyperdht does after a holepunch.
+	if _, err := b.ChangeRemote(sb, 1, addrOf(s2)); err != nil {
+		t.Fatal(err)
+	}
+	a.Write(payload[len(payload)/2:])
+	a.CloseWrite()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("remote change never completed")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := a.LocalAddr().(*net.UDPAddr).AddrPort(); got != addrOf(s2) {
+		t.Fatalf("local addr %v", got)
+	}
+}
+
+func TestKeepalive(t *testing.T) {
+	sock := udpSocket(t)
+	raw := rawPeer(t)
+	st, _ := sock.NewStream(5, nil)
+	st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort())
+	st.SetKeepalive(30 * time.Millisecond)
+	raw.SetReadDeadline(time.Now().Add(time.Second))
+	b := make([]byte, 64)
+	hb := 0
+	for hb < 3 {
+		n, _, err := raw.ReadFromUDPAddrPort(b)
+		if err != nil {
+			t.Fatalf("heartbeats %d: %v", hb, err)
+		}
+		if n == HeaderSize && b[2] == FlagHeartbeat {
+			hb++
+		}
+	}
+}

@@ -1,0 +1,842 @@
+package udx
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// FirewallVerdict is a Firewall's decision about a packet that reached a
+// stream on a socket other than the one it is connected to (or before it is
+// connected at all).
+type FirewallVerdict int
+
+const (
+	// FirewallDrop discards the packet (udx-native's default).
+	FirewallDrop FirewallVerdict = iota
+	// FirewallAccept processes the packet without connecting.
+	FirewallAccept
+	// FirewallConnect connects the stream to the packet's socket and source
+	// address with StreamOptions.RemoteID, then processes it: hyperdht's
+	// passive open and blind-relay's pairing.
+	FirewallConnect
+)
+
+// Firewall decides about packets for a stream arriving on a foreign or no
+// socket. It runs on the instance's loop and must not block or call back
+// into the stream.
+type Firewall func(st *Stream, sock *Socket, from netip.AddrPort) FirewallVerdict
+
+// StreamOptions configure NewStream. The zero value matches udx-native.
+type StreamOptions struct {
+	Firewall Firewall
+	// RemoteID is used by FirewallConnect.
+	RemoteID uint32
+	// Seq is the initial sequence number (udx-native opts.seq).
+	Seq uint32
+	// Ack is the initial ack (udx-native connect opts.ack).
+	Ack uint32
+	// RecvWindow is the maximum advertised receive window in bytes
+	// (libudx recv_rwnd_max, default 4 MiB).
+	RecvWindow uint32
+	// SendBuffer bounds bytes queued by Write that are not yet in packets
+	// (default 4 MiB).
+	SendBuffer int
+	// MTUMax caps path MTU probing (default 1500). Set it to 1200 to
+	// disable probing.
+	MTUMax int
+}
+
+// Stats are counters of one stream.
+type Stats struct {
+	PacketsSent, PacketsReceived, Retransmits uint64
+	FastRecoveries, RTOs, DroppedSACKs        uint64
+	Duplicates                                uint64 // DATA received twice
+	RTT                                       time.Duration
+	Cwnd                                      uint32
+	MTU                                       int
+}
+
+// Stream is a reliable, ordered byte stream over UDX (a net.Conn).
+type Stream struct {
+	u    *UDX
+	id   uint32
+	opts StreamOptions
+
+	// ---- owned by the instance loop ----
+	sock       *Socket
+	remoteID   uint32
+	raddr      netip.AddrPort
+	ruaddr     *net.UDPAddr
+	connected  bool
+	dead       bool
+	registered bool
+	firewall   Firewall
+
+	seq, ack, remoteAcked uint32
+	sendRwnd, wl1, wl2    uint32
+	rwndMax               uint32
+	lastRwnd              uint32
+	out                   outRing
+	inflight, retrans     pktList
+	cwnd, ssthresh        uint32
+	srtt, rttvar, rto     int64
+	rttMin                minmax
+	rttMinSet, rttMinInit bool
+	rackRTT, rackTimeSent int64
+	rackNextSeq, rackFack uint32
+	reorderingSeen        bool
+	sacks                 int
+	caState               uint8
+	highSeq               uint32
+	tlpInFlight           bool
+	tlpIsRetrans          bool
+	tlpPermitted          bool
+	tlpEndSeq             uint32
+	timer                 timerKind
+	timerAt, nextRTOAt    int64
+	paceAt, lingerAt      int64
+	keepalive             int64
+	pacingRate            float64 // bytes/µs
+	tokens                float64
+	tbLast                int64
+	delivered, lostCount  uint32
+	deliveredTs           int64
+	firstSentTs           int64
+	appLimited            uint32
+	bbr                   bbr
+
+	mtu, mtuMax, probeSize, probeCount int
+	mtuState                           int
+	probeWanted                        bool
+
+	remoteChanging     bool
+	seqOnRemoteChanged uint32
+	remoteChangedCh    chan struct{}
+
+	ooo          [][]byte
+	oooTypes     [oooCap]uint8
+	blocks       []SACKBlock
+	blockStore   []SACKBlock
+	remoteEnding bool
+	remoteEnded  uint32
+	endedRemote  bool
+	endSent      bool
+	localEnded   bool
+	ackNeeded    bool
+	sackCursor   int
+	ackNow       bool
+	relayTo      *Stream
+	relayedBy    map[*Stream]struct{}
+
+	heapIdx     int
+	wakeAt      int64
+	dirty       bool // in u.dirty; guarded by u.mu
+	touchedMark bool
+	stats       Stats
+
+	// ---- shared with user goroutines ----
+	mu         sync.Mutex
+	wq         [][]byte
+	wqOff      int
+	wqBytes    atomic.Int64
+	endReq     atomic.Bool
+	wclosed    bool
+	rq         [][]byte
+	rqOff      int
+	rqBytes    atomic.Int64
+	eof        bool
+	err        error
+	userClosed bool
+	msgs       [][]byte
+	rdl, wdl   time.Time
+	wantAck    atomic.Bool
+	wantClose  atomic.Bool
+	lastAdv    atomic.Uint32
+	readable   chan struct{}
+	writable   chan struct{}
+	msgable    chan struct{}
+	done       chan struct{}
+	doneOnce   sync.Once
+	sockAddr   atomic.Pointer[netip.AddrPort]
+	remAddr    atomic.Pointer[netip.AddrPort]
+}
+
+const (
+	defaultSendBuffer = 4 << 20
+	maxQueuedMessages = 1024
+	lingerTime        = 30_000_000 // µs a Closed stream waits for the peer's END
+)
+
+// NewStream creates an unconnected stream with a local id unique within u.
+func (u *UDX) NewStream(id uint32, opts *StreamOptions) (*Stream, error) {
+	s := &Stream{u: u, id: id, heapIdx: -1,
+		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1),
+		msgable: make(chan struct{}, 1), done: make(chan struct{})}
+	if opts != nil {
+		s.opts = *opts
+	}
+	if s.opts.RecvWindow == 0 {
+		s.opts.RecvWindow = defaultRwndMax
+	}
+	if s.opts.SendBuffer <= 0 {
+		s.opts.SendBuffer = defaultSendBuffer
+	}
+	if s.opts.MTUMax <= 0 || s.opts.MTUMax > mtuMax {
+		s.opts.MTUMax = mtuMax
+	}
+	if s.opts.MTUMax < mtuBase {
+		s.opts.MTUMax = mtuBase
+	}
+	s.firewall = s.opts.Firewall
+	s.rwndMax = s.opts.RecvWindow
+	s.lastAdv.Store(s.rwndMax)
+	s.seq, s.remoteAcked, s.ack = s.opts.Seq, s.opts.Seq, s.opts.Ack
+	s.wl1, s.wl2 = 0, 0
+	s.sendRwnd = defaultRwndMax
+	s.cwnd = initialCwnd
+	s.rto = rtoMin
+	s.caState = caOpen
+	s.highSeq = s.seq
+	s.rackFack = s.seq
+	s.rackNextSeq = s.seq
+	s.blockStore = make([]SACKBlock, 0, 64)
+	s.blocks = s.blockStore
+	s.resetMTU()
+	err := u.do(func(now int64) error {
+		if _, ok := u.streams[id]; ok {
+			return ErrIDInUse
+		}
+		u.streams[id] = s
+		s.registered = true
+		s.bbrInit(now)
+		s.tbLast = now
+		s.tokens = 25000
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stream) resetMTU() {
+	s.mtu, s.probeSize, s.mtuMax = mtuBase, mtuBase, s.opts.MTUMax
+	s.mtuState = mtuStateBase
+	s.probeWanted = false
+	s.probeCount = 0
+	if s.mtuMax <= mtuBase {
+		s.mtuState = mtuStateSearchComplete
+	}
+}
+
+// ID is the local stream id (what the peer puts in its packets).
+func (s *Stream) ID() uint32 { return s.id }
+
+// Connect sets the peer's stream id and address and the socket to use. No
+// packet is sent: the first packet on the wire is the first write.
+func (s *Stream) Connect(sock *Socket, remoteID uint32, addr netip.AddrPort) error {
+	if sock.u != s.u {
+		return &StreamError{ID: s.id, Err: ErrClosed}
+	}
+	return s.u.do(func(now int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		if s.connected {
+			return ErrAlreadyConnected
+		}
+		s.connectLocked(sock, remoteID, addr, now)
+		return nil
+	})
+}
+
+func (s *Stream) connectLocked(sock *Socket, remoteID uint32, addr netip.AddrPort, now int64) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if sock.ipv6 && addr.Addr().Is4() {
+		// A dual-stack socket stores v4 peers v4-mapped, and libudx then
+		// sizes packets with the IPv6 overhead; do the same.
+		addr = netip.AddrPortFrom(netip.AddrFrom16(addr.Addr().As16()), addr.Port())
+	}
+	s.sock = sock
+	s.remoteID = remoteID
+	s.raddr = addr
+	s.ruaddr = net.UDPAddrFromAddrPort(addr)
+	s.connected = true
+	la := sock.localAddrPort()
+	s.sockAddr.Store(&la)
+	s.remAddr.Store(&addr)
+	if s.opts.Ack != 0 && s.ack == 0 {
+		s.ack = s.opts.Ack
+	}
+	s.resetMTU()
+	if s.mtuMax > mtuBase {
+		if pm := sock.pathMTU(addr); pm > 0 && pm < s.mtuMax {
+			s.mtuMax = pm
+		}
+		if s.mtuMax <= mtuBase {
+			s.mtuState = mtuStateSearchComplete
+		}
+	}
+	if s.keepalive > 0 && s.seq == s.remoteAcked {
+		s.startTimer(timerKeepalive, s.keepalive, now)
+	}
+	s.u.touch(s)
+}
+
+// ChangeRemote moves the stream to a new socket, peer id and address
+// (connection migration). Packets already sent keep their old destination.
+// The returned channel closes when everything sent before the change is
+// acknowledged.
+func (s *Stream) ChangeRemote(sock *Socket, remoteID uint32, addr netip.AddrPort) (<-chan struct{}, error) {
+	ch := make(chan struct{})
+	err := s.u.do(func(now int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		if !s.connected {
+			return ErrNotConnected
+		}
+		if s.remoteChanging {
+			return ErrRemoteChanging
+		}
+		seq, ack, ka := s.seq, s.ack, s.keepalive
+		s.connected = false
+		s.connectLocked(sock, remoteID, addr, now)
+		s.seq, s.ack, s.keepalive = seq, ack, ka
+		s.remoteChangedCh = ch
+		if s.seq == s.remoteAcked {
+			s.signalRemoteChanged()
+		} else {
+			s.remoteChanging = true
+			s.seqOnRemoteChanged = s.seq
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ch, nil
+}
+
+func (s *Stream) signalRemoteChanged() {
+	if s.remoteChangedCh != nil {
+		close(s.remoteChangedCh)
+		s.remoteChangedCh = nil
+	}
+}
+
+// RelayTo forwards every packet arriving for s to dst's peer, rewriting
+// only the id (libudx relay_to); s itself then neither acks nor delivers.
+func (s *Stream) RelayTo(dst *Stream) error {
+	return s.u.do(func(now int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		if dst.dead {
+			return dst.deadErr()
+		}
+		s.relayTo = dst
+		if dst.relayedBy == nil {
+			dst.relayedBy = map[*Stream]struct{}{}
+		}
+		dst.relayedBy[s] = struct{}{}
+		return nil
+	})
+}
+
+// SetKeepalive sends a HEARTBEAT every d while nothing is outstanding
+// (0 disables).
+func (s *Stream) SetKeepalive(d time.Duration) error {
+	return s.u.do(func(now int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		s.keepalive = d.Microseconds()
+		if s.connected && s.seq == s.remoteAcked && (s.timer == timerNone || s.timer == timerKeepalive) {
+			s.idleTimer(now)
+			s.u.touch(s)
+		}
+		return nil
+	})
+}
+
+// Send transmits p as one unreliable MESSAGE datagram on the stream.
+func (s *Stream) Send(p []byte) error {
+	if len(p)+HeaderSize > recvBufferSize {
+		return ErrMessageTooLarge
+	}
+	b := make([]byte, len(p))
+	copy(b, p)
+	return s.u.do(func(now int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		if !s.connected {
+			return ErrNotConnected
+		}
+		h := s.header(FlagMessage)
+		buf := s.sock.scratch(HeaderSize + len(b))
+		h.Put(buf)
+		copy(buf[HeaderSize:], b)
+		s.sock.queue(buf, s.ruaddr, s.raddr)
+		return nil
+	})
+}
+
+// TrySend is Send; MESSAGEs are never queued behind stream data, so there
+// is nothing to wait for.
+func (s *Stream) TrySend(p []byte) error { return s.Send(p) }
+
+// ReadMessage returns the next MESSAGE payload received on the stream.
+func (s *Stream) ReadMessage(ctx context.Context) ([]byte, error) {
+	for {
+		s.mu.Lock()
+		if len(s.msgs) > 0 {
+			m := s.msgs[0]
+			s.msgs[0] = nil
+			s.msgs = s.msgs[1:]
+			s.mu.Unlock()
+			return m, nil
+		}
+		err := s.err
+		if err == nil && s.isDone() {
+			err = ErrClosed
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-s.msgable:
+		case <-s.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Stream) isDone() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// wait blocks until c is signalled, the stream finishes, or the deadline.
+func (s *Stream) wait(c chan struct{}, dl time.Time) error {
+	if dl.IsZero() {
+		select {
+		case <-c:
+		case <-s.done:
+		}
+		return nil
+	}
+	d := time.Until(dl)
+	if d <= 0 {
+		return errDeadline
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c:
+	case <-s.done:
+	case <-t.C:
+	}
+	return nil
+}
+
+// Read reads stream data; io.EOF after the peer's END.
+func (s *Stream) Read(p []byte) (int, error) {
+	for {
+		s.mu.Lock()
+		if s.userClosed {
+			s.mu.Unlock()
+			return 0, net.ErrClosed
+		}
+		if len(s.rq) > 0 {
+			n := 0
+			for n < len(p) && len(s.rq) > 0 {
+				c := s.rq[0][s.rqOff:]
+				k := copy(p[n:], c)
+				n += k
+				s.rqOff += k
+				if s.rqOff == len(s.rq[0]) {
+					putPktBuf(s.rq[0])
+					s.rq[0] = nil
+					s.rq = s.rq[1:]
+					s.rqOff = 0
+				}
+			}
+			s.mu.Unlock()
+			left := s.rqBytes.Add(-int64(n))
+			// Reopen a window the peer saw (nearly) closed at once instead
+			// of waiting for its zero-window probe.
+			if adv := s.lastAdv.Load(); adv < s.rwndMax/2 && left < int64(s.rwndMax/2) {
+				if !s.wantAck.Swap(true) {
+					s.u.kickStream(s)
+				}
+			}
+			return n, nil
+		}
+		if s.eof {
+			s.mu.Unlock()
+			return 0, io.EOF
+		}
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return 0, err
+		}
+		if s.isDone() {
+			s.mu.Unlock()
+			return 0, io.EOF
+		}
+		dl := s.rdl
+		s.mu.Unlock()
+		if err := s.wait(s.readable, dl); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Write queues p for sending; it blocks while the send buffer is full.
+func (s *Stream) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		s.mu.Lock()
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return n, err
+		}
+		if s.wclosed || s.userClosed {
+			s.mu.Unlock()
+			return n, ErrWriteClosed
+		}
+		if s.isDone() {
+			s.mu.Unlock()
+			return n, &StreamError{ID: s.id, Err: ErrClosed}
+		}
+		room := s.opts.SendBuffer - int(s.wqBytes.Load())
+		if room <= 0 {
+			dl := s.wdl
+			s.mu.Unlock()
+			if err := s.wait(s.writable, dl); err != nil {
+				return n, err
+			}
+			continue
+		}
+		k := min(room, len(p)-n)
+		c := make([]byte, k)
+		copy(c, p[n:n+k])
+		s.wq = append(s.wq, c)
+		s.wqBytes.Add(int64(k))
+		n += k
+		s.mu.Unlock()
+		s.u.kickStream(s)
+	}
+	return n, nil
+}
+
+// wqLen is the number of written bytes not yet packed into packets.
+func (s *Stream) wqLen() int { return int(s.wqBytes.Load()) }
+
+// takeWrite moves up to len(dst) queued bytes into dst; end reports that
+// the END flag belongs on this packet.
+func (s *Stream) takeWrite(dst []byte) (int, bool) {
+	s.mu.Lock()
+	n := 0
+	for n < len(dst) && len(s.wq) > 0 {
+		c := s.wq[0][s.wqOff:]
+		k := copy(dst[n:], c)
+		n += k
+		s.wqOff += k
+		if s.wqOff == len(s.wq[0]) {
+			s.wq[0] = nil
+			s.wq = s.wq[1:]
+			s.wqOff = 0
+		}
+	}
+	s.wqBytes.Add(-int64(n))
+	end := len(s.wq) == 0 && s.endReq.Load()
+	s.mu.Unlock()
+	if n > 0 {
+		signal(s.writable)
+	}
+	return n, end
+}
+
+// CloseWrite sends END after the queued data (half-close).
+func (s *Stream) CloseWrite() error {
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	s.wclosed = true
+	s.mu.Unlock()
+	s.endReq.Store(true)
+	s.u.kickStream(s)
+	return nil
+}
+
+// Close ends the write side and releases the read side. The stream keeps
+// running in the background until the peer has acknowledged everything and
+// ended too (or for 30 s at most, then it is destroyed).
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	if s.userClosed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.userClosed = true
+	s.wclosed = true
+	for _, c := range s.rq {
+		putPktBuf(c)
+	}
+	s.rq = nil
+	s.rqBytes.Store(0)
+	s.mu.Unlock()
+	signal(s.readable)
+	signal(s.writable)
+	s.endReq.Store(true)
+	s.wantClose.Store(true)
+	s.u.kickStream(s)
+	return nil
+}
+
+// Destroy closes the stream abortively: a DESTROY packet is sent if it is
+// connected (libudx udx_stream_destroy).
+func (s *Stream) Destroy() error {
+	err := s.u.do(func(now int64) error {
+		if !s.dead {
+			s.destroy(ErrDestroyed)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	<-s.done
+	return nil
+}
+
+// Done is closed when the stream has finished, for whatever reason.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Err is why the stream finished: nil for a graceful close, else a
+// *StreamError wrapping ErrReset, ErrTimeout, ErrDestroyed or ErrClosed.
+func (s *Stream) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Stats returns a snapshot of the stream's counters.
+func (s *Stream) Stats() Stats {
+	var st Stats
+	_ = s.u.do(func(int64) error {
+		st = s.stats
+		st.RTT = time.Duration(s.srtt) * time.Microsecond
+		st.Cwnd = s.cwnd
+		st.MTU = s.mtu
+		return nil
+	})
+	return st
+}
+
+func (s *Stream) LocalAddr() net.Addr {
+	if a := s.sockAddr.Load(); a != nil {
+		return net.UDPAddrFromAddrPort(*a)
+	}
+	return &net.UDPAddr{}
+}
+
+func (s *Stream) RemoteAddr() net.Addr {
+	if a := s.remAddr.Load(); a != nil {
+		return net.UDPAddrFromAddrPort(*a)
+	}
+	return &net.UDPAddr{}
+}
+
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.rdl, s.wdl = t, t
+	s.mu.Unlock()
+	signal(s.readable)
+	signal(s.writable)
+	return nil
+}
+
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.rdl = t
+	s.mu.Unlock()
+	signal(s.readable)
+	return nil
+}
+
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.mu.Lock()
+	s.wdl = t
+	s.mu.Unlock()
+	signal(s.writable)
+	return nil
+}
+
+// ---- loop side helpers that touch shared state ----
+
+func (s *Stream) deliver(payload []byte) {
+	if len(payload) == 0 {
+		return
+	}
+	s.mu.Lock()
+	if s.userClosed {
+		s.mu.Unlock()
+		return
+	}
+	b := getPktBuf()[:len(payload)]
+	copy(b, payload)
+	s.rq = append(s.rq, b)
+	s.rqBytes.Add(int64(len(b)))
+	s.mu.Unlock()
+	signal(s.readable)
+}
+
+func (s *Stream) deliverEOF() {
+	s.mu.Lock()
+	s.eof = true
+	s.mu.Unlock()
+	signal(s.readable)
+}
+
+func (s *Stream) deliverMessage(p []byte) {
+	b := make([]byte, len(p))
+	copy(b, p)
+	s.mu.Lock()
+	if len(s.msgs) < maxQueuedMessages {
+		s.msgs = append(s.msgs, b)
+	}
+	s.mu.Unlock()
+	signal(s.msgable)
+}
+
+func (s *Stream) deadErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	return &StreamError{ID: s.id, Err: ErrClosed}
+}
+
+// destroy is udx_stream_destroy: DESTROY goes out only on a connected,
+// non-relaying stream; seq is incremented after it, as libudx does.
+func (s *Stream) destroy(why error) {
+	if s.dead {
+		return
+	}
+	if s.connected && s.relayTo == nil && s.sock != nil {
+		s.sendCtl(FlagDestroy)
+		s.seq++
+	}
+	s.finish(why)
+}
+
+// finish closes the stream locally with err (nil: graceful).
+func (s *Stream) finish(err error) {
+	if s.dead {
+		return
+	}
+	s.dead = true
+	if s.registered {
+		if cur := s.u.streams[s.id]; cur == s {
+			delete(s.u.streams, s.id)
+		}
+	}
+	s.timer, s.timerAt, s.paceAt, s.lingerAt = timerNone, 0, 0, 0
+	s.u.unschedule(s)
+	for p := s.inflight.head; p != nil; p = p.next {
+		putPktBuf(p.buf)
+	}
+	for p := s.retrans.head; p != nil; p = p.next {
+		putPktBuf(p.buf)
+	}
+	s.inflight, s.retrans, s.out = pktList{}, pktList{}, outRing{}
+	for i, b := range s.ooo {
+		if len(b) > 0 {
+			putPktBuf(b)
+		}
+		s.ooo[i] = nil
+	}
+	s.ooo = nil
+	s.blocks = nil
+	if s.relayTo != nil {
+		delete(s.relayTo.relayedBy, s)
+	}
+	for r := range s.relayedBy {
+		r.relayTo = nil
+		r.finish(ErrReset)
+	}
+	s.signalRemoteChanged()
+	s.mu.Lock()
+	if err != nil && s.err == nil {
+		s.err = &StreamError{ID: s.id, Err: err}
+	}
+	s.mu.Unlock()
+	s.doneOnce.Do(func() { close(s.done) })
+	signal(s.readable)
+	signal(s.writable)
+	signal(s.msgable)
+}
+
+// service runs on the loop for a stream that user code poked.
+func (s *Stream) service(now int64) {
+	if s.dead {
+		return
+	}
+	if s.wantAck.Swap(false) {
+		s.ackNeeded = true
+	}
+	if s.wantClose.Swap(false) {
+		if !s.connected {
+			s.finish(ErrClosed)
+			return
+		}
+		if s.lingerAt == 0 {
+			s.lingerAt = now + lingerTime
+		}
+	}
+}
+
+// flush sends what the stream owes: ACK, retransmissions, new data.
+func (s *Stream) flush(now int64) {
+	if s.dead {
+		return
+	}
+	if s.ackNeeded && s.connected {
+		s.sendAck(now)
+		s.lastAdv.Store(s.lastRwnd)
+	}
+	if s.dead {
+		return
+	}
+	s.paceAt = 0
+	s.sendPackets(now)
+	s.checkRemoteEnded()
+}
