@@ -1,0 +1,35 @@
+// Package dht is a HyperDHT node (hyperdht 6.34.0) on top of package
+// dht/rpc: a peer that a Node.js hyperdht network cannot tell from its own.
+//
+// A Node serves hyperdht's storage commands once dht-rpc has made it
+// persistent: LOOKUP, ANNOUNCE and UNANNOUNCE (records per topic, signed for
+// the storing node's id and token), FIND_PEER (self-announces, kept in the
+// router table so that handshakes can be relayed to the server), MUTABLE_PUT
+// and MUTABLE_GET (signed values with sequence numbers; a lower seq is
+// refused with SEQ_TOO_LOW, a reused one with SEQ_REUSED) and IMMUTABLE_PUT
+// and IMMUTABLE_GET (values stored under their hash). While ephemeral it
+// declines them, and dht-rpc answers UNKNOWN_COMMAND with closer nodes, as
+// the reference does. Messages, signatures and the record store (bounded
+// the reference's way: maxSize entries in two generations rotated every
+// ⅔ maxAge) are package dht/wire's; this package adds the network.
+//
+// The client side mirrors index.js: Lookup and FindPeer stream replies;
+// Announce, MutablePut and ImmutablePut run a query and then commit to the
+// closest nodes; MutableGet and ImmutableGet verify what they return.
+//
+// Testnet starts a local network the way testnet.js does, for tests and
+// `keytunnel testnet`.
+//
+// # Concurrency
+//
+// Requests are handled on the rpc loop goroutine, which passes its time to
+// the store; the store never reads the clock and locks itself, because
+// client calls (Unannounce unlinks our own record first) touch it too.
+//
+// # Not yet here
+//
+// PEER_HANDSHAKE and PEER_HOLEPUNCH are accepted (never UNKNOWN_COMMAND)
+// but not yet relayed; the router entries relaying needs are kept
+// (Node.Forward: the self-announcing server's address as this node saw it).
+// connect and listen, the announcer and PLUGIN commands come later.
+package dht
