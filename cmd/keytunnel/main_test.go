@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var o, e bytes.Buffer
+	err = newApp(&o, &e).Run(append([]string{"keytunnel"}, args...))
+	return o.String(), e.String(), err
+}
+
+func TestKeygen(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "id.key")
+	out, _, err := run(t, "keygen", "--out", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := key.ReadSeedFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != kp.Public.String() {
+		t.Fatalf("printed %q, file holds %s", out, kp.Public)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", st.Mode())
+	}
+	if _, _, err := run(t, "keygen", "--out", p); err == nil || !strings.Contains(err.Error(), "not overwriting") {
+		t.Fatalf("second keygen: %v", err)
+	}
+	if again, _ := key.ReadSeedFile(p); again.Public != kp.Public {
+		t.Fatal("key overwritten")
+	}
+	out, _, err = run(t, "keygen")
+	if err != nil || !strings.Contains(out, "seed ") {
+		t.Fatalf("keygen to stdout: %q %v", out, err)
+	}
+}
+
+func TestBadLogLevel(t *testing.T) {
+	if _, _, err := run(t, "--log-level", "loud", "keygen"); err == nil || !strings.Contains(err.Error(), "log-level") {
+		t.Fatalf("err = %v", err)
+	}
+}

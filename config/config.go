@@ -1,0 +1,424 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+// File is a parsed, validated configuration.
+type File struct {
+	Path      string
+	Bootstrap []string // host:port; empty means the public HyperDHT nodes
+	LogLevel  slog.Level
+	Expose    []Expose
+	Forward   []Forward
+}
+
+// Expose publishes a local TCP service under a key pair.
+type Expose struct {
+	Name    string
+	Target  string // host:port of the local service
+	KeyFile string // absolute path of the seed file
+	KeyPair key.KeyPair
+	Allow   []key.PublicKey // empty: anyone who knows the key
+	Raw     bool
+}
+
+// Forward opens a local port that reaches the service behind a public key.
+type Forward struct {
+	Name   string
+	Key    key.PublicKey
+	Listen string // host:port
+	Raw    bool
+}
+
+// The raw TOML shapes. Every field is a pointer or a slice so that Parse can
+// tell "absent" from "zero".
+type rawFile struct {
+	Bootstrap []string     `toml:"bootstrap"`
+	LogLevel  *string      `toml:"log_level"`
+	Expose    []rawExpose  `toml:"expose"`
+	Forward   []rawForward `toml:"forward"`
+}
+
+type rawExpose struct {
+	Name    *string  `toml:"name"`
+	Port    *int64   `toml:"port"`
+	Address *string  `toml:"address"`
+	Key     *string  `toml:"key"`
+	Allow   []string `toml:"allow"`
+	Raw     *bool    `toml:"raw"`
+}
+
+type rawForward struct {
+	Name   *string `toml:"name"`
+	Key    *string `toml:"key"`
+	Listen *string `toml:"listen"`
+	Port   *int64  `toml:"port"`
+	Raw    *bool   `toml:"raw"`
+}
+
+// Load reads and parses the file at path. Relative key paths are taken
+// relative to the file's directory.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse parses data read from the file called name. It returns either a
+// complete File or an Errors listing every problem.
+func Parse(name string, data []byte) (*File, error) {
+	p := &parser{name: name, dir: filepath.Dir(name), lines: scanLines(data)}
+	var raw rawFile
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Errors{{File: name, Line: pe.Position.Line, Msg: pe.Message}}
+		}
+		return nil, Errors{{File: name, Msg: err.Error()}}
+	}
+	for _, k := range md.Undecoded() {
+		p.failKey(k, "unknown field")
+	}
+	f := &File{Path: name, LogLevel: slog.LevelInfo}
+	for i, b := range raw.Bootstrap {
+		if _, _, err := splitHostPort(b); err != nil {
+			p.fail(p.lines.top("bootstrap"), fmt.Sprintf("bootstrap[%d]", i), err.Error())
+			continue
+		}
+		f.Bootstrap = append(f.Bootstrap, b)
+	}
+	if raw.LogLevel != nil {
+		if err := f.LogLevel.UnmarshalText([]byte(*raw.LogLevel)); err != nil {
+			p.fail(p.lines.top("log_level"), "log_level", fmt.Sprintf("%q is not one of debug, info, warn, error", *raw.LogLevel))
+		}
+	}
+	names := map[string]string{}
+	for i, r := range raw.Expose {
+		e := p.expose(i, r)
+		e.Name = p.unique(names, e.Name, r.Name != nil, "expose", i)
+		f.Expose = append(f.Expose, e)
+	}
+	listens := map[string]string{}
+	for i, r := range raw.Forward {
+		fw := p.forward(i, r)
+		fw.Name = p.unique(names, fw.Name, r.Name != nil, "forward", i)
+		field := fmt.Sprintf("forward[%d]", i)
+		if other, dup := listens[fw.Listen]; dup && fw.Listen != "" {
+			p.fail(p.lines.entryField("forward", i, "listen", "port"), field+".listen",
+				fmt.Sprintf("%s is already the listen address of %s", fw.Listen, other))
+		}
+		listens[fw.Listen] = field
+		f.Forward = append(f.Forward, fw)
+	}
+	if len(p.errs) > 0 {
+		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
+		return nil, p.errs
+	}
+	return f, nil
+}
+
+type parser struct {
+	name  string
+	dir   string
+	lines lineIndex
+	errs  Errors
+}
+
+func (p *parser) fail(line int, field, msg string) {
+	p.errs = append(p.errs, &FieldError{File: p.name, Line: line, Field: field, Msg: msg})
+}
+
+func (p *parser) failKey(k toml.Key, msg string) {
+	// Keys inside [[expose]]/[[forward]] come without an index; the scan
+	// finds the first entry that has the key.
+	line := 0
+	if len(k) == 2 {
+		line = p.lines.anyEntryField(k[0], k[1])
+	} else if len(k) == 1 {
+		line = p.lines.top(k[0])
+	}
+	p.fail(line, k.String(), msg)
+}
+
+// unique records an entry's name. A name the file gives must be unique; a
+// derived one (from the port or address) gets a numeric suffix instead,
+// since two entries may well expose one port under two keys.
+func (p *parser) unique(seen map[string]string, name string, given bool, kind string, i int) string {
+	field := fmt.Sprintf("%s[%d]", kind, i)
+	if other, dup := seen[name]; dup {
+		if given {
+			p.fail(p.lines.entryField(kind, i, "name"), field+".name", fmt.Sprintf("name %q is already used by %s", name, other))
+			return name
+		}
+		base := name
+		for n := 2; dup; n++ {
+			name = fmt.Sprintf("%s#%d", base, n)
+			_, dup = seen[name]
+		}
+	}
+	seen[name] = field
+	return name
+}
+
+func (p *parser) expose(i int, r rawExpose) Expose {
+	field := fmt.Sprintf("expose[%d]", i)
+	at := func(keys ...string) int { return p.lines.entryField("expose", i, keys...) }
+	var e Expose
+	switch {
+	case r.Port != nil && r.Address != nil:
+		p.fail(at("port"), field, "set port or address, not both")
+	case r.Port != nil:
+		if *r.Port < 1 || *r.Port > 65535 {
+			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a TCP port (1-65535)", *r.Port))
+		}
+		e.Target = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
+	case r.Address != nil:
+		if _, _, err := splitHostPort(*r.Address); err != nil {
+			p.fail(at("address"), field+".address", err.Error())
+		}
+		e.Target = *r.Address
+	default:
+		p.fail(at(), field, "needs port or address")
+	}
+	if r.Key == nil {
+		p.fail(at(), field, "needs key (the path of a seed file; `keytunnel keygen --out FILE` makes one)")
+	} else {
+		e.KeyFile = *r.Key
+		if !filepath.IsAbs(e.KeyFile) {
+			e.KeyFile = filepath.Join(p.dir, e.KeyFile)
+		}
+		kp, err := key.ReadSeedFile(e.KeyFile)
+		if err != nil {
+			p.fail(at("key"), field+".key", err.Error())
+		}
+		e.KeyPair = kp
+	}
+	for j, a := range r.Allow {
+		k, err := key.ParsePublicKey(a)
+		if err != nil {
+			p.fail(at("allow"), fmt.Sprintf("%s.allow[%d]", field, j), err.Error())
+			continue
+		}
+		e.Allow = append(e.Allow, k)
+	}
+	e.Raw = r.Raw != nil && *r.Raw
+	if r.Name != nil {
+		e.Name = p.checkName(at("name"), field, *r.Name)
+	} else if r.Port != nil {
+		e.Name = fmt.Sprintf("expose-%d", *r.Port)
+	} else {
+		e.Name = "expose-" + e.Target
+	}
+	return e
+}
+
+func (p *parser) forward(i int, r rawForward) Forward {
+	field := fmt.Sprintf("forward[%d]", i)
+	at := func(keys ...string) int { return p.lines.entryField("forward", i, keys...) }
+	var fw Forward
+	if r.Key == nil {
+		p.fail(at(), field, "needs key (the public key of the service)")
+	} else {
+		k, err := key.ParsePublicKey(*r.Key)
+		if err != nil {
+			p.fail(at("key"), field+".key", err.Error())
+		}
+		fw.Key = k
+	}
+	switch {
+	case r.Port != nil && r.Listen != nil:
+		p.fail(at("port"), field, "set port or listen, not both")
+	case r.Port != nil:
+		if *r.Port < 0 || *r.Port > 65535 {
+			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a TCP port (0-65535)", *r.Port))
+		}
+		fw.Listen = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
+	case r.Listen != nil:
+		if _, _, err := splitHostPort(*r.Listen); err != nil {
+			p.fail(at("listen"), field+".listen", err.Error())
+		}
+		fw.Listen = *r.Listen
+	default:
+		p.fail(at(), field, "needs listen or port")
+	}
+	fw.Raw = r.Raw != nil && *r.Raw
+	if r.Name != nil {
+		fw.Name = p.checkName(at("name"), field, *r.Name)
+	} else {
+		fw.Name = "forward-" + fw.Listen
+	}
+	return fw
+}
+
+func (p *parser) checkName(line int, field, name string) string {
+	if strings.TrimSpace(name) == "" {
+		p.fail(line, field+".name", "name is empty")
+	}
+	return name
+}
+
+// splitHostPort checks a host:port with a numeric port in 0-65535.
+func splitHostPort(s string) (string, int, error) {
+	h, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", s)
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: port %q is not a number in 0-65535", s, ps)
+	}
+	return h, port, nil
+}
+
+// lineIndex finds lines of keys for error messages. BurntSushi/toml reports
+// positions of syntax errors but not of the keys of array-of-tables
+// entries, so this scans the text: it knows where each [[expose]] and
+// [[forward]] header starts and which keys follow it. It reads only lines
+// of the form `key = ...` and `[[table]]`/`[table]`, which is how these files
+// are written; anything else just yields line 0 (unknown).
+type lineIndex struct {
+	topKeys map[string]int
+	entries map[string][]entryLines // "expose" → one per [[expose]]
+}
+
+type entryLines struct {
+	header int
+	keys   map[string]int
+}
+
+func scanLines(data []byte) lineIndex {
+	li := lineIndex{topKeys: map[string]int{}, entries: map[string][]entryLines{}}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	var cur *entryLines
+	inTable := false
+	for n := 1; sc.Scan(); n++ {
+		l := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(l, "[["):
+			name := strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(strings.SplitN(l, "]]", 2)[0], "[["), "]]"))
+			li.entries[name] = append(li.entries[name], entryLines{header: n, keys: map[string]int{}})
+			es := li.entries[name]
+			cur = &es[len(es)-1]
+			inTable = true
+		case strings.HasPrefix(l, "["):
+			cur, inTable = nil, true
+		default:
+			k, _, ok := strings.Cut(l, "=")
+			if !ok || strings.HasPrefix(l, "#") {
+				continue
+			}
+			k = strings.Trim(strings.TrimSpace(k), `"'`)
+			if cur != nil {
+				if _, seen := cur.keys[k]; !seen {
+					cur.keys[k] = n
+				}
+			} else if !inTable {
+				if _, seen := li.topKeys[k]; !seen {
+					li.topKeys[k] = n
+				}
+			}
+		}
+	}
+	return li
+}
+
+func (li lineIndex) top(k string) int { return li.topKeys[k] }
+
+// entryField returns the line of the first of keys present in entry i of
+// table, or the entry's header line.
+func (li lineIndex) entryField(table string, i int, keys ...string) int {
+	es := li.entries[table]
+	if i >= len(es) {
+		return 0
+	}
+	for _, k := range keys {
+		if n, ok := es[i].keys[k]; ok {
+			return n
+		}
+	}
+	return es[i].header
+}
+
+func (li lineIndex) anyEntryField(table, k string) int {
+	for _, e := range li.entries[table] {
+		if n, ok := e.keys[k]; ok {
+			return n
+		}
+	}
+	return 0
+}
+
+// Change is what a reload does to the running entries.
+type Change struct {
+	StartExpose, StopExpose   []Expose
+	StartForward, StopForward []Forward
+	Kept                      []string // names of entries left running untouched
+}
+
+// Diff compares the running configuration with a new one. An entry whose
+// name is in both and whose settings are equal is kept (its connections go
+// on); one whose settings changed is stopped and started again; the rest
+// stop or start. Global settings are not diffed.
+func Diff(old, cur *File) Change {
+	var c Change
+	oldE := map[string]Expose{}
+	for _, e := range old.Expose {
+		oldE[e.Name] = e
+	}
+	for _, e := range cur.Expose {
+		if o, ok := oldE[e.Name]; ok && exposeEqual(o, e) {
+			c.Kept = append(c.Kept, e.Name)
+			delete(oldE, e.Name)
+			continue
+		}
+		c.StartExpose = append(c.StartExpose, e)
+	}
+	for _, e := range old.Expose {
+		if _, ok := oldE[e.Name]; ok {
+			c.StopExpose = append(c.StopExpose, e)
+		}
+	}
+	oldF := map[string]Forward{}
+	for _, f := range old.Forward {
+		oldF[f.Name] = f
+	}
+	for _, f := range cur.Forward {
+		if o, ok := oldF[f.Name]; ok && o == f {
+			c.Kept = append(c.Kept, f.Name)
+			delete(oldF, f.Name)
+			continue
+		}
+		c.StartForward = append(c.StartForward, f)
+	}
+	for _, f := range old.Forward {
+		if _, ok := oldF[f.Name]; ok {
+			c.StopForward = append(c.StopForward, f)
+		}
+	}
+	return c
+}
+
+func exposeEqual(a, b Expose) bool {
+	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
+		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow)
+}

@@ -1,0 +1,53 @@
+package tunnel
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// BenchmarkStreamOpen measures what opening one tunnelled TCP connection
+// costs, up to its first echoed byte: a new stream on the established peer
+// session (mux) against a new peer connection per TCP connection (raw, as
+// hypertele does). The fake DHT's Dial is a loopback TCP connect, so the
+// raw numbers are a lower bound; the dial-latency variants add what a DHT
+// lookup and handshake cost on top, which mux pays once per session.
+func BenchmarkStreamOpen(b *testing.B) {
+	for _, lat := range []time.Duration{0, 5 * time.Millisecond} {
+		for _, raw := range []bool{false, true} {
+			name := "mux-session"
+			if raw {
+				name = "raw-peer-conn-per-tcp"
+			}
+			b.Run(name+"/dial-latency="+lat.String(), func(b *testing.B) {
+				tg := newTarget(b, echo)
+				r := newRig(b, tg.addr(), ExposeOptions{}, &ForwardOptions{Raw: raw})
+				r.dialer.latency = lat
+				openEcho(b, r.fwdAddr) // brings the mux session up
+				b.ResetTimer()
+				for b.Loop() {
+					openEcho(b, r.fwdAddr)
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(r.n.dials.Load())/float64(b.N+1), "dials/op")
+			})
+		}
+	}
+}
+
+func openEcho(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var one [1]byte
+	if _, err := c.Write([]byte{'x'}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, one[:]); err != nil {
+		b.Fatal(err)
+	}
+}

@@ -1,0 +1,106 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// bufSize bounds what one direction of one connection holds in flight inside
+// this package. 32 KiB is io.Copy's own size: big enough to move a yamux
+// frame or a TCP segment batch in one call, small enough that thousands of
+// tunnelled connections cost tens of MiB at worst.
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// conn is what join needs from each side: full duplex, a half-close, and a
+// way to unblock pending calls when the other side fails.
+type conn interface {
+	io.ReadWriter
+	CloseWrite() error
+	Close() error
+	SetDeadline(time.Time) error
+}
+
+// muxStream adapts a yamux stream. In hashicorp/yamux v0.1.2 Stream.Close
+// sends FIN and moves the stream to "local close", in which Read still
+// delivers what the peer sends until its FIN: so Close is exactly a
+// CloseWrite. A full close therefore also sets a past deadline, which wakes
+// our own blocked Read or Write; the stream's state is freed when the peer's
+// FIN arrives (it will: the peer's join closes its side in turn) or after
+// StreamCloseTimeout.
+type muxStream struct{ *yamux.Stream }
+
+func (s muxStream) CloseWrite() error { return s.Stream.Close() }
+
+func (s muxStream) Close() error {
+	err := s.Stream.Close()
+	s.Stream.SetDeadline(time.Now())
+	return err
+}
+
+// join copies a to b and b to a until both directions have seen EOF, one
+// fails, or ctx ends. An EOF in one direction is passed on as CloseWrite of
+// the other side, so request-then-shutdown clients still get their whole
+// response. Both sides are closed before join returns. The error is the
+// first copy error, which caused the teardown; errors that the teardown
+// itself causes in the other direction are not reported.
+func join(ctx context.Context, a, b conn) error {
+	var (
+		once     sync.Once
+		firstErr error
+	)
+	abort := func(err error) {
+		once.Do(func() {
+			firstErr = err
+			a.Close()
+			b.Close()
+			// Close alone does not wake a blocked Read on every conn type
+			// (a yamux stream stays readable after Close); a past deadline
+			// does.
+			a.SetDeadline(time.Now())
+			b.SetDeadline(time.Now())
+		})
+	}
+	stop := context.AfterFunc(ctx, func() { abort(nil) })
+	defer stop()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := pump(b, a); err != nil {
+			abort(err)
+		}
+	}()
+	if err := pump(a, b); err != nil {
+		abort(err)
+	}
+	wg.Wait()
+	abort(nil)
+	return firstErr
+}
+
+// pump copies src to dst and half-closes dst on EOF. It reports errors
+// other than a clean EOF so that join can tear both sides down.
+func pump(dst, src conn) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	// The struct wrappers hide ReaderFrom/WriterTo: TCPConn's WriteTo would
+	// otherwise fall back to io.Copy with a fresh 32 KiB buffer per call,
+	// defeating the pool.
+	_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	if err != nil {
+		return err
+	}
+	if err := dst.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+// Package tunnel carries TCP connections between keytunnel peers: Expose
+// serves a local TCP service to the peers that reach our key, Forward makes
+// a remote peer's service reachable on a local port, and Pipe connects
+// stdin/stdout to it (for ssh's ProxyCommand).
+//
+// The package knows nothing about the DHT. It needs a Dialer (reach the
+// peer behind a public key) and a PeerListener (accept peers on our key
+// pair), both giving PeerConns: encrypted, half-closable net.Conns that know
+// the remote's public key. Tests use loopback TCP pairs with fake keys.
+//
+// # Two modes on the wire
+//
+// Mux (keytunnel to keytunnel): one peer connection carries every TCP
+// connection as a hashicorp/yamux stream, so opening a connection through
+// an established tunnel costs one yamux frame, not a DHT lookup and hole
+// punch. The client starts the peer connection with a 16-byte preamble
+// ("\x00keytunnel/mux1\n"); the server answers with a short reply (ok, or
+// refused with a reason) before yamux starts, so that a refused client gets
+// ErrRefused with the reason instead of a bare EOF. That costs one round
+// trip per peer session; streams cost none.
+//
+// Raw (hypertele, holesail): one peer connection per TCP connection, bytes
+// unframed. Forward with ForwardOptions.Raw speaks it to raw servers.
+//
+// # How Expose tells the modes apart
+//
+// The client speaks first in mux mode, so Expose reads a peer's first bytes
+// before anything else:
+//
+//   - all 16 bytes equal the preamble: mux;
+//   - a byte differs from the preamble, or the peer half-closes first: raw,
+//     and the bytes read so far are replayed into the target connection;
+//   - nothing (or only a prefix of the preamble) within DetectTimeout
+//     (default 400 ms): raw. This is for raw clients of protocols in which
+//     the server speaks first (SMTP, MySQL, SSH banners): the target is
+//     connected only then, and its banner reaches the client.
+//
+// The cost: raw clients of server-speaks-first services see the banner
+// DetectTimeout late, once per connection; other raw clients (HTTP and any
+// protocol whose client talks first) lose nothing, because their first
+// byte decides at once; mux clients lose nothing.
+//
+// A keytunnel client whose preamble arrives after DetectTimeout (a slow
+// path) is not lost in the common case: once the target is connected,
+// whichever of peer and target speaks first decides. If it is the peer and
+// its bytes are the preamble, the target (which has only seen a connection
+// open) is closed and the peer gets its mux session. Only if the target
+// spoke first (a server-speaks-first service) is the late client taken for
+// raw: it then gets ErrProtocol instead of a session. 400 ms is well above
+// one-way delays of working paths; raise ExposeOptions.DetectTimeout for
+// worse ones.
+//
+// # Access control
+//
+// Expose refuses peers whose key is not in ExposeOptions.Allow: a mux
+// client gets a refusal reply (ErrRefused on its side), a raw client a
+// closed connection, the server logs a warning, and the target never sees a
+// connection. The DHT listener's firewall should call the same
+// AllowList.Allows, so that strangers are rejected during the handshake,
+// before this package sees them.
+//
+// # Close semantics and backpressure
+//
+// Each direction of a tunnelled connection is copied with a pooled 32 KiB
+// buffer. EOF in one direction is passed on as a half-close (TCP
+// CloseWrite, yamux stream FIN, PeerConn CloseWrite), so a client that
+// sends a request and shuts its write side still gets the whole response;
+// both sides are closed when both directions are done or either fails.
+// Nothing in this package buffers beyond that: a slow reader fills the
+// yamux stream window (256 KiB), and then the sender's Write blocks, back to
+// the TCP connection that feeds it.
+//
+// # Reconnection
+//
+// A Forwarder dials lazily and keeps one session. When it dies, the local
+// port stays open; the next local connection triggers a redial, and
+// connections that arrive meanwhile wait (up to WaitTimeout). Failed dials
+// back off exponentially with jitter, capped at BackoffMax. Refusals fail
+// waiting connections at once, since they do not heal within a wait.
+//
+// # Lifetimes and events
+//
+// NewExposer and NewForwarder start their goroutines; Close is idempotent,
+// stops them and waits for every connection they started. Expose and
+// Forward are the blocking forms, bound to a context. Logs go to log/slog;
+// OnEvent receives Events (connected, disconnected, refused, redialing)
+// that marshal to JSON for a machine-readable mode.
+package tunnel

@@ -1,0 +1,20 @@
+package tunnel
+
+import "errors"
+
+var (
+	// ErrRefused is returned to a keytunnel client whose key the exposing
+	// peer's allow list does not hold. The error wraps the server's reason.
+	ErrRefused = errors.New("tunnel: refused by peer")
+	// ErrProtocol means the peer answered the preamble with something that
+	// is not a keytunnel reply: usually a raw (hypertele-style) server, or a
+	// keytunnel server whose detection wait expired before our preamble
+	// arrived and that therefore treated us as raw.
+	ErrProtocol = errors.New("tunnel: peer did not answer the keytunnel preamble")
+	// ErrWaitTimeout is the fate of a local connection that waited longer
+	// than ForwardOptions.WaitTimeout for a peer session to come up.
+	ErrWaitTimeout = errors.New("tunnel: timed out waiting for a peer session")
+	// ErrClosed is returned by operations on a Forwarder or Exposer after
+	// Close.
+	ErrClosed = errors.New("tunnel: closed")
+)

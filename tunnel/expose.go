@@ -1,0 +1,334 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// DefaultDetectTimeout is how long Expose waits for a peer's first bytes
+// before deciding it is a raw client. A keytunnel client writes the
+// preamble as soon as its Dial returns, so the preamble reaches us about one
+// one-way trip after our side of the connection is up: 400 ms covers
+// intercontinental and relayed paths (one-way trips of 100–250 ms) with
+// room for scheduling, and is still short enough for a raw client of a
+// server-speaks-first protocol (SMTP, MySQL, SSH banners are awaited for
+// seconds by their clients) to see the banner only 0.4 s late.
+const DefaultDetectTimeout = 400 * time.Millisecond
+
+// ExposeOptions tune an Exposer. The zero value is usable.
+type ExposeOptions struct {
+	// Allow lists the keys that may connect; empty allows everyone.
+	Allow AllowList
+	// DetectTimeout is the wait before a silent peer is treated as raw.
+	// Zero means DefaultDetectTimeout.
+	DetectTimeout time.Duration
+	// DialTimeout bounds each connection to the target. Zero means 10 s.
+	DialTimeout time.Duration
+	// DialTarget connects to the target; nil means a net.Dialer over TCP.
+	DialTarget func(ctx context.Context, addr string) (net.Conn, error)
+	Logger     *slog.Logger
+	OnEvent    func(Event)
+}
+
+// Exposer serves a local TCP service to the peers of a PeerListener.
+type Exposer struct {
+	ln     PeerListener
+	target string
+	opts   ExposeOptions
+	log    *slog.Logger
+	emit   emitter
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	done   chan struct{}
+	err    error // why the accept loop ended; read after done
+
+	closeOnce sync.Once
+}
+
+// NewExposer starts serving ln's peers, connecting each to target
+// (host:port). The Exposer owns ln and closes it on Close.
+func NewExposer(ln PeerListener, target string, opts ExposeOptions) *Exposer {
+	opts.DetectTimeout = orDefault(opts.DetectTimeout, DefaultDetectTimeout)
+	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
+	if opts.DialTarget == nil {
+		var d net.Dialer
+		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+	e := &Exposer{
+		ln:     ln,
+		target: target,
+		opts:   opts,
+		log:    loggerOr(opts.Logger).With("key", ln.PublicKey().String(), "target", target),
+		emit:   emitter(opts.OnEvent),
+		done:   make(chan struct{}),
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.wg.Add(1)
+	go e.acceptLoop()
+	return e
+}
+
+// Expose serves ln's peers until ctx ends or ln fails, and returns after
+// every connection it started is closed.
+func Expose(ctx context.Context, ln PeerListener, target string, opts ExposeOptions) error {
+	e := NewExposer(ln, target, opts)
+	select {
+	case <-ctx.Done():
+	case <-e.Done():
+	}
+	e.Close()
+	if err := e.Err(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// Done is closed when the Exposer stops accepting peers.
+func (e *Exposer) Done() <-chan struct{} { return e.done }
+
+// Err is why the Exposer stopped accepting: nil after Close, else the
+// listener's error. Valid after Done is closed.
+func (e *Exposer) Err() error {
+	select {
+	case <-e.done:
+		return e.err
+	default:
+		return nil
+	}
+}
+
+// Close stops accepting, closes every peer connection and waits for all
+// goroutines. It is idempotent.
+func (e *Exposer) Close() error {
+	e.closeOnce.Do(func() {
+		e.cancel()
+		e.ln.Close()
+	})
+	e.wg.Wait()
+	return nil
+}
+
+func (e *Exposer) acceptLoop() {
+	defer e.wg.Done()
+	defer close(e.done)
+	for {
+		pc, err := e.ln.Accept()
+		if err != nil {
+			if e.ctx.Err() == nil {
+				e.err = err
+				e.log.Error("peer listener failed", "err", err)
+			}
+			return
+		}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.servePeer(pc)
+		}()
+	}
+}
+
+func (e *Exposer) servePeer(pc PeerConn) {
+	defer pc.Close()
+	stop := context.AfterFunc(e.ctx, func() { pc.Close() })
+	defer stop()
+	remote := pc.RemotePublicKey()
+	log := e.log.With("remote", remote.String())
+
+	pc.SetReadDeadline(time.Now().Add(e.opts.DetectTimeout))
+	mux, got, eof, err := detect(pc)
+	pc.SetReadDeadline(time.Time{})
+	if err != nil {
+		log.Debug("peer failed before speaking", "err", err)
+		return
+	}
+	mode := "raw"
+	if mux {
+		mode = "mux"
+	}
+	if !e.opts.Allow.Allows(remote) {
+		log.Warn("refused peer: key not in allow list", "mode", mode)
+		e.emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode})
+		if mux {
+			refuse(pc, "key "+remote.String()+" is not in the allow list")
+		}
+		return
+	}
+	e.emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
+	log.Info("peer connected", "mode", mode)
+	if mux {
+		err = e.serveMux(pc, log)
+	} else {
+		err = e.serveRaw(pc, got, eof, log)
+	}
+	e.emit.emit(Event{Kind: EventDisconnected, Remote: remote, Mode: mode, Err: err})
+	log.Info("peer disconnected", "mode", mode)
+}
+
+// refuse tells a keytunnel client why, then lets the reply drain: closing
+// with unread bytes in the receive buffer would make TCP-like transports
+// reset the connection and lose the reply.
+func refuse(pc PeerConn, reason string) {
+	pc.SetDeadline(time.Now().Add(2 * time.Second))
+	if writeReply(pc, replyRefused, reason) != nil {
+		return
+	}
+	pc.CloseWrite()
+	io.Copy(io.Discard, io.LimitReader(pc, 64<<10))
+}
+
+func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) error {
+	tc, err := e.dialTarget()
+	if err != nil {
+		log.Warn("cannot reach target", "err", err)
+		return err
+	}
+	target := asConn(tc)
+	if len(got) == 0 && !eof {
+		// The peer was silent for the whole detection wait.
+		var late bool
+		target, got, eof, late, err = e.settleSilent(pc, target)
+		if err != nil {
+			tc.Close()
+			return err
+		}
+		if late {
+			tc.Close()
+			log.Info("late preamble: keytunnel client after all")
+			return e.serveMux(pc, log)
+		}
+	}
+	// The bytes detect consumed go to the target first; after a peer EOF
+	// the replay ends in EOF too, which join passes on as CloseWrite.
+	return join(e.ctx, replay(pc, got, eof), target)
+}
+
+// settleSilent decides about a peer that said nothing within the detection
+// wait, now that the target is connected: whichever speaks first wins. If
+// the target does, this is a raw client of a server-speaks-first protocol.
+// If the peer does and its bytes are the preamble, it is a keytunnel client
+// whose preamble was slow (a long path), and since nothing of the target's
+// reached it yet, it can still get its mux session: the target only saw a
+// connection open and close. Bytes read on either side are handed back for
+// replay.
+func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, eof, late bool, err error) {
+	type peerRes struct {
+		mux, eof bool
+		got      []byte
+		err      error
+	}
+	type targetRes struct {
+		b   []byte
+		err error
+	}
+	pch := make(chan peerRes, 1)
+	tch := make(chan targetRes, 1)
+	go func() {
+		mux, got, eof, err := detect(pc)
+		pch <- peerRes{mux, eof, got, err}
+	}()
+	go func() {
+		b := make([]byte, bufSize)
+		n, err := tc.Read(b)
+		tch <- targetRes{b[:n], err}
+	}()
+	var (
+		p  peerRes
+		tr targetRes
+	)
+	// The one that did not speak first is woken by a past deadline; both
+	// results are needed, since it may have read something meanwhile.
+	select {
+	case p = <-pch:
+		tc.SetDeadline(time.Now())
+		tr = <-tch
+	case tr = <-tch:
+		pc.SetReadDeadline(time.Now())
+		p = <-pch
+	}
+	pc.SetReadDeadline(time.Time{})
+	tc.SetDeadline(time.Time{})
+	if p.err != nil {
+		return nil, nil, false, false, p.err
+	}
+	if p.mux {
+		// Whatever the target said meanwhile never reached the peer, so
+		// it can be dropped with the target connection.
+		return nil, nil, false, true, nil
+	}
+	tEOF := errors.Is(tr.err, io.EOF)
+	if tr.err != nil && !tEOF && !isTimeout(tr.err) {
+		return nil, nil, false, false, tr.err
+	}
+	return replay(tc, tr.b, tEOF), p.got, p.eof, false, nil
+}
+
+// replay returns c with got in front of what it reads, and only got if c
+// has already given EOF.
+func replay(c conn, got []byte, eof bool) conn {
+	var r io.Reader = bytes.NewReader(got)
+	if !eof {
+		r = io.MultiReader(r, c)
+	}
+	return replayConn{conn: c, r: r}
+}
+
+type replayConn struct {
+	conn
+	r io.Reader
+}
+
+func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
+	if err := writeReply(pc, replyOK, ""); err != nil {
+		return err
+	}
+	sess, err := yamux.Server(pc, muxConfig(log))
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			// The session is over (peer gone, or our ctx closed pc).
+			return nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.serveStream(muxStream{st}, log)
+		}()
+	}
+}
+
+func (e *Exposer) serveStream(st muxStream, log *slog.Logger) {
+	tc, err := e.dialTarget()
+	if err != nil {
+		log.Warn("cannot reach target", "err", err)
+		st.Close()
+		return
+	}
+	_ = join(e.ctx, st, asConn(tc))
+}
+
+func (e *Exposer) dialTarget() (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(e.ctx, e.opts.DialTimeout)
+	defer cancel()
+	return e.opts.DialTarget(ctx, e.target)
+}

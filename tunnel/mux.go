@@ -1,0 +1,58 @@
+package tunnel
+
+import (
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// muxConfig is the yamux configuration of both ends. The 256 KiB stream
+// window (yamux's default) is the backpressure unit: a stream whose reader
+// stalls holds at most that much in the receiver before the sender's Write
+// blocks, and other streams on the session keep flowing.
+func muxConfig(log *slog.Logger) *yamux.Config {
+	c := yamux.DefaultConfig()
+	// yamux logs a line for every session that ends with a closed conn;
+	// that is routine here, so it goes to debug.
+	c.LogOutput = nil
+	c.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	// Keepalives notice a session whose peer vanished without a close
+	// (NAT mapping gone, laptop suspended), so that Forward redials instead
+	// of opening streams into the void.
+	c.KeepAliveInterval = 15 * time.Second
+	// A half-closed stream whose peer never answers with FIN would
+	// otherwise pin its buffers for yamux's default 5 minutes.
+	c.StreamCloseTimeout = time.Minute
+	return c
+}
+
+// asConn gives join the half-close it needs. A net.Conn without CloseWrite
+// (rare: TCP and Unix conns have it) gets a no-op, so an EOF in that
+// direction simply waits for the other side to finish.
+func asConn(c net.Conn) conn {
+	if hc, ok := c.(conn); ok {
+		return hc
+	}
+	return noHalfClose{c}
+}
+
+type noHalfClose struct{ net.Conn }
+
+func (noHalfClose) CloseWrite() error { return nil }
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func loggerOr(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
+}
