@@ -1,0 +1,46 @@
+package dht
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/secretstream"
+)
+
+// Firewall decides, before any data flows, whether a client may connect to
+// a Listener. It returns true to deny, as hyperdht's firewall option does.
+// remoteAddr is the client's address as the relaying node saw it.
+type Firewall func(remote key.PublicKey, remoteAddr netip.AddrPort) (deny bool)
+
+// ListenOptions tunes Listen. The zero value (or nil) accepts every client.
+type ListenOptions struct {
+	Firewall Firewall
+}
+
+// DialOptions tunes Dial. The zero value (or nil) dials with the node's
+// default key pair.
+type DialOptions struct {
+	// KeyPair is the client's identity; zero means the node's key pair.
+	KeyPair key.KeyPair
+}
+
+// Conn is an end-to-end encrypted connection to a peer: a secret-stream
+// over a udx stream. RemotePublicKey names the peer; CloseWrite half-closes.
+type Conn = secretstream.Conn
+
+var _ net.Listener = (*Listener)(nil)
+
+// Dial reaches the peer listening on remote and returns an encrypted
+// connection: FIND_PEER, PEER_HANDSHAKE through the server's relay nodes,
+// holepunching when needed, then secret-stream over udx.
+func (n *Node) Dial(ctx context.Context, remote key.PublicKey, opts *DialOptions) (*Conn, error) {
+	return n.dial(ctx, remote, opts)
+}
+
+// Listen announces kp's public key on the DHT and accepts connections to it
+// until the Listener is closed, which unannounces.
+func (n *Node) Listen(ctx context.Context, kp key.KeyPair, opts *ListenOptions) (*Listener, error) {
+	return n.listen(ctx, kp, opts)
+}
