@@ -1,0 +1,41 @@
+package dhtrelay
+
+import "errors"
+
+// Sentinel errors. Every error this package returns wraps one of them (and,
+// for decode errors, also the internal/compact error that caused it), so
+// callers test with errors.Is.
+var (
+	// ErrMalformed wraps every message body that cannot be decoded: a field
+	// cut short, a length or count larger than the body, an array above
+	// the reference's 2^20 element limit. The reference's decoder throws
+	// in the same cases, which destroys the whole relay stream.
+	ErrMalformed = errors.New("dhtrelay: malformed message")
+	// ErrUnknownType is returned by DecodeMessage for a message type the
+	// protocol does not define. (On a live channel protomux drops those
+	// before they reach a codec, as Node does.)
+	ErrUnknownType = errors.New("dhtrelay: unknown message type")
+	// ErrFrameTooLarge: a received frame announced (or a sent one has) a
+	// length above the configured bound. Reported before anything is
+	// allocated for the frame.
+	ErrFrameTooLarge = errors.New("dhtrelay: frame too large")
+	// ErrWebSocket wraps violations of RFC 6455 by the peer (bad opcode,
+	// reserved bits, fragmented control frame, wrong masking, a failed
+	// opening handshake).
+	ErrWebSocket = errors.New("dhtrelay: websocket protocol error")
+	// ErrClosed is returned by a transport after Close, or after the peer
+	// sent a WebSocket close frame.
+	ErrClosed = errors.New("dhtrelay: transport closed")
+	// ErrProtocol wraps a message that is well formed but not valid in
+	// the session's current state (a second handshake, a reply to a
+	// request that was never made, an alias used twice). The reference
+	// mostly ignores these silently; Session reports them so the caller
+	// can decide, and never changes state for them.
+	ErrProtocol = errors.New("dhtrelay: unexpected message")
+	// ErrUnknownAlias: a message names an alias or request id that the
+	// session does not know (any more). Wrapped together with ErrProtocol.
+	ErrUnknownAlias = errors.New("dhtrelay: unknown alias or id")
+	// ErrLimit: the peer made the session track more objects (streams,
+	// servers, queries, pending requests) than Limits allows.
+	ErrLimit = errors.New("dhtrelay: session limit reached")
+)
