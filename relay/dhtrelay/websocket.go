@@ -79,7 +79,7 @@ type WebSocket struct {
 	client bool // masks what it sends; requires unmasked frames
 	max    int
 
-	rmu sync.Mutex
+	rmu  sync.Mutex
 	rerr error // sticky
 
 	wmu       sync.Mutex
