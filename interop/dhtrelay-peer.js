@@ -1,6 +1,7 @@
 // An @hyperswarm/dht-relay 0.4.3 Protocol that echoes every message back.
 //
 //   node dhtrelay-peer.js tcp|ws
+//   node dhtrelay-peer.js ws-client <url>
 //
 // Listens on 127.0.0.1 (a random port) with the reference's transport —
 // tcp: @hyperswarm/dht-relay/tcp (secret-stream, responder); ws: a ws
@@ -39,7 +40,13 @@ if (mode === 'tcp') {
   const { WebSocketServer } = require(require.resolve('ws', { paths: [root] }))
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 }, () => console.log('listening ' + wss.address().port))
   wss.on('connection', (socket) => serve(new WSStream(false, socket)))
+} else if (mode === 'ws-client') {
+  // The client role of the transport: connect to a Go WebSocket server.
+  const { WebSocket } = require(require.resolve('ws', { paths: [root] }))
+  const socket = new WebSocket(process.argv[3])
+  serve(new WSStream(true, socket))
+  socket.on('open', () => console.log('connected'))
 } else {
-  console.error('usage: dhtrelay-peer.js tcp|ws')
+  console.error('usage: dhtrelay-peer.js tcp|ws|ws-client <url>')
   process.exit(2)
 }

@@ -105,6 +105,30 @@ func TestNodeTransports(t *testing.T) {
 	}
 }
 
+// TestNodeWebSocketClient has the reference's WebSocket client (the ws
+// package under @hyperswarm/dht-relay/ws) connect to AcceptWebSocket.
+func TestNodeWebSocketClient(t *testing.T) {
+	nodetest.Require(t)
+	conns := make(chan *WebSocket, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := AcceptWebSocket(w, r, WebSocketOptions{})
+		if err != nil {
+			t.Errorf("accept: %v", err)
+			return
+		}
+		conns <- ws
+	}))
+	defer srv.Close()
+	p := nodetest.Start(t, "dhtrelay-peer.js", "ws-client", "ws"+strings.TrimPrefix(srv.URL, "http")+"/")
+	select {
+	case ws := <-conns:
+		n := echoCheck(t, ws)
+		t.Logf("%d messages echoed by the reference client", n)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no connection from node; stderr: %s", p.Stderr())
+	}
+}
+
 // TestWebSocketLoopback runs the echo over Go's own WebSocket client and
 // server.
 func TestWebSocketLoopback(t *testing.T) {
