@@ -1,59 +1,95 @@
 // Command keytunnel exposes TCP services under Ed25519 public keys on the
-// HyperDHT network and reaches them by key. The logic lives in the
-// library packages; this file only wires flags to them.
+// HyperDHT network and reaches them by key. The logic lives in
+// internal/app; this file only wires flags to it.
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"os/signal"
+	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/app"
 )
 
 func main() {
-	if err := newApp(os.Stdout, os.Stderr).Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "keytunnel:", err)
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	env := &app.Env{}
+	err := newApp(env).RunContext(ctx, os.Args)
+	stop()
+	os.Exit(env.Fail(err))
 }
 
-func newApp(stdout, stderr io.Writer) *cli.App {
+// newApp builds the command line. env's streams (nil: the process's) and
+// test hooks are kept; the global flags fill the rest.
+func newApp(env *app.Env) *cli.App {
 	return &cli.App{
 		Name:      "keytunnel",
 		Usage:     "expose and reach TCP services by public key over HyperDHT",
-		Writer:    stdout,
-		ErrWriter: stderr,
+		Writer:    orStdout(env),
+		ErrWriter: orStderr(env),
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "bootstrap", Usage: "DHT bootstrap nodes as host:port (default: the public HyperDHT nodes)", EnvVars: []string{"KEYTUNNEL_BOOTSTRAP"}},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line"},
+			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)"},
 		},
 		Before: func(c *cli.Context) error {
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 			}
-			opts := &slog.HandlerOptions{Level: lvl}
-			var h slog.Handler = slog.NewTextHandler(stderr, opts)
-			if c.Bool("json") {
-				h = slog.NewJSONHandler(stdout, opts)
+			env.LevelSet = c.IsSet("log-level")
+			env.JSON = c.Bool("json")
+			if c.IsSet("bootstrap") {
+				env.Bootstrap = app.SplitList(c.StringSlice("bootstrap"))
 			}
-			slog.SetDefault(slog.New(h))
+			slog.SetDefault(env.Logger())
 			return nil
 		},
 		Commands: []*cli.Command{
-			keygenCommand(),
+			keygenCommand(env),
+			exposeCommand(env),
+			forwardCommand(env),
+			connectCommand(env),
+			sshCommand(env),
+			upCommand(env),
+			testnetCommand(env),
+			nodeCommand(env),
 		},
 	}
 }
 
-func keygenCommand() *cli.Command {
+func keyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "key", Aliases: []string{"k"}, Usage: "seed file of the key pair (as `keytunnel keygen --out` writes)"},
+		&cli.StringFlag{Name: "seed", Usage: "the key pair's seed as 64 hex characters"},
+	}
+}
+
+func keyOptions(c *cli.Context) app.KeyOptions {
+	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed")}
+}
+
+// args checks the number of positional arguments.
+func args(c *cli.Context, min, max int) error {
+	n := c.NArg()
+	if n >= min && n <= max {
+		return nil
+	}
+	for _, a := range c.Args().Slice() {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("%s: options go before the arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.Name, c.Command.ArgsUsage)
+		}
+	}
+	return fmt.Errorf("%s: wrong number of arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.Name, c.Command.ArgsUsage)
+}
+
+func keygenCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:  "keygen",
 		Usage: "create a key pair, save its seed (mode 0600) and print the public key",
@@ -64,26 +100,150 @@ func keygenCommand() *cli.Command {
 			if c.NArg() > 0 {
 				return fmt.Errorf("keygen takes no arguments (got %q)", c.Args().First())
 			}
-			kp, err := key.Generate(nil)
+			return app.Keygen(env, app.KeygenOptions{Out: c.String("out")})
+		},
+	}
+}
+
+func exposeCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "expose",
+		Usage:     "serve a local TCP service under a public key (printed first)",
+		ArgsUsage: "PORT|HOST:PORT",
+		Flags: append(keyFlags(),
+			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only these client public keys may connect (repeatable)"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, 1); err != nil {
+				return err
+			}
+			return app.Expose(c.Context, env, app.ExposeOptions{
+				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
+			})
+		},
+	}
+}
+
+func forwardCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "forward",
+		Usage:     "make the service behind a public key reachable on a local port",
+		ArgsUsage: "KEY [PORT|HOST:PORT]",
+		Flags: append(keyFlags(),
+			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection)"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, 2); err != nil {
+				return err
+			}
+			listen := "0"
+			if c.NArg() == 2 {
+				listen = c.Args().Get(1)
+			}
+			return app.Forward(c.Context, env, app.ForwardOptions{
+				Remote: c.Args().First(), Listen: listen, Key: keyOptions(c), Raw: c.Bool("raw"),
+			})
+		},
+	}
+}
+
+func connectCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "connect",
+		Usage:     "join stdin/stdout to the service behind a public key (ssh ProxyCommand)",
+		ArgsUsage: "KEY",
+		Flags: append(keyFlags(),
+			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, 1); err != nil {
+				return err
+			}
+			return app.Connect(c.Context, env, app.ConnectOptions{
+				Remote: c.Args().First(), Key: keyOptions(c), Raw: c.Bool("raw"),
+			})
+		},
+	}
+}
+
+func sshCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "ssh",
+		Usage:     "run ssh through keytunnel connect: keytunnel ssh [--key FILE] [ssh options] user@KEY",
+		ArgsUsage: "[--key FILE|--seed HEX] [--raw] [ssh options] [user@]KEY [command]",
+		// ssh's own options (-p, -L, ...) must reach ssh untouched;
+		// app.ParseSSHArgs takes keytunnel's from the front.
+		SkipFlagParsing: true,
+		Action: func(c *cli.Context) error {
+			o, err := app.ParseSSHArgs(c.Args().Slice())
 			if err != nil {
 				return err
 			}
-			out := c.String("out")
-			if out == "" {
-				seed := kp.Seed()
-				fmt.Fprintf(c.App.Writer, "%s\nseed %x\n", kp.Public, seed[:])
-				return nil
-			}
-			if err := key.WriteSeedFile(out, kp.Seed()); err != nil {
-				if errors.Is(err, key.ErrExists) {
-					return fmt.Errorf("%s exists; not overwriting a key", out)
-				}
-				return err
-			}
-			abs, _ := filepath.Abs(out)
-			fmt.Fprintln(c.App.Writer, kp.Public)
-			slog.Info("seed saved", "file", abs, "public_key", kp.Public.String())
-			return nil
+			return app.SSH(c.Context, env, o)
 		},
 	}
+}
+
+func upCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:  "up",
+		Usage: "run every [[expose]] and [[forward]] of a TOML file; SIGHUP reloads it",
+		Flags: append(keyFlags(),
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "the TOML file"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0); err != nil {
+				return err
+			}
+			return app.Up(c.Context, env, app.UpOptions{ConfigFile: c.String("config"), Key: keyOptions(c)})
+		},
+	}
+}
+
+func testnetCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:  "testnet",
+		Usage: "run a local DHT and print its --bootstrap value",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, Value: 3, Usage: "number of nodes"},
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP port of the bootstrap node (default: any free port)"},
+			&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "IPv4 address the nodes bind"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0); err != nil {
+				return err
+			}
+			return app.Testnet(c.Context, env, app.TestnetOptions{Nodes: c.Int("nodes"), Port: c.Int("port"), Host: c.String("host")})
+		},
+	}
+}
+
+func nodeCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run a persistent DHT node (serves the network; can bootstrap others)",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP port (default: any free port)"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0); err != nil {
+				return err
+			}
+			return app.Node(c.Context, env, app.NodeOptions{Port: c.Int("port")})
+		},
+	}
+}
+
+func orStdout(env *app.Env) io.Writer {
+	if env.Stdout != nil {
+		return env.Stdout
+	}
+	return os.Stdout
+}
+
+func orStderr(env *app.Env) io.Writer {
+	if env.Stderr != nil {
+		return env.Stderr
+	}
+	return os.Stderr
 }

@@ -7,13 +7,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keytunnel/keytunnel/internal/app"
 	"github.com/keytunnel/keytunnel/internal/key"
 )
 
 func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var o, e bytes.Buffer
-	err = newApp(&o, &e).Run(append([]string{"keytunnel"}, args...))
+	env := &app.Env{Stdout: &o, Stderr: &e}
+	err = newApp(env).Run(append([]string{"keytunnel"}, args...))
+	if err != nil {
+		env.PrintError(err)
+	}
 	return o.String(), e.String(), err
 }
 

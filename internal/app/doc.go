@@ -1,0 +1,20 @@
+// Package app is the runtime behind the keytunnel command: it turns the
+// command line's options into DHT nodes, tunnels and output. cmd/keytunnel
+// only parses flags and calls one function here per command.
+//
+// # Output
+//
+// Stdout carries what a user or a script reads: in text mode one line per
+// fact (the public key on expose's first line, the bootstrap address on
+// testnet's), with --json one JSON object per line for every Event,
+// including the tunnel's (connected, disconnected, refused, redialing).
+// Stderr carries logs (log/slog; JSON with --json). `connect` is the
+// exception: its stdout is the tunnel, so everything else goes to stderr.
+//
+// # The network
+//
+// Every command that needs the DHT gets a Network from Env.OpenNetwork;
+// the default binds a UDP socket with dht.ListenUDP, starts a dht.Node on
+// Env.Bootstrap and waits until it has joined. Tests replace it with a
+// fake that pairs loopback TCP connections.
+package app

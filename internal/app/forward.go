@@ -1,0 +1,266 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/keytunnel/keytunnel/tunnel"
+)
+
+// ForwardOptions are forward's arguments.
+type ForwardOptions struct {
+	Remote string     // the service's public key
+	Listen string     // PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one
+	Key    KeyOptions // our identity (for the service's allow list)
+	Raw    bool       // hypertele/holesail servers
+}
+
+// Forward opens o.Listen and tunnels every connection to the service
+// behind o.Remote until ctx ends. The peer is dialed on the first local
+// connection, and again when the session is lost.
+func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
+	env.init()
+	remote, err := parsePublicKey(o.Remote)
+	if err != nil {
+		return err
+	}
+	addr, err := hostPort("listen address", o.Listen, true)
+	if err != nil {
+		return err
+	}
+	kp, err := o.Key.load()
+	if err != nil {
+		return err
+	}
+	ln, err := listenTCP(addr)
+	if err != nil {
+		return err
+	}
+	nw, err := env.openNetwork(ctx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer nw.Close()
+	local := ln.Addr().String()
+	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
+		Event: EvForwarding, Listen: local, Remote: remote.String(),
+	})
+	err = tunnel.Forward(ctx, nw.Dialer(kp), remote, ln, tunnel.ForwardOptions{
+		Raw:     o.Raw,
+		Logger:  env.logger,
+		OnEvent: env.onEvent(""),
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// ConnectOptions are connect's arguments.
+type ConnectOptions struct {
+	Remote string
+	Key    KeyOptions
+	Raw    bool
+}
+
+// Connect joins stdin and stdout to the service behind o.Remote, for ssh's
+// ProxyCommand. Stdout is the tunnel, so events and logs go to stderr.
+func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
+	env.init()
+	env.out.w = env.errw // before anything is printed
+	remote, err := parsePublicKey(o.Remote)
+	if err != nil {
+		return err
+	}
+	kp, err := o.Key.load()
+	if err != nil {
+		return err
+	}
+	nw, err := env.openNetwork(ctx)
+	if err != nil {
+		return err
+	}
+	defer nw.Close()
+	err = tunnel.Pipe(ctx, nw.Dialer(kp), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
+		Raw:     o.Raw,
+		Logger:  env.logger,
+		OnEvent: env.onEvent(""),
+	})
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case err == nil:
+		return nil
+	case errors.Is(err, tunnel.ErrRefused):
+		return fmt.Errorf("%s refused us: %w", remote, err)
+	}
+	return fmt.Errorf("cannot reach %s: %w", remote, err)
+}
+
+// stdio is stdin and stdout as one half-closable ReadWriter. When stdin
+// supports read deadlines (a pipe, as under ssh), the result has
+// SetReadDeadline so that Pipe can stop reading on error.
+func stdio(r io.Reader, w io.Writer) io.ReadWriter {
+	s := stdioRW{r, w}
+	if f, ok := r.(*os.File); ok && f.SetReadDeadline(time.Time{}) == nil {
+		return stdioDeadline{s}
+	}
+	return s
+}
+
+type stdioRW struct {
+	io.Reader
+	io.Writer
+}
+
+// CloseWrite closes stdout: the service is done sending.
+func (s stdioRW) CloseWrite() error {
+	if c, ok := s.Writer.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+type stdioDeadline struct{ stdioRW }
+
+func (s stdioDeadline) SetReadDeadline(t time.Time) error {
+	return s.Reader.(*os.File).SetReadDeadline(t)
+}
+
+// SSHOptions are ssh's arguments: Args go to ssh as they are, the rest to
+// the `keytunnel connect` of its ProxyCommand.
+type SSHOptions struct {
+	Args []string
+	Key  KeyOptions
+	Raw  bool
+}
+
+// ExitError ends the program with Code and no message (the command that
+// failed, such as ssh, has said why).
+type ExitError struct{ Code int }
+
+func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// SSH runs ssh with a ProxyCommand of `keytunnel connect %h`, so that
+// `keytunnel ssh user@<key>` logs in to the host exposing its port 22
+// under <key>.
+func SSH(ctx context.Context, env *Env, o SSHOptions) error {
+	env.init()
+	if len(o.Args) == 0 {
+		return errors.New("ssh needs a destination: keytunnel ssh [ssh options] user@<public key>")
+	}
+	if _, err := o.Key.load(); err != nil {
+		return err
+	}
+	proxy, err := env.proxyCommand(o)
+	if err != nil {
+		return err
+	}
+	prog := env.SSH
+	if prog == "" {
+		prog = "ssh"
+	}
+	cmd := exec.CommandContext(ctx, prog, append([]string{"-o", "ProxyCommand=" + proxy}, o.Args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() > 0 {
+		return ExitError{Code: ee.ExitCode()}
+	}
+	if errors.Is(err, exec.ErrNotFound) {
+		return fmt.Errorf("%s not found; install an OpenSSH client", prog)
+	}
+	return err
+}
+
+// proxyCommand is the ProxyCommand line: this executable with the global
+// options that matter to connect, then connect %h.
+func (e *Env) proxyCommand(o SSHOptions) (string, error) {
+	self := e.Self
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return "", fmt.Errorf("cannot find the keytunnel executable for ProxyCommand: %w", err)
+		}
+	}
+	args := []string{shellQuote(self)}
+	if e.Bootstrap != nil {
+		args = append(args, "--bootstrap", shellQuote(strings.Join(e.Bootstrap, ",")))
+	}
+	if e.LevelSet {
+		args = append(args, "--log-level", shellQuote(strings.ToLower(e.Level.String())))
+	}
+	args = append(args, "connect")
+	if o.Key.File != "" {
+		abs, err := filepath.Abs(o.Key.File)
+		if err != nil {
+			return "", err
+		}
+		args = append(args, "--key", shellQuote(abs))
+	}
+	if o.Key.Seed != "" {
+		args = append(args, "--seed", shellQuote(o.Key.Seed))
+	}
+	if o.Raw {
+		args = append(args, "--raw")
+	}
+	return strings.Join(append(args, "%h"), " "), nil
+}
+
+// shellQuote quotes s for the POSIX shell ssh runs ProxyCommand with; it
+// also doubles %, which ssh would expand.
+func shellQuote(s string) string {
+	s = strings.ReplaceAll(s, "%", "%%")
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./,:=@+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// ParseSSHArgs takes keytunnel's options (--key FILE, --seed HEX, --raw,
+// also as --key=FILE) from the front of args; the rest are ssh's.
+func ParseSSHArgs(args []string) (SSHOptions, error) {
+	var o SSHOptions
+	for len(args) > 0 {
+		a := args[0]
+		name, val, hasVal := strings.Cut(a, "=")
+		switch name {
+		case "--raw":
+			if hasVal {
+				return o, fmt.Errorf("ssh: --raw takes no value")
+			}
+			o.Raw = true
+			args = args[1:]
+			continue
+		case "--key", "--seed":
+			if !hasVal {
+				if len(args) < 2 {
+					return o, fmt.Errorf("ssh: %s needs a value", name)
+				}
+				val = args[1]
+				args = args[1:]
+			}
+			if name == "--seed" {
+				o.Key.Seed = val
+			} else {
+				o.Key.File = val
+			}
+			args = args[1:]
+			continue
+		case "--":
+			args = args[1:]
+		}
+		break
+	}
+	o.Args = args
+	return o, nil
+}

@@ -1,0 +1,330 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+
+	"github.com/keytunnel/keytunnel/config"
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/tunnel"
+)
+
+// UpOptions are up's arguments.
+type UpOptions struct {
+	ConfigFile string
+	// Key is the identity the forwards dial with (what an exposing peer's
+	// allow list names); none means a random one per run.
+	Key KeyOptions
+}
+
+// Up runs every [[expose]] and [[forward]] entry of a configuration file
+// until ctx ends. Nothing starts unless every entry can: the file must be
+// valid, every forward's port free and every expose's key announced. A
+// reload request (SIGHUP) reads the file again and applies config.Diff:
+// added and changed entries start, removed and changed ones stop, the rest
+// keep running with their connections. An invalid file or a taken port
+// leaves everything as it was.
+func Up(ctx context.Context, env *Env, o UpOptions) error {
+	env.init()
+	if o.ConfigFile == "" {
+		return errors.New("up needs a configuration file: keytunnel up -c FILE")
+	}
+	cfg, err := config.Load(o.ConfigFile)
+	if err != nil {
+		return err
+	}
+	id, err := o.Key.load()
+	if err != nil {
+		return err
+	}
+	if len(cfg.Expose)+len(cfg.Forward) == 0 {
+		return fmt.Errorf("%s: no [[expose]] or [[forward]] entries", o.ConfigFile)
+	}
+	if !env.LevelSet {
+		env.setLevel(cfg.LogLevel)
+	}
+	if env.Bootstrap == nil && len(cfg.Bootstrap) > 0 {
+		env.Bootstrap = cfg.Bootstrap
+	}
+
+	// Start a reload listener before anything runs, so that an early
+	// SIGHUP does not kill the process.
+	reload := env.Reload
+	if reload == nil {
+		ch := make(chan struct{}, 1)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGHUP)
+		defer signal.Stop(sig)
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-sig:
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+		reload = ch
+	}
+
+	lns, err := bindForwards(cfg.Forward, nil)
+	if err != nil {
+		return err
+	}
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}
+	nw, err := env.openNetwork(ctx)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer nw.Close()
+	r := &runner{env: env, nw: nw, path: o.ConfigFile, id: id,
+		exposes: map[string]*runningExpose{}, forwards: map[string]*runningForward{}}
+	defer r.stopAll()
+	pls := make([]tunnel.PeerListener, len(cfg.Expose))
+	for i, e := range cfg.Expose {
+		pl, err := nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...))
+		if err != nil {
+			closeAll()
+			for _, pl := range pls[:i] {
+				pl.Close()
+			}
+			return fmt.Errorf("expose %q: announcing %s on the DHT: %w", e.Name, e.KeyPair.Public, err)
+		}
+		pls[i] = pl
+	}
+	for i, e := range cfg.Expose {
+		r.startExpose(e, pls[i])
+	}
+	for i, f := range cfg.Forward {
+		r.startForward(f, lns[i])
+	}
+	env.logger.Info("up", "file", o.ConfigFile, "expose", len(cfg.Expose), "forward", len(cfg.Forward))
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reload:
+			r.reload(ctx)
+		}
+	}
+}
+
+type runningExpose struct {
+	cfg config.Expose
+	ex  *tunnel.Exposer
+}
+
+type runningForward struct {
+	cfg config.Forward
+	fw  *tunnel.Forwarder
+}
+
+type runner struct {
+	env      *Env
+	nw       Network
+	path     string
+	id       key.KeyPair
+	exposes  map[string]*runningExpose
+	forwards map[string]*runningForward
+}
+
+// bindForwards opens every forward's port, or none: on an error it closes
+// what it opened. Entries whose address is in reuse get a nil listener
+// (their port is still held by an entry about to stop).
+func bindForwards(fs []config.Forward, reuse map[string]bool) ([]net.Listener, error) {
+	lns := make([]net.Listener, len(fs))
+	for i, f := range fs {
+		if reuse[f.Listen] {
+			continue
+		}
+		ln, err := listenTCP(f.Listen)
+		if err != nil {
+			for _, ln := range lns[:i] {
+				if ln != nil {
+					ln.Close()
+				}
+			}
+			return nil, fmt.Errorf("forward %q: %w", f.Name, err)
+		}
+		lns[i] = ln
+	}
+	return lns, nil
+}
+
+func (r *runner) startExpose(e config.Expose, pl tunnel.PeerListener) {
+	ex := tunnel.NewExposer(pl, e.Target, tunnel.ExposeOptions{
+		Allow:   tunnel.NewAllowList(e.Allow...),
+		Logger:  r.env.logger.With("entry", e.Name),
+		OnEvent: r.env.onEvent(e.Name),
+	})
+	r.exposes[e.Name] = &runningExpose{cfg: e, ex: ex}
+	r.env.out.emit(fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public), Event{
+		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile,
+	})
+}
+
+func (r *runner) startForward(f config.Forward, ln net.Listener) {
+	fw := tunnel.NewForwarder(r.nw.Dialer(r.id), f.Key, ln, tunnel.ForwardOptions{
+		Raw:     f.Raw,
+		Logger:  r.env.logger.With("entry", f.Name),
+		OnEvent: r.env.onEvent(f.Name),
+	})
+	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw}
+	local := ln.Addr().String()
+	r.env.out.emit(fmt.Sprintf("%s: forwarding %s to %s", f.Name, local, f.Key), Event{
+		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(),
+	})
+}
+
+func (r *runner) stopExpose(name string) {
+	if e, ok := r.exposes[name]; ok {
+		e.ex.Close()
+		delete(r.exposes, name)
+		r.env.out.emit(name+": stopped", Event{Event: EvStopped, Entry: name})
+	}
+}
+
+func (r *runner) stopForward(name string) {
+	if f, ok := r.forwards[name]; ok {
+		f.fw.Close()
+		delete(r.forwards, name)
+		r.env.out.emit(name+": stopped", Event{Event: EvStopped, Entry: name})
+	}
+}
+
+func (r *runner) stopAll() {
+	for name, e := range r.exposes {
+		e.ex.Close()
+		delete(r.exposes, name)
+	}
+	for name, f := range r.forwards {
+		f.fw.Close()
+		delete(r.forwards, name)
+	}
+}
+
+// running is the configuration of the entries that still run; one whose
+// listener failed counts as absent, so that a reload starts it again.
+func (r *runner) running() *config.File {
+	f := &config.File{}
+	for _, e := range r.exposes {
+		if !closed(e.ex.Done()) {
+			f.Expose = append(f.Expose, e.cfg)
+		}
+	}
+	for _, fw := range r.forwards {
+		if !closed(fw.fw.Done()) {
+			f.Forward = append(f.Forward, fw.cfg)
+		}
+	}
+	return f
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// reload applies the file's current content; see Up.
+func (r *runner) reload(ctx context.Context) {
+	log := r.env.logger
+	fail := func(err error) {
+		log.Error("reload failed; the running entries are unchanged", "file", r.path, "err", err)
+		r.env.out.emit("reload failed: "+err.Error(), Event{Event: EvReloadErr, Error: err.Error()})
+	}
+	cfg, err := config.Load(r.path)
+	if err != nil {
+		fail(err)
+		return
+	}
+	cur := r.running()
+	ch := config.Diff(cur, cfg)
+	if !slices.Equal(cfg.Bootstrap, r.env.Bootstrap) && len(cfg.Bootstrap) > 0 {
+		log.Warn("bootstrap changes take effect on restart")
+	}
+	// Ports of stopping forwards are free for the new entries only after
+	// the stop; every other new port must be free now, or nothing changes.
+	freed := map[string]bool{}
+	for _, f := range ch.StopForward {
+		freed[f.Listen] = true
+	}
+	lns, err := bindForwards(ch.StartForward, freed)
+	if err != nil {
+		fail(err)
+		return
+	}
+	for _, e := range ch.StopExpose {
+		r.stopExpose(e.Name)
+	}
+	for _, f := range ch.StopForward {
+		r.stopForward(f.Name)
+	}
+	// Entries that died (absent from cur) but are still in the maps.
+	for name, e := range r.exposes {
+		if closed(e.ex.Done()) {
+			r.stopExpose(name)
+		}
+	}
+	for name, f := range r.forwards {
+		if closed(f.fw.Done()) {
+			r.stopForward(name)
+		}
+	}
+	var failed, started []string
+	for i, f := range ch.StartForward {
+		ln := lns[i]
+		if ln == nil {
+			if ln, err = listenTCP(f.Listen); err != nil {
+				log.Error("entry not started", "entry", f.Name, "err", err)
+				r.env.out.emit(fmt.Sprintf("%s: not started: %v", f.Name, err), Event{Event: "error", Entry: f.Name, Error: err.Error()})
+				failed = append(failed, f.Name)
+				continue
+			}
+		}
+		r.startForward(f, ln)
+		started = append(started, f.Name)
+	}
+	for _, e := range ch.StartExpose {
+		pl, err := r.nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...))
+		if err != nil {
+			err = fmt.Errorf("announcing %s on the DHT: %w", e.KeyPair.Public, err)
+			log.Error("entry not started", "entry", e.Name, "err", err)
+			r.env.out.emit(fmt.Sprintf("%s: not started: %v", e.Name, err), Event{Event: "error", Entry: e.Name, Error: err.Error()})
+			failed = append(failed, e.Name)
+			continue
+		}
+		r.startExpose(e, pl)
+		started = append(started, e.Name)
+	}
+	var stopped []string
+	for _, e := range ch.StopExpose {
+		stopped = append(stopped, e.Name)
+	}
+	for _, f := range ch.StopForward {
+		stopped = append(stopped, f.Name)
+	}
+	log.Info("reloaded", "file", r.path, "started", started, "stopped", stopped, "kept", ch.Kept, "failed", failed)
+	r.env.out.emit(fmt.Sprintf("reloaded %s: %d started, %d stopped, %d kept, %d failed", r.path, len(started), len(stopped), len(ch.Kept), len(failed)),
+		Event{Event: EvReloaded, Started: started, Stopped: stopped, Kept: ch.Kept, Failed: failed})
+}
