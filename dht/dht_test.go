@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,10 @@ import (
 )
 
 func testLogger() *slog.Logger {
+	if os.Getenv("DHT_DEBUG") == "conn" {
+		h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
+		return slog.New(prefixFilter{h, "dht: "})
+	}
 	if os.Getenv("DHT_DEBUG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -165,4 +170,17 @@ func TestCloseReleasesGoroutines(t *testing.T) {
 		buf := make([]byte, 1<<16)
 		t.Fatalf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// prefixFilter keeps the records whose message starts with prefix.
+type prefixFilter struct {
+	slog.Handler
+	prefix string
+}
+
+func (f prefixFilter) Handle(ctx context.Context, r slog.Record) error {
+	if !strings.HasPrefix(r.Message, f.prefix) {
+		return nil
+	}
+	return f.Handler.Handle(ctx, r)
 }

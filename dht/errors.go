@@ -51,3 +51,58 @@ var (
 	// ErrSeqTooLow: a mutable put's seq is below the stored one.
 	ErrSeqTooLow = &RemoteError{Code: uint64(wire.ErrorSeqTooLow)}
 )
+
+// ConnectError is a failed Dial or a refused Listen, named by the
+// reference's error code (hyperdht lib/errors.js) so logs read the same on
+// both implementations. errors.Is matches any *ConnectError with the same
+// Code, so callers compare against the sentinels below.
+type ConnectError struct {
+	Code    string
+	Message string
+	Err     error // an underlying cause, if any
+}
+
+func (e *ConnectError) Error() string {
+	s := "dht: " + e.Code + ": " + e.Message
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+func (e *ConnectError) Is(target error) bool {
+	t, ok := target.(*ConnectError)
+	return ok && t.Code == e.Code
+}
+
+// with returns a copy of e carrying cause.
+func (e *ConnectError) with(cause error) *ConnectError {
+	return &ConnectError{Code: e.Code, Message: e.Message, Err: cause}
+}
+
+var (
+	ErrPeerNotFound          = &ConnectError{Code: "PEER_NOT_FOUND", Message: "no node knows the peer"}
+	ErrPeerConnectionFailed  = &ConnectError{Code: "PEER_CONNECTION_FAILED", Message: "the peer did not answer the handshake"}
+	ErrBadHandshakeReply     = &ConnectError{Code: "BAD_HANDSHAKE_REPLY", Message: "bad handshake reply"}
+	ErrBadHolepunchReply     = &ConnectError{Code: "BAD_HOLEPUNCH_REPLY", Message: "bad holepunch reply"}
+	ErrServerIncompatible    = &ConnectError{Code: "SERVER_INCOMPATIBLE", Message: "server speaks another handshake version"}
+	ErrServerError           = &ConnectError{Code: "SERVER_ERROR", Message: "server refused the connection"}
+	ErrHandshakeInvalid      = &ConnectError{Code: "HANDSHAKE_INVALID", Message: "invalid handshake"}
+	ErrCannotHolepunch       = &ConnectError{Code: "CANNOT_HOLEPUNCH", Message: "the server is firewalled and cannot be holepunched"}
+	ErrHolepunchAborted      = &ConnectError{Code: "HOLEPUNCH_ABORTED", Message: "holepunch aborted"}
+	ErrHolepunchInvalid      = &ConnectError{Code: "HOLEPUNCH_INVALID", Message: "invalid holepunch payload"}
+	ErrHolepunchProbeTimeout = &ConnectError{Code: "HOLEPUNCH_PROBE_TIMEOUT", Message: "could not learn both NAT types"}
+	ErrDoubleRandomized      = &ConnectError{Code: "HOLEPUNCH_DOUBLE_RANDOMIZED_NATS", Message: "both peers are behind randomizing NATs; a relay is needed"}
+	ErrRemoteNotHolepunching = &ConnectError{Code: "REMOTE_NOT_HOLEPUNCHING", Message: "the server did not start punching"}
+	ErrRemoteNotPunchable    = &ConnectError{Code: "REMOTE_NOT_HOLEPUNCHABLE", Message: "no punch strategy fits the NAT pair"}
+	ErrRemoteAborted         = &ConnectError{Code: "REMOTE_ABORTED", Message: "the server aborted the holepunch"}
+	ErrHolepunchTimeout      = &ConnectError{Code: "HOLEPUNCH_TIMEOUT", Message: "no punch got through"}
+	ErrKeyPairAlreadyUsed    = &ConnectError{Code: "KEYPAIR_ALREADY_USED", Message: "this node already listens on the key pair"}
+	// ErrNoStreams: the node's socket is not a UDP or udx socket, so it
+	// carries DHT traffic only.
+	ErrNoStreams = errors.New("dht: node socket carries no streams (not a UDP or udx socket)")
+	// ErrListenerClosed is returned by Accept after Close.
+	ErrListenerClosed = errors.New("dht: listener closed")
+)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -11,12 +12,18 @@ import (
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/dht/wire"
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/udx"
 )
 
 // Config configures a Node. Conn is required.
 type Config struct {
 	// Conn is the server socket and ClientConn the optional client socket
-	// (see rpc.Config). The node never binds or closes them.
+	// (see rpc.Config). The node never binds them. Connections (Dial,
+	// Listen) run on Conn when it is a *udx.Socket, which the caller keeps
+	// and closes, or a *net.UDPConn, which the node wraps in a udx socket
+	// of its own and closes in Close. Any other PacketConn (a virtual
+	// network's) carries DHT traffic only.
 	Conn       rpc.PacketConn
 	ClientConn rpc.PacketConn
 
@@ -38,6 +45,9 @@ type Config struct {
 
 	Logger *slog.Logger
 
+	// KeyPair is the default identity of Dial; zero means a random one.
+	KeyPair key.KeyPair
+
 	// RPC, if set, supplies the remaining dht-rpc settings (concurrency,
 	// rate limits, ...). Its sockets, bootstrap, mode and handler are
 	// replaced by the fields above.
@@ -57,6 +67,15 @@ type Node struct {
 	// store is what this node keeps for others; it locks itself, since
 	// the handler (rpc loop) and client calls (Unannounce) both use it.
 	store *wire.Store
+
+	// Connections: the udx socket the node's DHT traffic shares with its
+	// streams (nil when Conn is not a UDP socket), the punch sender on it,
+	// and the handlers of 1-byte holepunch datagrams.
+	sock    *udx.Socket
+	ownSock bool
+	ttl     *ttlSocket
+	kp      key.KeyPair
+	conns   connState
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -80,11 +99,42 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
+	n.kp = cfg.KeyPair
+	if n.kp.Public.IsZero() {
+		kp, err := key.Generate(nil)
+		if err != nil {
+			n.cancel()
+			return nil, err
+		}
+		n.kp = kp
+	}
+	n.conns.init()
+	conn := cfg.Conn
+	switch c := cfg.Conn.(type) {
+	case *udx.Socket:
+		n.sock = c
+	case *net.UDPConn:
+		s, err := udx.NewSocket(c)
+		if err != nil {
+			n.cancel()
+			return nil, err
+		}
+		n.sock, n.ownSock = s, true
+	}
+	if n.sock != nil {
+		var pc net.PacketConn = n.sock
+		if uc, ok := cfg.Conn.(*net.UDPConn); ok {
+			pc = uc
+		}
+		n.ttl = newTTLSocket(n.sock, pc)
+		conn = &punchConn{Socket: n.sock, onPunch: n.onPunch}
+	}
+
 	var rc rpc.Config
 	if cfg.RPC != nil {
 		rc = *cfg.RPC
 	}
-	rc.Conn, rc.ClientConn = cfg.Conn, cfg.ClientConn
+	rc.Conn, rc.ClientConn = conn, cfg.ClientConn
 	rc.Bootstrap = cfg.Bootstrap
 	if rc.Bootstrap == nil {
 		rc.Bootstrap = wire.BootstrapNodes
@@ -99,6 +149,9 @@ func New(cfg Config) (*Node, error) {
 	d, err := rpc.New(rc)
 	if err != nil {
 		n.cancel()
+		if n.ownSock {
+			n.sock.Close()
+		}
 		return nil, err
 	}
 	n.rpc = d
@@ -126,8 +179,12 @@ func (n *Node) LocalAddr() netip.AddrPort {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.cancel()
+		n.closeConns()
 		n.rpc.Close()
 		n.wg.Wait()
+		if n.ownSock {
+			n.sock.Close()
+		}
 	})
 	return nil
 }
@@ -222,10 +279,5 @@ func (n *Node) onRequest(r *rpc.Request) bool {
 	}
 	return true
 }
-
-// onRouted will relay PEER_HANDSHAKE / PEER_HOLEPUNCH (router.js) with
-// the store's Forward entries; until connect/listen land it stays silent,
-// which a client treats as a timeout on this hop.
-func (n *Node) onRouted(r *rpc.Request) {}
 
 var noTokenNoNodes = &rpc.ReplyOptions{OmitToken: true, OmitCloserNodes: true}

@@ -61,6 +61,12 @@ type Options struct {
 	// means DefaultWriteFrameSize. It is rounded down to a multiple of 16
 	// and capped at MaxWritePayload.
 	WriteFrameSize int
+	// SendHeader writes the header frame as soon as the handshake is done,
+	// as Node does on start, instead of in front of the first frame. Use
+	// it on buffered transports (udx) where the peer waits for our first
+	// packet to learn our path; never on net.Pipe, where both sides would
+	// block writing.
+	SendHeader bool
 	// Random supplies the ephemeral keys, the secretstream header and the
 	// datagram counter; nil means crypto/rand.
 	Random io.Reader
@@ -220,6 +226,14 @@ func (c *Conn) handshakeCtx(ctx context.Context) error {
 			err = fmt.Errorf("%w (%w)", net.ErrClosed, err)
 		}
 		return c.hsError(err)
+	}
+	if c.opts.SendHeader {
+		c.wmu.Lock()
+		err := c.flushHeader()
+		c.wmu.Unlock()
+		if err != nil {
+			return c.hsError(err)
+		}
 	}
 	if c.opts.KeepAlive > 0 {
 		c.mu.Lock()

@@ -31,7 +31,9 @@ type Socket struct {
 	free   chan *rxBatch
 	dgrams chan datagram
 
-	rdl atomic.Pointer[time.Time]
+	rdl        atomic.Pointer[time.Time]
+	rdlMu      sync.Mutex
+	rdlChanged chan struct{} // closed when the read deadline changes
 
 	closeOnce  sync.Once
 	closed     chan struct{}
@@ -244,25 +246,36 @@ func (s *Socket) deliverDatagram(b []byte, from netip.AddrPort) {
 }
 
 // ReadFrom returns the next datagram that was not a packet for a live
-// stream (dht-rpc messages, holepunch pings, unknown ids).
+// stream (dht-rpc messages, holepunch pings, unknown ids). A deadline set
+// while it waits takes effect at once, as on a net.UDPConn.
 func (s *Socket) ReadFrom(p []byte) (int, net.Addr, error) {
-	var tc <-chan time.Time
-	if dl := s.rdl.Load(); dl != nil && !dl.IsZero() {
-		d := time.Until(*dl)
-		if d <= 0 {
-			return 0, nil, errDeadline
+	for {
+		s.rdlMu.Lock()
+		changed := s.rdlChanged
+		if changed == nil {
+			changed = make(chan struct{})
+			s.rdlChanged = changed
 		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		tc = t.C
-	}
-	select {
-	case d := <-s.dgrams:
-		return copy(p, d.b), net.UDPAddrFromAddrPort(d.addr), nil
-	case <-s.closed:
-		return 0, nil, net.ErrClosed
-	case <-tc:
-		return 0, nil, errDeadline
+		s.rdlMu.Unlock()
+		var tc <-chan time.Time
+		if dl := s.rdl.Load(); dl != nil && !dl.IsZero() {
+			d := time.Until(*dl)
+			if d <= 0 {
+				return 0, nil, errDeadline
+			}
+			t := time.NewTimer(d)
+			defer t.Stop()
+			tc = t.C
+		}
+		select {
+		case d := <-s.dgrams:
+			return copy(p, d.b), net.UDPAddrFromAddrPort(d.addr), nil
+		case <-s.closed:
+			return 0, nil, net.ErrClosed
+		case <-tc:
+			return 0, nil, errDeadline
+		case <-changed:
+		}
 	}
 }
 
@@ -290,6 +303,12 @@ func (s *Socket) SetDeadline(t time.Time) error {
 
 func (s *Socket) SetReadDeadline(t time.Time) error {
 	s.rdl.Store(&t)
+	s.rdlMu.Lock()
+	if s.rdlChanged != nil {
+		close(s.rdlChanged)
+		s.rdlChanged = nil
+	}
+	s.rdlMu.Unlock()
 	return nil
 }
 

@@ -24,6 +24,11 @@ const (
 	// address with StreamOptions.RemoteID, then processes it: hyperdht's
 	// passive open and blind-relay's pairing.
 	FirewallConnect
+	// FirewallHold keeps the packet (up to maxHeld per stream) and
+	// replays it when the stream connects to the address it came from.
+	// A hyperdht client uses it for the server's first packets, which can
+	// outrun the handshake reply that names the server's stream id.
+	FirewallHold
 )
 
 // Firewall decides about packets for a stream arriving on a foreign or no
@@ -76,6 +81,7 @@ type Stream struct {
 	dead       bool
 	registered bool
 	firewall   Firewall
+	held       []heldPacket
 
 	seq, ack, remoteAcked uint32
 	sendRwnd, wl1, wl2    uint32
@@ -255,7 +261,35 @@ func (s *Stream) Connect(sock *Socket, remoteID uint32, addr netip.AddrPort) err
 	})
 }
 
+// maxHeld bounds the packets a stream holds for FirewallHold.
+const maxHeld = 32
+
+type heldPacket struct {
+	sock *Socket
+	from netip.AddrPort
+	raw  []byte
+}
+
+// replayHeldLocked feeds the held packets that came from the address the
+// stream just connected to; the others are dropped.
+func (s *Stream) replayHeldLocked(now int64) {
+	held := s.held
+	s.held = nil
+	var sacks [64]SACKBlock
+	for _, h := range held {
+		if s.dead || h.sock != s.sock || h.from.Addr().Unmap() != s.raddr.Addr().Unmap() || h.from.Port() != s.raddr.Port() {
+			continue
+		}
+		p, err := DecodePacket(h.raw, sacks[:0])
+		if err != nil {
+			continue
+		}
+		s.onPacket(h.raw, &p, now)
+	}
+}
+
 func (s *Stream) connectLocked(sock *Socket, remoteID uint32, addr netip.AddrPort, now int64) {
+	defer s.replayHeldLocked(now)
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	if sock.ipv6 && addr.Addr().Is4() {
 		// A dual-stack socket stores v4 peers v4-mapped, and libudx then
@@ -839,4 +873,23 @@ func (s *Stream) flush(now int64) {
 	s.paceAt = 0
 	s.sendPackets(now)
 	s.checkRemoteEnded()
+}
+
+// SetFirewallRemoteID sets the peer id that a FirewallConnect verdict
+// connects to. A hyperdht client learns its server's stream id only from
+// the handshake reply, after the stream (and its firewall) exists.
+func (s *Stream) SetFirewallRemoteID(id uint32) error {
+	return s.u.do(func(int64) error {
+		s.opts.RemoteID = id
+		return nil
+	})
+}
+
+// Connected reports whether the stream has a peer.
+func (s *Stream) Connected() bool {
+	var c bool
+	if err := s.u.do(func(int64) error { c = s.connected; return nil }); err != nil {
+		return false
+	}
+	return c
 }

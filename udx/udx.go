@@ -1,6 +1,7 @@
 package udx
 
 import (
+	"bytes"
 	"container/heap"
 	"net/netip"
 	"sync"
@@ -236,6 +237,11 @@ func (u *UDX) processBatch(b *rxBatch, now int64) {
 			}
 			switch v {
 			case FirewallDrop:
+				continue
+			case FirewallHold:
+				if !s.connected && len(s.held) < maxHeld {
+					s.held = append(s.held, heldPacket{sock: sk, from: from, raw: bytes.Clone(raw)})
+				}
 				continue
 			case FirewallConnect:
 				if s.connected {

@@ -1,0 +1,575 @@
+package dht
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/dht/wire"
+	"github.com/keytunnel/keytunnel/holepunch"
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/secretstream"
+	"github.com/keytunnel/keytunnel/secretstream/noise"
+	"github.com/keytunnel/keytunnel/udx"
+)
+
+// Client-side constants of hyperdht's connect.js.
+const (
+	connectParallel  = 2 // concurrent PEER_HANDSHAKEs
+	findPeerRetries  = 3
+	passiveWait      = 10 * time.Second // we are OPEN: the server comes to us
+	unknownGrace     = time.Second      // the server has not classified its NAT yet
+	punchWaitTimeout = 40 * time.Second // longest strategy (1750 × 20 ms) plus slack
+)
+
+// dialer is one Dial in progress (connect.js's `c`).
+type dialer struct {
+	n      *Node
+	kp     key.KeyPair
+	remote key.PublicKey
+	target [32]byte
+	stream *udx.Stream
+
+	hsMu sync.Mutex
+	hs   *noise.Handshake
+	msg1 []byte
+
+	// early is the path of a server packet that arrived before we knew
+	// where to connect (the server reached us first).
+	earlyMu  sync.Mutex
+	early    netip.AddrPort
+	earlyCh  chan struct{}
+	serverID uint32
+	onEarly  func(netip.AddrPort)
+
+	// set once by the first successful handshake
+	once    sync.Once
+	done    chan struct{}
+	connect *connectInfo
+}
+
+type connectInfo struct {
+	res           noise.Result
+	payload       wire.NoisePayload
+	relayed       bool
+	relayAddress  netip.AddrPort // the node the handshake went through
+	serverAddress netip.AddrPort
+	clientAddress netip.AddrPort
+}
+
+func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions) (*Conn, error) {
+	if n.sock == nil {
+		return nil, ErrNoStreams
+	}
+	if n.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	d := &dialer{n: n, kp: n.kp, remote: remote, target: Hash(remote[:]), earlyCh: make(chan struct{}), done: make(chan struct{})}
+	if opts != nil && !opts.KeyPair.Public.IsZero() {
+		d.kp = opts.KeyPair
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(n.ctx, cancel)
+	defer stop()
+
+	st, err := newStream(n.sock.UDX(), &udx.StreamOptions{Firewall: d.firewall})
+	if err != nil {
+		return nil, err
+	}
+	d.stream = st
+	conn, err := d.run(ctx)
+	if err != nil {
+		st.Destroy()
+		if ctx.Err() != nil && n.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		return nil, err
+	}
+	return conn, nil
+}
+
+// firewall sees packets for our stream before it is connected: the server
+// reaching us first. Once we know the server's stream id we connect right
+// there; before that we note the path and hold the packets, which udx
+// replays when we connect.
+func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
+	d.earlyMu.Lock()
+	defer d.earlyMu.Unlock()
+	if !d.early.IsValid() {
+		d.early = from
+		close(d.earlyCh)
+	}
+	if d.onEarly != nil {
+		go d.onEarly(from)
+		return udx.FirewallConnect
+	}
+	return udx.FirewallHold
+}
+
+func (d *dialer) run(ctx context.Context) (*Conn, error) {
+	n := d.n
+	hs, err := noise.New(noise.Config{Pattern: noise.IK, Initiator: true, KeyPair: d.kp, RemoteKey: d.remote, Prologue: wire.NSPeerHandshake[:]})
+	if err != nil {
+		return nil, err
+	}
+	ours := n.remoteAddress()
+	p := wire.NoisePayload{Version: 1, Firewall: wire.FirewallUnknown,
+		UDX: &wire.UDXInfo{Version: 1, ID: uint64(d.stream.ID())}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
+	if ours.IsValid() {
+		p.Firewall = wire.FirewallOpen
+		p.Addresses4 = []netip.AddrPort{ours}
+	}
+	msg1, err := hs.WriteMessage(nil, p.Append(nil))
+	if err != nil {
+		return nil, err
+	}
+	d.hs, d.msg1 = hs, msg1
+
+	if err := d.findAndConnect(ctx); err != nil {
+		return nil, err
+	}
+	c := d.connect
+	n.log.Debug("dht: dial handshake done", "remote", d.remote, "relayed", c.relayed, "via", c.relayAddress,
+		"server", c.serverAddress, "firewall", c.payload.Firewall, "holepunch", c.payload.Holepunch != nil)
+	d.serverID = uint32(c.payload.UDX.ID)
+	if err := d.stream.SetFirewallRemoteID(d.serverID); err != nil {
+		return nil, err
+	}
+
+	// Where to connect: a path the server already used, the node we
+	// handshook with when it was the server itself, or a holepunch.
+	path := make(chan netip.AddrPort, 1)
+	onPath := func(a netip.AddrPort) {
+		select {
+		case path <- a:
+		default:
+		}
+	}
+	connected := false
+	d.earlyMu.Lock()
+	if d.early.IsValid() {
+		onPath(d.early)
+	} else {
+		d.onEarly = onPath
+	}
+	d.earlyMu.Unlock()
+
+	var from netip.AddrPort
+	select {
+	case from = <-path:
+		connected = d.stream.Connected()
+	default:
+		if !c.relayed {
+			from = c.relayAddress
+		} else {
+			from, connected, err = d.holepunch(ctx, path)
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !connected && !d.stream.Connected() {
+		if err := d.stream.Connect(n.sock, d.serverID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
+			return nil, err
+		}
+	}
+	n.log.Debug("dht: dial path", "remote", d.remote, "to", from, "connected", connected)
+	res := c.res
+	conn, err := secretstream.New(d.stream, secretstream.Options{IsInitiator: true, Handshake: &res, KeepAlive: connectionKeepAlive, SendHeader: true})
+	if err != nil {
+		return nil, err
+	}
+	hctx, hcancel := context.WithTimeout(ctx, openTimeout)
+	defer hcancel()
+	if err := conn.Handshake(hctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// findAndConnect runs FIND_PEER for the target and sends our handshake
+// through every node that holds the server's record, two at a time, until
+// one answers. A persistent node that is itself a relay for the target
+// tries that route first.
+func (d *dialer) findAndConnect(ctx context.Context) error {
+	n := d.n
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, connectParallel)
+	var wg sync.WaitGroup
+	attempts := 0
+	var lastErr error
+	var errMu sync.Mutex
+	try := func(to netip.AddrPort) {
+		attempts++
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		case <-d.done:
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := d.connectThrough(ctx, to); err != nil {
+				errMu.Lock()
+				lastErr = err
+				errMu.Unlock()
+			}
+		}()
+	}
+	tried := map[netip.AddrPort]bool{}
+	if relay := n.relayOf(d.target); relay.IsValid() {
+		tried[relay] = true
+		try(relay)
+	}
+	for round := 0; round < 2 && d.connect == nil; round++ {
+		q := n.rpc.Query(ctx, rpc.ID(d.target), uint64(wire.CmdFindPeer), nil, &rpc.QueryOptions{Retries: findPeerRetries})
+	replies:
+		for {
+			r, err := q.Next(ctx)
+			if err != nil {
+				break
+			}
+			select {
+			case <-d.done:
+				q.Close()
+				break replies
+			default:
+			}
+			if r.Value == nil || tried[r.From] {
+				continue
+			}
+			if _, err := wire.DecodePeer(r.Value); err != nil {
+				continue
+			}
+			tried[r.From] = true
+			try(r.From)
+		}
+		q.Close()
+		if attempts > 0 {
+			break
+		}
+	}
+	waitDone := make(chan struct{})
+	go func() { wg.Wait(); close(waitDone) }()
+	select {
+	case <-d.done:
+		cancel()
+		<-waitDone
+		return nil
+	case <-waitDone:
+	}
+	select {
+	case <-d.done:
+		return nil
+	default:
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if attempts == 0 {
+		return ErrPeerNotFound
+	}
+	var ce *ConnectError
+	if errors.As(lastErr, &ce) && ce.Code != ErrBadHandshakeReply.Code {
+		return lastErr
+	}
+	return ErrPeerConnectionFailed.with(lastErr)
+}
+
+// connectThrough sends our first Noise message to one node and, if the
+// server answers through it first, records the handshake.
+func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
+	start := time.Now()
+	rep, err := d.n.peerHandshake(ctx, d.target, d.msg1, to)
+	d.n.log.Debug("dht: peer handshake", "via", to, "took", time.Since(start), "err", err)
+	if err != nil {
+		return err
+	}
+	d.hsMu.Lock()
+	defer d.hsMu.Unlock()
+	if d.connect != nil {
+		return nil
+	}
+	pt, err := d.hs.ReadMessage(nil, rep.noise)
+	if err != nil {
+		return ErrHandshakeInvalid.with(err)
+	}
+	payload, err := wire.DecodeNoisePayload(pt)
+	if err != nil {
+		return ErrHandshakeInvalid.with(err)
+	}
+	switch {
+	case payload.Version != 1:
+		return ErrServerIncompatible
+	case payload.Error != wire.ErrorNone:
+		return ErrServerError.with(payload.Error)
+	case payload.UDX == nil:
+		return ErrServerError.with(errors.New("server sent no udx info"))
+	}
+	res, err := d.hs.Result()
+	if err != nil {
+		return ErrHandshakeInvalid.with(err)
+	}
+	d.connect = &connectInfo{res: res, payload: payload, relayed: rep.relayed, relayAddress: to,
+		serverAddress: rep.serverAddress, clientAddress: rep.clientAddress}
+	d.once.Do(func() { close(d.done) })
+	return nil
+}
+
+// holepunch finds a direct path to a server we reached through a relay
+// (connect.js holepunch, probeRound, roundPunch). It returns the address
+// to connect to, or that the stream is already connected (the server's
+// first packet arrived and the firewall connected it).
+func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (netip.AddrPort, bool, error) {
+	n, c := d.n, d.connect
+	pl := c.payload
+	remoteHolepunchable := pl.Holepunch != nil && len(pl.Holepunch.Relays) > 0
+	relayed := !sameAddr(c.serverAddress, c.relayAddress)
+	if pl.Firewall == wire.FirewallOpen || (relayed && !remoteHolepunchable) {
+		for _, a := range pl.Addresses4 {
+			if !isBogon(a.Addr()) {
+				return a, false, nil
+			}
+		}
+		return c.serverAddress, false, nil
+	}
+	waitPath := func(d time.Duration, err error) (netip.AddrPort, bool, error) {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case a := <-path:
+			return a, true, nil
+		case <-t.C:
+			return netip.AddrPort{}, false, err
+		case <-ctx.Done():
+			return netip.AddrPort{}, false, ctx.Err()
+		}
+	}
+	if n.remoteAddress().IsValid() {
+		// We said we are OPEN: the server connects to us.
+		return waitPath(passiveWait, ErrHolepunchAborted)
+	}
+	if !remoteHolepunchable {
+		return netip.AddrPort{}, false, ErrCannotHolepunch
+	}
+
+	serverRelay := pl.Holepunch.Relays[0]
+	for _, r := range pl.Holepunch.Relays {
+		if sameAddr(r.RelayAddress, c.relayAddress) {
+			serverRelay = r
+			break
+		}
+	}
+	hp := &clientPunch{d: d, id: pl.Holepunch.ID, secure: wire.NewSecurePayload(wire.HolepunchSecret(c.res.Hash[:]), random32())}
+	// A punch from any host the server reported (or the one we know)
+	// connects us.
+	arrived := make(chan netip.AddrPort, 1)
+	stop := n.watchPunches(&punchWatch{hosts: hp.isRemoteHost, fn: func(from netip.AddrPort) {
+		select {
+		case arrived <- from:
+		default:
+		}
+	}})
+	defer stop()
+	hp.hosts = []netip.Addr{c.serverAddress.Addr()}
+
+	type result struct {
+		a         netip.AddrPort
+		connected bool
+		err       error
+	}
+	done := make(chan result, 1)
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	go func() {
+		err := hp.run(pctx, c.serverAddress, serverRelay)
+		if err != nil {
+			done <- result{err: err}
+		}
+	}()
+	select {
+	case a := <-arrived:
+		pcancel()
+		return a, false, nil
+	case a := <-path:
+		pcancel()
+		return a, true, nil
+	case r := <-done:
+		if r.err != nil && errors.Is(r.err, context.Canceled) && ctx.Err() == nil {
+			r.err = ErrHolepunchAborted
+		}
+		return r.a, r.connected, r.err
+	case <-ctx.Done():
+		return netip.AddrPort{}, false, ctx.Err()
+	}
+}
+
+// clientPunch is the client's side of the PEER_HOLEPUNCH rounds.
+type clientPunch struct {
+	d      *dialer
+	id     uint64
+	secure *wire.SecurePayload
+	round  uint64
+
+	mu             sync.Mutex
+	hosts          []netip.Addr
+	remoteFirewall wire.Firewall
+	remoteAddrs    []holepunch.Remote
+	remotePunching bool
+}
+
+func (p *clientPunch) isRemoteHost(a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Contains(p.hosts, a)
+}
+
+// update sends one round and applies the server's answer.
+func (p *clientPunch) update(ctx context.Context, peerAddress, relay netip.AddrPort, pl *wire.HolepunchPayload) (hpReply, wire.HolepunchPayload, error) {
+	d := p.d
+	pl.Round = p.round
+	p.round++
+	enc, err := p.secure.Encrypt(pl, rand.Reader)
+	if err != nil {
+		return hpReply{}, wire.HolepunchPayload{}, err
+	}
+	rep, err := d.n.peerHolepunch(ctx, d.target, p.id, enc, peerAddress, relay)
+	if err != nil {
+		return hpReply{}, wire.HolepunchPayload{}, err
+	}
+	remote, err := p.secure.Decrypt(rep.payload)
+	if err != nil {
+		return hpReply{}, wire.HolepunchPayload{}, ErrHolepunchInvalid
+	}
+	if remote.Error != wire.ErrorNone {
+		return rep, remote, ErrRemoteAborted.with(remote.Error)
+	}
+	echoed := remote.RemoteToken != nil && pl.Token != nil && *remote.RemoteToken == *pl.Token
+	p.mu.Lock()
+	p.remoteFirewall = remote.Firewall
+	p.remotePunching = remote.Punching
+	prev := p.remoteAddrs
+	p.remoteAddrs = nil
+	for _, a := range remote.Addresses {
+		v := echoed && a.Addr() == peerAddress.Addr()
+		for _, o := range prev {
+			if o.Verified && o.Addr.Addr() == a.Addr() {
+				v = true
+			}
+		}
+		p.remoteAddrs = append(p.remoteAddrs, holepunch.Remote{Addr: a, Verified: v})
+		if !slices.Contains(p.hosts, a.Addr()) {
+			p.hosts = append(p.hosts, a.Addr())
+		}
+	}
+	p.mu.Unlock()
+	return rep, remote, nil
+}
+
+func (p *clientPunch) abort(ctx context.Context, sr wire.RelayInfo, err error) error {
+	_, _, _ = p.update(ctx, sr.PeerAddress, sr.RelayAddress, &wire.HolepunchPayload{Error: wire.ErrorAborted})
+	return err
+}
+
+// run is probeRound then roundPunch; it returns only on failure (success
+// is a punch arriving, which the caller watches for).
+func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr wire.RelayInfo) error {
+	n := p.d.n
+	c := p.d.connect
+	var token *[32]byte
+	for attempt := 0; ; attempt++ {
+		// Open our NAT towards the server with a low-TTL punch.
+		_ = n.ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
+		fw, addrs := n.natState()
+		rep, remote, err := p.update(ctx, sr.PeerAddress, sr.RelayAddress, &wire.HolepunchPayload{
+			Firewall: fw, Addresses: nonNil(addrs), RemoteAddress: serverAddress})
+		if err != nil {
+			return err
+		}
+		token = remote.Token
+		p.mu.Lock()
+		rfw := p.remoteFirewall
+		p.mu.Unlock()
+		if rfw == wire.FirewallUnknown {
+			if !sleepCtx(ctx.Done(), unknownGrace) {
+				return ctx.Err()
+			}
+		}
+		if fw == wire.FirewallUnknown {
+			fw, _ = n.waitNAT(ctx.Done(), 2*time.Second)
+		}
+		if (rfw == wire.FirewallUnknown || token == nil) && attempt == 0 {
+			continue
+		}
+		if rfw == wire.FirewallUnknown || fw == wire.FirewallUnknown {
+			return p.abort(ctx, sr, ErrHolepunchProbeTimeout)
+		}
+		if rfw >= wire.FirewallRandom && fw >= wire.FirewallRandom {
+			return p.abort(ctx, sr, ErrDoubleRandomized)
+		}
+		if sameAddr(sr.RelayAddress, c.relayAddress) && !sameAddr(serverAddress, rep.peerAddress) {
+			serverAddress = rep.peerAddress
+			_ = n.ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
+		}
+		break
+	}
+
+	// roundPunch: freeze our view and tell the server to punch.
+	fw, addrs := n.natState()
+	p.mu.Lock()
+	rfw := p.remoteFirewall
+	p.mu.Unlock()
+	random := fw >= wire.FirewallRandom || rfw >= wire.FirewallRandom
+	if random {
+		if !n.acquireRandomPunch(time.Now()) {
+			return ErrHolepunchAborted.with(errors.New("another random-NAT punch is running (one per 20 s)"))
+		}
+		defer n.releaseRandomPunch(time.Now())
+	}
+	ourToken := p.secure.Token(serverAddress.Addr().String())
+	_, _, err := p.update(ctx, serverAddress, c.relayAddress, &wire.HolepunchPayload{
+		Firewall: fw, Punching: true, Addresses: nonNil(addrs), Token: &ourToken, RemoteToken: token})
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	punching, remotes := p.remotePunching, slices.Clone(p.remoteAddrs)
+	rfw = p.remoteFirewall
+	p.mu.Unlock()
+	if !punching {
+		return ErrRemoteNotHolepunching
+	}
+	verified := slices.ContainsFunc(remotes, func(r holepunch.Remote) bool { return r.Verified })
+	strategy, err := holepunch.Choose(punchFirewall(fw), punchFirewall(rfw), verified)
+	if err != nil {
+		if errors.Is(err, holepunch.ErrDoubleRandomized) {
+			return ErrDoubleRandomized
+		}
+		return ErrRemoteNotPunchable.with(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, punchWaitTimeout)
+	defer cancel()
+	err = holepunch.Run(pctx, holepunch.Config{Strategy: strategy, Initiator: true, Remote: remotes, Socket: n.ttl})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return ErrHolepunchTimeout.with(err)
+}
+
+func nonNil(a []netip.AddrPort) []netip.AddrPort {
+	if a == nil {
+		return []netip.AddrPort{}
+	}
+	return a
+}

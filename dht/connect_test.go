@@ -1,0 +1,206 @@
+package dht
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+// peerNode starts a node outside the testnet (ephemeral, firewalled until
+// dht-rpc learns otherwise), as users run one.
+func peerNode(t testing.TB, tn *TestNetwork, kp key.KeyPair) *Node {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(Config{Conn: conn, Bootstrap: tn.Bootstrap, KeyPair: kp, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// echo serves l: every connection gets back what it sends.
+func echo(t testing.TB, l *Listener) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*Conn).CloseWrite()
+			}()
+		}
+	}()
+}
+
+// roundTrip writes size random bytes, half-closes, and checks that the
+// same bytes come back.
+func roundTrip(t testing.TB, c *Conn, size int) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("echo differs: %d bytes back of %d", len(got), len(data))
+	}
+}
+
+func TestDialListen(t *testing.T) {
+	tn := testnet(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	srv := peerNode(t, tn, seedKey(1))
+	cli := peerNode(t, tn, seedKey(2))
+	l, err := srv.Listen(ctx, seedKey(3), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	echo(t, l)
+	t.Logf("server %+v client %+v", srv.State(), cli.State())
+	for i := range 3 {
+		start := time.Now()
+		c, err := cli.Dial(ctx, seedKey(3).Public, nil)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		t.Logf("dial %d: %v (remote %v)", i, time.Since(start), c.RemoteAddr())
+		if c.RemotePublicKey() != seedKey(3).Public {
+			t.Fatalf("remote key %v", c.RemotePublicKey())
+		}
+		roundTrip(t, c, 1<<20)
+		c.Close()
+	}
+	// A second Listen on the same key pair is refused.
+	if _, err := srv.Listen(ctx, seedKey(3), nil); !errors.Is(err, ErrKeyPairAlreadyUsed) {
+		t.Fatalf("second listen: %v", err)
+	}
+}
+
+func TestDialFirewallDenies(t *testing.T) {
+	tn := testnet(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	srv := peerNode(t, tn, seedKey(1))
+	cli := peerNode(t, tn, seedKey(2))
+	allowed := seedKey(7).Public
+	l, err := srv.Listen(ctx, seedKey(3), &ListenOptions{Firewall: func(remote key.PublicKey, _ netip.AddrPort) bool {
+		return remote != allowed
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	_, err = cli.Dial(ctx, seedKey(3).Public, nil)
+	if !errors.Is(err, ErrPeerConnectionFailed) {
+		t.Fatalf("denied dial: %v", err)
+	}
+	t.Logf("denied after %v: %v", time.Since(start), err)
+	c, err := cli.Dial(ctx, seedKey(3).Public, &DialOptions{KeyPair: seedKey(7)})
+	if err != nil {
+		t.Fatalf("allowed dial: %v", err)
+	}
+	c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("allowed connection never accepted")
+	}
+	if len(accepted) != 0 {
+		t.Fatal("a denied connection was accepted")
+	}
+}
+
+func TestDialUnknownKey(t *testing.T) {
+	tn := testnet(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	cli := peerNode(t, tn, seedKey(2))
+	start := time.Now()
+	_, err := cli.Dial(ctx, seedKey(99).Public, nil)
+	if !errors.Is(err, ErrPeerNotFound) {
+		t.Fatalf("dial of an unknown key: %v", err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("PEER_NOT_FOUND took %v", d)
+	}
+}
+
+func TestListenCloseUnannounces(t *testing.T) {
+	tn := testnet(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	srv := peerNode(t, tn, seedKey(1))
+	l, err := srv.Listen(ctx, seedKey(3), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := func() bool {
+		s := tn.Nodes[1].FindPeer(ctx, seedKey(3).Public)
+		defer s.Close()
+		for {
+			if _, err := s.Next(ctx); err != nil {
+				return false
+			}
+			return true
+		}
+	}
+	if !found() {
+		t.Fatal("listener not announced")
+	}
+	l.Close()
+	l.Close()
+	if found() {
+		t.Fatal("listener still announced after Close")
+	}
+	if _, err := l.Accept(); !errors.Is(err, ErrListenerClosed) {
+		t.Fatalf("accept after close: %v", err)
+	}
+}
+
+var _ = bytes.Equal
+var _ = rpc.Persistent

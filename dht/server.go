@@ -1,0 +1,692 @@
+package dht
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/dht/wire"
+	"github.com/keytunnel/keytunnel/holepunch"
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/secretstream"
+	"github.com/keytunnel/keytunnel/secretstream/noise"
+	"github.com/keytunnel/keytunnel/udx"
+)
+
+// Timeouts of hyperdht's server (lib/server.js, lib/announcer.js).
+const (
+	handshakeClearWait   = 10 * time.Second // a slot outlives its decision this long
+	handshakeInitialWait = 10 * time.Second // prepunch: the client must show up by then
+	connectionKeepAlive  = 5 * time.Second
+	openTimeout          = 20 * time.Second // secret-stream header exchange
+	announceRelays       = 3
+	relayPingInterval    = 3 * time.Second
+	relayPingRounds      = 100 // ≈ 5 min between re-announces
+	maxHandshakeSlots    = 4096
+)
+
+// Listener accepts encrypted connections to one key pair.
+type Listener struct {
+	n      *Node
+	kp     key.KeyPair
+	target [32]byte
+	opts   ListenOptions
+
+	accept    chan *Conn
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	mu         sync.Mutex
+	slots      []*slot
+	connects   map[string]*slot
+	relays     []wire.RelayInfo
+	relayAddrs []netip.AddrPort
+	announced  []netip.AddrPort // nodes holding our current announce
+}
+
+// slot is one client handshake (hyperdht's _holepunches entry). Its index
+// is the holepunch id the client sends back in PEER_HOLEPUNCH.
+type slot struct {
+	id    int
+	key   string
+	ready chan struct{}
+	msg2  []byte // nil: refused, silence
+
+	res      noise.Result
+	remoteID uint32
+	stream   *udx.Stream
+	secure   *wire.SecurePayload
+
+	once      sync.Once // onsocket
+	decided   chan struct{}
+	clearOnce sync.Once
+
+	mu             sync.Mutex
+	round          uint64
+	remoteFirewall wire.Firewall
+	remoteAddrs    []holepunch.Remote
+	remotePunching bool
+	punching       bool
+	puncher        *holepunch.Puncher
+	stopWatch      func()
+	prepunch       *time.Timer
+}
+
+func (n *Node) listen(ctx context.Context, kp key.KeyPair, opts *ListenOptions) (*Listener, error) {
+	if n.sock == nil {
+		return nil, ErrNoStreams
+	}
+	l := &Listener{n: n, kp: kp, target: Hash(kp.Public[:]), accept: make(chan *Conn, 64), connects: make(map[string]*slot)}
+	if opts != nil {
+		l.opts = *opts
+	}
+	l.ctx, l.cancel = context.WithCancel(n.ctx)
+	c := &n.conns
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		l.cancel()
+		return nil, ErrClosed
+	case c.servers[l.target] != nil:
+		c.mu.Unlock()
+		l.cancel()
+		return nil, ErrKeyPairAlreadyUsed
+	}
+	c.servers[l.target] = l
+	c.mu.Unlock()
+	l.setRecord()
+
+	// The first announce completes before Listen returns, as hyperdht's
+	// listen() awaits it: a client that looks us up afterwards finds us.
+	if err := l.announce(ctx); err != nil {
+		l.closeNow()
+		return nil, err
+	}
+	l.wg.Add(1)
+	go l.background()
+	return l, nil
+}
+
+// setRecord keeps our own router entry current: FIND_PEER answered by this
+// node (when persistent) returns our record.
+func (l *Listener) setRecord() {
+	l.mu.Lock()
+	p := wire.Peer{PublicKey: l.kp.Public, RelayAddresses: slices.Clone(l.relayAddrs)}
+	l.mu.Unlock()
+	l.n.store.RetainForward(l.target, wire.Forward{Record: p.Append(nil)}, time.Now())
+}
+
+// announce runs one announcer update: FIND_PEER towards our target, then
+// ANNOUNCE to the three closest nodes that answered with a token. Nodes
+// dropped since the previous update get UNANNOUNCE.
+func (l *Listener) announce(ctx context.Context) error {
+	n := l.n
+	q := n.rpc.Query(ctx, rpc.ID(l.target), uint64(wire.CmdFindPeer), nil, nil)
+	if err := drain(ctx, q); err != nil && ctx.Err() != nil {
+		return err
+	}
+	var relays []wire.RelayInfo
+	var addrs []netip.AddrPort
+	if ra := n.remoteAddress(); ra.IsValid() {
+		addrs = append(addrs, ra)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var committed []netip.AddrPort
+	picked := 0
+	for _, r := range q.Closest() {
+		if picked == announceRelays {
+			break
+		}
+		if r.Token == nil || r.FromID == nil {
+			continue
+		}
+		picked++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ann := &wire.Announce{Peer: &wire.Peer{PublicKey: l.kp.Public}}
+			sig := wire.SignAnnounce(l.kp, l.target, [32]byte(*r.FromID), r.Token[:], ann)
+			ann.Signature = &sig
+			if err := n.commitRequest(ctx, r, wire.CmdAnnounce, l.target, ann.Append(nil)); err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(addrs) < 3 {
+				addrs = append(addrs, r.From)
+			}
+			relays = append(relays, wire.RelayInfo{RelayAddress: r.From, PeerAddress: r.To})
+			committed = append(committed, r.From)
+		}()
+	}
+	wg.Wait()
+	l.mu.Lock()
+	prev := l.announced
+	l.relays, l.relayAddrs, l.announced = relays, addrs, committed
+	l.mu.Unlock()
+	l.setRecord()
+	for _, a := range prev {
+		if !slices.Contains(committed, a) {
+			l.unannounceAt(ctx, a)
+		}
+	}
+	return nil
+}
+
+// unannounceAt removes our announce from one node: FIND_PEER for a fresh
+// token, then a signed UNANNOUNCE.
+func (l *Listener) unannounceAt(ctx context.Context, to netip.AddrPort) {
+	n := l.n
+	t := rpc.ID(l.target)
+	r, err := n.rpc.Request(ctx, to, rpc.RequestOptions{Command: uint64(wire.CmdFindPeer), Target: &t})
+	if err != nil || r.Token == nil || r.FromID == nil || r.Value == nil {
+		return
+	}
+	ann := &wire.Announce{Peer: &wire.Peer{PublicKey: l.kp.Public}}
+	sig := wire.SignUnannounce(l.kp, l.target, [32]byte(*r.FromID), r.Token[:], ann)
+	ann.Signature = &sig
+	_ = n.commitRequest(ctx, r, wire.CmdUnannounce, l.target, ann.Append(nil))
+}
+
+// background pings the relays every 3 s and re-announces after about five
+// minutes, or at once when fewer than min(#relays, 3) answer.
+func (l *Listener) background() {
+	defer l.wg.Done()
+	for {
+		for i := 0; i < relayPingRounds; i++ {
+			if !sleepCtx(l.ctx.Done(), relayPingInterval) {
+				return
+			}
+			l.mu.Lock()
+			relays := slices.Clone(l.announced)
+			l.mu.Unlock()
+			var alive sync.WaitGroup
+			var mu sync.Mutex
+			answered := 0
+			for _, a := range relays {
+				alive.Add(1)
+				go func() {
+					defer alive.Done()
+					if _, err := l.n.rpc.Ping(l.ctx, a); err == nil {
+						mu.Lock()
+						answered++
+						mu.Unlock()
+					}
+				}()
+			}
+			alive.Wait()
+			if answered < min(len(relays), announceRelays) {
+				break
+			}
+		}
+		if l.ctx.Err() != nil {
+			return
+		}
+		_ = l.announce(l.ctx)
+	}
+}
+
+// Accept waits for the next connection; it is a *Conn.
+func (l *Listener) Accept() (net.Conn, error) { return l.AcceptConn(context.Background()) }
+
+// AcceptConn waits for the next connection (its secret-stream headers
+// already exchanged) or for ctx.
+func (l *Listener) AcceptConn(ctx context.Context) (*Conn, error) {
+	select {
+	case c := <-l.accept:
+		return c, nil
+	case <-l.ctx.Done():
+		return nil, ErrListenerClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close unannounces and stops accepting; established connections stay.
+// It is idempotent and waits for the listener's goroutines.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.shutdown()
+		// Unannounce with a fresh context: the listener's own is done.
+		ctx, cancel := context.WithTimeout(l.n.ctx, 5*time.Second)
+		defer cancel()
+		l.mu.Lock()
+		relays := l.announced
+		l.announced = nil
+		l.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, a := range relays {
+			wg.Add(1)
+			go func() { defer wg.Done(); l.unannounceAt(ctx, a) }()
+		}
+		wg.Wait()
+	})
+	return nil
+}
+
+// closeNow closes without unannouncing (the node is going away).
+func (l *Listener) closeNow() { l.closeOnce.Do(l.shutdown) }
+
+func (l *Listener) shutdown() {
+	l.cancel()
+	c := &l.n.conns
+	c.mu.Lock()
+	if c.servers[l.target] == l {
+		delete(c.servers, l.target)
+	}
+	c.mu.Unlock()
+	l.n.store.DeleteForward(l.target, time.Now())
+	l.mu.Lock()
+	slots := slices.Clone(l.slots)
+	l.mu.Unlock()
+	for _, s := range slots {
+		if s != nil {
+			l.abortSlot(s, false)
+		}
+	}
+	l.wg.Wait()
+	// Connections accepted but never taken are closed.
+	for {
+		select {
+		case c := <-l.accept:
+			c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// Addr is the key's address (network "hyperdht", the hex public key).
+func (l *Listener) Addr() net.Addr { return keyAddr(l.kp.Public) }
+
+// PublicKey is the key the listener serves.
+func (l *Listener) PublicKey() key.PublicKey { return l.kp.Public }
+
+type keyAddr key.PublicKey
+
+func (keyAddr) Network() string  { return "hyperdht" }
+func (a keyAddr) String() string { return key.PublicKey(a).String() }
+
+// onHandshake answers a client's first Noise message with the second, or
+// refuses (ok false: silence). A repeated msg1 (the client trying several
+// relays) gets the same answer, as in the reference.
+func (l *Listener) onHandshake(msg1 []byte, peerAddress netip.AddrPort, r *rpc.Request) ([]byte, bool) {
+	if l.ctx.Err() != nil {
+		return nil, false
+	}
+	k := string(msg1)
+	l.mu.Lock()
+	s := l.connects[k]
+	fresh := s == nil
+	if fresh {
+		id := slices.Index(l.slots, nil)
+		if id < 0 {
+			if len(l.slots) >= maxHandshakeSlots {
+				l.mu.Unlock()
+				return nil, false
+			}
+			id = len(l.slots)
+			l.slots = append(l.slots, nil)
+		}
+		s = &slot{id: id, key: k, ready: make(chan struct{}), decided: make(chan struct{})}
+		l.slots[id] = s
+		l.connects[k] = s
+	}
+	l.mu.Unlock()
+	if fresh {
+		l.handshake(s, bytes.Clone(msg1), peerAddress, r)
+		close(s.ready)
+	}
+	select {
+	case <-s.ready:
+	case <-l.ctx.Done():
+		return nil, false
+	}
+	return s.msg2, s.msg2 != nil
+}
+
+func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r *rpc.Request) {
+	n := l.n
+	direct := !peerAddress.IsValid()
+	client := peerAddress
+	if direct {
+		client = r.From
+	}
+	hs, err := noise.New(noise.Config{Pattern: noise.IK, KeyPair: l.kp, Prologue: wire.NSPeerHandshake[:]})
+	if err != nil {
+		l.clearLater(s)
+		return
+	}
+	pt, err := hs.ReadMessage(nil, msg1)
+	if err != nil {
+		l.clearLater(s)
+		return
+	}
+	remote, err := wire.DecodeNoisePayload(pt)
+	if err != nil {
+		l.clearLater(s)
+		return
+	}
+	if l.opts.Firewall != nil && l.opts.Firewall(hs.RemotePublicKey(), client) {
+		n.log.Debug("dht: connection denied by firewall", "remote", hs.RemotePublicKey(), "from", client)
+		l.clearLater(s)
+		return
+	}
+	code := wire.ErrorNone
+	switch {
+	case remote.Version != 1:
+		code = wire.ErrorVersionMismatch
+	case remote.UDX == nil:
+		code = wire.ErrorAborted
+	}
+	ours := n.remoteAddress()
+	var addrs []netip.AddrPort
+	if ours.IsValid() {
+		addrs = append(addrs, ours)
+	}
+	if code == wire.ErrorNone {
+		s.remoteID = uint32(remote.UDX.ID)
+		st, err := newStream(n.sock.UDX(), &udx.StreamOptions{
+			RemoteID: s.remoteID,
+			Firewall: func(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
+				// The client's first packet tells us its path.
+				go l.onsocket(s, from, true)
+				return udx.FirewallConnect
+			},
+		})
+		if err != nil {
+			l.clearLater(s)
+			return
+		}
+		s.stream = st
+	}
+	l.mu.Lock()
+	relays, relayAddrs := slices.Clone(l.relays), slices.Clone(l.relayAddrs)
+	l.mu.Unlock()
+	out := wire.NoisePayload{Version: 1, Error: code, Firewall: wire.FirewallUnknown,
+		Addresses4: addrs, UDX: &wire.UDXInfo{Version: 1}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
+	if ours.IsValid() {
+		out.Firewall = wire.FirewallOpen
+	} else {
+		out.Holepunch = &wire.HolepunchInfo{ID: uint64(s.id), Relays: relays}
+	}
+	if s.stream != nil {
+		out.UDX.ID = uint64(s.stream.ID())
+	}
+	if len(relayAddrs) > 0 {
+		out.RelayAddresses = relayAddrs
+	}
+	msg2, err := hs.WriteMessage(nil, out.Append(nil))
+	if err != nil {
+		l.abortSlot(s, true)
+		return
+	}
+	res, err := hs.Result()
+	if err != nil {
+		l.abortSlot(s, true)
+		return
+	}
+	s.msg2, s.res = msg2, res
+	if code != wire.ErrorNone {
+		l.abortSlot(s, true)
+		return
+	}
+	if remote.Firewall == wire.FirewallOpen || direct {
+		go l.onsocket(s, client, false)
+		return
+	}
+	s.secure = wire.NewSecurePayload(wire.HolepunchSecret(res.Hash[:]), random32())
+	s.mu.Lock()
+	s.prepunch = time.AfterFunc(handshakeInitialWait, func() { l.abortSlot(s, true) })
+	if !ours.IsValid() {
+		// We punch: echo the client's punches so its side connects.
+		s.stopWatch = n.watchPunches(&punchWatch{fn: func(from netip.AddrPort) {
+			if l.ownsPunch(s, from) {
+				_ = n.ttl.SendTTL(holepunch.Punch, from, holepunch.DefaultTTL)
+			}
+		}})
+	}
+	s.mu.Unlock()
+}
+
+// ownsPunch says whether a 1-byte datagram from `from` is plausibly this
+// slot's client (it comes from a host the client reported).
+func (l *Listener) ownsPunch(s *slot, from netip.AddrPort) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.remoteAddrs {
+		if r.Addr.Addr() == from.Addr() {
+			return true
+		}
+	}
+	return len(s.remoteAddrs) == 0
+}
+
+// onsocket commits the slot to a path: the stream talks to the client at
+// from, the secret stream starts, and the connection is accepted once its
+// headers are exchanged.
+func (l *Listener) onsocket(s *slot, from netip.AddrPort, connected bool) {
+	s.once.Do(func() {
+		close(s.decided)
+		s.mu.Lock()
+		if s.prepunch != nil {
+			s.prepunch.Stop()
+		}
+		if s.puncher != nil {
+			go s.puncher.Close()
+		}
+		if s.stopWatch != nil {
+			s.stopWatch()
+			s.stopWatch = nil
+		}
+		s.mu.Unlock()
+		l.clearLater(s)
+		if !connected {
+			if err := s.stream.Connect(l.n.sock, s.remoteID, from); err != nil {
+				s.stream.Destroy()
+				return
+			}
+		}
+		res := s.res
+		conn, err := secretstream.New(s.stream, secretstream.Options{IsInitiator: false, Handshake: &res, KeepAlive: connectionKeepAlive, SendHeader: true})
+		if err != nil {
+			s.stream.Destroy()
+			return
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			ctx, cancel := context.WithTimeout(l.ctx, openTimeout)
+			defer cancel()
+			if err := conn.Handshake(ctx); err != nil {
+				l.n.log.Debug("dht: incoming connection failed to open", "err", err)
+				conn.Close()
+				return
+			}
+			select {
+			case l.accept <- conn:
+			case <-l.ctx.Done():
+				conn.Close()
+			}
+		}()
+	})
+}
+
+// abortSlot gives up on a slot's connection (prepunch timeout, a refused
+// payload, Close) and frees its id later.
+func (l *Listener) abortSlot(s *slot, later bool) {
+	aborted := false
+	s.once.Do(func() { close(s.decided); aborted = true })
+	s.mu.Lock()
+	if s.prepunch != nil {
+		s.prepunch.Stop()
+	}
+	if s.puncher != nil {
+		go s.puncher.Close()
+		s.puncher = nil
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
+		s.stopWatch = nil
+	}
+	s.mu.Unlock()
+	if aborted && s.stream != nil {
+		s.stream.Destroy()
+	}
+	if later {
+		l.clearLater(s)
+	} else {
+		l.clear(s)
+	}
+}
+
+func (l *Listener) clearLater(s *slot) {
+	s.clearOnce.Do(func() {
+		time.AfterFunc(handshakeClearWait, func() { l.clear(s) })
+	})
+}
+
+func (l *Listener) clear(s *slot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s.id < len(l.slots) && l.slots[s.id] == s {
+		l.slots[s.id] = nil
+		for len(l.slots) > 0 && l.slots[len(l.slots)-1] == nil {
+			l.slots = l.slots[:len(l.slots)-1]
+		}
+	}
+	if l.connects[s.key] == s {
+		delete(l.connects, s.key)
+	}
+}
+
+// onHolepunch answers one PEER_HOLEPUNCH round from the client (relayed to
+// us). ok false means silence.
+func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.AddrPort, r *rpc.Request) ([]byte, bool) {
+	n := l.n
+	l.mu.Lock()
+	var s *slot
+	if id < uint64(len(l.slots)) {
+		s = l.slots[id]
+	}
+	isServerRelay := slices.ContainsFunc(l.relays, func(ri wire.RelayInfo) bool { return sameAddr(ri.RelayAddress, r.From) })
+	l.mu.Unlock()
+	if s == nil || l.ctx.Err() != nil {
+		return nil, false
+	}
+	select {
+	case <-s.ready:
+	default:
+		return nil, false
+	}
+	if s.secure == nil {
+		return nil, false
+	}
+	p, err := s.secure.Decrypt(payload)
+	if err != nil {
+		return nil, false
+	}
+	abort := func(code wire.ErrorCode) ([]byte, bool) {
+		l.abortSlot(s, true)
+		b, err := s.secure.Encrypt(&wire.HolepunchPayload{Error: code, Round: p.Round}, rand.Reader)
+		return b, err == nil
+	}
+	if p.Error != wire.ErrorNone {
+		return abort(wire.ErrorAborted)
+	}
+	token := s.secure.Token(peerAddress.Addr().String())
+	echoed := isServerRelay && p.RemoteToken != nil && *p.RemoteToken == token
+
+	s.mu.Lock()
+	if p.Round >= s.round {
+		s.round = p.Round
+		s.remoteFirewall = p.Firewall
+		prev := s.remoteAddrs
+		s.remoteAddrs = s.remoteAddrs[:0:0]
+		for _, a := range p.Addresses {
+			v := echoed && a.Addr() == peerAddress.Addr()
+			for _, old := range prev {
+				if old.Verified && old.Addr.Addr() == a.Addr() {
+					v = true
+				}
+			}
+			s.remoteAddrs = append(s.remoteAddrs, holepunch.Remote{Addr: a, Verified: v})
+		}
+		s.remotePunching = p.Punching
+	}
+	remoteFw, remotePunching := s.remoteFirewall, s.remotePunching
+	s.mu.Unlock()
+
+	fw, addrs := n.waitNAT(l.ctx.Done(), 2*time.Second)
+	if fw == wire.FirewallUnknown {
+		return abort(wire.ErrorAborted)
+	}
+	// Fast mode: the client opened a session to one of our addresses, so
+	// one punch now may already get through.
+	if (fw == wire.FirewallConsistent || fw == wire.FirewallOpen) && p.RemoteAddress.IsValid() &&
+		slices.ContainsFunc(addrs, func(a netip.AddrPort) bool { return sameAddr(a, p.RemoteAddress) }) {
+		_ = n.ttl.SendTTL(holepunch.Punch, peerAddress, holepunch.DefaultTTL)
+	}
+	if remotePunching {
+		s.mu.Lock()
+		started := s.punching
+		remotes := slices.Clone(s.remoteAddrs)
+		s.mu.Unlock()
+		if !started {
+			verified := slices.ContainsFunc(remotes, func(r holepunch.Remote) bool { return r.Verified })
+			strategy, err := holepunch.Choose(punchFirewall(fw), punchFirewall(remoteFw), verified)
+			if err != nil {
+				return abort(wire.ErrorAborted)
+			}
+			random := strategy == holepunch.StrategyRandomProbes || strategy == holepunch.StrategyBirthday
+			if random && !n.acquireRandomPunch(time.Now()) {
+				return abort(wire.ErrorTryLater)
+			}
+			pctx, pcancel := context.WithCancel(l.ctx)
+			p := holepunch.Start(pctx, holepunch.Config{Strategy: strategy, Remote: remotes, Socket: n.ttl})
+			s.mu.Lock()
+			s.punching, s.puncher = true, p
+			s.mu.Unlock()
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				defer pcancel()
+				select {
+				case <-s.decided:
+				case <-pctx.Done():
+				}
+				p.Close()
+				if random {
+					n.releaseRandomPunch(time.Now())
+				}
+			}()
+		}
+	}
+	s.mu.Lock()
+	reply := wire.HolepunchPayload{Error: wire.ErrorNone, Firewall: fw, Round: s.round, Punching: s.punching,
+		Addresses: addrs, RemoteToken: p.Token}
+	if reply.Addresses == nil {
+		reply.Addresses = []netip.AddrPort{}
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.decided:
+		reply.Connected = true
+	default:
+	}
+	if isServerRelay {
+		reply.Token = &token
+	}
+	b, err := s.secure.Encrypt(&reply, rand.Reader)
+	return b, err == nil
+}

@@ -1,0 +1,103 @@
+package dht
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/keytunnel/keytunnel/udx"
+	"golang.org/x/net/ipv4"
+)
+
+// punchConn is the node's main socket as dht-rpc sees it. hyperdht's
+// holepunch datagrams are a single byte, which dht-rpc ignores (its
+// messages are at least two bytes); they are diverted to the node's
+// punch handlers before dht-rpc reads.
+type punchConn struct {
+	*udx.Socket
+	onPunch func(from netip.AddrPort)
+}
+
+func (p *punchConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := p.Socket.ReadFrom(b)
+		if err != nil || n != 1 {
+			return n, addr, err
+		}
+		if ua, ok := addr.(*net.UDPAddr); ok {
+			ap := ua.AddrPort()
+			p.onPunch(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+	}
+}
+
+// ttlSocket sends holepunch datagrams on a udx socket with a chosen TTL.
+// The TTL is a socket option, so sends that need a low TTL are serialised
+// with the option change; everything else goes out with the default.
+type ttlSocket struct {
+	s  *udx.Socket
+	mu sync.Mutex
+	pc *ipv4.PacketConn // nil when the socket is not a real UDP socket
+}
+
+func newTTLSocket(s *udx.Socket, pc net.PacketConn) *ttlSocket {
+	t := &ttlSocket{s: s}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		t.pc = ipv4.NewPacketConn(uc)
+	}
+	return t
+}
+
+// SendTTL implements holepunch.Socket.
+func (t *ttlSocket) SendTTL(b []byte, addr netip.AddrPort, ttl int) error {
+	if t.pc == nil || ttl == 64 {
+		_, err := t.s.WriteTo(b, net.UDPAddrFromAddrPort(addr))
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.pc.SetTTL(ttl); err != nil {
+		_, err := t.s.WriteTo(b, net.UDPAddrFromAddrPort(addr))
+		return err
+	}
+	_, err := t.s.WriteTo(b, net.UDPAddrFromAddrPort(addr))
+	_ = t.pc.SetTTL(64)
+	return err
+}
+
+// newStream opens a udx stream with a random unused id, as udx-native
+// picks ids.
+func newStream(u *udx.UDX, opts *udx.StreamOptions) (*udx.Stream, error) {
+	var b [4]byte
+	for range 16 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		id := binary.LittleEndian.Uint32(b[:])
+		if id == 0 {
+			continue
+		}
+		s, err := u.NewStream(id, opts)
+		if errors.Is(err, udx.ErrIDInUse) {
+			continue
+		}
+		return s, err
+	}
+	return nil, udx.ErrIDInUse
+}
+
+// timer helpers shared by connect and listen.
+func sleepCtx(done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
+	}
+}
