@@ -1,0 +1,78 @@
+// A hyperdht 6.34.0 peer for dht/'s connect interop tests, on a local
+// testnet only (bootstrap list required).
+//
+//   node hyperdht-peer.js server <bootstrap> <seed>
+//       listens on the seed's key pair, echoes every connection (ending
+//       its side when the client ends), prints "listening <pk>" and, per
+//       connection, "connection <remote pk> <remote host:port>".
+//   node hyperdht-peer.js client <bootstrap> <pk> <bytes> [count]
+//       connects count times (default 1), each time sends <bytes> random
+//       bytes, ends, reads the echo and prints
+//       "result <ms to open> <sha256 sent> <sha256 received> <remote host:port>"
+//       or "error <code> <message>".
+const DHT = require('hyperdht')
+const crypto = require('crypto')
+
+const [mode, boot, arg, size, count] = process.argv.slice(2)
+const bootstrap = boot.split(',').filter(Boolean)
+if (!bootstrap.length) {
+  console.error('hyperdht-peer.js: a local bootstrap list is required')
+  process.exit(2)
+}
+const node = new DHT({ bootstrap })
+
+async function server () {
+  const kp = DHT.keyPair(Buffer.from(arg, 'hex'))
+  const srv = node.createServer((s) => {
+    console.log('connection ' + s.remotePublicKey.toString('hex') + ' ' + s.rawStream.remoteHost + ':' + s.rawStream.remotePort)
+    s.on('error', () => {})
+    s.pipe(s)
+  })
+  await srv.listen(kp)
+  console.log('listening ' + kp.publicKey.toString('hex'))
+}
+
+function once (pk, n) {
+  return new Promise((resolve) => {
+    const start = Date.now()
+    const s = node.connect(Buffer.from(pk, 'hex'))
+    const data = crypto.randomBytes(n)
+    const sent = crypto.createHash('sha256').update(data).digest('hex')
+    const got = crypto.createHash('sha256')
+    let opened = 0
+    s.on('open', () => {
+      opened = Date.now() - start
+      let off = 0
+      const step = () => {
+        while (off < data.length) {
+          const k = Math.min(data.length - off, 1 + Math.floor(Math.random() * 65536))
+          const more = s.write(data.subarray(off, off + k))
+          off += k
+          if (!more) return s.once('drain', step)
+        }
+        s.end()
+      }
+      step()
+    })
+    s.on('data', (d) => got.update(d))
+    s.on('end', () => {
+      const r = s.rawStream ? s.rawStream.remoteHost + ':' + s.rawStream.remotePort : '-'
+      console.log('result ' + opened + ' ' + sent + ' ' + got.digest('hex') + ' ' + r)
+      s.end()
+      resolve()
+    })
+    s.on('error', (e) => {
+      console.log('error ' + (e.code || 'ERR') + ' ' + e.message)
+      resolve()
+    })
+  })
+}
+
+async function client () {
+  for (let i = 0; i < Number(count || 1); i++) await once(arg, Number(size))
+  await node.destroy()
+  process.exit(0)
+}
+
+if (mode === 'server') server()
+else client()
