@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -492,7 +493,9 @@ func (l *Listener) onsocket(s *slot, from netip.AddrPort, connected bool) {
 		s.mu.Unlock()
 		l.clearLater(s)
 		if !connected {
-			if err := s.stream.Connect(l.n.sock, s.remoteID, from); err != nil {
+			// The client's first packet may have connected the stream
+			// (firewall) while this call was on its way: that is fine.
+			if err := s.stream.Connect(l.n.sock, s.remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
 				s.stream.Destroy()
 				return
 			}
