@@ -11,7 +11,7 @@ import (
 
 // ExposeOptions are expose's arguments.
 type ExposeOptions struct {
-	Target string   // PORT (on 127.0.0.1) or HOST:PORT
+	Target string // PORT (on 127.0.0.1) or HOST:PORT
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
 }
