@@ -66,9 +66,9 @@ port = 70000
 	l.Close()
 
 	for text, want := range map[string]string{
-		"":                               "no [[expose]] or [[forward]] entries",
-		"[[expose]]\nport = 1\n":         ":1: expose[0]: needs key",
-		"[[forward]\nport = 1\n":         cfg + ":2: expected end of table array name",
+		"":                       "no [[expose]] or [[forward]] entries",
+		"[[expose]]\nport = 1\n": ":1: expose[0]: needs key",
+		"[[forward]\nport = 1\n": cfg + ":2: expected end of table array name",
 		"[[forward]]\nport=1\nkey=\"" + kp.Public.String() + "\"\ncolor = \"red\"\n": "unknown field",
 	} {
 		writeFile(t, cfg, text)

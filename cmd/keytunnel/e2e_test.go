@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht"
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+// End-to-end tests: expose and forward as separate processes over a
+// loopback testnet. They need dht.Node.Dial and Listen; requireConnect
+// skips them, with the reason, while either is a stub.
+
+// requireConnect starts a testnet and probes Listen and Dial in-process.
+// It returns the testnet's bootstrap, or skips the test when the dht says
+// the connect layer is not implemented.
+func requireConnect(t *testing.T) string {
+	t.Helper()
+	binary(t)
+	bs := testnet(t, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	node := func() *dht.Node {
+		udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := dht.New(dht.Config{Conn: udp, Bootstrap: strings.Split(bs, ",")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close(); udp.Close() })
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	srv, cli := node(), node()
+	kp, _ := key.Generate(nil)
+	skip := func(err error) {
+		if err != nil && strings.Contains(err.Error(), "not implemented") {
+			t.Skipf("end-to-end test skipped until dht.Node.Dial/Listen land: %v", err)
+		}
+		if err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+	}
+	ln, err := srv.Listen(ctx, kp, nil)
+	skip(err)
+	defer ln.Close()
+	c, err := cli.Dial(ctx, kp.Public, nil)
+	skip(err)
+	c.Close()
+	return bs
+}
+
+// exposeProc starts `keytunnel --json expose` and returns the process and
+// the key it printed first.
+func exposeProc(t *testing.T, bs, target string, args ...string) (*proc, string) {
+	t.Helper()
+	p := start(t, procEnv(t, bs), append(append([]string{"--json", "expose"}, args...), target)...)
+	ev := decodeJSON(t, p.first(60*time.Second))
+	pub, _ := ev["public_key"].(string)
+	if ev["event"] != "listening" || len(pub) != 64 {
+		t.Fatalf("first line of expose: %v", ev)
+	}
+	return p, pub
+}
+
+func forwardProc(t *testing.T, bs, pub string, args ...string) (*proc, string) {
+	t.Helper()
+	p := start(t, procEnv(t, bs), append(append([]string{"--json", "forward"}, args...), pub, "0")...)
+	ev := decodeJSON(t, p.line(`"event":"forwarding"`, 60*time.Second))
+	return p, ev["listen"].(string)
+}
+
+func TestE2EHTTPWithCurl(t *testing.T) {
+	bs := requireConnect(t)
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s from behind a key", r.URL.Path)
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+
+	// Text mode, no key: the first line is the key, the second where it is.
+	ex := start(t, procEnv(t, bs), "expose", port)
+	pub := ex.first(60 * time.Second)
+	if _, err := key.ParsePublicKey(pub); err != nil || len(pub) != 64 {
+		t.Fatalf("first line %q", pub)
+	}
+	ex.line("new key saved in ", 5*time.Second)
+
+	_, local := forwardProc(t, bs, pub)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, path := range []string{"/a", "/b"} {
+		out, err := exec.CommandContext(ctx, curl, "-sS", "--max-time", "30", "http://"+local+path).CombinedOutput()
+		if err != nil || string(out) != "hello "+path+" from behind a key" {
+			t.Fatalf("curl: %v: %q", err, out)
+		}
+	}
+}
+
+// TestE2EParallelOneSession: 100 parallel connections, 1 MiB each way,
+// through one forward, ride one peer connection.
+func TestE2EParallelOneSession(t *testing.T) {
+	bs := requireConnect(t)
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { echo.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	keyFile, kp := writeSeed(t, "svc.key")
+	ex, pub := exposeProc(t, bs, echo.Addr().String(), "--key", keyFile)
+	if pub != kp.Public.String() {
+		t.Fatalf("exposed %s, key file holds %s", pub, kp.Public)
+	}
+	fw, local := forwardProc(t, bs, pub)
+
+	const conns, size = 100, 1 << 20
+	errs := make(chan error, conns)
+	var cw sync.WaitGroup
+	for i := range conns {
+		cw.Add(1)
+		go func() {
+			defer cw.Done()
+			errs <- oneMiB(local, i, size)
+		}()
+	}
+	cw.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := ex.out.count(`"event":"connected"`); n != 1 {
+		t.Fatalf("expose saw %d peer connections, want 1", n)
+	}
+	if n := fw.out.count(`"event":"connected"`); n != 1 {
+		t.Fatalf("forward made %d peer sessions, want 1", n)
+	}
+}
+
+func oneMiB(addr string, i, size int) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(90 * time.Second))
+	data := bytes.Repeat([]byte{byte(i)}, size)
+	copy(data, strconv.Itoa(i))
+	want := sha256.Sum256(data)
+	go func() {
+		c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		return fmt.Errorf("conn %d: after %d bytes: %v", i, n, err)
+	}
+	if n != int64(size) || !bytes.Equal(h.Sum(nil), want[:]) {
+		return fmt.Errorf("conn %d: got %d bytes, digest mismatch", i, n)
+	}
+	return nil
+}
+
+// TestE2EAllow: an exposed service with --allow admits that key only.
+func TestE2EAllow(t *testing.T) {
+	bs := requireConnect(t)
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { echo.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	friendFile, friend := writeSeed(t, "friend.key")
+	strangerFile, _ := writeSeed(t, "stranger.key")
+	ex, pub := exposeProc(t, bs, echo.Addr().String(), "--allow", friend.Public.Z32())
+
+	// The stranger's connect fails with one line and status 1.
+	p := exec.Command(binary(t), "connect", "--key", strangerFile, pub)
+	p.Env = procEnv(t, bs)
+	checkLoopbackOnly(t, p.Env, p.Args[1:])
+	var stderr bytes.Buffer
+	p.Stderr = &stderr
+	p.Stdin = strings.NewReader("should not arrive\n")
+	out, err := runBounded(p, 60*time.Second)
+	if err == nil || len(out) != 0 {
+		t.Fatalf("stranger connect: %v, stdout %q", err, out)
+	}
+	last := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if l := last[len(last)-1]; !strings.HasPrefix(l, "keytunnel: cannot reach "+pub) && !strings.HasPrefix(l, "keytunnel: "+pub+" refused us") {
+		t.Fatalf("stranger connect stderr: %q", stderr.String())
+	}
+
+	// The friend's connect is a working pipe (as under ssh).
+	p = exec.Command(binary(t), "connect", "--key", friendFile, pub)
+	p.Env = procEnv(t, bs)
+	p.Stdin = strings.NewReader("hello friend\n")
+	out, err = runBounded(p, 60*time.Second)
+	if err != nil || string(out) != "hello friend\n" {
+		t.Fatalf("friend connect: %v, %q", err, out)
+	}
+
+	// A stranger's forward: local connections get nothing, and the
+	// service never sees a connection from it.
+	fw, local := forwardProc(t, bs, pub, "--key", strangerFile)
+	c, err := net.Dial("tcp", local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("knock"))
+	ev := decodeJSON(t, fw.line(`"event":"redialing"`, 45*time.Second))
+	if ev["error"] == nil {
+		t.Fatalf("redialing without the dial's error: %v", ev)
+	}
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _ := c.Read(make([]byte, 10)); n != 0 {
+		t.Fatal("a stranger's forward got data")
+	}
+	if n := ex.out.count(`"event":"connected"`); n != 1 {
+		t.Fatalf("expose saw %d connections, want only the friend's", n)
+	}
+}
+
+// runBounded runs cmd with a time limit and returns its stdout.
+func runBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.Bytes(), err
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		return out.Bytes(), fmt.Errorf("%v: still running after %v", cmd.Args, d)
+	}
+}
