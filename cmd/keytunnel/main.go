@@ -20,6 +20,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal, a second one kills at once.
+	context.AfterFunc(ctx, stop)
 	env := &app.Env{}
 	err := newApp(env).RunContext(ctx, os.Args)
 	stop()

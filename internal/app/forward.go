@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,10 @@ type ConnectOptions struct {
 func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	env.init()
 	env.out.w = env.errw // before anything is printed
+	if !env.LevelSet {
+		// Under ssh, stderr is the user's terminal: only problems.
+		env.setLevel(slog.LevelWarn)
+	}
 	remote, err := parsePublicKey(o.Remote)
 	if err != nil {
 		return err
