@@ -56,18 +56,22 @@ func newRawPeer(t testing.TB, srv *Server, id byte) *rawPeer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { smux.Close() })
-	p := &rawPeer{mux: protomux.New(a, protomux.Options{})}
-	t.Cleanup(func() { p.mux.Close() })
-	p.ch = p.mux.NewChannel(protomux.ChannelOptions{Protocol: Protocol, ID: []byte{id}})
-	p.pair = protomux.AddMessage(p.ch, protomux.Raw{}, func(_ *protomux.Channel, b []byte) {
-		p.mu.Lock()
-		p.replies = append(p.replies, b)
-		p.mu.Unlock()
+	p := &rawPeer{}
+	// StartMux here too: the relay's OPEN must find this channel.
+	p.mux, err = StartMux(a, protomux.Options{}, func(m *protomux.Mux) error {
+		p.ch = m.NewChannel(protomux.ChannelOptions{Protocol: Protocol, ID: []byte{id}})
+		p.pair = protomux.AddMessage(p.ch, protomux.Raw{}, func(_ *protomux.Channel, b []byte) {
+			p.mu.Lock()
+			p.replies = append(p.replies, b)
+			p.mu.Unlock()
+		})
+		p.unpair = protomux.AddMessage[[]byte](p.ch, protomux.Raw{}, nil)
+		return p.ch.Open(nil)
 	})
-	p.unpair = protomux.AddMessage[[]byte](p.ch, protomux.Raw{}, nil)
-	if err := p.ch.Open(nil); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.mux.Close() })
 	return p
 }
 
@@ -139,9 +143,17 @@ func TestFloodBounded(t *testing.T) {
 	if ms.HeapAlloc > heap0+4<<20 {
 		t.Fatalf("heap grew from %d to %d bytes", heap0, ms.HeapAlloc)
 	}
-	// Closing a session frees its slots.
-	peers[0].ch.Close()
-	waitFor(t, "session 0's slots to go", 5*time.Second, func() bool { return srv.Stats().Pending < st.Pending || st.Pending == 0 })
+	// Closing the sessions frees their slots.
+	for _, p := range peers {
+		p.ch.Close()
+	}
+	waitFor(t, "the sessions and their slots to go", 10*time.Second, func() bool {
+		st := srv.Stats()
+		return st.Pending == 0 && st.Sessions == 0
+	})
+	if st := srv.Stats(); st.Cancelled != 256 {
+		t.Fatalf("stats after closing the sessions: %+v", st)
+	}
 }
 
 // Matched pairs are bounded too: beyond MaxActive the completing request
