@@ -9,10 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,5 +288,72 @@ func runBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
 		cmd.Process.Kill()
 		<-done
 		return out.Bytes(), fmt.Errorf("%v: still running after %v", cmd.Args, d)
+	}
+}
+
+// TestE2EUp: `up` with an [[expose]] and a [[forward]] to it, over the
+// testnet; a SIGHUP that removes the forward closes its port while the
+// expose keeps serving a second up's forward.
+func TestE2EUp(t *testing.T) {
+	bs := requireConnect(t)
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { echo.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	keyFile, kp := writeSeed(t, "svc.key")
+	pa := freeTCP(t)
+	cfg := filepath.Join(t.TempDir(), "keytunnel.toml")
+	expose := fmt.Sprintf("[[expose]]\nname = \"svc\"\naddress = %q\nkey = %q\n", echo.Addr(), keyFile)
+	forward := fmt.Sprintf("\n[[forward]]\nname = \"a\"\nkey = %q\nport = %d\n", kp.Public.Z32(), pa)
+	if err := os.WriteFile(cfg, []byte(expose+forward), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, procEnv(t, bs), "--json", "up", "-c", cfg)
+	ev := decodeJSON(t, p.line(`"entry":"svc"`, 60*time.Second))
+	if ev["event"] != "listening" || ev["public_key"] != kp.Public.String() {
+		t.Fatalf("expose entry event %v", ev)
+	}
+	p.line(`"entry":"a"`, 10*time.Second)
+	echoOnce(t, fmt.Sprintf("127.0.0.1:%d", pa), "through up")
+
+	if err := os.WriteFile(cfg, []byte(expose), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.line(`"event":"reloaded"`, 20*time.Second)
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pa)); err == nil {
+		c.Close()
+		t.Fatal("removed forward still listens")
+	}
+	_, local := forwardProc(t, bs, kp.Public.String())
+	echoOnce(t, local, "the kept expose still serves")
+}
+
+func echoOnce(t *testing.T, addr, msg string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo through %s: %q, %v", addr, got, err)
 	}
 }
