@@ -52,6 +52,7 @@ socket.bind(0, host)
 const port = socket.address().port
 const keyPair = SecretStream.keyPair()
 const lines = readline.createInterface({ input: process.stdin })
+let finished = false
 
 if (argv.role === 'server') server()
 else if (argv.role === 'client') client()
@@ -100,7 +101,11 @@ function client () {
   const conn = udx.createStream(randomId())
   const raw = udx.createStream(randomId())
   conn.on('error', () => {})
-  raw.on('error', (err) => fail(err))
+  // After "done" the peer may tear its stream down first; that is fine.
+  raw.on('error', (err) => { if (!finished) fail(err) })
+  // Exit only once the raw stream has closed: until then it may still be
+  // retransmitting the tail of what was written.
+  raw.on('close', () => process.exit(0))
   log('ready ' + port + ' ' + conn.id)
 
   lines.once('line', (line) => {
@@ -118,15 +123,18 @@ function client () {
         // Heartbeats let the relay learn this side's address even while
         // the XX responder has nothing to send yet.
         raw.setKeepalive(50)
-        transfer(new SecretStream(isInitiator, raw), size)
+        transfer(new SecretStream(isInitiator, raw), size, () => {
+          finished = true
+          setTimeout(() => process.exit(0), 30000).unref()
+        })
       })
   })
 }
 
-function transfer (s, size) {
-  s.on('error', fail)
+function transfer (s, size, ondone) {
+  s.on('error', (err) => { if (!finished) fail(err) })
   let ended = 0
-  const finish = () => { if (++ended === 2) { log('done'); setTimeout(() => process.exit(0), 100) } }
+  const finish = () => { if (++ended === 2) { log('done'); ondone() } }
   const rh = crypto.createHash('sha256')
   let received = 0
   s.on('data', (d) => { received += d.byteLength; rh.update(d) })
