@@ -35,9 +35,11 @@ type dialer struct {
 	target [32]byte
 	stream *udx.Stream
 
-	hsMu sync.Mutex
-	hs   *noise.Handshake
-	msg1 []byte
+	hsMu   sync.Mutex
+	hs     *noise.Handshake
+	msg1   []byte
+	hsDone bool  // the server's reply was read (successfully or not)
+	hsErr  error // what it said, if it refused
 
 	// early is the path of a server packet that arrived before we knew
 	// where to connect (the server reached us first).
@@ -151,7 +153,6 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 		default:
 		}
 	}
-	connected := false
 	d.earlyMu.Lock()
 	if d.early.IsValid() {
 		onPath(d.early)
@@ -160,6 +161,8 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 	}
 	d.earlyMu.Unlock()
 
+	sock, _ := n.socket()
+	connected := false
 	var from netip.AddrPort
 	select {
 	case from = <-path:
@@ -168,14 +171,15 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 		if !c.relayed {
 			from = c.relayAddress
 		} else {
-			from, connected, err = d.holepunch(ctx, path)
+			a, err := d.holepunch(ctx, path)
 			if err != nil {
 				return nil, err
 			}
+			sock, from, connected = a.sock, a.from, a.connected
 		}
 	}
 	if !connected && !d.stream.Connected() {
-		if err := d.stream.Connect(n.sock, d.serverID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
+		if err := d.stream.Connect(sock, d.serverID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
 			return nil, err
 		}
 	}
@@ -266,12 +270,13 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 	case <-d.done:
 		cancel()
 		<-waitDone
-		return nil
 	case <-waitDone:
 	}
 	select {
 	case <-d.done:
-		return nil
+		d.hsMu.Lock()
+		defer d.hsMu.Unlock()
+		return d.hsErr
 	default:
 	}
 	if ctx.Err() != nil {
@@ -301,21 +306,33 @@ func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
 	if d.connect != nil {
 		return nil
 	}
+	if d.hsDone {
+		return d.hsErr
+	}
+	fail := func(err error) error {
+		// The Noise handshake is spent: later replies cannot be read, and
+		// the server's answer stands.
+		d.hsDone, d.hsErr = true, err
+		d.once.Do(func() { close(d.done) })
+		return err
+	}
 	pt, err := d.hs.ReadMessage(nil, rep.noise)
 	if err != nil {
 		return ErrHandshakeInvalid.with(err)
 	}
 	payload, err := wire.DecodeNoisePayload(pt)
 	if err != nil {
-		return ErrHandshakeInvalid.with(err)
+		return fail(ErrHandshakeInvalid.with(err))
 	}
 	switch {
 	case payload.Version != 1:
-		return ErrServerIncompatible
+		return fail(ErrServerIncompatible)
+	case payload.Error == wire.ErrorAborted:
+		return fail(ErrRefused)
 	case payload.Error != wire.ErrorNone:
-		return ErrServerError.with(payload.Error)
+		return fail(ErrServerError.with(payload.Error))
 	case payload.UDX == nil:
-		return ErrServerError.with(errors.New("server sent no udx info"))
+		return fail(ErrServerError.with(errors.New("server sent no udx info")))
 	}
 	res, err := d.hs.Result()
 	if err != nil {
@@ -331,37 +348,41 @@ func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
 // (connect.js holepunch, probeRound, roundPunch). It returns the address
 // to connect to, or that the stream is already connected (the server's
 // first packet arrived and the firewall connected it).
-func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (netip.AddrPort, bool, error) {
+type punchPath struct {
+	sock      *udx.Socket
+	from      netip.AddrPort
+	connected bool // the server's first packet connected the stream
+}
+
+func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (punchPath, error) {
 	n, c := d.n, d.connect
 	pl := c.payload
+	sock, _ := n.socket()
 	remoteHolepunchable := pl.Holepunch != nil && len(pl.Holepunch.Relays) > 0
 	relayed := !sameAddr(c.serverAddress, c.relayAddress)
 	if pl.Firewall == wire.FirewallOpen || (relayed && !remoteHolepunchable) {
 		for _, a := range pl.Addresses4 {
 			if !isBogon(a.Addr()) {
-				return a, false, nil
+				return punchPath{sock: sock, from: a}, nil
 			}
 		}
-		return c.serverAddress, false, nil
-	}
-	waitPath := func(d time.Duration, err error) (netip.AddrPort, bool, error) {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case a := <-path:
-			return a, true, nil
-		case <-t.C:
-			return netip.AddrPort{}, false, err
-		case <-ctx.Done():
-			return netip.AddrPort{}, false, ctx.Err()
-		}
+		return punchPath{sock: sock, from: c.serverAddress}, nil
 	}
 	if n.remoteAddress().IsValid() {
 		// We said we are OPEN: the server connects to us.
-		return waitPath(passiveWait, ErrHolepunchAborted)
+		t := time.NewTimer(passiveWait)
+		defer t.Stop()
+		select {
+		case a := <-path:
+			return punchPath{sock: sock, from: a, connected: true}, nil
+		case <-t.C:
+			return punchPath{}, ErrHolepunchAborted
+		case <-ctx.Done():
+			return punchPath{}, ctx.Err()
+		}
 	}
 	if !remoteHolepunchable {
-		return netip.AddrPort{}, false, ErrCannotHolepunch
+		return punchPath{}, ErrCannotHolepunch
 	}
 
 	serverRelay := pl.Holepunch.Relays[0]
@@ -372,47 +393,60 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (net
 		}
 	}
 	hp := &clientPunch{d: d, id: pl.Holepunch.ID, secure: wire.NewSecurePayload(wire.HolepunchSecret(c.res.Hash[:]), random32())}
-	// A punch from any host the server reported (or the one we know)
-	// connects us.
-	arrived := make(chan netip.AddrPort, 1)
-	stop := n.watchPunches(&punchWatch{hosts: hp.isRemoteHost, fn: func(from netip.AddrPort) {
+	hp.hosts = []netip.Addr{c.serverAddress.Addr()}
+	// A punch from a host the server reported (or the one we know)
+	// connects us, on whichever of our sockets it reached.
+	arrived := make(chan punchPath, 1)
+	arrive := func(s *udx.Socket, from netip.AddrPort) {
+		if !hp.isRemoteHost(from.Addr()) {
+			return
+		}
 		select {
-		case arrived <- from:
+		case arrived <- punchPath{sock: s, from: from}:
 		default:
 		}
-	}})
-	defer stop()
-	hp.hosts = []netip.Addr{c.serverAddress.Addr()}
-
-	type result struct {
-		a         netip.AddrPort
-		connected bool
-		err       error
 	}
-	done := make(chan result, 1)
+	stop := n.watchPunches(&punchWatch{fn: arrive})
+	defer stop()
+	hp.arrive = arrive
+
+	done := make(chan error, 1)
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
-	go func() {
-		err := hp.run(pctx, c.serverAddress, serverRelay)
-		if err != nil {
-			done <- result{err: err}
-		}
-	}()
+	go func() { done <- hp.run(pctx, c.serverAddress, serverRelay) }()
+	var out punchPath
+	var err error
+	runDone := false
 	select {
-	case a := <-arrived:
-		pcancel()
-		return a, false, nil
+	case out = <-arrived:
 	case a := <-path:
-		pcancel()
-		return a, true, nil
-	case r := <-done:
-		if r.err != nil && errors.Is(r.err, context.Canceled) && ctx.Err() == nil {
-			r.err = ErrHolepunchAborted
+		out = punchPath{sock: sock, from: a, connected: true}
+	case err = <-done:
+		runDone = true
+		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			err = ErrHolepunchAborted
 		}
-		return r.a, r.connected, r.err
+		// A punch may have won the race with the error.
+		select {
+		case out = <-arrived:
+			err = nil
+		default:
+		}
 	case <-ctx.Done():
-		return netip.AddrPort{}, false, ctx.Err()
+		err = ctx.Err()
 	}
+	pcancel()
+	hp.mu.Lock()
+	pool := hp.pool
+	hp.mu.Unlock()
+	if pool != nil {
+		// Wait for run to stop using the pool before closing it.
+		if !runDone {
+			<-done
+		}
+		pool.close(out.sock, d.stream.Done())
+	}
+	return out, err
 }
 
 // clientPunch is the client's side of the PEER_HOLEPUNCH rounds.
@@ -422,7 +456,10 @@ type clientPunch struct {
 	secure *wire.SecurePayload
 	round  uint64
 
+	arrive func(*udx.Socket, netip.AddrPort)
+
 	mu             sync.Mutex
+	pool           *punchPool
 	hosts          []netip.Addr
 	remoteFirewall wire.Firewall
 	remoteAddrs    []holepunch.Remote
@@ -486,11 +523,12 @@ func (p *clientPunch) abort(ctx context.Context, sr wire.RelayInfo, err error) e
 // is a punch arriving, which the caller watches for).
 func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr wire.RelayInfo) error {
 	n := p.d.n
+	_, ttl := n.socket()
 	c := p.d.connect
 	var token *[32]byte
 	for attempt := 0; ; attempt++ {
 		// Open our NAT towards the server with a low-TTL punch.
-		_ = n.ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
+		_ = ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
 		fw, addrs := n.natState()
 		rep, remote, err := p.update(ctx, sr.PeerAddress, sr.RelayAddress, &wire.HolepunchPayload{
 			Firewall: fw, Addresses: nonNil(addrs), RemoteAddress: serverAddress})
@@ -520,7 +558,7 @@ func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr 
 		}
 		if sameAddr(sr.RelayAddress, c.relayAddress) && !sameAddr(serverAddress, rep.peerAddress) {
 			serverAddress = rep.peerAddress
-			_ = n.ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
+			_ = ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
 		}
 		break
 	}
@@ -560,7 +598,16 @@ func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr 
 	}
 	pctx, cancel := context.WithTimeout(ctx, punchWaitTimeout)
 	defer cancel()
-	err = holepunch.Run(pctx, holepunch.Config{Strategy: strategy, Initiator: true, Remote: remotes, Socket: n.ttl})
+	cfg := holepunch.Config{Strategy: strategy, Initiator: true, Remote: remotes, Socket: ttl}
+	if strategy == holepunch.StrategyBirthday {
+		if pool, ok := n.newPunchPool(p.arrive).(*punchPool); ok {
+			p.mu.Lock()
+			p.pool = pool
+			p.mu.Unlock()
+			cfg.Pool = pool
+		}
+	}
+	err = holepunch.Run(pctx, cfg)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,8 +139,11 @@ func TestDialFirewallDenies(t *testing.T) {
 	}()
 	start := time.Now()
 	_, err = cli.Dial(ctx, seedKey(3).Public, nil)
-	if !errors.Is(err, ErrPeerConnectionFailed) {
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("denied dial: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("refusal took %v", d)
 	}
 	t.Logf("denied after %v: %v", time.Since(start), err)
 	c, err := cli.Dial(ctx, seedKey(3).Public, &DialOptions{KeyPair: seedKey(7)})

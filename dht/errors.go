@@ -83,12 +83,15 @@ func (e *ConnectError) with(cause error) *ConnectError {
 }
 
 var (
-	ErrPeerNotFound          = &ConnectError{Code: "PEER_NOT_FOUND", Message: "no node knows the peer"}
-	ErrPeerConnectionFailed  = &ConnectError{Code: "PEER_CONNECTION_FAILED", Message: "the peer did not answer the handshake"}
-	ErrBadHandshakeReply     = &ConnectError{Code: "BAD_HANDSHAKE_REPLY", Message: "bad handshake reply"}
-	ErrBadHolepunchReply     = &ConnectError{Code: "BAD_HOLEPUNCH_REPLY", Message: "bad holepunch reply"}
-	ErrServerIncompatible    = &ConnectError{Code: "SERVER_INCOMPATIBLE", Message: "server speaks another handshake version"}
-	ErrServerError           = &ConnectError{Code: "SERVER_ERROR", Message: "server refused the connection"}
+	ErrPeerNotFound         = &ConnectError{Code: "PEER_NOT_FOUND", Message: "no node knows the peer"}
+	ErrPeerConnectionFailed = &ConnectError{Code: "PEER_CONNECTION_FAILED", Message: "the peer did not answer the handshake"}
+	ErrBadHandshakeReply    = &ConnectError{Code: "BAD_HANDSHAKE_REPLY", Message: "bad handshake reply"}
+	ErrBadHolepunchReply    = &ConnectError{Code: "BAD_HOLEPUNCH_REPLY", Message: "bad holepunch reply"}
+	ErrServerIncompatible   = &ConnectError{Code: "SERVER_INCOMPATIBLE", Message: "server speaks another handshake version"}
+	ErrServerError          = &ConnectError{Code: "SERVER_ERROR", Message: "server refused the connection"}
+	// ErrRefused: the server's firewall denied our key (it answered
+	// ABORTED; a Node client reports the same answer as SERVER_ERROR).
+	ErrRefused               = &ConnectError{Code: "SERVER_ERROR", Message: "the server refused the connection (firewall)"}
 	ErrHandshakeInvalid      = &ConnectError{Code: "HANDSHAKE_INVALID", Message: "invalid handshake"}
 	ErrCannotHolepunch       = &ConnectError{Code: "CANNOT_HOLEPUNCH", Message: "the server is firewalled and cannot be holepunched"}
 	ErrHolepunchAborted      = &ConnectError{Code: "HOLEPUNCH_ABORTED", Message: "holepunch aborted"}

@@ -48,6 +48,12 @@ type Config struct {
 	// KeyPair is the default identity of Dial; zero means a random one.
 	KeyPair key.KeyPair
 
+	// PunchSocket binds a fresh UDP socket for holepunching. Behind a
+	// randomizing NAT, punching a consistent peer opens up to 256 of them
+	// (hyperdht's birthday strategy); without PunchSocket we punch from
+	// the main socket only, which rarely beats a randomizing NAT.
+	PunchSocket func() (net.PacketConn, error)
+
 	// RPC, if set, supplies the remaining dht-rpc settings (concurrency,
 	// rate limits, ...). Its sockets, bootstrap, mode and handler are
 	// replaced by the fields above.
@@ -71,11 +77,15 @@ type Node struct {
 	// Connections: the udx socket the node's DHT traffic shares with its
 	// streams (nil when Conn is not a UDP socket), the punch sender on it,
 	// and the handlers of 1-byte holepunch datagrams.
-	sock    *udx.Socket
-	ownSock bool
-	ttl     *ttlSocket
-	kp      key.KeyPair
-	conns   connState
+	cfg      Config
+	sock     *udx.Socket
+	ownSock  bool
+	ttl      *ttlSocket
+	csock    *udx.Socket // the client socket, if any
+	ownCSock bool
+	cttl     *ttlSocket
+	kp       key.KeyPair
+	conns    connState
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -93,6 +103,7 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
+		cfg:   cfg,
 		log:   log,
 		conn:  cfg.Conn,
 		store: wire.NewStore(wire.StoreConfig{MaxSize: cfg.MaxSize, MaxAge: cfg.MaxAge}, time.Now()),
@@ -109,7 +120,7 @@ func New(cfg Config) (*Node, error) {
 		n.kp = kp
 	}
 	n.conns.init()
-	conn := cfg.Conn
+	conn, cconn := cfg.Conn, cfg.ClientConn
 	switch c := cfg.Conn.(type) {
 	case *udx.Socket:
 		n.sock = c
@@ -128,13 +139,39 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.ttl = newTTLSocket(n.sock, pc)
 		conn = &punchConn{Socket: n.sock, onPunch: n.onPunch}
+		// The client socket joins the same udx instance: while we are
+		// firewalled, dht-rpc sends from it, so its mapping is the one
+		// our NAT samples describe and the one we punch and connect from
+		// (dht-rpc's `socket` getter).
+		switch c := cfg.ClientConn.(type) {
+		case *udx.Socket:
+			n.csock = c
+		case *net.UDPConn:
+			s, err := n.sock.UDX().NewSocket(c)
+			if err != nil {
+				n.cancel()
+				if n.ownSock {
+					n.sock.Close()
+				}
+				return nil, err
+			}
+			n.csock, n.ownCSock = s, true
+		}
+		if n.csock != nil {
+			var cpc net.PacketConn = n.csock
+			if uc, ok := cfg.ClientConn.(*net.UDPConn); ok {
+				cpc = uc
+			}
+			n.cttl = newTTLSocket(n.csock, cpc)
+			cconn = &punchConn{Socket: n.csock, onPunch: n.onPunch}
+		}
 	}
 
 	var rc rpc.Config
 	if cfg.RPC != nil {
 		rc = *cfg.RPC
 	}
-	rc.Conn, rc.ClientConn = conn, cfg.ClientConn
+	rc.Conn, rc.ClientConn = conn, cconn
 	rc.Bootstrap = cfg.Bootstrap
 	if rc.Bootstrap == nil {
 		rc.Bootstrap = wire.BootstrapNodes
@@ -149,6 +186,9 @@ func New(cfg Config) (*Node, error) {
 	d, err := rpc.New(rc)
 	if err != nil {
 		n.cancel()
+		if n.ownCSock {
+			n.csock.Close()
+		}
 		if n.ownSock {
 			n.sock.Close()
 		}
@@ -182,6 +222,9 @@ func (n *Node) Close() error {
 		n.closeConns()
 		n.rpc.Close()
 		n.wg.Wait()
+		if n.ownCSock {
+			n.csock.Close()
+		}
 		if n.ownSock {
 			n.sock.Close()
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/dht/wire"
+	"github.com/keytunnel/keytunnel/udx"
 )
 
 // connState is what a Node keeps for connections: the servers listening on
@@ -27,7 +28,7 @@ type connState struct {
 // runs. hosts filters them to the peer's hosts (nil: any host).
 type punchWatch struct {
 	hosts func(netip.Addr) bool
-	fn    func(from netip.AddrPort)
+	fn    func(s *udx.Socket, from netip.AddrPort)
 }
 
 func (c *connState) init() {
@@ -71,10 +72,10 @@ func (n *Node) watchPunches(w *punchWatch) (stop func()) {
 }
 
 // onPunch runs on the socket's reader for every 1-byte datagram.
-func (n *Node) onPunch(from netip.AddrPort) {
+func (n *Node) onPunch(s *udx.Socket, from netip.AddrPort) {
 	c := &n.conns
 	c.mu.Lock()
-	var fns []func(netip.AddrPort)
+	var fns []func(*udx.Socket, netip.AddrPort)
 	for w := range c.punchers {
 		if w.hosts == nil || w.hosts(from.Addr()) {
 			fns = append(fns, w.fn)
@@ -82,7 +83,7 @@ func (n *Node) onPunch(from netip.AddrPort) {
 	}
 	c.mu.Unlock()
 	for _, f := range fns {
-		f(from)
+		f(s, from)
 	}
 }
 

@@ -77,6 +77,7 @@ type slot struct {
 	remotePunching bool
 	punching       bool
 	puncher        *holepunch.Puncher
+	pool           *punchPool
 	stopWatch      func()
 	prepunch       *time.Timer
 }
@@ -378,13 +379,18 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 		l.clearLater(s)
 		return
 	}
-	if l.opts.Firewall != nil && l.opts.Firewall(hs.RemotePublicKey(), client) {
+	// A denied client gets an ABORTED answer at once (Node clients report
+	// SERVER_ERROR) instead of the reference's silence, which leaves the
+	// client guessing for 8 s whether anyone is there. The key it dialled
+	// is the server's identity already, so nothing is revealed.
+	denied := l.opts.Firewall != nil && l.opts.Firewall(hs.RemotePublicKey(), client)
+	if denied {
 		n.log.Debug("dht: connection denied by firewall", "remote", hs.RemotePublicKey(), "from", client)
-		l.clearLater(s)
-		return
 	}
 	code := wire.ErrorNone
 	switch {
+	case denied:
+		code = wire.ErrorAborted
 	case remote.Version != 1:
 		code = wire.ErrorVersionMismatch
 	case remote.UDX == nil:
@@ -401,7 +407,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 			RemoteID: s.remoteID,
 			Firewall: func(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
 				// The client's first packet tells us its path.
-				go l.onsocket(s, from, true)
+				go l.onsocket(s, sock, from, true)
 				return udx.FirewallConnect
 			},
 		})
@@ -443,7 +449,11 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 		return
 	}
 	if remote.Firewall == wire.FirewallOpen || direct {
-		go l.onsocket(s, client, false)
+		sock, _ := n.socket()
+		if direct {
+			sock = n.sock // the client reached our server socket itself
+		}
+		go l.onsocket(s, sock, client, false)
 		return
 	}
 	s.secure = wire.NewSecurePayload(wire.HolepunchSecret(res.Hash[:]), random32())
@@ -451,9 +461,9 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	s.prepunch = time.AfterFunc(handshakeInitialWait, func() { l.abortSlot(s, true) })
 	if !ours.IsValid() {
 		// We punch: echo the client's punches so its side connects.
-		s.stopWatch = n.watchPunches(&punchWatch{fn: func(from netip.AddrPort) {
+		s.stopWatch = n.watchPunches(&punchWatch{fn: func(sock *udx.Socket, from netip.AddrPort) {
 			if l.ownsPunch(s, from) {
-				_ = n.ttl.SendTTL(holepunch.Punch, from, holepunch.DefaultTTL)
+				_ = n.ttlOf(sock).SendTTL(holepunch.Punch, from, holepunch.DefaultTTL)
 			}
 		}})
 	}
@@ -476,10 +486,14 @@ func (l *Listener) ownsPunch(s *slot, from netip.AddrPort) bool {
 // onsocket commits the slot to a path: the stream talks to the client at
 // from, the secret stream starts, and the connection is accepted once its
 // headers are exchanged.
-func (l *Listener) onsocket(s *slot, from netip.AddrPort, connected bool) {
+func (l *Listener) onsocket(s *slot, sock *udx.Socket, from netip.AddrPort, connected bool) {
 	s.once.Do(func() {
 		close(s.decided)
 		s.mu.Lock()
+		if s.pool != nil {
+			s.pool.close(sock, s.stream.Done())
+			s.pool = nil
+		}
 		if s.prepunch != nil {
 			s.prepunch.Stop()
 		}
@@ -495,7 +509,7 @@ func (l *Listener) onsocket(s *slot, from netip.AddrPort, connected bool) {
 		if !connected {
 			// The client's first packet may have connected the stream
 			// (firewall) while this call was on its way: that is fine.
-			if err := s.stream.Connect(l.n.sock, s.remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
+			if err := s.stream.Connect(sock, s.remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
 				s.stream.Destroy()
 				return
 			}
@@ -541,6 +555,10 @@ func (l *Listener) abortSlot(s *slot, later bool) {
 	if s.stopWatch != nil {
 		s.stopWatch()
 		s.stopWatch = nil
+	}
+	if s.pool != nil {
+		s.pool.close(nil, nil)
+		s.pool = nil
 	}
 	s.mu.Unlock()
 	if aborted && s.stream != nil {
@@ -638,7 +656,8 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 	// one punch now may already get through.
 	if (fw == wire.FirewallConsistent || fw == wire.FirewallOpen) && p.RemoteAddress.IsValid() &&
 		slices.ContainsFunc(addrs, func(a netip.AddrPort) bool { return sameAddr(a, p.RemoteAddress) }) {
-		_ = n.ttl.SendTTL(holepunch.Punch, peerAddress, holepunch.DefaultTTL)
+		_, ttl := n.socket()
+		_ = ttl.SendTTL(holepunch.Punch, peerAddress, holepunch.DefaultTTL)
 	}
 	if remotePunching {
 		s.mu.Lock()
@@ -656,19 +675,58 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 				return abort(wire.ErrorTryLater)
 			}
 			pctx, pcancel := context.WithCancel(l.ctx)
-			p := holepunch.Start(pctx, holepunch.Config{Strategy: strategy, Remote: remotes, Socket: n.ttl})
+			_, ttl := n.socket()
+			cfg := holepunch.Config{Strategy: strategy, Remote: remotes, Socket: ttl}
+			var pool *punchPool
+			if strategy == holepunch.StrategyBirthday {
+				// Echo punches from whichever pool socket they reach; the
+				// client then connects to that mapping.
+				pool, _ = n.newPunchPool(func(ps *udx.Socket, from netip.AddrPort) {
+					if l.ownsPunch(s, from) {
+						_, _ = ps.WriteTo(holepunch.Punch, net.UDPAddrFromAddrPort(from))
+					}
+				}).(*punchPool)
+				if pool != nil {
+					cfg.Pool = pool
+				}
+			}
+			p := holepunch.Start(pctx, cfg)
 			s.mu.Lock()
-			s.punching, s.puncher = true, p
+			s.punching, s.puncher, s.pool = true, p, pool
+			s.mu.Unlock()
+			// Punching replaces the prepunch deadline (as in server.js);
+			// the slot now lives until a path is found or the punch
+			// budget is spent.
+			s.mu.Lock()
+			if s.prepunch != nil {
+				s.prepunch.Stop()
+			}
 			s.mu.Unlock()
 			l.wg.Add(1)
 			go func() {
 				defer l.wg.Done()
 				defer pcancel()
+				spent := make(chan struct{})
+				go func() {
+					p.Wait(pctx)
+					close(spent)
+				}()
 				select {
 				case <-s.decided:
+				case <-spent:
+					// The client's first packet may still be on its way.
+					t := time.NewTimer(2 * time.Second)
+					select {
+					case <-s.decided:
+					case <-t.C:
+						l.abortSlot(s, true)
+					case <-pctx.Done():
+					}
+					t.Stop()
 				case <-pctx.Done():
 				}
 				p.Close()
+				<-spent
 				if random {
 					n.releaseRandomPunch(time.Now())
 				}

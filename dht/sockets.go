@@ -19,7 +19,7 @@ import (
 // punch handlers before dht-rpc reads.
 type punchConn struct {
 	*udx.Socket
-	onPunch func(from netip.AddrPort)
+	onPunch func(s *udx.Socket, from netip.AddrPort)
 }
 
 func (p *punchConn) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -30,7 +30,7 @@ func (p *punchConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		}
 		if ua, ok := addr.(*net.UDPAddr); ok {
 			ap := ua.AddrPort()
-			p.onPunch(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+			p.onPunch(p.Socket, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 		}
 	}
 }
@@ -100,4 +100,22 @@ func sleepCtx(done <-chan struct{}, d time.Duration) bool {
 	case <-done:
 		return false
 	}
+}
+
+// socket is the socket we connect and punch from, with its punch sender:
+// the client socket while firewalled, else the server socket, as
+// dht-rpc's socket getter picks.
+func (n *Node) socket() (*udx.Socket, *ttlSocket) {
+	if n.csock != nil && n.rpc.State().Firewalled {
+		return n.csock, n.cttl
+	}
+	return n.sock, n.ttl
+}
+
+// ttlOf returns the punch sender of one of the node's sockets.
+func (n *Node) ttlOf(s *udx.Socket) *ttlSocket {
+	if s == n.csock && n.cttl != nil {
+		return n.cttl
+	}
+	return n.ttl
 }

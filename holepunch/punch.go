@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 				cfg.Pool.Release(s)
 			}
 		}()
-		for len(socks) < birthdaySockets && ctx.Err() == nil {
+		for cfg.Pool != nil && len(socks) < birthdaySockets && ctx.Err() == nil {
 			s, err := cfg.Pool.Acquire()
 			if err != nil {
 				break // punch with what we have

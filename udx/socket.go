@@ -85,7 +85,19 @@ func NewSocket(pc net.PacketConn) (*Socket, error) {
 // NewSocket attaches pc to the instance. The socket owns pc from now on and
 // starts its reader goroutine.
 func (u *UDX) NewSocket(pc net.PacketConn) (*Socket, error) {
-	s := &Socket{u: u, pc: pc, free: make(chan *rxBatch, rxBatchCount),
+	return u.newSocket(pc, rxBatchCount, rxBatchSize)
+}
+
+// NewSmallSocket is NewSocket with a receive ring of a few datagrams
+// instead of 256 (512 KiB). Holepunching opens up to 256 sockets at once
+// for the birthday strategy; one of them at most ends up carrying a
+// stream, at a modest rate.
+func (u *UDX) NewSmallSocket(pc net.PacketConn) (*Socket, error) {
+	return u.newSocket(pc, 2, 8)
+}
+
+func (u *UDX) newSocket(pc net.PacketConn, batches, batchSize int) (*Socket, error) {
+	s := &Socket{u: u, pc: pc, free: make(chan *rxBatch, batches),
 		dgrams: make(chan datagram, dgramQueue), closed: make(chan struct{}),
 		readerDone: make(chan struct{})}
 	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok {
@@ -100,8 +112,8 @@ func (u *UDX) NewSocket(pc net.PacketConn) (*Socket, error) {
 		s.bio = newBatchIO(uc, s.ipv6)
 		setSocketOptions(uc, s.ipv6)
 	}
-	for range rxBatchCount {
-		b := &rxBatch{sock: s, msgs: make([]rxMsg, rxBatchSize)}
+	for range batches {
+		b := &rxBatch{sock: s, msgs: make([]rxMsg, batchSize)}
 		for i := range b.msgs {
 			b.msgs[i].buf = make([]byte, recvBufferSize)
 		}

@@ -75,8 +75,17 @@ type Proc struct {
 // killed when the test ends.
 func Start(t testing.TB, script string, args ...string) *Proc {
 	t.Helper()
+	return StartIn(t, nil, script, args...)
+}
+
+// StartIn is Start with an argv prefix in front of node, such as
+// natlab's Host.ExecPrefix ("ip netns exec <ns>") to run it inside a
+// network namespace.
+func StartIn(t testing.TB, prefix []string, script string, args ...string) *Proc {
+	t.Helper()
 	dir := Require(t)
-	cmd := exec.Command("node", append([]string{filepath.Join(dir, script)}, args...)...)
+	argv := append(append(append([]string(nil), prefix...), "node", filepath.Join(dir, script)), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Env = os.Environ()
