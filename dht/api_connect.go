@@ -17,6 +17,9 @@ type Firewall func(remote key.PublicKey, remoteAddr netip.AddrPort) (deny bool)
 // ListenOptions tunes Listen. The zero value (or nil) accepts every client.
 type ListenOptions struct {
 	Firewall Firewall
+	// RelayThrough, when set, makes every connection pair through a blind
+	// relay in parallel with holepunching (hyperdht's relayThrough).
+	RelayThrough RelayThrough
 }
 
 // DialOptions tunes Dial. The zero value (or nil) dials with the node's
@@ -24,6 +27,10 @@ type ListenOptions struct {
 type DialOptions struct {
 	// KeyPair is the client's identity; zero means the node's key pair.
 	KeyPair key.KeyPair
+	// RelayThrough, when set, pairs the connection through a blind relay
+	// in parallel with holepunching; the relay path is used when no
+	// direct path is found (both NATs randomize, say).
+	RelayThrough RelayThrough
 }
 
 // Conn is an end-to-end encrypted connection to a peer: a secret-stream

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
@@ -49,6 +51,11 @@ type dialer struct {
 	serverID uint32
 	onEarly  func(netip.AddrPort)
 
+	relayThrough RelayThrough
+	relayPK      key.PublicKey
+	relayToken   [32]byte
+	relayFrom    atomic.Pointer[relayPath]
+
 	// set once by the first successful handshake
 	once    sync.Once
 	done    chan struct{}
@@ -74,6 +81,9 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 	d := &dialer{n: n, kp: n.kp, remote: remote, target: Hash(remote[:]), earlyCh: make(chan struct{}), done: make(chan struct{})}
 	if opts != nil && !opts.KeyPair.Public.IsZero() {
 		d.kp = opts.KeyPair
+	}
+	if opts != nil {
+		d.relayThrough = opts.RelayThrough
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -101,6 +111,9 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 // there; before that we note the path and hold the packets, which udx
 // replays when we connect.
 func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
+	if d.relayFrom.Load().is(sock, from) {
+		return udx.FirewallHold // relayed: connect once the pairing answers
+	}
 	d.earlyMu.Lock()
 	defer d.earlyMu.Unlock()
 	if !d.early.IsValid() {
@@ -126,6 +139,12 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 	if ours.IsValid() {
 		p.Firewall = wire.FirewallOpen
 		p.Addresses4 = []netip.AddrPort{ours}
+	}
+	if d.relayThrough != nil {
+		if pk := d.relayThrough(); !pk.IsZero() {
+			d.relayPK, d.relayToken = pk, random32()
+			p.RelayThrough = &wire.RelayThroughInfo{Version: 1, PublicKey: pk, Token: d.relayToken}
+		}
 	}
 	msg1, err := hs.WriteMessage(nil, p.Append(nil))
 	if err != nil {
@@ -161,25 +180,94 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 	}
 	d.earlyMu.Unlock()
 
+	// A blind relay pairs in parallel with the direct attempts when either
+	// side asked for one; the server's relay wins (connect.js).
+	relayPK, relayToken, isInitiator := d.relayPK, d.relayToken, true
+	if rt := c.payload.RelayThrough; rt != nil {
+		relayPK, relayToken, isInitiator = rt.PublicKey, rt.Token, false
+	}
+	type relayResult struct {
+		link *relayLink
+		err  error
+	}
+	var relayCh chan relayResult
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	if !relayPK.IsZero() {
+		relayCh = make(chan relayResult, 1)
+		go func() {
+			link, err := n.pairThroughRelay(pctx, relayPK, isInitiator, relayToken, d.stream, func(sock *udx.Socket, addr netip.AddrPort) {
+				d.relayFrom.Store(&relayPath{sock: sock, addr: addr})
+			})
+			relayCh <- relayResult{link, err}
+		}()
+	}
+
+	type directResult struct {
+		p   punchPath
+		err error
+	}
+	directCh := make(chan directResult, 1)
 	sock, _ := n.socket()
-	connected := false
-	var from netip.AddrPort
 	select {
-	case from = <-path:
-		connected = d.stream.Connected()
+	case from := <-path:
+		directCh <- directResult{p: punchPath{sock: sock, from: from, connected: d.stream.Connected()}}
 	default:
 		if !c.relayed {
-			from = c.relayAddress
+			directCh <- directResult{p: punchPath{sock: sock, from: c.relayAddress}}
 		} else {
-			a, err := d.holepunch(ctx, path)
-			if err != nil {
-				return nil, err
-			}
-			sock, from, connected = a.sock, a.from, a.connected
+			go func() {
+				a, err := d.holepunch(pctx, path)
+				directCh <- directResult{a, err}
+			}()
 		}
 	}
+	var chosen punchPath
+	var link *relayLink
+	var directErr error
+	for chosen.sock == nil && link == nil {
+		select {
+		case r := <-directCh:
+			directCh = nil
+			if r.err == nil {
+				chosen = r.p
+				break
+			}
+			directErr = r.err
+			if relayCh == nil {
+				return nil, r.err
+			}
+			n.log.Debug("dht: no direct path, waiting for the relay", "remote", d.remote, "err", r.err)
+		case r := <-relayCh:
+			relayCh = nil
+			if r.err == nil {
+				link = r.link
+				break
+			}
+			if directCh == nil {
+				return nil, fmt.Errorf("%w (direct: %w)", r.err, directErr)
+			}
+			n.log.Debug("dht: relay pairing failed", "remote", d.remote, "err", r.err)
+		}
+	}
+	pcancel()
+	if relayCh != nil {
+		// A direct path won: drop the relay when its pairing returns.
+		go func() {
+			if r := <-relayCh; r.link != nil {
+				r.link.Close()
+			}
+		}()
+	}
+	from, connected := chosen.from, chosen.connected
+	sock = chosen.sock
+	remoteID := d.serverID
+	if link != nil {
+		sock, from, remoteID, connected = link.sock, link.addr, link.remoteID, false
+		n.keepRelay(link, d.stream)
+	}
 	if !connected && !d.stream.Connected() {
-		if err := d.stream.Connect(sock, d.serverID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
+		if err := d.stream.Connect(sock, remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
 			return nil, err
 		}
 	}

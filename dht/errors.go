@@ -102,6 +102,7 @@ var (
 	ErrRemoteNotPunchable    = &ConnectError{Code: "REMOTE_NOT_HOLEPUNCHABLE", Message: "no punch strategy fits the NAT pair"}
 	ErrRemoteAborted         = &ConnectError{Code: "REMOTE_ABORTED", Message: "the server aborted the holepunch"}
 	ErrHolepunchTimeout      = &ConnectError{Code: "HOLEPUNCH_TIMEOUT", Message: "no punch got through"}
+	ErrRelayAborted          = &ConnectError{Code: "RELAY_ABORTED", Message: "pairing through the blind relay failed"}
 	ErrKeyPairAlreadyUsed    = &ConnectError{Code: "KEYPAIR_ALREADY_USED", Message: "this node already listens on the key pair"}
 	// ErrNoStreams: the node's socket is not a UDP or udx socket, so it
 	// carries DHT traffic only.

@@ -155,3 +155,53 @@ func TestNATMatrix(t *testing.T) {
 	}
 	t.Log("NAT matrix (Go client → Go server):\n  " + strings.Join(report, "\n  "))
 }
+
+// TestRelayRandomRandom: two peers behind randomizing NATs cannot punch;
+// with a blind relay on the public net they connect through it, whichever
+// side asked for it, and carry data intact.
+func TestRelayRandomRandom(t *testing.T) {
+	natlab.Require(t)
+	ln := newLabNet(t)
+	rh := ln.host(natlab.Public)
+	relayNode := ln.node(t, rh, natlab.Public)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	relay, err := relayNode.ServeBlindRelay(ctx, keyFor(200), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	for i, serverAsks := range []bool{true, false} {
+		sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
+		srv, cli := ln.node(t, sh, natlab.Random), ln.node(t, ch, natlab.Random)
+		skp := keyFor(201 + i)
+		lo := &ListenOptions{}
+		do := &DialOptions{}
+		if serverAsks {
+			lo.RelayThrough = RelayKeys(relay.PublicKey())
+		} else {
+			do.RelayThrough = RelayKeys(relay.PublicKey())
+		}
+		l, err := srv.Listen(ctx, skp, lo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, l)
+		start := time.Now()
+		c, err := cli.Dial(ctx, skp.Public, do)
+		if err != nil {
+			t.Fatalf("server asks %v: dial: %v", serverAsks, err)
+		}
+		ra, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		if ra.Addr() != rh.Addr() {
+			t.Errorf("server asks %v: connected to %v, want the relay at %v", serverAsks, ra, rh.Addr())
+		}
+		roundTrip(t, c, 4<<20)
+		c.Close()
+		l.Close()
+		t.Logf("random×random through the relay (server asks %v): connected in %v via %v", serverAsks, time.Since(start).Round(time.Millisecond), ra)
+	}
+	if s := relay.Stats(); s.Matched < 2 {
+		t.Errorf("relay stats %+v: want 2 matched pairs", s)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
@@ -78,6 +79,8 @@ type slot struct {
 	punching       bool
 	puncher        *holepunch.Puncher
 	pool           *punchPool
+	relayPending   bool                      // a blind-relay pairing is under way
+	relayFrom      atomic.Pointer[relayPath] // where relayed packets come from
 	stopWatch      func()
 	prepunch       *time.Timer
 }
@@ -406,6 +409,10 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 		st, err := newStream(n.sock.UDX(), &udx.StreamOptions{
 			RemoteID: s.remoteID,
 			Firewall: func(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
+				if s.relayFrom.Load().is(sock, from) {
+					// Relayed: wait for the pairing's stream id.
+					return udx.FirewallHold
+				}
 				// The client's first packet tells us its path.
 				go l.onsocket(s, sock, from, true)
 				return udx.FirewallConnect
@@ -433,6 +440,14 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	if len(relayAddrs) > 0 {
 		out.RelayAddresses = relayAddrs
 	}
+	var relayPK key.PublicKey
+	var relayToken [32]byte
+	if l.opts.RelayThrough != nil && code == wire.ErrorNone {
+		if pk := l.opts.RelayThrough(); !pk.IsZero() {
+			relayPK, relayToken = pk, random32()
+			out.RelayThrough = &wire.RelayThroughInfo{Version: 1, PublicKey: pk, Token: relayToken}
+		}
+	}
 	msg2, err := hs.WriteMessage(nil, out.Append(nil))
 	if err != nil {
 		l.abortSlot(s, true)
@@ -455,6 +470,19 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 		}
 		go l.onsocket(s, sock, client, false)
 		return
+	}
+	// Either side asked for a blind relay: pair with it while punching;
+	// the server's relay wins when both asked (server.js).
+	isInitiator := !relayPK.IsZero()
+	if !isInitiator && remote.RelayThrough != nil {
+		relayPK, relayToken = remote.RelayThrough.PublicKey, remote.RelayThrough.Token
+	}
+	if !relayPK.IsZero() {
+		s.mu.Lock()
+		s.relayPending = true
+		s.mu.Unlock()
+		l.wg.Add(1)
+		go l.relaySlot(s, relayPK, isInitiator, relayToken)
 	}
 	s.secure = wire.NewSecurePayload(wire.HolepunchSecret(res.Hash[:]), random32())
 	s.mu.Lock()
@@ -487,7 +515,40 @@ func (l *Listener) ownsPunch(s *slot, from netip.AddrPort) bool {
 // from, the secret stream starts, and the connection is accepted once its
 // headers are exchanged.
 func (l *Listener) onsocket(s *slot, sock *udx.Socket, from netip.AddrPort, connected bool) {
+	l.onsocketTo(s, sock, s.remoteID, from, connected, nil)
+}
+
+// relaySlot pairs the slot's stream through a blind relay and, unless a
+// direct path won meanwhile, connects it there.
+func (l *Listener) relaySlot(s *slot, relayPK key.PublicKey, isInitiator bool, token [32]byte) {
+	defer l.wg.Done()
+	link, err := l.n.pairThroughRelay(l.ctx, relayPK, isInitiator, token, s.stream, func(sock *udx.Socket, addr netip.AddrPort) {
+		s.relayFrom.Store(&relayPath{sock: sock, addr: addr})
+	})
+	s.mu.Lock()
+	s.relayPending = false
+	s.mu.Unlock()
+	if err != nil {
+		l.n.log.Debug("dht: relay pairing failed", "relay", relayPK, "err", err)
+		select {
+		case <-s.decided:
+		default:
+			l.abortSlot(s, true)
+		}
+		return
+	}
+	if !l.onsocketTo(s, link.sock, link.remoteID, link.addr, false, link) {
+		link.Close() // a direct path won
+	}
+}
+
+// onsocketTo commits the slot to a path (see onsocket); remoteID is the
+// stream id packets go to (the client's, or the relay's). It reports
+// whether this call decided.
+func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from netip.AddrPort, connected bool, link *relayLink) bool {
+	decided := false
 	s.once.Do(func() {
+		decided = true
 		close(s.decided)
 		s.mu.Lock()
 		if s.pool != nil {
@@ -509,10 +570,13 @@ func (l *Listener) onsocket(s *slot, sock *udx.Socket, from netip.AddrPort, conn
 		if !connected {
 			// The client's first packet may have connected the stream
 			// (firewall) while this call was on its way: that is fine.
-			if err := s.stream.Connect(sock, s.remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
+			if err := s.stream.Connect(sock, remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
 				s.stream.Destroy()
 				return
 			}
+		}
+		if link != nil {
+			l.n.keepRelay(link, s.stream)
 		}
 		res := s.res
 		conn, err := secretstream.New(s.stream, secretstream.Options{IsInitiator: false, Handshake: &res, KeepAlive: connectionKeepAlive, SendHeader: true})
@@ -537,13 +601,21 @@ func (l *Listener) onsocket(s *slot, sock *udx.Socket, from netip.AddrPort, conn
 			}
 		}()
 	})
+	return decided
 }
 
 // abortSlot gives up on a slot's connection (prepunch timeout, a refused
 // payload, Close) and frees its id later.
 func (l *Listener) abortSlot(s *slot, later bool) {
+	s.mu.Lock()
+	relaying := s.relayPending && l.ctx.Err() == nil
+	s.mu.Unlock()
 	aborted := false
-	s.once.Do(func() { close(s.decided); aborted = true })
+	if !relaying {
+		// While a relay pairing runs, a failed punch leaves the stream to
+		// the relay (server.js keeps it when it has a relay token).
+		s.once.Do(func() { close(s.decided); aborted = true })
+	}
 	s.mu.Lock()
 	if s.prepunch != nil {
 		s.prepunch.Stop()

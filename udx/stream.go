@@ -893,3 +893,12 @@ func (s *Stream) Connected() bool {
 	}
 	return c
 }
+
+// Socket is the socket the stream is connected on (nil before Connect).
+func (s *Stream) Socket() *Socket {
+	var sk *Socket
+	if err := s.u.do(func(int64) error { sk = s.sock; return nil }); err != nil {
+		return nil
+	}
+	return sk
+}
