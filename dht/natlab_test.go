@@ -12,6 +12,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/natlab"
+	"github.com/keytunnel/keytunnel/internal/nodetest"
 )
 
 // labNet is a small public HyperDHT network in the NAT lab: a bootstrap
@@ -204,4 +205,91 @@ func TestRelayRandomRandom(t *testing.T) {
 	if s := relay.Stats(); s.Matched < 2 {
 		t.Errorf("relay stats %+v: want 2 matched pairs", s)
 	}
+}
+
+// TestRelayInteropNode: random×random through blind relays across
+// implementations: Go peers through a Node relay, a Node client through a
+// Go relay to a Go server, and a Go client to a Node server that asks for
+// the Go relay.
+func TestRelayInteropNode(t *testing.T) {
+	natlab.Require(t)
+	nodetest.Require(t)
+	ln := newLabNet(t)
+	boot := strings.Join(ln.boot, ",")
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+
+	// A Node relay on the public net.
+	nrh := ln.host(natlab.Public)
+	nodeRelayKey := keyFor(300)
+	nr := nodetest.StartIn(t, nrh.ExecPrefix(), "hyperdht-relay.js", "relay", boot, fmt.Sprintf("%x", nodeRelayKey.Seed()))
+	nr.Expect("relay ", 60*time.Second)
+	// A Go relay on the public net.
+	grh := ln.host(natlab.Public)
+	goRelay, err := ln.node(t, grh, natlab.Public).ServeBlindRelay(ctx, keyFor(301), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goRelay.Close()
+
+	t.Run("go peers via node relay", func(t *testing.T) {
+		sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
+		srv, cli := ln.node(t, sh, natlab.Random), ln.node(t, ch, natlab.Random)
+		l, err := srv.Listen(ctx, keyFor(302), &ListenOptions{RelayThrough: RelayKeys(nodeRelayKey.Public)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		echo(t, l)
+		c, err := cli.Dial(ctx, keyFor(302).Public, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		ra, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		if ra.Addr() != nrh.Addr() {
+			t.Errorf("connected to %v, want the Node relay at %v", ra, nrh.Addr())
+		}
+		roundTrip(t, c, 4<<20)
+		nr.Expect("paired", 10*time.Second)
+	})
+	t.Run("node client via go relay", func(t *testing.T) {
+		sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
+		srv := ln.node(t, sh, natlab.Random)
+		l, err := srv.Listen(ctx, keyFor(303), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		echo(t, l)
+		before := goRelay.Stats().Matched
+		nc := nodetest.StartIn(t, ch.ExecPrefix(), "hyperdht-relay.js", "client", boot, keyFor(303).Public.String(), goRelay.PublicKey().String(), fmt.Sprint(4<<20))
+		line := nc.Expect("", 90*time.Second)
+		f := strings.Fields(line)
+		if len(f) != 4 || f[0] != "result" || f[1] != f[2] {
+			t.Fatalf("Node client: %q", line)
+		}
+		if !strings.HasPrefix(f[3], grh.Addr().String()+":") {
+			t.Errorf("Node client's path %s, want the Go relay %v", f[3], grh.Addr())
+		}
+		if goRelay.Stats().Matched <= before {
+			t.Errorf("the Go relay matched no pair: %+v", goRelay.Stats())
+		}
+	})
+	t.Run("go client to node server asking for go relay", func(t *testing.T) {
+		sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
+		ns := nodetest.StartIn(t, sh.ExecPrefix(), "hyperdht-relay.js", "server", boot, fmt.Sprintf("%x", keyFor(304).Seed()), goRelay.PublicKey().String())
+		ns.Expect("listening ", 60*time.Second)
+		cli := ln.node(t, ch, natlab.Random)
+		c, err := cli.Dial(ctx, keyFor(304).Public, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		ra, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		if ra.Addr() != grh.Addr() {
+			t.Errorf("connected to %v, want the Go relay at %v", ra, grh.Addr())
+		}
+		roundTrip(t, c, 4<<20)
+	})
 }
