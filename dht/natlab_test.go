@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -292,4 +293,69 @@ func TestRelayInteropNode(t *testing.T) {
 		}
 		roundTrip(t, c, 4<<20)
 	})
+}
+
+// TestRelayDiesMidTransfer: when the relay host goes silent, both peers'
+// reads fail with an error (not a clean EOF) well within the udx timeout,
+// so nothing half-written passes as delivered.
+func TestRelayDiesMidTransfer(t *testing.T) {
+	natlab.Require(t)
+	ln := newLabNet(t)
+	rh := ln.host(natlab.Public)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	relay, err := ln.node(t, rh, natlab.Public).ServeBlindRelay(ctx, keyFor(400), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
+	srv, cli := ln.node(t, sh, natlab.Random), ln.node(t, ch, natlab.Random)
+	l, err := srv.Listen(ctx, keyFor(401), &ListenOptions{RelayThrough: RelayKeys(relay.PublicKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	serverErr := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			serverErr <- err
+			return
+		}
+		defer c.Close()
+		_, err = io.Copy(io.Discard, c)
+		serverErr <- err
+	}()
+	c, err := cli.Dial(ctx, keyFor(401).Public, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Stream until the relay dies.
+	clientErr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				clientErr <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(time.Second)
+	rh.DropUDP()
+	start := time.Now()
+	for _, ch := range []chan error{serverErr, clientErr} {
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Error("a side saw a clean end after the relay died")
+			} else {
+				t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
+			}
+		case <-time.After(45 * time.Second):
+			t.Fatal("a side never noticed the relay died")
+		}
+	}
 }
