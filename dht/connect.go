@@ -621,6 +621,12 @@ func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr 
 		rep, remote, err := p.update(ctx, sr.PeerAddress, sr.RelayAddress, &wire.HolepunchPayload{
 			Firewall: fw, Addresses: nonNil(addrs), RemoteAddress: serverAddress})
 		if err != nil {
+			if fw >= wire.FirewallRandom && errors.Is(err, ErrRemoteAborted) {
+				// A hyperdht server aborts a probe round, without naming
+				// its firewall, when both NATs randomize (holepuncher.js
+				// _unstable); with ours randomizing, that is the verdict.
+				return ErrDoubleRandomized.with(err)
+			}
 			return err
 		}
 		token = remote.Token
