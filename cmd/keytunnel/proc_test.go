@@ -19,6 +19,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/proctest"
 )
 
 // Tests in this file run the keytunnel binary as separate processes, on
@@ -36,6 +37,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	proctest.Cleanup()
 	os.Exit(code)
 }
 

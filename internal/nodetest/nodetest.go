@@ -144,6 +144,9 @@ func StartIn(t testing.TB, prefix []string, script string, args ...string) *Proc
 	return p
 }
 
+// Pid is the node process's id (for /proc/<pid>/status).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Stdin is the script's standard input.
 func (p *Proc) Stdin() io.WriteCloser { return p.stdin }
 

@@ -1,0 +1,403 @@
+// Package proctest runs the keytunnel binary as separate processes for
+// end-to-end tests outside cmd/keytunnel (examples/, bench/, the interop,
+// ssh and backpressure tests), on loopback only: every process gets the
+// KEYTUNNEL_BOOTSTRAP of a local testnet, never the public DHT, and a
+// private HOME. Processes are stopped when the test ends.
+package proctest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht"
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+// Main runs the tests and removes the binary Binary built.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup removes the binary Binary built, for a TestMain of its own.
+func Cleanup() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// Binary builds cmd/keytunnel once per test binary and returns its path.
+// It skips the test under -short.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the keytunnel binary; skipped with -short")
+	}
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "keytunnel-bin-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "keytunnel")
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		out, err := exec.CommandContext(ctx, gobin, "build", "-o", binPath, "github.com/keytunnel/keytunnel/cmd/keytunnel").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Testnet starts an in-process loopback testnet of n nodes for the test
+// and returns its bootstrap list (comma-separated host:port).
+func Testnet(t testing.TB, n int) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tn, err := dht.Testnet(ctx, n, nil) // binds 127.0.0.1
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.Close() })
+	return strings.Join(tn.Bootstrap, ",")
+}
+
+// FirstPort is the port of the first node of a bootstrap list, for tools
+// such as hypertele that take one bootstrap port on 127.0.0.1.
+func FirstPort(t testing.TB, bootstrap string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(strings.Split(bootstrap, ",")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// Env returns a process environment with a private HOME, PATH and the
+// bootstrap (when not empty).
+func Env(t testing.TB, bootstrap string) []string {
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "PATH=" + os.Getenv("PATH")}
+	if bootstrap != "" {
+		env = append(env, dht.BootstrapEnv+"="+bootstrap)
+	}
+	return env
+}
+
+// Lines is a goroutine-safe buffer of a process's output.
+type Lines struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *Lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// All returns the complete lines so far.
+func (l *Lines) All() []string {
+	s := l.String()
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	} else {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// Count counts the lines containing sub.
+func (l *Lines) Count(sub string) int {
+	n := 0
+	for _, x := range l.All() {
+		if strings.Contains(x, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// Proc is a running process.
+type Proc struct {
+	t      testing.TB
+	Name   string
+	Cmd    *exec.Cmd
+	Out    *Lines
+	Err    *Lines
+	exited chan struct{}
+	werr   error
+}
+
+// Start runs the keytunnel binary with args and env; the test's cleanup
+// stops it (SIGTERM, then SIGKILL after 10 s) and waits for it.
+func Start(t testing.TB, env []string, args ...string) *Proc {
+	t.Helper()
+	CheckLoopbackOnly(t, env, args)
+	return StartCmd(t, exec.Command(Binary(t), args...), env)
+}
+
+// StartCmd starts cmd (any program) with env as a Proc.
+func StartCmd(t testing.TB, cmd *exec.Cmd, env []string) *Proc {
+	t.Helper()
+	p := &Proc{t: t, Name: strings.Join(cmd.Args, " "), Cmd: cmd, Out: &Lines{}, Err: &Lines{}, exited: make(chan struct{})}
+	p.Cmd.Env = env
+	p.Cmd.Stdout, p.Cmd.Stderr = p.Out, p.Err
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.werr = p.Cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("%s\nstdout:\n%s\nstderr:\n%s", p.Name, p.Out, p.Err)
+		}
+	})
+	return p
+}
+
+// Pid is the process's id.
+func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
+
+// Stop sends SIGTERM and waits (SIGKILL after 10 s).
+func (p *Proc) Stop() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		p.t.Errorf("%s: no exit 10 s after SIGTERM; killing", p.Name)
+		p.Cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// Line waits for a stdout line containing sub and returns it.
+func (p *Proc) Line(sub string, d time.Duration) string {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		for _, l := range p.Out.All() {
+			if strings.Contains(l, sub) {
+				return l
+			}
+		}
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s exited (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.Name, p.werr, sub, p.Out, p.Err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: no line with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Name, sub, d, p.Out, p.Err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CheckLoopbackOnly fails the test when a keytunnel command that uses the
+// DHT would run without a loopback bootstrap: tests must never reach the
+// public DHT.
+func CheckLoopbackOnly(t testing.TB, env, args []string) {
+	t.Helper()
+	bs := ""
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, dht.BootstrapEnv+"="); ok {
+			bs = v
+		}
+	}
+	for i, a := range args {
+		if a == "--bootstrap" && i+1 < len(args) {
+			bs = args[i+1]
+		}
+	}
+	needsDHT := false
+	for _, a := range args {
+		switch a {
+		case "expose", "forward", "connect", "ssh", "up", "node":
+			needsDHT = true
+		}
+	}
+	if !needsDHT {
+		return
+	}
+	if bs == "" {
+		t.Fatalf("%v: no bootstrap given; tests must not use the public DHT", args)
+	}
+	for _, b := range strings.Split(bs, ",") {
+		host, _, err := net.SplitHostPort(b)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			t.Fatalf("%v: bootstrap %q is not loopback", args, b)
+		}
+	}
+}
+
+// JSON decodes one JSON object line.
+func JSON(t testing.TB, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatalf("not a JSON object: %q: %v", s, err)
+	}
+	return m
+}
+
+// Expose starts `keytunnel --json expose [args] target` and returns the
+// process and the public key (hex) it announced.
+func Expose(t testing.TB, bs, target string, args ...string) (*Proc, string) {
+	t.Helper()
+	p := Start(t, Env(t, bs), append(append([]string{"--json", "expose"}, args...), target)...)
+	ev := JSON(t, p.Line("", 60*time.Second))
+	pub, _ := ev["public_key"].(string)
+	if ev["event"] != "listening" || len(pub) != 64 {
+		t.Fatalf("first line of expose: %v", ev)
+	}
+	return p, pub
+}
+
+// Forward starts `keytunnel --json forward [args] pub 0` and returns the
+// process and its local address.
+func Forward(t testing.TB, bs, pub string, args ...string) (*Proc, string) {
+	t.Helper()
+	p := Start(t, Env(t, bs), append(append([]string{"--json", "forward"}, args...), pub, "0")...)
+	ev := JSON(t, p.Line(`"event":"forwarding"`, 60*time.Second))
+	return p, ev["listen"].(string)
+}
+
+// WriteSeed writes a new key pair's seed file in a temporary directory.
+func WriteSeed(t testing.TB, name string) (string, key.KeyPair) {
+	t.Helper()
+	kp, err := key.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), name)
+	if err := key.WriteSeedFile(p, kp.Seed()); err != nil {
+		t.Fatal(err)
+	}
+	return p, kp
+}
+
+// FreeTCP returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreeTCP(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Echo starts a TCP echo server on 127.0.0.1 (each connection echoes until
+// the client half-closes) and returns its address.
+func Echo(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(2 * time.Minute))
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// EchoOnce sends msg through addr and checks that it comes back.
+func EchoOnce(t testing.TB, addr, msg string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo through %s: %q, %v", addr, got, err)
+	}
+}
+
+// HWM returns a process's peak resident set size (VmHWM) in bytes.
+func HWM(pid int) (int64, error) {
+	return statusKB(pid, "VmHWM:")
+}
+
+// RSS returns a process's resident set size (VmRSS) in bytes.
+func RSS(pid int) (int64, error) {
+	return statusKB(pid, "VmRSS:")
+}
+
+func statusKB(pid int, field string) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+}
