@@ -9,7 +9,13 @@
 //       connects count times (default 1), each time sends <bytes> random
 //       bytes, ends, reads the echo and prints
 //       "result <ms to open> <sha256 sent> <sha256 received> <remote host:port>"
-//       or "error <code> <message>".
+//       or "error <code> <message>". It waits until the node is fully
+//       bootstrapped (NAT classified) before the first connect, so <ms to
+//       open> is the connect alone.
+//   node hyperdht-peer.js ttfb <bootstrap> <pk> <count>
+//       after bootstrapping, connects count times, one after the other: each
+//       time writes one byte, waits for the first byte back and closes;
+//       prints "ttfb <ms, fractional>" per connection, or "error <code> <message>".
 const DHT = require('hyperdht')
 const crypto = require('crypto')
 
@@ -69,10 +75,36 @@ function once (pk, n) {
 }
 
 async function client () {
+  await node.fullyBootstrapped()
   for (let i = 0; i < Number(count || 1); i++) await once(arg, Number(size))
   await node.destroy()
   process.exit(0)
 }
 
+function ttfbOnce (pk) {
+  return new Promise((resolve) => {
+    const start = process.hrtime.bigint()
+    const s = node.connect(Buffer.from(pk, 'hex'))
+    s.write(Buffer.from([1]))
+    s.once('data', () => {
+      console.log('ttfb ' + (Number(process.hrtime.bigint() - start) / 1e6).toFixed(3))
+      s.destroy()
+      resolve()
+    })
+    s.on('error', (e) => {
+      console.log('error ' + (e.code || 'ERR') + ' ' + e.message)
+      resolve()
+    })
+  })
+}
+
+async function ttfb () {
+  await node.fullyBootstrapped()
+  for (let i = 0; i < Number(size); i++) await ttfbOnce(arg)
+  await node.destroy()
+  process.exit(0)
+}
+
 if (mode === 'server') server()
+else if (mode === 'ttfb') ttfb()
 else client()
