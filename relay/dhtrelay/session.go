@@ -795,3 +795,16 @@ func pick(cond bool, a, b uint32) uint32 {
 	}
 	return b
 }
+
+// ForgetStream drops the stream with this side's alias local without a
+// message: both halves ended, so the stream closed on both sides, as the
+// reference's streams close after end in each direction. It reports
+// whether the stream was known.
+func (s *Session) ForgetStream(local uint32) bool {
+	st := s.streams[local]
+	if st == nil {
+		return false
+	}
+	s.removeStream(st)
+	return true
+}
