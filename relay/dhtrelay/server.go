@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keytunnel/keytunnel/dht"
@@ -249,6 +250,14 @@ type relayStream struct {
 	closeW func() error
 	in     *chunkQueue // client → peer
 	ended  [2]bool     // [0] client ended, [1] peer ended
+	halves atomic.Int32 // directions finished; the second closes conn
+}
+
+// halfDone records one direction finished; after both the conn closes.
+func (st *relayStream) halfDone() {
+	if st.halves.Add(1) == 2 {
+		st.conn.Close()
+	}
 }
 
 type relayServer struct {
@@ -624,7 +633,6 @@ func (c *serverClient) maybeForgetLocked(st *relayStream) {
 	if st.ended[0] && st.ended[1] && c.streams[st.alias] == st {
 		delete(c.streams, st.alias)
 		c.sess.ForgetStream(st.alias)
-		go st.conn.Close()
 	}
 }
 
@@ -638,6 +646,7 @@ func (c *serverClient) pump(st *relayStream) {
 			b, err := st.in.next(c.ctx)
 			if err == io.EOF {
 				_ = st.closeW()
+				st.halfDone()
 				return
 			}
 			if err != nil {
@@ -666,6 +675,7 @@ func (c *serverClient) pump(st *relayStream) {
 				c.maybeForgetLocked(st)
 			}
 			c.mu.Unlock()
+			st.halfDone()
 			return
 		}
 		if err != nil {
