@@ -248,8 +248,8 @@ type relayStream struct {
 	alias  uint32
 	conn   net.Conn
 	closeW func() error
-	in     *chunkQueue // client → peer
-	ended  [2]bool     // [0] client ended, [1] peer ended
+	in     *chunkQueue  // client → peer
+	ended  [2]bool      // [0] client ended, [1] peer ended
 	halves atomic.Int32 // directions finished; the second closes conn
 }
 
