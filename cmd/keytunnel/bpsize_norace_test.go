@@ -1,0 +1,9 @@
+//go:build !race
+
+package main
+
+// Backpressure test: 1 GiB to a reader paced at 40 MB/s (~27 s).
+const (
+	bpSize = 1 << 30
+	bpRate = 40e6
+)
