@@ -40,6 +40,7 @@ func newApp(env *app.Env) *cli.App {
 			&cli.StringSliceFlag{Name: "bootstrap", Usage: "DHT bootstrap nodes as host:port (default: the public HyperDHT nodes)", EnvVars: []string{"KEYTUNNEL_BOOTSTRAP"}},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)"},
+			&cli.StringSliceFlag{Name: "relay-through", Usage: "blind-relay server key(s) to fall back to when holepunching fails (see `keytunnel relay`)", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
 		},
 		Before: func(c *cli.Context) error {
 			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -49,6 +50,13 @@ func newApp(env *app.Env) *cli.App {
 			env.JSON = c.Bool("json")
 			if c.IsSet("bootstrap") {
 				env.Bootstrap = app.SplitList(c.StringSlice("bootstrap"))
+			}
+			if c.IsSet("relay-through") {
+				keys, err := app.ParseRelayKeys(c.StringSlice("relay-through"))
+				if err != nil {
+					return err
+				}
+				env.RelayThrough = keys
 			}
 			slog.SetDefault(env.Logger())
 			return nil
@@ -62,6 +70,7 @@ func newApp(env *app.Env) *cli.App {
 			upCommand(env),
 			testnetCommand(env),
 			nodeCommand(env),
+			relayCommand(env),
 		},
 	}
 }

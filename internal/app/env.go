@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/keytunnel/keytunnel/internal/key"
 	"io"
 	"log/slog"
 	"os"
@@ -31,6 +32,11 @@ type Env struct {
 	LevelSet bool
 	// JSON selects JSON lines for events (stdout) and logs (stderr).
 	JSON bool
+
+	// RelayThrough lists blind-relay servers (`keytunnel relay` or a Node
+	// blind-relay) that connections fall back to when holepunching cannot
+	// work; one is picked per connection. Empty: no relay.
+	RelayThrough []key.PublicKey
 
 	// Host is the address DHT sockets bind; empty means all interfaces
 	// (dht.ListenUDP). Tests bind 127.0.0.1.

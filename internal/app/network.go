@@ -47,12 +47,14 @@ func OpenDHT(ctx context.Context, env *Env) (Network, error) {
 // node is a dht.Node with the socket it runs on; Close closes both.
 type node struct {
 	*dht.Node
-	udp *net.UDPConn
+	udp, cudp *net.UDPConn
+	relay     []key.PublicKey // --relay-through
 }
 
 func (n *node) Close() error {
 	err := n.Node.Close()
 	n.udp.Close()
+	n.cudp.Close()
 	return err
 }
 
@@ -88,17 +90,29 @@ func startNode(ctx context.Context, env *Env, port int, mode rpc.Mode) (*node, e
 	if err != nil {
 		return nil, err
 	}
+	// A second socket for requests, as dht-rpc runs: a PING_NAT answered
+	// on the server socket then proves it reachable unsolicited, and
+	// while firewalled it is the socket we punch and connect from.
+	cudp, err := env.bindUDP(0)
+	if err != nil {
+		udp.Close()
+		return nil, err
+	}
 	nd, err := dht.New(dht.Config{
-		Conn:      udp,
-		Bootstrap: env.Bootstrap,
-		Mode:      mode,
-		Logger:    env.logger.With("component", "dht"),
+		Conn:       udp,
+		ClientConn: cudp,
+		Bootstrap:  env.Bootstrap,
+		Mode:       mode,
+		Logger:     env.logger.With("component", "dht"),
+		// Behind a randomizing NAT, holepunching opens up to 256 sockets.
+		PunchSocket: func() (net.PacketConn, error) { return env.bindUDP(0) },
 	})
 	if err != nil {
+		cudp.Close()
 		udp.Close()
 		return nil, fmt.Errorf("starting the DHT node: %w", err)
 	}
-	n := &node{Node: nd, udp: udp}
+	n := &node{Node: nd, udp: udp, cudp: cudp, relay: env.RelayThrough}
 	if err := join(ctx, env, n.Node); err != nil {
 		n.Close()
 		return nil, err
@@ -133,18 +147,18 @@ type dhtNetwork node
 func (n *dhtNetwork) Close() error { return (*node)(n).Close() }
 
 func (n *dhtNetwork) Dialer(kp key.KeyPair) tunnel.Dialer {
-	return dhtDialer{n: n.Node, kp: kp}
+	return dhtDialer{n: n.Node, kp: kp, relay: dht.RelayKeys(n.relay...)}
 }
 
 // listenTimeout bounds Listen's first announce.
 const listenTimeout = 30 * time.Second
 
 func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList) (tunnel.PeerListener, error) {
-	var opts *dht.ListenOptions
+	opts := &dht.ListenOptions{RelayThrough: dht.RelayKeys(n.relay...)}
 	if len(allow) > 0 {
-		opts = &dht.ListenOptions{Firewall: func(remote key.PublicKey, _ netip.AddrPort) bool {
+		opts.Firewall = func(remote key.PublicKey, _ netip.AddrPort) bool {
 			return !allow.Allows(remote)
-		}}
+		}
 	}
 	lctx, cancel := context.WithTimeout(ctx, listenTimeout)
 	defer cancel()
@@ -157,15 +171,13 @@ func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.Al
 
 // dhtDialer adapts dht.Node.Dial to tunnel.Dialer.
 type dhtDialer struct {
-	n  *dht.Node
-	kp key.KeyPair
+	n     *dht.Node
+	kp    key.KeyPair
+	relay dht.RelayThrough
 }
 
 func (d dhtDialer) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
-	var opts *dht.DialOptions
-	if !d.kp.Public.IsZero() {
-		opts = &dht.DialOptions{KeyPair: d.kp}
-	}
+	opts := &dht.DialOptions{KeyPair: d.kp, RelayThrough: d.relay}
 	c, err := d.n.Dial(ctx, remote, opts)
 	if err != nil {
 		return nil, err // not c: a nil *Conn in an interface is not nil

@@ -1,0 +1,62 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+// RelayOptions configure `keytunnel relay`.
+type RelayOptions struct {
+	Key  KeyOptions // the relay's identity; none: a new key each run
+	Port int        // UDP port of the node (0: any free port)
+}
+
+// Relay runs a blind-relay server until ctx ends: peers that cannot
+// holepunch (both behind randomizing NATs) pair their streams through it
+// with `--relay-through <its key>`. It relays encrypted udx packets and
+// never sees plaintext. The first stdout line is its public key.
+func Relay(ctx context.Context, env *Env, o RelayOptions) error {
+	env.init()
+	kp, err := o.Key.load()
+	if err != nil {
+		return err
+	}
+	if !o.Key.given() {
+		if kp, err = key.Generate(nil); err != nil {
+			return err
+		}
+	}
+	n, err := startNode(ctx, env, o.Port, rpc.Adaptive)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	r, err := n.ServeBlindRelay(ctx, kp, nil)
+	if err != nil {
+		return fmt.Errorf("announcing the relay %s: %w", kp.Public, err)
+	}
+	defer r.Close()
+	env.out.emit(kp.Public.String(), Event{Event: EvListening, PublicKey: kp.Public.String(), Target: "blind-relay"})
+	env.logger.Info("relaying", "public_key", kp.Public.String())
+	<-ctx.Done()
+	s := r.Stats()
+	env.logger.Info("relay stopped", "matched", s.Matched, "active", s.Active)
+	return nil
+}
+
+// ParseRelayKeys parses --relay-through values (hex or z32, each may be
+// comma-separated).
+func ParseRelayKeys(list []string) ([]key.PublicKey, error) {
+	var out []key.PublicKey
+	for _, s := range SplitList(list) {
+		pk, err := parsePublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("--relay-through %q: %w", s, err)
+		}
+		out = append(out, pk)
+	}
+	return out, nil
+}
