@@ -41,6 +41,7 @@ func newApp(env *app.Env) *cli.App {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)"},
 			&cli.StringSliceFlag{Name: "relay-through", Usage: "blind-relay server key(s) to fall back to when holepunching fails (see `keytunnel relay`)", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
+			relayFlag(),
 		},
 		Before: func(c *cli.Context) error {
 			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -58,6 +59,9 @@ func newApp(env *app.Env) *cli.App {
 				}
 				env.RelayThrough = keys
 			}
+			if err := applyRelay(c, env); err != nil {
+				return err
+			}
 			slog.SetDefault(env.Logger())
 			return nil
 		},
@@ -71,6 +75,7 @@ func newApp(env *app.Env) *cli.App {
 			testnetCommand(env),
 			nodeCommand(env),
 			relayCommand(env),
+			dhtRelayCommand(env),
 		},
 	}
 }

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/keytunnel/keytunnel/internal/app"
+)
+
+// relayFlag is the global --relay: reach the DHT through a dht-relay
+// instead of UDP.
+func relayFlag() cli.Flag {
+	return &cli.StringFlag{Name: "relay", Usage: "reach the DHT through a dht-relay (tcp://host:port or ws://host:port) instead of UDP; the relay holds your keys", EnvVars: []string{"KEYTUNNEL_RELAY"}}
+}
+
+// applyRelay sets the network hook when --relay is given.
+func applyRelay(c *cli.Context, env *app.Env) error {
+	if !c.IsSet("relay") {
+		return nil
+	}
+	open, err := app.RelayNetwork(c.String("relay"))
+	if err != nil {
+		return err
+	}
+	env.OpenNetwork = open
+	return nil
+}
+
+func dhtRelayCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:  "dht-relay",
+		Usage: "relay the DHT to clients without UDP (@hyperswarm/dht-relay over TCP or WebSocket)",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 49443, Usage: "TCP port"},
+			&cli.StringFlag{Name: "host", Usage: "address to bind (default: all interfaces)"},
+			&cli.BoolFlag{Name: "ws", Usage: "WebSocket transport (as the reference's relay) instead of TCP"},
+			&cli.BoolFlag{Name: "behind-proxy", Usage: "log client addresses from X-Forwarded-For"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0); err != nil {
+				return err
+			}
+			return app.DHTRelay(c.Context, env, app.DHTRelayOptions{
+				Port: c.Int("port"), Host: c.String("host"), WS: c.Bool("ws"), BehindProxy: c.Bool("behind-proxy"),
+			})
+		},
+	}
+}

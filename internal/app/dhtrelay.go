@@ -1,0 +1,183 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht"
+	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/relay/dhtrelay"
+	"github.com/keytunnel/keytunnel/tunnel"
+)
+
+// EvDHTRelay: dht-relay is serving (address: its URL).
+const EvDHTRelay = "dht-relay"
+
+// DHTRelayOptions are dht-relay's arguments.
+type DHTRelayOptions struct {
+	Port        int    // TCP port; 0 means 49443 (the reference's default)
+	Host        string // address to bind; empty means all interfaces
+	WS          bool   // WebSocket transport (the reference's bin.js) instead of TCP
+	BehindProxy bool   // take client addresses from X-Forwarded-For (logs)
+	// Listener, if set, is used instead of binding Host:Port (tests).
+	Listener net.Listener
+}
+
+// DHTRelay runs a DHT node and relays it to @hyperswarm/dht-relay clients
+// (Node's `new Node(stream)`, keytunnel --relay) over TCP or WebSocket
+// until ctx ends. The first stdout line is the relay's URL.
+func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
+	env.init()
+	if o.Port == 0 {
+		o.Port = 49443
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return fmt.Errorf("--port %d is not a TCP port", o.Port)
+	}
+	l := o.Listener
+	if l == nil {
+		var err error
+		l, err = net.Listen("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("TCP port %d is already in use", o.Port)
+		}
+		if err != nil {
+			return fmt.Errorf("dht-relay: %w", err)
+		}
+	}
+	defer l.Close()
+	n, err := startNode(ctx, env, 0, rpc.Adaptive)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer n.Close()
+	srv := dhtrelay.NewServer(n.Node, dhtrelay.ServerOptions{
+		BehindProxy: o.BehindProxy,
+		Logger:      env.logger.With("component", "dht-relay"),
+	})
+	defer srv.Close()
+	scheme := "tcp"
+	errc := make(chan error, 1)
+	if o.WS {
+		scheme = "ws"
+		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- hs.Serve(l) }()
+		defer hs.Close()
+	} else {
+		go func() { errc <- srv.Serve(l) }()
+	}
+	u := scheme + "://" + l.Addr().String()
+	env.out.emit(u, Event{Event: EvDHTRelay, Address: u})
+	env.logger.Info("dht-relay up; clients use --relay "+u, "dht", n.LocalAddr().String())
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("dht-relay: %w", err)
+	}
+}
+
+// RelayNetwork returns an Env.OpenNetwork that reaches the DHT through the
+// dht-relay at rawURL (tcp://host:port, ws://host:port or wss://…)
+// instead of UDP: no UDP socket is opened. The relay is custodial: it
+// holds the keys of what runs through it, so use a relay you trust.
+func RelayNetwork(rawURL string) (func(ctx context.Context, env *Env) (Network, error), error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--relay %q: want tcp://host:port, ws://host:port or wss://host[:port]", rawURL)
+	}
+	switch u.Scheme {
+	case "tcp", "ws", "wss":
+	default:
+		return nil, fmt.Errorf("--relay %q: scheme %q, want tcp, ws or wss", rawURL, u.Scheme)
+	}
+	if u.Scheme == "tcp" && u.Port() == "" {
+		return nil, fmt.Errorf("--relay %q: a tcp relay needs a port", rawURL)
+	}
+	return func(ctx context.Context, env *Env) (Network, error) {
+		env.init()
+		dctx, cancel := context.WithTimeout(ctx, env.joinTimeout())
+		defer cancel()
+		c, err := dhtrelay.DialClient(dctx, rawURL, dhtrelay.ClientOptions{Logger: env.logger.With("component", "dht-relay")})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("could not reach the dht-relay at %s: %w", rawURL, err)
+		}
+		return relayNetwork{c}, nil
+	}, nil
+}
+
+type relayNetwork struct{ c *dhtrelay.Client }
+
+func (n relayNetwork) Close() error { return n.c.Close() }
+
+func (n relayNetwork) Dialer(kp key.KeyPair) tunnel.Dialer { return relayDialer{c: n.c, kp: kp} }
+
+func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList) (tunnel.PeerListener, error) {
+	var opts *dht.ListenOptions
+	if len(allow) > 0 {
+		opts = &dht.ListenOptions{Firewall: func(remote key.PublicKey, _ netip.AddrPort) bool {
+			return !allow.Allows(remote)
+		}}
+	}
+	lctx, cancel := context.WithTimeout(ctx, listenTimeout)
+	defer cancel()
+	l, err := n.c.Listen(lctx, kp, opts)
+	if err != nil {
+		return nil, err
+	}
+	return relayListener{l}, nil
+}
+
+type relayDialer struct {
+	c  *dhtrelay.Client
+	kp key.KeyPair
+}
+
+func (d relayDialer) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
+	var opts *dht.DialOptions
+	if !d.kp.Public.IsZero() {
+		opts = &dht.DialOptions{KeyPair: d.kp}
+	}
+	c, err := d.c.Dial(ctx, remote, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+type relayListener struct{ l *dhtrelay.Listener }
+
+func (l relayListener) Accept() (tunnel.PeerConn, error) {
+	c, err := l.l.AcceptConn(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (l relayListener) Close() error             { return l.l.Close() }
+func (l relayListener) PublicKey() key.PublicKey { return l.l.PublicKey() }
+
+var (
+	_ tunnel.PeerListener = relayListener{}
+	_ tunnel.Dialer       = relayDialer{}
+	_ Network             = relayNetwork{}
+)
