@@ -23,9 +23,12 @@ import (
 type File struct {
 	Path      string
 	Bootstrap []string // host:port; empty means the public HyperDHT nodes
-	LogLevel  slog.Level
-	Expose    []Expose
-	Forward   []Forward
+	// RelayThrough lists blind-relay servers every entry falls back to
+	// when holepunching fails (top-level relay_through).
+	RelayThrough []key.PublicKey
+	LogLevel     slog.Level
+	Expose       []Expose
+	Forward      []Forward
 }
 
 // Expose publishes a local TCP service under a key pair.
@@ -49,10 +52,11 @@ type Forward struct {
 // The raw TOML shapes. Every field is a pointer or a slice so that Parse can
 // tell "absent" from "zero".
 type rawFile struct {
-	Bootstrap []string     `toml:"bootstrap"`
-	LogLevel  *string      `toml:"log_level"`
-	Expose    []rawExpose  `toml:"expose"`
-	Forward   []rawForward `toml:"forward"`
+	Bootstrap    []string     `toml:"bootstrap"`
+	RelayThrough []string     `toml:"relay_through"`
+	LogLevel     *string      `toml:"log_level"`
+	Expose       []rawExpose  `toml:"expose"`
+	Forward      []rawForward `toml:"forward"`
 }
 
 type rawExpose struct {
@@ -105,6 +109,14 @@ func Parse(name string, data []byte) (*File, error) {
 			continue
 		}
 		f.Bootstrap = append(f.Bootstrap, b)
+	}
+	for i, k := range raw.RelayThrough {
+		pk, err := key.ParsePublicKey(k)
+		if err != nil {
+			p.fail(p.lines.top("relay_through"), fmt.Sprintf("relay_through[%d]", i), err.Error())
+			continue
+		}
+		f.RelayThrough = append(f.RelayThrough, pk)
 	}
 	if raw.LogLevel != nil {
 		if err := f.LogLevel.UnmarshalText([]byte(*raw.LogLevel)); err != nil {

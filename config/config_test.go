@@ -287,3 +287,32 @@ func TestDerivedNamesUnique(t *testing.T) {
 		t.Fatalf("names %q %q", f.Expose[0].Name, f.Expose[1].Name)
 	}
 }
+
+func TestRelayThrough(t *testing.T) {
+	dir := t.TempDir()
+	writeKey(t, dir, "ok.key")
+	relay := key.FromSeed(key.Seed{7}).Public
+	p := writeConf(t, dir, `relay_through = ["`+relay.String()+`"]
+
+[[expose]]
+port = 80
+key = "ok.key"
+`)
+	f, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.RelayThrough) != 1 || f.RelayThrough[0] != relay {
+		t.Fatalf("relay_through = %v", f.RelayThrough)
+	}
+	p = writeConf(t, dir, `log_level = "info"
+relay_through = ["nope"]
+
+[[expose]]
+port = 80
+key = "ok.key"
+`)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), ":2: relay_through[0]") {
+		t.Fatalf("bad relay_through: %v", err)
+	}
+}

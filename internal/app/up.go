@@ -49,6 +49,9 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	if !env.LevelSet {
 		env.setLevel(cfg.LogLevel)
 	}
+	if len(env.RelayThrough) == 0 {
+		env.RelayThrough = cfg.RelayThrough
+	}
 	if env.Bootstrap == nil && len(cfg.Bootstrap) > 0 {
 		env.Bootstrap = cfg.Bootstrap
 	}
