@@ -1,0 +1,239 @@
+// Package bench compares keytunnel with hypertele end to end, with raw
+// loopback TCP as the ceiling: the throughput of one TCP stream through a
+// tunnel, and the latency of a new TCP connection through an established
+// tunnel. Every tunnel runs as real processes (the keytunnel binary,
+// hypertele's Node scripts) on a loopback testnet:
+//
+//	go test -run XXX -bench . -benchtime 1x ./bench/
+//
+// TestHarness runs the same code at a small size, so that CI keeps it
+// working.
+package bench
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"io"
+	"net"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/nodetest"
+	"github.com/keytunnel/keytunnel/internal/proctest"
+)
+
+func TestMain(m *testing.M) { proctest.Main(m) }
+
+// A path is a way to reach a TCP service: it returns the address that
+// leads to svc.
+type path struct {
+	name string
+	via  func(tb testing.TB, svc string) string
+}
+
+var paths = []path{
+	{"tcp", func(_ testing.TB, svc string) string { return svc }},
+	{"keytunnel", viaKeytunnel},
+	{"hypertele", viaHypertele},
+}
+
+func viaKeytunnel(tb testing.TB, svc string) string {
+	bs := proctest.Testnet(tb, 4)
+	_, pub := proctest.Expose(tb, bs, svc)
+	_, local := proctest.Forward(tb, bs, pub)
+	return local
+}
+
+func viaHypertele(tb testing.TB, svc string) string {
+	nodetest.Require(tb)
+	bs := proctest.Testnet(tb, 4)
+	_, port, _ := net.SplitHostPort(svc)
+	var seed key.Seed
+	rand.Read(seed[:])
+	seed[0] = 0xab // a letter first: minimist keeps it a string
+	boot := proctest.FirstPort(tb, bs)
+	srv := nodetest.Start(tb, "node_modules/hypertele/server.js", "-l", port, "--seed", hex.EncodeToString(seed[:]), "--bootstrap", boot)
+	srv.Expect("hypertele:", 60*time.Second)
+	cli := nodetest.Start(tb, "node_modules/hypertele/client.js", "-p", "0", "-s", key.FromSeed(seed).Public.String(), "--bootstrap", boot)
+	return cli.Expect("Server ready @", 60*time.Second)
+}
+
+// sink serves the throughput protocol: the client sends an 8-byte size
+// and that many bytes; the sink answers one byte when it has them all and
+// then waits for the client to close. (The client closes first because
+// hypertele drops what it still holds for a connection whose other side
+// has closed.)
+func sink(tb testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Minute))
+				var hdr [8]byte
+				if _, err := io.ReadFull(c, hdr[:]); err != nil {
+					return
+				}
+				n := int64(binary.BigEndian.Uint64(hdr[:]))
+				if m, _ := io.CopyBuffer(io.Discard, io.LimitReader(c, n), make([]byte, 256<<10)); m != n {
+					return
+				}
+				c.Write([]byte{1})
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// stream sends size bytes over one new connection to addr and returns the
+// time from the first byte to the sink's acknowledgement. The connection
+// is open (one round trip done) before the clock starts.
+func stream(tb testing.TB, addr string, size int64) time.Duration {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	var hdr [8]byte
+	binary.BigEndian.PutUint64(hdr[:], uint64(size))
+	if _, err := c.Write(hdr[:]); err != nil {
+		tb.Fatal(err)
+	}
+	buf := make([]byte, 256<<10)
+	rand.Read(buf)
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		for left := size; left > 0; {
+			n, err := c.Write(buf[:min(left, int64(len(buf)))])
+			left -= int64(n)
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	var ack [1]byte
+	if _, err := io.ReadFull(c, ack[:]); err != nil {
+		tb.Fatalf("%s: no acknowledgement: %v (sender: %v)", addr, err, <-errc)
+	}
+	d := time.Since(start)
+	if err := <-errc; err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+// newConns opens n connections to addr one after another, each sending a
+// byte and waiting for its echo, and returns their durations sorted.
+func newConns(tb testing.TB, addr string, n int) []time.Duration {
+	ds := make([]time.Duration, n)
+	for i := range ds {
+		start := time.Now()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		var b [1]byte
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != byte(i) {
+			tb.Fatalf("%s: connection %d: echo %v, %v", addr, i, b, err)
+		}
+		ds[i] = time.Since(start)
+		c.Close()
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds
+}
+
+func mean(ds []time.Duration) time.Duration {
+	var s time.Duration
+	for _, d := range ds {
+		s += d
+	}
+	return s / time.Duration(len(ds))
+}
+
+const (
+	streamSize = 512 << 20
+	connCount  = 50
+)
+
+// BenchmarkStream: one TCP stream of 512 MiB through each path (MB/s).
+func BenchmarkStream(b *testing.B) {
+	for _, p := range paths {
+		b.Run(p.name, func(b *testing.B) {
+			addr := p.via(b, sink(b))
+			stream(b, addr, 1) // the tunnel is up
+			b.SetBytes(streamSize)
+			b.ResetTimer()
+			var total time.Duration
+			for range b.N {
+				total += stream(b, addr, streamSize)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(streamSize)*float64(b.N)/total.Seconds()/1e6, "MB/s")
+		})
+	}
+}
+
+// BenchmarkNewConn: 50 new TCP connections, one after another, through
+// each established path; each is timed from dial to its first echoed byte
+// (ms/conn: the mean; p50-ms and max-ms).
+func BenchmarkNewConn(b *testing.B) {
+	for _, p := range paths {
+		b.Run(p.name, func(b *testing.B) {
+			addr := p.via(b, proctest.Echo(b))
+			newConns(b, addr, 1) // establish the tunnel
+			b.ResetTimer()
+			var all []time.Duration
+			for range b.N {
+				all = append(all, newConns(b, addr, connCount)...)
+			}
+			b.StopTimer()
+			sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+			ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+			b.ReportMetric(ms(mean(all)), "ms/conn")
+			b.ReportMetric(ms(all[len(all)/2]), "p50-ms")
+			b.ReportMetric(ms(all[len(all)-1]), "max-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// TestHarness runs both measurements through every path at a small size.
+func TestHarness(t *testing.T) {
+	for _, p := range paths {
+		t.Run(p.name, func(t *testing.T) {
+			addr := p.via(t, sink(t))
+			d := stream(t, addr, 4<<20)
+			echo := p.via(t, proctest.Echo(t))
+			ds := newConns(t, echo, 5)
+			t.Logf("%s: 4 MiB in %v; new connection mean %v", p.name, d.Round(time.Microsecond), mean(ds).Round(time.Microsecond))
+		})
+	}
+}
+
