@@ -236,4 +236,3 @@ func TestHarness(t *testing.T) {
 		})
 	}
 }
-

@@ -197,4 +197,3 @@ func TestE2EBackpressureHypertele(t *testing.T) {
 		t.Logf("%s: VmHWM %.1f MB", name, mb(hwm))
 	}
 }
-
