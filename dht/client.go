@@ -21,10 +21,13 @@ type Reply struct {
 	FromID *rpc.ID // nil if the node is ephemeral
 	To     netip.AddrPort
 	Token  *[32]byte
+	// Hops is how many requests deep the node was found (1: a node the
+	// query started from).
+	Hops int
 }
 
 func replyOf(r *rpc.Response) Reply {
-	return Reply{From: r.From, FromID: r.FromID, To: r.To, Token: r.Token}
+	return Reply{From: r.From, FromID: r.FromID, To: r.To, Token: r.Token, Hops: r.Hops}
 }
 
 // LookupReply is one node's answer to LOOKUP: the peers it stores.

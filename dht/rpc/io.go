@@ -45,6 +45,9 @@ type Response struct {
 	Error       uint64
 	Value       []byte
 	RTT         time.Duration
+	// Hops is, for a query's reply, how many requests deep the responder
+	// was found: 1 for the nodes the query started from.
+	Hops int
 }
 
 // Err returns a *RemoteError for a non-zero error code, else nil.

@@ -75,6 +75,7 @@ type Query struct {
 type pendingNode struct {
 	id   ID
 	addr netip.AddrPort
+	hops int // 1 for seeds; one more than the reply that named it
 }
 
 type seenState int
@@ -117,7 +118,7 @@ func (d *DHT) newQuery(target ID, internal bool, command uint64, value []byte, o
 	if nodes := q.opts.Nodes; nodes != nil {
 		for i := len(nodes) - 1; i >= 0; i-- {
 			a := nodes[i]
-			q.addPending(pendingNode{id: NodeID(a), addr: a}, nil)
+			q.addPending(pendingNode{id: NodeID(a), addr: a, hops: 1}, nil)
 		}
 	} else if reps := q.opts.Replies; reps != nil {
 		for i := len(reps) - 1; i >= 0; i-- {
@@ -126,7 +127,7 @@ func (d *DHT) newQuery(target ID, internal bool, command uint64, value []byte, o
 			if reps[i].FromID != nil {
 				id = *reps[i].FromID
 			}
-			q.addPending(pendingNode{id: id, addr: a}, nil)
+			q.addPending(pendingNode{id: id, addr: a, hops: 1}, nil)
 		}
 	}
 	q.onlyClosest = q.opts.OnlyClosestNodes
@@ -143,7 +144,7 @@ func (q *Query) start(now time.Time) {
 	q.addFromTable()
 	if len(q.pending) < q.k {
 		for _, b := range d.bootstrapNodes {
-			q.addPending(pendingNode{id: NodeID(b), addr: b}, nil)
+			q.addPending(pendingNode{id: NodeID(b), addr: b, hops: 1}, nil)
 		}
 	}
 	q.readMore(now)
@@ -155,7 +156,7 @@ func (q *Query) addFromTable() {
 	}
 	q.fromTable = true
 	for _, n := range q.d.tbl.closest(&q.target, q.k-len(q.pending)) {
-		q.addPending(pendingNode{id: n.id, addr: n.addr}, nil)
+		q.addPending(pendingNode{id: n.id, addr: n.addr, hops: 1}, nil)
 	}
 }
 
@@ -263,8 +264,10 @@ func (q *Query) visit(now time.Time, to pendingNode) {
 		r.onCycle = nil
 		q.inflight--
 	}
+	hops := to.hops
 	r.onResponse = func(now time.Time, m *Response) {
 		dec()
+		m.Hops = hops
 		q.onVisit(now, r, m)
 	}
 	r.onError = func(now time.Time, err error) {
@@ -309,7 +312,7 @@ func (q *Query) onVisit(now time.Time, r *outReq, m *Response) {
 		if id == d.tbl.id {
 			continue
 		}
-		if !q.addPending(pendingNode{id: id, addr: a}, &from) {
+		if !q.addPending(pendingNode{id: id, addr: a, hops: m.Hops + 1}, &from) {
 			break
 		}
 	}
