@@ -514,6 +514,10 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (pun
 		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
 			err = ErrHolepunchAborted
 		}
+		if errors.Is(err, rpc.ErrTimeout) {
+			// Say what timed out: the server went silent mid-punch.
+			err = ErrHolepunchAborted.with(fmt.Errorf("no answer to a holepunch round: %w", err))
+		}
 		// A punch may have won the race with the error.
 		select {
 		case out = <-arrived:
