@@ -154,13 +154,16 @@ func NewClient(f protomux.Framed, opts ClientOptions) (*Client, error) {
 		c.kp = kp
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.mux = protomux.New(f, protomux.Options{})
-	ch, err := NewChannel(c.mux, ChannelOptions{OnMessage: c.onMessage})
+	ready := make(chan struct{})
+	mux, ch, err := startMux(f, protomux.Options{}, ChannelOptions{OnMessage: func(m Message) {
+		<-ready
+		c.onMessage(m)
+	}})
 	if err != nil {
-		c.mux.Close()
 		return nil, err
 	}
-	c.ch = ch
+	c.mux, c.ch = mux, ch
+	close(ready)
 	if err := c.send(Handshake{Custodial: c.custodial, PublicKey: c.kp.Public, SecretKey: c.secret(c.kp)}); err != nil {
 		c.mux.Close()
 		return nil, err

@@ -272,14 +272,18 @@ func (c *serverClient) run(ctx context.Context, f protomux.Framed) error {
 	c.ctx, c.cancel = context.WithCancel(s.ctx)
 	stopCtx := context.AfterFunc(ctx, c.cancel)
 	defer stopCtx()
-	c.mux = protomux.New(f, protomux.Options{MaxWriteQueue: s.opts.WriteQueue})
-	ch, err := NewChannel(c.mux, ChannelOptions{OnMessage: c.onMessage})
+	// The session's fields are set before the first message can arrive.
+	var ready = make(chan struct{})
+	mux, ch, err := startMux(f, protomux.Options{MaxWriteQueue: s.opts.WriteQueue}, ChannelOptions{OnMessage: func(m Message) {
+		<-ready
+		c.onMessage(m)
+	}})
 	if err != nil {
-		c.mux.Close()
 		c.cancel()
 		return err
 	}
-	c.ch = ch
+	c.mux, c.ch = mux, ch
+	close(ready)
 	s.log.Debug("dhtrelay: client connected", "remote", c.remote)
 
 	// Heartbeat: ping every PingInterval; IdleTimeout without ping or
