@@ -20,6 +20,9 @@ type ListenOptions struct {
 	// RelayThrough, when set, makes every connection pair through a blind
 	// relay in parallel with holepunching (hyperdht's relayThrough).
 	RelayThrough RelayThrough
+	// ReusableSocket tells clients the path to us may be reused: a client
+	// that also sets it handshakes straight with us next time.
+	ReusableSocket bool
 }
 
 // DialOptions tunes Dial. The zero value (or nil) dials with the node's
@@ -31,6 +34,9 @@ type DialOptions struct {
 	// in parallel with holepunching; the relay path is used when no
 	// direct path is found (both NATs randomize, say).
 	RelayThrough RelayThrough
+	// ReusableSocket remembers the path to a server that allows it, and
+	// tries it first on the next Dial (hyperdht's reusableSocket).
+	ReusableSocket bool
 }
 
 // Conn is an end-to-end encrypted connection to a peer: a secret-stream

@@ -51,6 +51,7 @@ type dialer struct {
 	serverID uint32
 	onEarly  func(netip.AddrPort)
 
+	reusable     bool // DialOptions.ReusableSocket
 	relayThrough RelayThrough
 	relayPK      key.PublicKey
 	relayToken   [32]byte
@@ -83,7 +84,7 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 		d.kp = opts.KeyPair
 	}
 	if opts != nil {
-		d.relayThrough = opts.RelayThrough
+		d.relayThrough, d.reusable = opts.RelayThrough, opts.ReusableSocket
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -135,7 +136,7 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 	}
 	ours := n.remoteAddress()
 	p := wire.NoisePayload{Version: 1, Firewall: wire.FirewallUnknown,
-		UDX: &wire.UDXInfo{Version: 1, ID: uint64(d.stream.ID())}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
+		UDX: &wire.UDXInfo{Version: 1, ID: uint64(d.stream.ID()), ReusableSocket: d.reusable}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
 	if ours.IsValid() {
 		p.Firewall = wire.FirewallOpen
 		p.Addresses4 = []netip.AddrPort{ours}
@@ -152,8 +153,28 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 	}
 	d.hs, d.msg1 = hs, msg1
 
-	if err := d.findAndConnect(ctx); err != nil {
-		return nil, err
+	// A route both sides allowed to reuse is tried first: one direct
+	// PEER_HANDSHAKE, no lookup, no punch (connect.js retryRoute).
+	if d.reusable {
+		if rt, ok := n.route(d.remote); ok {
+			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+			sock := rpc.SocketServer
+			if rt.sock == n.csock {
+				sock = rpc.SocketClient
+			}
+			if err := d.connectThroughSock(rctx, rt.addr, sock); err != nil && !d.spent() {
+				n.setRoute(d.remote, nil)
+			}
+			rcancel()
+		}
+	}
+	if d.connect == nil {
+		if d.spent() {
+			return nil, d.hsErr
+		}
+		if err := d.findAndConnect(ctx); err != nil {
+			return nil, err
+		}
 	}
 	c := d.connect
 	n.log.Debug("dht: dial handshake done", "remote", d.remote, "relayed", c.relayed, "via", c.relayAddress,
@@ -271,6 +292,13 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 			return nil, err
 		}
 	}
+	if d.reusable && c.payload.UDX.ReusableSocket && link == nil {
+		if s, a := d.stream.Socket(), d.stream.RemoteAddr(); s != nil && a != nil {
+			if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+				n.setRoute(d.remote, &route{sock: s, addr: ap})
+			}
+		}
+	}
 	n.log.Debug("dht: dial path", "remote", d.remote, "to", from, "connected", connected)
 	res := c.res
 	conn, err := secretstream.New(d.stream, secretstream.Options{IsInitiator: true, Handshake: &res, KeepAlive: connectionKeepAlive, SendHeader: true})
@@ -383,8 +411,14 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 // connectThrough sends our first Noise message to one node and, if the
 // server answers through it first, records the handshake.
 func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
+	return d.connectThroughSock(ctx, to, rpc.SocketSame)
+}
+
+// connectThroughSock is connectThrough from a chosen socket (a reused
+// route's); rpc.SocketSame lets dht-rpc pick.
+func (d *dialer) connectThroughSock(ctx context.Context, to netip.AddrPort, sock rpc.Socket) error {
 	start := time.Now()
-	rep, err := d.n.peerHandshake(ctx, d.target, d.msg1, to)
+	rep, err := d.n.peerHandshake(ctx, d.target, d.msg1, to, sock)
 	d.n.log.Debug("dht: peer handshake", "via", to, "took", time.Since(start), "err", err)
 	if err != nil {
 		return err
@@ -717,4 +751,11 @@ func nonNil(a []netip.AddrPort) []netip.AddrPort {
 		return []netip.AddrPort{}
 	}
 	return a
+}
+
+// spent reports whether the Noise handshake was used up by a reply.
+func (d *dialer) spent() bool {
+	d.hsMu.Lock()
+	defer d.hsMu.Unlock()
+	return d.hsDone
 }

@@ -208,3 +208,44 @@ func TestListenCloseUnannounces(t *testing.T) {
 
 var _ = bytes.Equal
 var _ = rpc.Persistent
+
+// TestReusableRoute: with ReusableSocket on both sides, a second Dial goes
+// straight to the server's path (no FIND_PEER: it works even when the
+// server's announce is gone), and a stale route falls back to the lookup.
+func TestReusableRoute(t *testing.T) {
+	tn := testnet(t, 5)
+	ctx := testCtx(t, 60*time.Second)
+	srv := peerNode(t, tn, seedKey(41))
+	cli := peerNode(t, tn, seedKey(42))
+	l, err := srv.Listen(ctx, seedKey(43), &ListenOptions{ReusableSocket: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	echo(t, l)
+	opts := &DialOptions{ReusableSocket: true}
+	c, err := cli.Dial(ctx, seedKey(43).Public, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, c, 1024)
+	c.Close()
+	if _, ok := cli.route(seedKey(43).Public); !ok {
+		t.Fatal("no route remembered")
+	}
+	// Remove the server's announce from the DHT: only the route can work.
+	pk := seedKey(43).Public
+	for _, nd := range tn.Nodes {
+		nd.store.DeleteForward(Hash(pk[:]), time.Now())
+	}
+	c, err = cli.Dial(ctx, seedKey(43).Public, opts)
+	if err != nil {
+		t.Fatalf("dial over the reused route: %v", err)
+	}
+	roundTrip(t, c, 1024)
+	c.Close()
+	// Without ReusableSocket the lookup is used, and finds nothing now.
+	if _, err := cli.Dial(ctx, seedKey(43).Public, nil); !errors.Is(err, ErrPeerNotFound) && !errors.Is(err, ErrPeerConnectionFailed) {
+		t.Fatalf("dial without the route: %v", err)
+	}
+}

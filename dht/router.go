@@ -18,6 +18,7 @@ type connState struct {
 	mu       sync.Mutex
 	servers  map[[32]byte]*Listener
 	punchers map[*punchWatch]struct{}
+	routes   map[[32]byte]route
 	closed   bool
 
 	randomPunches   int
@@ -34,6 +35,7 @@ type punchWatch struct {
 func (c *connState) init() {
 	c.servers = make(map[[32]byte]*Listener)
 	c.punchers = make(map[*punchWatch]struct{})
+	c.routes = make(map[[32]byte]route)
 }
 
 const randomPunchInterval = 20 * time.Second
@@ -243,10 +245,10 @@ func (n *Node) onPeerHolepunch(r *rpc.Request, target [32]byte) {
 
 // peerHandshake sends a PEER_HANDSHAKE FROM_CLIENT to a node and checks the
 // reply as the reference's router does.
-func (n *Node) peerHandshake(ctx context.Context, target [32]byte, msg1 []byte, to netip.AddrPort) (hsReply, error) {
+func (n *Node) peerHandshake(ctx context.Context, target [32]byte, msg1 []byte, to netip.AddrPort, sock rpc.Socket) (hsReply, error) {
 	id := rpc.ID(target)
 	v := (&wire.Handshake{Mode: wire.ModeFromClient, Noise: msg1}).Append(nil)
-	res, err := n.rpc.Request(ctx, to, rpc.RequestOptions{Command: uint64(wire.CmdPeerHandshake), Target: &id, Value: v})
+	res, err := n.rpc.Request(ctx, to, rpc.RequestOptions{Command: uint64(wire.CmdPeerHandshake), Target: &id, Value: v, Socket: sock})
 	if err != nil {
 		return hsReply{}, err
 	}
@@ -291,4 +293,34 @@ type hpReply struct {
 	from, to    netip.AddrPort
 	payload     []byte
 	peerAddress netip.AddrPort
+}
+
+// route is a path to a server that both sides allowed to be reused
+// (udx.reusableSocket): a later Dial handshakes with the server there
+// directly, skipping the lookup and the punch (socket-pool.js routes).
+type route struct {
+	sock *udx.Socket
+	addr netip.AddrPort
+}
+
+func (n *Node) route(pk [32]byte) (route, bool) {
+	c := &n.conns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.routes[pk]
+	return r, ok
+}
+
+func (n *Node) setRoute(pk [32]byte, r *route) {
+	c := &n.conns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r == nil {
+		delete(c.routes, pk)
+		return
+	}
+	if len(c.routes) >= 4096 {
+		clear(c.routes) // a cache: dropping it costs lookups, not correctness
+	}
+	c.routes[pk] = *r
 }

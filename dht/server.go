@@ -428,7 +428,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	relays, relayAddrs := slices.Clone(l.relays), slices.Clone(l.relayAddrs)
 	l.mu.Unlock()
 	out := wire.NoisePayload{Version: 1, Error: code, Firewall: wire.FirewallUnknown,
-		Addresses4: addrs, UDX: &wire.UDXInfo{Version: 1}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
+		Addresses4: addrs, UDX: &wire.UDXInfo{Version: 1, ReusableSocket: l.opts.ReusableSocket}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
 	if ours.IsValid() {
 		out.Firewall = wire.FirewallOpen
 	} else {
@@ -466,7 +466,12 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	if remote.Firewall == wire.FirewallOpen || direct {
 		sock, _ := n.socket()
 		if direct {
-			sock = n.sock // the client reached our server socket itself
+			// The client reached one of our sockets itself (a reused
+			// route may be our client socket's mapping): answer there.
+			sock = n.sock
+			if r.Socket() == rpc.SocketClient && n.csock != nil {
+				sock = n.csock
+			}
 		}
 		go l.onsocket(s, sock, client, false)
 		return

@@ -163,3 +163,12 @@ func (d *DHT) onRequest(now time.Time, req *Request, external bool) {
 
 // encodeAddr is the 6-byte ipv4Address of a.
 func encodeAddr(a netip.AddrPort) []byte { return compact.AppendIPv4Address(make([]byte, 0, 6), a) }
+
+// Socket names the socket the request arrived on (SocketServer or
+// SocketClient).
+func (r *Request) Socket() Socket {
+	if r.sock == sockClient {
+		return SocketClient
+	}
+	return SocketServer
+}
