@@ -62,6 +62,29 @@
 // them (ErrUnknownAlias) without changing state so the caller can do the
 // same.
 //
+// # Runtime
+//
+// Server relays a *dht.Node (ServeTCP/Serve for the TCP transport,
+// ServeHTTP for WebSocket, ServeFramed for any Framed): per client a
+// Session, a Dial per connect, a Listener per listen (firewall questions
+// go to the client as incoming), a query per lookup/announce/unannounce.
+// Each client is bounded by Limits (streams, servers, queries, pending
+// requests), its write queue (ServerOptions.WriteQueue: a client that does
+// not read stalls its streams, and through udx flow control their peers)
+// and per-stream buffers; the heartbeat pings every 15 s and drops a
+// client silent for 45 s (armed from the start, unlike the reference).
+// The Go relay is custodial only: a non-custodial connect is answered
+// with destroy and listen with listening+closed, both naming
+// ErrNonCustodial, because running the Noise handshake remotely needs a
+// hook into the dht package's Dial and Listen that is not there yet.
+//
+// Client is the relayed side with the UDP node's API shape (Dial, Listen,
+// Lookup, Announce, Unannounce) over one Framed; DialClient reaches a
+// relay at tcp://, ws:// or wss://. It runs both modes: non-custodial it
+// does the IK handshakes and signatures itself and wraps each stream in
+// its own secret-stream (tested against the Node relay, which then never
+// receives the secret key).
+//
 // # Custodial and non-custodial keys
 //
 // Custodial (the reference's default): the client sends its Ed25519
