@@ -141,6 +141,7 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 		p.Firewall = wire.FirewallOpen
 		p.Addresses4 = []netip.AddrPort{ours}
 	}
+	p.Addresses4 = append(p.Addresses4, n.localAddresses()...)
 	if d.relayThrough != nil {
 		if pk := d.relayThrough(); !pk.IsZero() {
 			d.relayPK, d.relayToken = pk, random32()
@@ -503,6 +504,35 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (pun
 			return punchPath{}, ctx.Err()
 		}
 	}
+	// Behind the same NAT (the relay saw one public host for both of us):
+	// race a PING to the server's best LAN address with the punch, which
+	// a NAT without hairpinning would never let through.
+	lan := make(chan punchPath, 1)
+	if relayed && c.clientAddress.Addr() == c.serverAddress.Addr() {
+		if cands := lanCandidates(pl.Addresses4); len(cands) > 0 {
+			addr := matchAddress(n.localAddresses(), cands)
+			go func() {
+				lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				if _, err := n.rpc.Request(lctx, addr, rpc.RequestOptions{Internal: true, Command: rpc.CmdPing, Socket: rpc.SocketServer}); err == nil {
+					lan <- punchPath{sock: n.sock, from: addr}
+				} else {
+					close(lan)
+				}
+			}()
+			if !remoteHolepunchable {
+				select {
+				case p, ok := <-lan:
+					if ok {
+						return p, nil
+					}
+					return punchPath{}, ErrHolepunchAborted.with(errors.New("the server's LAN address did not answer"))
+				case <-ctx.Done():
+					return punchPath{}, ctx.Err()
+				}
+			}
+		}
+	}
 	if !remoteHolepunchable {
 		return punchPath{}, ErrCannotHolepunch
 	}
@@ -541,6 +571,21 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (pun
 	runDone := false
 	select {
 	case out = <-arrived:
+	case p, ok := <-lan:
+		if ok {
+			out = p
+		} else {
+			// The LAN ping failed; keep punching.
+			select {
+			case out = <-arrived:
+			case a := <-path:
+				out = punchPath{sock: sock, from: a, connected: true}
+			case err = <-done:
+				runDone = true
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
 	case a := <-path:
 		out = punchPath{sock: sock, from: a, connected: true}
 	case err = <-done:

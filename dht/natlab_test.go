@@ -69,6 +69,7 @@ func (ln *labNet) host(kind natlab.Kind) *natlab.Host {
 func (ln *labNet) node(t *testing.T, h *natlab.Host, kind natlab.Kind) *Node {
 	t.Helper()
 	n, err := New(Config{Conn: h.ListenUDP(0), ClientConn: h.ListenUDP(0), Bootstrap: ln.boot, Logger: testLogger(),
+		LocalAddresses: func() []netip.Addr { return []netip.Addr{h.Addr()} },
 		PunchSocket: func() (net.PacketConn, error) {
 			var c *net.UDPConn
 			err := h.Run(func() (err error) {
@@ -357,5 +358,37 @@ func TestRelayDiesMidTransfer(t *testing.T) {
 		case <-time.After(45 * time.Second):
 			t.Fatal("a side never noticed the relay died")
 		}
+	}
+}
+
+// TestSameNAT: two hosts behind one NAT (which does not hairpin) connect
+// over their LAN, through the addresses both handshake payloads share.
+func TestSameNAT(t *testing.T) {
+	natlab.Require(t)
+	ln := newLabNet(t)
+	for _, kind := range []natlab.Kind{natlab.Consistent, natlab.Random} {
+		nat := ln.lab.NAT(kind)
+		hs := ln.lab.Hosts(nat, 2)
+		srv, cli := ln.node(t, hs[0], kind), ln.node(t, hs[1], kind)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		l, err := srv.Listen(ctx, keyFor(500+int(kind)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, l)
+		start := time.Now()
+		c, err := cli.Dial(ctx, keyFor(500+int(kind)).Public, nil)
+		if err != nil {
+			t.Fatalf("behind one %v NAT: %v", kind, err)
+		}
+		ra, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		if ra.Addr() != hs[0].Addr() {
+			t.Errorf("behind one %v NAT: connected to %v, want the server's LAN address %v", kind, ra, hs[0].Addr())
+		}
+		roundTrip(t, c, 64<<10)
+		c.Close()
+		l.Close()
+		cancel()
+		t.Logf("behind one %v NAT: LAN path %v in %v", kind, ra, time.Since(start).Round(time.Millisecond))
 	}
 }

@@ -54,6 +54,11 @@ type Config struct {
 	// the main socket only, which rarely beats a randomizing NAT.
 	PunchSocket func() (net.PacketConn, error)
 
+	// LocalAddresses lists this host's addresses for the LAN shortcut;
+	// nil reads the interfaces. Tests running a node in a network
+	// namespace pass the namespace's address.
+	LocalAddresses func() []netip.Addr
+
 	// RPC, if set, supplies the remaining dht-rpc settings (concurrency,
 	// rate limits, ...). Its sockets, bootstrap, mode and handler are
 	// replaced by the fields above.

@@ -404,6 +404,8 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	if ours.IsValid() {
 		addrs = append(addrs, ours)
 	}
+	// Our LAN addresses: a client behind the same NAT connects there.
+	addrs = append(addrs, n.localAddresses()...)
 	if code == wire.ErrorNone {
 		s.remoteID = uint32(remote.UDX.ID)
 		st, err := newStream(n.sock.UDX(), &udx.StreamOptions{
