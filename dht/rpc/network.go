@@ -385,6 +385,8 @@ func (d *DHT) updateNetworkState(now time.Time, onlyFirewall bool, done func(tim
 		}
 		if !d.ephemeral {
 			d.log.Debug("dht-rpc persistent", "id", id)
+			// Publish first: whoever the event wakes reads the new state.
+			d.publish()
 			d.emit(EventPersistent, netip.AddrPortFrom(host, port))
 		}
 		if done != nil {
