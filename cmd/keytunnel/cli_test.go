@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/keytunnel/keytunnel/internal/proctest"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,37 +18,37 @@ import (
 // bootstrap others in turn.
 func TestTestnetAndNodeProcesses(t *testing.T) {
 	port := freeUDP(t)
-	tn := start(t, procEnv(t, ""), "testnet", "--nodes", "3", "--port", strconv.Itoa(port))
-	bs := tn.first(30 * time.Second)
+	tn := proctest.Start(t, proctest.Env(t, ""), "testnet", "--nodes", "3", "--port", strconv.Itoa(port))
+	bs := tn.First(30 * time.Second)
 	if bs != "127.0.0.1:"+strconv.Itoa(port) {
 		t.Fatalf("testnet printed %q, want 127.0.0.1:%d", bs, port)
 	}
 	joinable(t, bs)
 
 	nport := freeUDP(t)
-	nd := start(t, procEnv(t, bs), "--json", "node", "--port", strconv.Itoa(nport))
-	ev := decodeJSON(t, nd.first(30*time.Second))
+	nd := proctest.Start(t, proctest.Env(t, bs), "--json", "node", "--port", strconv.Itoa(nport))
+	ev := proctest.JSON(t, nd.First(30*time.Second))
 	if ev["event"] != "node" || !strings.HasSuffix(ev["bootstrap"].(string), ":"+strconv.Itoa(nport)) {
 		t.Fatalf("node event %v", ev)
 	}
 	joinable(t, "127.0.0.1:"+strconv.Itoa(nport))
 
 	// A second testnet on the same port: one line, exit 1.
-	again := start(t, procEnv(t, ""), "testnet", "--port", strconv.Itoa(port))
-	if code := again.wait(20 * time.Second); code != 1 {
+	again := proctest.Start(t, proctest.Env(t, ""), "testnet", "--port", strconv.Itoa(port))
+	if code := again.Wait(20 * time.Second); code != 1 {
 		t.Fatalf("exit %d", code)
 	}
-	if got := again.err.String(); got != fmt.Sprintf("keytunnel: UDP port %d is already in use\n", port) {
+	if got := again.Err.String(); got != fmt.Sprintf("keytunnel: UDP port %d is already in use\n", port) {
 		t.Fatalf("stderr %q", got)
 	}
 
 	// SIGTERM ends both cleanly.
-	nd.stop()
-	tn.stop()
-	if code := nd.wait(time.Second); code != 0 {
+	nd.Stop()
+	tn.Stop()
+	if code := nd.Wait(time.Second); code != 0 {
 		t.Fatalf("node exit %d", code)
 	}
-	if code := tn.wait(time.Second); code != 0 {
+	if code := tn.Wait(time.Second); code != 0 {
 		t.Fatalf("testnet exit %d", code)
 	}
 }
@@ -62,7 +63,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	good, kp := writeSeed(t, "good.key")
+	good, kp := proctest.WriteSeed(t, "good.key")
 	_ = good
 	// An address nothing answers at: these commands must fail before they
 	// would use it.
@@ -81,18 +82,18 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{"connect", "xyz"}, `keytunnel: "xyz" is not a public key (want 64 hex or 52 z-base-32 characters)`},
 		{[]string{"--log-level", "loud", "node"}, `keytunnel: --log-level "loud": want debug, info, warn or error`},
 	} {
-		p := start(t, procEnv(t, bs), tc.args...)
-		code := p.wait(20 * time.Second)
-		if code != 1 || p.err.String() != tc.want+"\n" || p.out.String() != "" {
-			t.Errorf("%v: exit %d\nstderr %q\nwant   %q\nstdout %q", tc.args, code, p.err.String(), tc.want+"\n", p.out.String())
+		p := proctest.Start(t, proctest.Env(t, bs), tc.args...)
+		code := p.Wait(20 * time.Second)
+		if code != 1 || p.Err.String() != tc.want+"\n" || p.Out.String() != "" {
+			t.Errorf("%v: exit %d\nstderr %q\nwant   %q\nstdout %q", tc.args, code, p.Err.String(), tc.want+"\n", p.Out.String())
 		}
 	}
 	// With --json the error is also an event on stdout.
-	p := start(t, procEnv(t, bs), "--json", "forward", "nope")
-	if code := p.wait(20 * time.Second); code != 1 {
+	p := proctest.Start(t, proctest.Env(t, bs), "--json", "forward", "nope")
+	if code := p.Wait(20 * time.Second); code != 1 {
 		t.Fatalf("exit %d", code)
 	}
-	if ev := decodeJSON(t, p.out.all()[0]); ev["event"] != "error" || !strings.Contains(ev["error"].(string), "not a public key") {
+	if ev := proctest.JSON(t, p.Out.All()[0]); ev["event"] != "error" || !strings.Contains(ev["error"].(string), "not a public key") {
 		t.Fatalf("event %v", ev)
 	}
 }
@@ -101,19 +102,19 @@ func TestErrorsAreOneLine(t *testing.T) {
 // a SIGHUP applies an edited file: an added forward opens, a removed one
 // closes, the kept one keeps its connection.
 func TestUpProcess(t *testing.T) {
-	bs := testnet(t, 3)
+	bs := proctest.Testnet(t, 3)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "keytunnel.toml")
-	_, svc := writeSeed(t, "svc.key")
-	pa, pb := freeTCP(t), freeTCP(t)
+	_, svc := proctest.WriteSeed(t, "svc.key")
+	pa, pb := proctest.FreeTCP(t), proctest.FreeTCP(t)
 
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[[forward]]\nname = \"a\"\nkey = %q\nport = %d\n\n[[forward]]\nname = \"b\"\nkey = \"short\"\nport = %d\n", svc.Public, pa, pb)), 0o600)
-	p := start(t, procEnv(t, bs), "up", "-c", cfg)
-	if code := p.wait(20 * time.Second); code != 1 {
+	p := proctest.Start(t, proctest.Env(t, bs), "up", "-c", cfg)
+	if code := p.Wait(20 * time.Second); code != 1 {
 		t.Fatalf("invalid config: exit %d", code)
 	}
-	if want := "keytunnel: " + cfg + ":8: forward[1].key: "; !strings.HasPrefix(p.err.String(), want) {
-		t.Fatalf("stderr %q, want prefix %q", p.err.String(), want)
+	if want := "keytunnel: " + cfg + ":8: forward[1].key: "; !strings.HasPrefix(p.Err.String(), want) {
+		t.Fatalf("stderr %q, want prefix %q", p.Err.String(), want)
 	}
 	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pa)); err == nil {
 		c.Close()
@@ -130,8 +131,8 @@ func TestUpProcess(t *testing.T) {
 		}
 	}
 	write(map[string]int{"a": pa})
-	p = start(t, procEnv(t, bs), "--json", "up", "-c", cfg)
-	p.line(`"entry":"a"`, 30*time.Second)
+	p = proctest.Start(t, proctest.Env(t, bs), "--json", "up", "-c", cfg)
+	p.Line(`"entry":"a"`, 30*time.Second)
 	ca, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pa))
 	if err != nil {
 		t.Fatal(err)
@@ -139,8 +140,8 @@ func TestUpProcess(t *testing.T) {
 	defer ca.Close()
 
 	write(map[string]int{"b": pb})
-	p.cmd.Process.Signal(syscall.SIGHUP)
-	ev := decodeJSON(t, p.line(`"event":"reloaded"`, 20*time.Second))
+	p.Cmd.Process.Signal(syscall.SIGHUP)
+	ev := proctest.JSON(t, p.Line(`"event":"reloaded"`, 20*time.Second))
 	if fmt.Sprint(ev["started"]) != "[b]" || fmt.Sprint(ev["stopped"]) != "[a]" {
 		t.Fatalf("reloaded %v", ev)
 	}
@@ -156,26 +157,26 @@ func TestUpProcess(t *testing.T) {
 
 	// An invalid edit leaves the process running as it was.
 	os.WriteFile(cfg, []byte("[[forward]]\nport = 1\n"), 0o600)
-	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.line(`"event":"reload_failed"`, 20*time.Second)
+	p.Cmd.Process.Signal(syscall.SIGHUP)
+	p.Line(`"event":"reload_failed"`, 20*time.Second)
 	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pb)); err != nil {
 		t.Fatalf("after a failed reload: %v", err)
 	} else {
 		c.Close()
 	}
-	p.stop()
-	if code := p.wait(time.Second); code != 0 {
+	p.Stop()
+	if code := p.Wait(time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }
 
 func TestKeygenProcessJSON(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "k")
-	p := start(t, procEnv(t, ""), "--json", "keygen", "--out", out)
-	if code := p.wait(20 * time.Second); code != 0 {
+	p := proctest.Start(t, proctest.Env(t, ""), "--json", "keygen", "--out", out)
+	if code := p.Wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	ev := decodeJSON(t, p.out.all()[0])
+	ev := proctest.JSON(t, p.Out.All()[0])
 	if ev["event"] != "key" || ev["key_file"] != out || len(ev["public_key"].(string)) != 64 {
 		t.Fatalf("event %v", ev)
 	}

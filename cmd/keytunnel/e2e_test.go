@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/keytunnel/keytunnel/internal/proctest"
 	"io"
 	"net"
 	"net/http"
@@ -32,8 +33,8 @@ import (
 // the connect layer is not implemented.
 func requireConnect(t *testing.T) string {
 	t.Helper()
-	binary(t)
-	bs := testnet(t, 4)
+	proctest.Binary(t)
+	bs := proctest.Testnet(t, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	node := func() *dht.Node {
@@ -72,10 +73,10 @@ func requireConnect(t *testing.T) string {
 
 // exposeProc starts `keytunnel --json expose` and returns the process and
 // the key it printed first.
-func exposeProc(t *testing.T, bs, target string, args ...string) (*proc, string) {
+func exposeProc(t *testing.T, bs, target string, args ...string) (*proctest.Proc, string) {
 	t.Helper()
-	p := start(t, procEnv(t, bs), append(append([]string{"--json", "expose"}, args...), target)...)
-	ev := decodeJSON(t, p.first(60*time.Second))
+	p := proctest.Start(t, proctest.Env(t, bs), append(append([]string{"--json", "expose"}, args...), target)...)
+	ev := proctest.JSON(t, p.First(60*time.Second))
 	pub, _ := ev["public_key"].(string)
 	if ev["event"] != "listening" || len(pub) != 64 {
 		t.Fatalf("first line of expose: %v", ev)
@@ -83,10 +84,10 @@ func exposeProc(t *testing.T, bs, target string, args ...string) (*proc, string)
 	return p, pub
 }
 
-func forwardProc(t *testing.T, bs, pub string, args ...string) (*proc, string) {
+func forwardProc(t *testing.T, bs, pub string, args ...string) (*proctest.Proc, string) {
 	t.Helper()
-	p := start(t, procEnv(t, bs), append(append([]string{"--json", "forward"}, args...), pub, "0")...)
-	ev := decodeJSON(t, p.line(`"event":"forwarding"`, 60*time.Second))
+	p := proctest.Start(t, proctest.Env(t, bs), append(append([]string{"--json", "forward"}, args...), pub, "0")...)
+	ev := proctest.JSON(t, p.Line(`"event":"forwarding"`, 60*time.Second))
 	return p, ev["listen"].(string)
 }
 
@@ -103,12 +104,12 @@ func TestE2EHTTPWithCurl(t *testing.T) {
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 
 	// Text mode, no key: the first line is the key, the second where it is.
-	ex := start(t, procEnv(t, bs), "expose", port)
-	pub := ex.first(60 * time.Second)
+	ex := proctest.Start(t, proctest.Env(t, bs), "expose", port)
+	pub := ex.First(60 * time.Second)
 	if _, err := key.ParsePublicKey(pub); err != nil || len(pub) != 64 {
 		t.Fatalf("first line %q", pub)
 	}
-	ex.line("new key saved in ", 5*time.Second)
+	ex.Line("new key saved in ", 5*time.Second)
 
 	_, local := forwardProc(t, bs, pub)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -143,7 +144,7 @@ func TestE2EParallelOneSession(t *testing.T) {
 			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	keyFile, kp := writeSeed(t, "svc.key")
+	keyFile, kp := proctest.WriteSeed(t, "svc.key")
 	ex, pub := exposeProc(t, bs, echo.Addr().String(), "--key", keyFile)
 	if pub != kp.Public.String() {
 		t.Fatalf("exposed %s, key file holds %s", pub, kp.Public)
@@ -167,10 +168,10 @@ func TestE2EParallelOneSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := ex.out.count(`"event":"connected"`); n != 1 {
+	if n := ex.Out.Count(`"event":"connected"`); n != 1 {
 		t.Fatalf("expose saw %d peer connections, want 1", n)
 	}
-	if n := fw.out.count(`"event":"connected"`); n != 1 {
+	if n := fw.Out.Count(`"event":"connected"`); n != 1 {
 		t.Fatalf("forward made %d peer sessions, want 1", n)
 	}
 }
@@ -221,14 +222,14 @@ func TestE2EAllow(t *testing.T) {
 			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	friendFile, friend := writeSeed(t, "friend.key")
-	strangerFile, _ := writeSeed(t, "stranger.key")
+	friendFile, friend := proctest.WriteSeed(t, "friend.key")
+	strangerFile, _ := proctest.WriteSeed(t, "stranger.key")
 	ex, pub := exposeProc(t, bs, echo.Addr().String(), "--allow", friend.Public.Z32())
 
 	// The stranger's connect fails with one line and status 1.
-	p := exec.Command(binary(t), "connect", "--key", strangerFile, pub)
-	p.Env = procEnv(t, bs)
-	checkLoopbackOnly(t, p.Env, p.Args[1:])
+	p := exec.Command(proctest.Binary(t), "connect", "--key", strangerFile, pub)
+	p.Env = proctest.Env(t, bs)
+	proctest.CheckLoopbackOnly(t, p.Env, p.Args[1:])
 	var stderr bytes.Buffer
 	p.Stderr = &stderr
 	p.Stdin = strings.NewReader("should not arrive\n")
@@ -242,8 +243,8 @@ func TestE2EAllow(t *testing.T) {
 	}
 
 	// The friend's connect is a working pipe (as under ssh).
-	p = exec.Command(binary(t), "connect", "--key", friendFile, pub)
-	p.Env = procEnv(t, bs)
+	p = exec.Command(proctest.Binary(t), "connect", "--key", friendFile, pub)
+	p.Env = proctest.Env(t, bs)
 	p.Stdin = strings.NewReader("hello friend\n")
 	out, err = runBounded(p, 60*time.Second)
 	if err != nil || string(out) != "hello friend\n" {
@@ -259,7 +260,7 @@ func TestE2EAllow(t *testing.T) {
 	}
 	defer c.Close()
 	c.Write([]byte("knock"))
-	ev := decodeJSON(t, fw.line(`"event":"redialing"`, 45*time.Second))
+	ev := proctest.JSON(t, fw.Line(`"event":"redialing"`, 45*time.Second))
 	if ev["error"] == nil {
 		t.Fatalf("redialing without the dial's error: %v", ev)
 	}
@@ -267,7 +268,7 @@ func TestE2EAllow(t *testing.T) {
 	if n, _ := c.Read(make([]byte, 10)); n != 0 {
 		t.Fatal("a stranger's forward got data")
 	}
-	if n := ex.out.count(`"event":"connected"`); n != 1 {
+	if n := ex.Out.Count(`"event":"connected"`); n != 1 {
 		t.Fatalf("expose saw %d connections, want only the friend's", n)
 	}
 }
@@ -314,27 +315,27 @@ func TestE2EUp(t *testing.T) {
 			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	keyFile, kp := writeSeed(t, "svc.key")
-	pa := freeTCP(t)
+	keyFile, kp := proctest.WriteSeed(t, "svc.key")
+	pa := proctest.FreeTCP(t)
 	cfg := filepath.Join(t.TempDir(), "keytunnel.toml")
 	expose := fmt.Sprintf("[[expose]]\nname = \"svc\"\naddress = %q\nkey = %q\n", echo.Addr(), keyFile)
 	forward := fmt.Sprintf("\n[[forward]]\nname = \"a\"\nkey = %q\nport = %d\n", kp.Public.Z32(), pa)
 	if err := os.WriteFile(cfg, []byte(expose+forward), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, procEnv(t, bs), "--json", "up", "-c", cfg)
-	ev := decodeJSON(t, p.line(`"entry":"svc"`, 60*time.Second))
+	p := proctest.Start(t, proctest.Env(t, bs), "--json", "up", "-c", cfg)
+	ev := proctest.JSON(t, p.Line(`"entry":"svc"`, 60*time.Second))
 	if ev["event"] != "listening" || ev["public_key"] != kp.Public.String() {
 		t.Fatalf("expose entry event %v", ev)
 	}
-	p.line(`"entry":"a"`, 10*time.Second)
+	p.Line(`"entry":"a"`, 10*time.Second)
 	echoOnce(t, fmt.Sprintf("127.0.0.1:%d", pa), "through up")
 
 	if err := os.WriteFile(cfg, []byte(expose), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.line(`"event":"reloaded"`, 20*time.Second)
+	p.Cmd.Process.Signal(syscall.SIGHUP)
+	p.Line(`"event":"reloaded"`, 20*time.Second)
 	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pa)); err == nil {
 		c.Close()
 		t.Fatal("removed forward still listens")

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -212,6 +213,27 @@ func (p *Proc) Stop() {
 		<-p.exited
 	}
 }
+
+// Wait waits up to d for the process to exit and returns its exit code.
+func (p *Proc) Wait(d time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(d):
+		p.t.Fatalf("%s: still running after %v\nstdout:\n%s\nstderr:\n%s", p.Name, d, p.Out, p.Err)
+	}
+	var ee *exec.ExitError
+	if errors.As(p.werr, &ee) {
+		return ee.ExitCode()
+	}
+	if p.werr != nil {
+		p.t.Fatal(p.werr)
+	}
+	return 0
+}
+
+// First waits for the first stdout line.
+func (p *Proc) First(d time.Duration) string { return p.Line("", d) }
 
 // Line waits for a stdout line containing sub and returns it.
 func (p *Proc) Line(sub string, d time.Duration) string {
