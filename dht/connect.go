@@ -667,16 +667,8 @@ func (p *clientPunch) update(ctx context.Context, peerAddress, relay netip.AddrP
 	p.mu.Lock()
 	p.remoteFirewall = remote.Firewall
 	p.remotePunching = remote.Punching
-	prev := p.remoteAddrs
-	p.remoteAddrs = nil
+	p.remoteAddrs = updateRemotes(remote.Addresses, p.remoteAddrs, echoed, peerAddress.Addr())
 	for _, a := range remote.Addresses {
-		v := echoed && a.Addr() == peerAddress.Addr()
-		for _, o := range prev {
-			if o.Verified && o.Addr.Addr() == a.Addr() {
-				v = true
-			}
-		}
-		p.remoteAddrs = append(p.remoteAddrs, holepunch.Remote{Addr: a, Verified: v})
 		if !slices.Contains(p.hosts, a.Addr()) {
 			p.hosts = append(p.hosts, a.Addr())
 		}

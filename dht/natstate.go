@@ -93,3 +93,21 @@ func isBogon(a netip.Addr) bool {
 func sameAddr(a, b netip.AddrPort) bool {
 	return a.Addr().Unmap() == b.Addr().Unmap() && a.Port() == b.Port()
 }
+
+// updateRemotes is the peer's new address list for punching
+// (Holepuncher.updateRemote): an address is verified when the peer echoed
+// our token from its host (echoed, from), or when that host was verified
+// in an earlier round.
+func updateRemotes(addrs []netip.AddrPort, prev []holepunch.Remote, echoed bool, from netip.Addr) []holepunch.Remote {
+	out := make([]holepunch.Remote, 0, len(addrs))
+	for _, a := range addrs {
+		v := echoed && a.Addr() == from
+		for _, o := range prev {
+			if o.Verified && o.Addr.Addr() == a.Addr() {
+				v = true
+			}
+		}
+		out = append(out, holepunch.Remote{Addr: a, Verified: v})
+	}
+	return out
+}

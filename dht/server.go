@@ -711,17 +711,7 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 	if p.Round >= s.round {
 		s.round = p.Round
 		s.remoteFirewall = p.Firewall
-		prev := s.remoteAddrs
-		s.remoteAddrs = s.remoteAddrs[:0:0]
-		for _, a := range p.Addresses {
-			v := echoed && a.Addr() == peerAddress.Addr()
-			for _, old := range prev {
-				if old.Verified && old.Addr.Addr() == a.Addr() {
-					v = true
-				}
-			}
-			s.remoteAddrs = append(s.remoteAddrs, holepunch.Remote{Addr: a, Verified: v})
-		}
+		s.remoteAddrs = updateRemotes(p.Addresses, s.remoteAddrs, echoed, peerAddress.Addr())
 		s.remotePunching = p.Punching
 	}
 	remoteFw, remotePunching := s.remoteFirewall, s.remotePunching
