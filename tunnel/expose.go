@@ -46,13 +46,7 @@ type Exposer struct {
 	log    *slog.Logger
 	emit   emitter
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	done   chan struct{}
-	err    error // why the accept loop ended; read after done
-
-	closeOnce sync.Once
+	serving
 }
 
 // NewExposer starts serving ln's peers, connecting each to target
@@ -72,72 +66,16 @@ func NewExposer(ln PeerListener, target string, opts ExposeOptions) *Exposer {
 		opts:   opts,
 		log:    loggerOr(opts.Logger).With("key", ln.PublicKey().String(), "target", target),
 		emit:   emitter(opts.OnEvent),
-		done:   make(chan struct{}),
 	}
-	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.wg.Add(1)
-	go e.acceptLoop()
+	e.init(ln)
+	startAccepting(&e.serving, e.log, "peer", ln.Accept, e.servePeer)
 	return e
 }
 
 // Expose serves ln's peers until ctx ends or ln fails, and returns after
 // every connection it started is closed.
 func Expose(ctx context.Context, ln PeerListener, target string, opts ExposeOptions) error {
-	e := NewExposer(ln, target, opts)
-	select {
-	case <-ctx.Done():
-	case <-e.Done():
-	}
-	e.Close()
-	if err := e.Err(); err != nil {
-		return err
-	}
-	return ctx.Err()
-}
-
-// Done is closed when the Exposer stops accepting peers.
-func (e *Exposer) Done() <-chan struct{} { return e.done }
-
-// Err is why the Exposer stopped accepting: nil after Close, else the
-// listener's error. Valid after Done is closed.
-func (e *Exposer) Err() error {
-	select {
-	case <-e.done:
-		return e.err
-	default:
-		return nil
-	}
-}
-
-// Close stops accepting, closes every peer connection and waits for all
-// goroutines. It is idempotent.
-func (e *Exposer) Close() error {
-	e.closeOnce.Do(func() {
-		e.cancel()
-		e.ln.Close()
-	})
-	e.wg.Wait()
-	return nil
-}
-
-func (e *Exposer) acceptLoop() {
-	defer e.wg.Done()
-	defer close(e.done)
-	for {
-		pc, err := e.ln.Accept()
-		if err != nil {
-			if e.ctx.Err() == nil {
-				e.err = err
-				e.log.Error("peer listener failed", "err", err)
-			}
-			return
-		}
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			e.servePeer(pc)
-		}()
-	}
+	return runUntil(ctx, &NewExposer(ln, target, opts).serving)
 }
 
 func (e *Exposer) servePeer(pc PeerConn) {

@@ -49,19 +49,13 @@ type Forwarder struct {
 	log    *slog.Logger
 	emit   emitter
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	done   chan struct{}
-	err    error
-	want   chan struct{} // a local connection needs a session
+	serving
+	want chan struct{} // a local connection needs a session
 
 	mu      sync.Mutex
 	sess    *yamux.Session
 	lastErr error         // of the latest failed dial, for waiters
 	changed chan struct{} // closed and replaced when sess or lastErr change
-
-	closeOnce sync.Once
 }
 
 // NewForwarder starts accepting on ln and tunnelling every connection to
@@ -76,13 +70,11 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 		opts:    opts,
 		log:     loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()),
 		emit:    emitter(opts.OnEvent),
-		done:    make(chan struct{}),
 		want:    make(chan struct{}, 1),
 		changed: make(chan struct{}),
 	}
-	f.ctx, f.cancel = context.WithCancel(context.Background())
-	f.wg.Add(1)
-	go f.acceptLoop()
+	f.init(ln)
+	startAccepting(&f.serving, f.log, "local", ln.Accept, f.serveLocal)
 	if !opts.Raw {
 		f.wg.Add(1)
 		go f.sessionLoop()
@@ -93,60 +85,7 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 // Forward tunnels ln's connections to remote until ctx ends or ln fails,
 // and returns after every connection it started is closed.
 func Forward(ctx context.Context, d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardOptions) error {
-	f := NewForwarder(d, remote, ln, opts)
-	select {
-	case <-ctx.Done():
-	case <-f.Done():
-	}
-	f.Close()
-	if err := f.Err(); err != nil {
-		return err
-	}
-	return ctx.Err()
-}
-
-// Done is closed when the Forwarder stops accepting local connections.
-func (f *Forwarder) Done() <-chan struct{} { return f.done }
-
-// Err is the local listener's error if it failed, nil after Close.
-func (f *Forwarder) Err() error {
-	select {
-	case <-f.done:
-		return f.err
-	default:
-		return nil
-	}
-}
-
-// Close closes the listener, the peer session and every tunnelled
-// connection, and waits for all goroutines. It is idempotent.
-func (f *Forwarder) Close() error {
-	f.closeOnce.Do(func() {
-		f.cancel()
-		f.ln.Close()
-	})
-	f.wg.Wait()
-	return nil
-}
-
-func (f *Forwarder) acceptLoop() {
-	defer f.wg.Done()
-	defer close(f.done)
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			if f.ctx.Err() == nil {
-				f.err = err
-				f.log.Error("local listener failed", "err", err)
-			}
-			return
-		}
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			f.serveLocal(c)
-		}()
-	}
+	return runUntil(ctx, &NewForwarder(d, remote, ln, opts).serving)
 }
 
 func (f *Forwarder) serveLocal(c net.Conn) {
