@@ -25,6 +25,7 @@ const (
 	connectParallel  = 2 // concurrent PEER_HANDSHAKEs
 	findPeerRetries  = 3
 	passiveWait      = 10 * time.Second // we are OPEN: the server comes to us
+	lanHeadStart     = time.Second      // a LAN ping answers long before this; punching waits for it
 	unknownGrace     = time.Second      // the server has not classified its NAT yet
 	punchWaitTimeout = 40 * time.Second // longest strategy (1750 × 20 ms) plus slack
 )
@@ -520,16 +521,29 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (pun
 					close(lan)
 				}
 			}()
+			// The LAN gets a head start, as in connect.js which pings
+			// before punching at all: a punch round in flight when the
+			// LAN wins can make the server give up (two randomizing
+			// NATs) and destroy the stream the LAN path just opened.
+			wait := time.NewTimer(lanHeadStart)
 			if !remoteHolepunchable {
-				select {
-				case p, ok := <-lan:
-					if ok {
-						return p, nil
-					}
-					return punchPath{}, ErrHolepunchAborted.with(errors.New("the server's LAN address did not answer"))
-				case <-ctx.Done():
-					return punchPath{}, ctx.Err()
+				wait.Stop()
+			}
+			select {
+			case p, ok := <-lan:
+				wait.Stop()
+				if ok {
+					return p, nil
 				}
+				if !remoteHolepunchable {
+					return punchPath{}, ErrHolepunchAborted.with(errors.New("the server's LAN address did not answer"))
+				}
+				lan = nil
+			case <-wait.C:
+				// A slow LAN: punch meanwhile.
+			case <-ctx.Done():
+				wait.Stop()
+				return punchPath{}, ctx.Err()
 			}
 		}
 	}
