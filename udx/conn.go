@@ -295,6 +295,13 @@ func (s *Stream) transmit(p *outPkt, retransmit bool, now int64) {
 		// Keep seq, id and payload; advertise the current receive state.
 		binary.LittleEndian.PutUint32(p.buf[8:], s.recvRwnd())
 		binary.LittleEndian.PutUint32(p.buf[16:], s.ack)
+		if p.sock != s.sock || p.addr != s.raddr {
+			// The remote changed since the first send: libudx resends
+			// to the old path, which may be a relay that is gone by
+			// now. The peer takes the packet on its new path as well.
+			binary.LittleEndian.PutUint32(p.buf[4:], s.remoteID)
+			p.sock, p.uaddr, p.addr = s.sock, s.ruaddr, s.raddr
+		}
 	}
 	p.timeSent = now
 	s.ratePktSent(p, now)

@@ -99,11 +99,16 @@ func interopTransfer(t *testing.T, p *nodetest.Proc, sock *Socket, naddr netip.A
 	if sr.err != nil || gr.err != nil {
 		t.Fatalf("send %v recv %v", sr.err, gr.err)
 	}
-	nodeSent := p.Expect("sent ", 10*time.Second)
-	if hex.EncodeToString(gr.sum[:]) != nodeSent || gr.n != n {
+	// Node prints "end" when Go's END arrives, which may come before its
+	// own "sent".
+	lines := p.ExpectAll(30*time.Second, "sent ", "end ")
+	if nodeSent := lines["sent "]; hex.EncodeToString(gr.sum[:]) != nodeSent || gr.n != n {
 		t.Fatalf("Go received %d bytes, hash %x; Node sent %s", gr.n, gr.sum, nodeSent)
 	}
-	f := strings.Fields(p.Expect("end ", 30*time.Second))
+	f := strings.Fields(lines["end "])
+	if len(f) != 2 {
+		t.Fatalf("Node's end line %q", lines["end "])
+	}
 	if f[0] != fmt.Sprint(n) || f[1] != hex.EncodeToString(sr.sum[:]) {
 		t.Fatalf("Node received %s bytes hash %s; Go sent %x", f[0], f[1], sr.sum)
 	}

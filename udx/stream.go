@@ -123,6 +123,10 @@ type Stream struct {
 	remoteChanging     bool
 	seqOnRemoteChanged uint32
 	remoteChangedCh    chan struct{}
+	// pathCh closes when a packet arrives from the remote set by the last
+	// ChangeRemote (pathOK then): the peer has found the new path too.
+	pathCh chan struct{}
+	pathOK bool
 
 	ooo          [][]byte
 	oooTypes     [oooCap]uint8
@@ -277,7 +281,7 @@ func (s *Stream) replayHeldLocked(now int64) {
 	s.held = nil
 	var sacks [64]SACKBlock
 	for _, h := range held {
-		if s.dead || h.sock != s.sock || h.from.Addr().Unmap() != s.raddr.Addr().Unmap() || h.from.Port() != s.raddr.Port() {
+		if s.dead || h.sock != s.sock || !sameAddrPort(h.from, s.raddr) {
 			continue
 		}
 		p, err := DecodePacket(h.raw, sacks[:0])
@@ -343,6 +347,7 @@ func (s *Stream) ChangeRemote(sock *Socket, remoteID uint32, addr netip.AddrPort
 		s.connectLocked(sock, remoteID, addr, now)
 		s.seq, s.ack, s.keepalive = seq, ack, ka
 		s.remoteChangedCh = ch
+		s.pathCh, s.pathOK = make(chan struct{}), false
 		if s.seq == s.remoteAcked {
 			s.signalRemoteChanged()
 		} else {
@@ -355,6 +360,32 @@ func (s *Stream) ChangeRemote(sock *Socket, remoteID uint32, addr netip.AddrPort
 		return nil, err
 	}
 	return ch, nil
+}
+
+// PathConfirmed returns a channel that closes once a packet has arrived
+// from the remote (socket and address) set by the last ChangeRemote: the
+// peer sends on the new path too, so whatever carried the old one (a
+// relay) can go. Nil before any ChangeRemote.
+func (s *Stream) PathConfirmed() <-chan struct{} {
+	var ch chan struct{}
+	_ = s.u.do(func(int64) error {
+		ch = s.pathCh
+		return nil
+	})
+	return ch
+}
+
+// notePathLocked closes pathCh when a packet came from the current remote.
+func (s *Stream) notePathLocked(sk *Socket, from netip.AddrPort) {
+	if s.pathCh != nil && !s.pathOK && sk == s.sock && sameAddrPort(from, s.raddr) {
+		s.pathOK = true
+		close(s.pathCh)
+	}
+}
+
+// sameAddrPort compares two addresses ignoring v4-mapping.
+func sameAddrPort(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
 }
 
 func (s *Stream) signalRemoteChanged() {

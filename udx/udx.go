@@ -223,8 +223,12 @@ func (u *UDX) processBatch(b *rxBatch, now int64) {
 			continue
 		}
 		p, _ := DecodePacket(raw, sacks[:0])
-		if s.sock != sk {
-			from := netip.AddrPortFrom(m.addr.Addr().Unmap(), m.addr.Port())
+		from := netip.AddrPortFrom(m.addr.Addr().Unmap(), m.addr.Port())
+		// libudx asks the firewall about packets on a foreign socket. We
+		// also ask, when there is one, about a connected stream's packets
+		// from a new address on its own socket: a peer moving from a relay
+		// to a direct path may share the socket with the relay's traffic.
+		if s.sock != sk || (s.connected && s.firewall != nil && !sameAddrPort(from, s.raddr)) {
 			if from.Port() == 0 {
 				continue // udx-native drops packets from port 0
 			}
@@ -239,7 +243,10 @@ func (u *UDX) processBatch(b *rxBatch, now int64) {
 			case FirewallDrop:
 				continue
 			case FirewallHold:
-				if !s.connected && len(s.held) < maxHeld {
+				if s.connected {
+					break // held until connected, and it is: accept
+				}
+				if len(s.held) < maxHeld {
 					s.held = append(s.held, heldPacket{sock: sk, from: from, raw: bytes.Clone(raw)})
 				}
 				continue
@@ -251,6 +258,7 @@ func (u *UDX) processBatch(b *rxBatch, now int64) {
 				s.connectLocked(sk, s.opts.RemoteID, from, now)
 			}
 		}
+		s.notePathLocked(sk, from)
 		s.onPacket(raw, &p, now)
 		u.touch(s)
 	}

@@ -189,6 +189,33 @@ func (p *Proc) Expect(prefix string, timeout time.Duration) string {
 	}
 }
 
+// ExpectAll reads lines until, for each prefix, one has started with it,
+// in whatever order the script printed them (two sides of a transfer end
+// in either order), and returns the rest of each line, trimmed, by prefix.
+// It fails the test after timeout.
+func (p *Proc) ExpectAll(timeout time.Duration, prefixes ...string) map[string]string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	got := make(map[string]string, len(prefixes))
+	for len(got) < len(prefixes) {
+		l, err := p.Line(ctx)
+		if err != nil {
+			p.t.Fatalf("expecting %q (have %q): %v", prefixes, got, err)
+		}
+		for _, prefix := range prefixes {
+			if _, seen := got[prefix]; seen {
+				continue
+			}
+			if rest, ok := strings.CutPrefix(l, prefix); ok {
+				got[prefix] = strings.TrimSpace(rest)
+				break
+			}
+		}
+	}
+	return got
+}
+
 // Wait waits for the script to exit by itself and returns its exit error.
 func (p *Proc) Wait(ctx context.Context) error {
 	select {
