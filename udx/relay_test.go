@@ -99,3 +99,78 @@ func TestKeepalive(t *testing.T) {
 		}
 	}
 }
+
+// A relayed pair moves to a direct path the way hyperdht upgrades a relayed
+// connection: the relay dies with packets in flight, one side changes its
+// remote to the peer's socket (the same socket that carried the relay's
+// traffic), the peer's firewall sees the new address and follows, and the
+// first side's PathConfirmed closes. The packets lost with the relay are
+// retransmitted on the direct path, so the byte stream arrives whole.
+func TestUpgradeFromRelay(t *testing.T) {
+	sa, sr, sb := udpSocket(t), udpSocket(t), udpSocket(t)
+	a, _ := sa.NewStream(1, nil)
+	moved := make(chan netip.AddrPort, 1)
+	var b *Stream
+	b, _ = sb.NewStream(2, &StreamOptions{Firewall: func(_ *Stream, sk *Socket, from netip.AddrPort) FirewallVerdict {
+		if sk == sb && from == addrOf(sa) {
+			select {
+			case moved <- from:
+				go b.ChangeRemote(sb, 1, from)
+			default:
+			}
+		}
+		return FirewallAccept
+	}})
+	r1, _ := sr.NewStream(11, nil)
+	r2, _ := sr.NewStream(12, nil)
+	a.Connect(sa, 11, addrOf(sr))
+	r1.Connect(sr, 1, addrOf(sa))
+	r2.Connect(sr, 2, addrOf(sb))
+	b.Connect(sb, 12, addrOf(sr))
+	r1.RelayTo(r2)
+	r2.RelayTo(r1)
+
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	done := make(chan error, 1)
+	go func() {
+		got, err := io.ReadAll(b)
+		if err == nil && !bytes.Equal(got, payload) {
+			err = io.ErrUnexpectedEOF
+		}
+		done <- err
+	}()
+	a.Write(payload[:len(payload)/2])
+	// The relay goes away with whatever it had in flight.
+	r1.Destroy()
+	r2.Destroy()
+	if a.PathConfirmed() != nil {
+		t.Fatal("PathConfirmed before any ChangeRemote")
+	}
+	if _, err := a.ChangeRemote(sa, 2, addrOf(sb)); err != nil {
+		t.Fatal(err)
+	}
+	confirmed := a.PathConfirmed()
+	a.Write(payload[len(payload)/2:])
+	a.CloseWrite()
+	select {
+	case <-moved:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the peer's firewall never saw the new address on its own socket")
+	}
+	select {
+	case <-confirmed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the direct path was never confirmed")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("transfer stalled after the relay died: a=%+v b=%+v", a.Stats(), b.Stats())
+	}
+	if st := a.Stats(); st.Retransmits == 0 {
+		t.Logf("no retransmits were needed (the relay had nothing in flight): %+v", st)
+	}
+}
