@@ -45,12 +45,15 @@ type dialer struct {
 	hsErr  error // what it said, if it refused
 
 	// early is the path of a server packet that arrived before we knew
-	// where to connect (the server reached us first).
-	earlyMu  sync.Mutex
-	early    netip.AddrPort
-	earlyCh  chan struct{}
-	serverID uint32
-	onEarly  func(netip.AddrPort)
+	// where to connect (the server reached us first). onEarly takes such
+	// paths while the dial decides; onDirect, once the connection is
+	// relayed, takes a direct path the server found later.
+	earlyMu   sync.Mutex
+	early     netip.AddrPort
+	earlySock *udx.Socket
+	serverID  uint32
+	onEarly   func(*udx.Socket, netip.AddrPort)
+	onDirect  func(*udx.Socket, netip.AddrPort)
 
 	reusable     bool // DialOptions.ReusableSocket
 	relayThrough RelayThrough
@@ -80,7 +83,7 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 	if n.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
-	d := &dialer{n: n, kp: n.kp, remote: remote, target: Hash(remote[:]), earlyCh: make(chan struct{}), done: make(chan struct{})}
+	d := &dialer{n: n, kp: n.kp, remote: remote, target: Hash(remote[:]), done: make(chan struct{})}
 	if opts != nil && !opts.KeyPair.Public.IsZero() {
 		d.kp = opts.KeyPair
 	}
@@ -108,22 +111,28 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 	return conn, nil
 }
 
-// firewall sees packets for our stream before it is connected: the server
-// reaching us first. Once we know the server's stream id we connect right
-// there; before that we note the path and hold the packets, which udx
-// replays when we connect.
+// firewall sees packets for our stream from a path it is not connected
+// to. Before the connection: the server reaching us first. Once we know
+// the server's stream id we connect right there; before that we note the
+// path and hold the packets, which udx replays when we connect. On a
+// relayed connection: the server moved to a direct path, and so do we.
+// Anything else on a connected stream is accepted (Hold then means
+// accept), as udx-native does.
 func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
 	if d.relayFrom.Load().is(sock, from) {
 		return udx.FirewallHold // relayed: connect once the pairing answers
 	}
 	d.earlyMu.Lock()
 	defer d.earlyMu.Unlock()
+	if d.onDirect != nil {
+		d.onDirect(sock, from)
+		return udx.FirewallAccept
+	}
 	if !d.early.IsValid() {
-		d.early = from
-		close(d.earlyCh)
+		d.early, d.earlySock = from, sock
 	}
 	if d.onEarly != nil {
-		go d.onEarly(from)
+		d.onEarly(sock, from)
 		return udx.FirewallConnect
 	}
 	return udx.FirewallHold
@@ -188,16 +197,16 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 
 	// Where to connect: a path the server already used, the node we
 	// handshook with when it was the server itself, or a holepunch.
-	path := make(chan netip.AddrPort, 1)
-	onPath := func(a netip.AddrPort) {
+	path := make(chan punchPath, 1)
+	onPath := func(sock *udx.Socket, a netip.AddrPort) {
 		select {
-		case path <- a:
+		case path <- punchPath{sock: sock, from: a, connected: true}:
 		default:
 		}
 	}
 	d.earlyMu.Lock()
 	if d.early.IsValid() {
-		onPath(d.early)
+		onPath(d.earlySock, d.early)
 	} else {
 		d.onEarly = onPath
 	}
@@ -214,8 +223,16 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 		err  error
 	}
 	var relayCh chan relayResult
-	pctx, pcancel := context.WithCancel(ctx)
-	defer pcancel()
+	// The punch may outlive Dial (a relayed connection upgrades when it
+	// succeeds later), so its context follows ctx only until then.
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopDial := context.AfterFunc(ctx, pcancel)
+	keepPunching := false
+	defer func() {
+		if !keepPunching {
+			pcancel()
+		}
+	}()
 	if !relayPK.IsZero() {
 		relayCh = make(chan relayResult, 1)
 		go func() {
@@ -233,8 +250,11 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 	directCh := make(chan directResult, 1)
 	sock, _ := n.socket()
 	select {
-	case from := <-path:
-		directCh <- directResult{p: punchPath{sock: sock, from: from, connected: d.stream.Connected()}}
+	case p := <-path:
+		// The server reached us before we got here: connected already
+		// unless the packet was held.
+		p.connected = d.stream.Connected()
+		directCh <- directResult{p: p}
 	default:
 		if !c.relayed {
 			directCh <- directResult{p: punchPath{sock: sock, from: c.relayAddress}}
@@ -273,7 +293,9 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 			n.log.Debug("dht: relay pairing failed", "remote", d.remote, "err", r.err)
 		}
 	}
-	pcancel()
+	if link == nil || directCh == nil {
+		pcancel()
+	}
 	if relayCh != nil {
 		// A direct path won: drop the relay when its pairing returns.
 		go func() {
@@ -293,6 +315,33 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 		if err := d.stream.Connect(sock, remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
 			return nil, err
 		}
+	}
+	d.earlyMu.Lock()
+	d.onEarly = nil
+	if link != nil {
+		d.onDirect = d.upgrader(link)
+	}
+	d.earlyMu.Unlock()
+	if link != nil && directCh != nil && n.ctx.Err() == nil {
+		// Relayed while the punch goes on: a direct path it finds later
+		// takes over from the relay (connect.js keeps punching too).
+		keepPunching = true
+		stopDial()
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer pcancel()
+			select {
+			case r := <-directCh:
+				if r.err == nil {
+					d.earlyMu.Lock()
+					d.onDirect(r.p.sock, r.p.from)
+					d.earlyMu.Unlock()
+				}
+			case <-d.stream.Done():
+			case <-n.ctx.Done():
+			}
+		}()
 	}
 	if d.reusable && c.payload.UDX.ReusableSocket && link == nil {
 		if s, a := d.stream.Socket(), d.stream.RemoteAddr(); s != nil && a != nil {
@@ -314,6 +363,25 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 		return nil, err
 	}
 	return conn, nil
+}
+
+// upgrader returns the onDirect of a relayed connection: the first direct
+// path moves the stream off the relay (d.earlyMu held when called).
+func (d *dialer) upgrader(link *relayLink) func(*udx.Socket, netip.AddrPort) {
+	var once sync.Once
+	return func(sock *udx.Socket, from netip.AddrPort) {
+		once.Do(func() {
+			n := d.n
+			if n.ctx.Err() != nil {
+				return
+			}
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.upgradeFromRelay(d.stream, link, sock, d.serverID, from)
+			}()
+		})
+	}
 }
 
 // findAndConnect runs FIND_PEER for the target and sends our handshake
@@ -478,7 +546,7 @@ type punchPath struct {
 	connected bool // the server's first packet connected the stream
 }
 
-func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (punchPath, error) {
+func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPath, error) {
 	n, c := d.n, d.connect
 	pl := c.payload
 	sock, _ := n.socket()
@@ -497,8 +565,8 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (pun
 		t := time.NewTimer(passiveWait)
 		defer t.Stop()
 		select {
-		case a := <-path:
-			return punchPath{sock: sock, from: a, connected: true}, nil
+		case p := <-path:
+			return p, nil
 		case <-t.C:
 			return punchPath{}, ErrHolepunchAborted
 		case <-ctx.Done():
@@ -592,16 +660,14 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan netip.AddrPort) (pun
 			// The LAN ping failed; keep punching.
 			select {
 			case out = <-arrived:
-			case a := <-path:
-				out = punchPath{sock: sock, from: a, connected: true}
+			case out = <-path:
 			case err = <-done:
 				runDone = true
 			case <-ctx.Done():
 				err = ctx.Err()
 			}
 		}
-	case a := <-path:
-		out = punchPath{sock: sock, from: a, connected: true}
+	case out = <-path:
 	case err = <-done:
 		runDone = true
 		if errors.Is(err, context.Canceled) && ctx.Err() == nil {

@@ -1,7 +1,9 @@
 package dht
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -206,6 +208,97 @@ func TestRelayRandomRandom(t *testing.T) {
 	}
 	if s := relay.Stats(); s.Matched < 2 {
 		t.Errorf("relay stats %+v: want 2 matched pairs", s)
+	}
+}
+
+// TestRelayUpgrade: two consistent NATs that cannot reach each other at
+// first connect through the relay one of them asked for; once UDP between
+// them flows, the punch still under way finds the direct path and the
+// connection moves there (hyperdht's upgrade from a relay), keeping every
+// byte, and then no longer needs the relay at all.
+func TestRelayUpgrade(t *testing.T) {
+	natlab.Require(t)
+	ln := newLabNet(t)
+	rh := ln.host(natlab.Public)
+	relayNode := ln.node(t, rh, natlab.Public)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	relay, err := relayNode.ServeBlindRelay(ctx, keyFor(210), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	for i, serverAsks := range []bool{true, false} {
+		sn, cn := ln.lab.NAT(natlab.Consistent), ln.lab.NAT(natlab.Consistent)
+		sh, ch := ln.lab.Host(sn), ln.lab.Host(cn)
+		srv, cli := ln.node(t, sh, natlab.Consistent), ln.node(t, ch, natlab.Consistent)
+		skp := keyFor(211 + i)
+		lo, do := &ListenOptions{}, &DialOptions{}
+		if serverAsks {
+			lo.RelayThrough = RelayKeys(relay.PublicKey())
+		} else {
+			do.RelayThrough = RelayKeys(relay.PublicKey())
+		}
+		l, err := srv.Listen(ctx, skp, lo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, l)
+		cn.BlockUDPWith(sn.Addr())
+		c, err := cli.Dial(ctx, skp.Public, do)
+		if err != nil {
+			t.Fatalf("server asks %v: dial: %v", serverAsks, err)
+		}
+		if ra := remoteOf(c); ra.Addr() != rh.Addr() {
+			t.Fatalf("server asks %v: connected to %v while the NATs cannot reach each other, want the relay at %v", serverAsks, ra, rh.Addr())
+		}
+		exchange(t, c, 256<<10)
+		cn.UnblockUDPWith(sn.Addr())
+		start := time.Now()
+		for remoteOf(c).Addr() != sn.Addr() {
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("server asks %v: still on %v 20 s after the direct path opened", serverAsks, remoteOf(c))
+			}
+			exchange(t, c, 64<<10)
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("server asks %v: moved to %v %v after the path opened", serverAsks, remoteOf(c), time.Since(start).Round(time.Millisecond))
+		// Both sides are direct now: the relay can vanish.
+		rh.DropUDP()
+		for range 8 {
+			exchange(t, c, 256<<10)
+		}
+		rh.AllowUDP()
+		c.Close()
+		l.Close()
+	}
+}
+
+// remoteOf is the address a connection's packets go to.
+func remoteOf(c *Conn) netip.AddrPort {
+	a, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return a
+}
+
+// exchange writes size random bytes to an echoing peer and checks that
+// they come back, leaving the connection open.
+func exchange(t *testing.T, c *Conn, size int) {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	errc := make(chan error, 1)
+	go func() { _, err := c.Write(data); errc <- err }()
+	got := make([]byte, size)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("echo read: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("echo write: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the echo differs from what was sent")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/key"
@@ -17,6 +18,10 @@ import (
 
 // relayPairTimeout bounds a blind-relay pairing (connect.js, server.js).
 const relayPairTimeout = 15 * time.Second
+
+// upgradeConfirmWait is how long a relayed stream that moved to a direct
+// path waits for the peer's first packet there before going back.
+const upgradeConfirmWait = 10 * time.Second
 
 // RelayThrough picks the blind-relay server a connection falls back to
 // when holepunching cannot work (both NATs randomize). It is called once
@@ -44,7 +49,16 @@ type relayLink struct {
 	sock     *udx.Socket
 	addr     netip.AddrPort
 	remoteID uint32
+
+	// upgrading is set while the relayed stream tries a direct path, so
+	// that the relay dying then does not take the stream with it.
+	upgrading   atomic.Bool
+	released    chan struct{} // closed once the stream needs the relay no more
+	releaseOnce sync.Once
 }
+
+// release lets the relay go: the stream has moved to a direct path.
+func (r *relayLink) release() { r.releaseOnce.Do(func() { close(r.released) }) }
 
 func (r *relayLink) Close() {
 	if r.client != nil {
@@ -71,7 +85,7 @@ func (n *Node) pairThroughRelay(ctx context.Context, relayPK key.PublicKey, isIn
 	if err != nil {
 		return nil, fmt.Errorf("dht: relay %s: %w", relayPK, err)
 	}
-	link := &relayLink{conn: conn}
+	link := &relayLink{conn: conn, released: make(chan struct{})}
 	raw, ok := conn.Raw().(*udx.Stream)
 	if !ok {
 		conn.Close()
@@ -111,11 +125,54 @@ func (n *Node) keepRelay(link *relayLink, st *udx.Stream) {
 		select {
 		case <-st.Done():
 		case <-link.raw.Done():
-			st.Destroy()
+			if !link.upgrading.Load() {
+				st.Destroy()
+			}
+		case <-link.released:
 		case <-n.ctx.Done():
 		}
 		link.Close()
 	}()
+}
+
+// upgradeFromRelay moves a relayed stream to a direct path the peer or a
+// late punch revealed (hyperdht's onsocket on a connected raw stream, and
+// confirmDirectUpgrade): the stream changes its remote, says so with an
+// empty MESSAGE once everything sent through the relay is acknowledged,
+// and lets the relay go when the peer's packets arrive on the direct path.
+// If they do not within upgradeConfirmWait, the stream goes back to the
+// relay (the reference would stay on a silent path).
+func (n *Node) upgradeFromRelay(st *udx.Stream, link *relayLink, sock *udx.Socket, remoteID uint32, to netip.AddrPort) {
+	link.upgrading.Store(true)
+	defer link.upgrading.Store(false)
+	acked, err := st.ChangeRemote(sock, remoteID, to)
+	if err != nil {
+		n.log.Debug("dht: no upgrade from the relay", "to", to, "err", err)
+		return
+	}
+	confirmed := st.PathConfirmed()
+	t := time.NewTimer(upgradeConfirmWait)
+	defer t.Stop()
+	select {
+	case <-acked:
+		_ = st.Send(nil)
+	case <-confirmed:
+	case <-t.C:
+	case <-st.Done():
+		return
+	case <-n.ctx.Done():
+		return
+	}
+	select {
+	case <-confirmed:
+		n.log.Debug("dht: relayed connection upgraded to a direct path", "to", to)
+		link.release()
+	case <-t.C:
+		n.log.Debug("dht: the direct path stayed silent, back to the relay", "to", to)
+		_, _ = st.ChangeRemote(link.sock, link.remoteID, link.addr)
+	case <-st.Done():
+	case <-n.ctx.Done():
+	}
 }
 
 // relayPath is where relayed packets come from, once known.

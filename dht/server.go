@@ -71,6 +71,13 @@ type slot struct {
 	decided   chan struct{}
 	clearOnce sync.Once
 
+	// A relayed slot (link set) keeps punching; the first direct path
+	// closes direct, and the stream moves there (upgradeOnce).
+	link        atomic.Pointer[relayLink]
+	direct      chan struct{}
+	directOnce  sync.Once
+	upgradeOnce sync.Once
+
 	mu             sync.Mutex
 	round          uint64
 	remoteFirewall wire.Firewall
@@ -343,7 +350,7 @@ func (l *Listener) onHandshake(msg1 []byte, peerAddress netip.AddrPort, r *rpc.R
 			id = len(l.slots)
 			l.slots = append(l.slots, nil)
 		}
-		s = &slot{id: id, key: k, ready: make(chan struct{}), decided: make(chan struct{})}
+		s = &slot{id: id, key: k, ready: make(chan struct{}), decided: make(chan struct{}), direct: make(chan struct{})}
 		l.slots[id] = s
 		l.connects[k] = s
 	}
@@ -414,6 +421,24 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 				if s.relayFrom.Load().is(sock, from) {
 					// Relayed: wait for the pairing's stream id.
 					return udx.FirewallHold
+				}
+				if link := s.link.Load(); link != nil {
+					// Relayed, and the client found a direct path:
+					// follow it (server.js onsocket, connected stream).
+					s.upgradeOnce.Do(func() {
+						if l.ctx.Err() == nil {
+							l.wg.Add(1)
+							go l.upgrade(s, link, sock, from)
+						}
+					})
+					return udx.FirewallAccept
+				}
+				select {
+				case <-s.decided:
+					// Connected already, or about to be: a second path
+					// is only accepted.
+					return udx.FirewallConnect
+				default:
 				}
 				// The client's first packet tells us its path.
 				go l.onsocket(s, sock, from, true)
@@ -557,33 +582,35 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 	s.once.Do(func() {
 		decided = true
 		close(s.decided)
-		s.mu.Lock()
-		if s.pool != nil {
-			s.pool.close(sock, s.stream.Done())
-			s.pool = nil
+		if link == nil {
+			l.goDirect(s, sock)
 		}
-		if s.prepunch != nil {
-			s.prepunch.Stop()
-		}
-		if s.puncher != nil {
-			go s.puncher.Close()
-		}
-		if s.stopWatch != nil {
-			s.stopWatch()
-			s.stopWatch = nil
-		}
-		s.mu.Unlock()
-		l.clearLater(s)
 		if !connected {
 			// The client's first packet may have connected the stream
 			// (firewall) while this call was on its way: that is fine.
 			if err := s.stream.Connect(sock, remoteID, from); err != nil && !errors.Is(err, udx.ErrAlreadyConnected) {
+				l.stopPunching(s, nil)
 				s.stream.Destroy()
 				return
 			}
 		}
 		if link != nil {
 			l.n.keepRelay(link, s.stream)
+			s.link.Store(link)
+			// The punch goes on; the slot stays until the stream ends or
+			// moves to a direct path (server.js clears it when the raw
+			// stream closes).
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				select {
+				case <-s.stream.Done():
+					l.stopPunching(s, nil)
+				case <-s.direct:
+				case <-l.ctx.Done():
+				}
+				l.clearLater(s)
+			}()
 		}
 		res := s.res
 		conn, err := secretstream.New(s.stream, secretstream.Options{IsInitiator: false, Handshake: &res, KeepAlive: connectionKeepAlive, SendHeader: true})
@@ -611,6 +638,50 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 	return decided
 }
 
+// goDirect marks the slot as on a direct path through sock: punching
+// stops (a pool keeps sock while the stream lives) and the slot is freed
+// later.
+func (l *Listener) goDirect(s *slot, sock *udx.Socket) {
+	s.directOnce.Do(func() { close(s.direct) })
+	l.stopPunching(s, sock)
+	l.clearLater(s)
+}
+
+// stopPunching ends the slot's punching: prepunch deadline, puncher,
+// punch watcher and pool (keeping keep, when it is one of the pool's
+// sockets, until the stream ends).
+func (l *Listener) stopPunching(s *slot, keep *udx.Socket) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pool != nil {
+		if keep != nil {
+			s.pool.close(keep, s.stream.Done())
+		} else {
+			s.pool.close(nil, nil)
+		}
+		s.pool = nil
+	}
+	if s.prepunch != nil {
+		s.prepunch.Stop()
+	}
+	if s.puncher != nil {
+		go s.puncher.Close()
+		s.puncher = nil
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
+		s.stopWatch = nil
+	}
+}
+
+// upgrade moves a relayed slot's stream to the direct path the client
+// reached us on.
+func (l *Listener) upgrade(s *slot, link *relayLink, sock *udx.Socket, from netip.AddrPort) {
+	defer l.wg.Done()
+	l.goDirect(s, sock)
+	l.n.upgradeFromRelay(s.stream, link, sock, s.remoteID, from)
+}
+
 // abortSlot gives up on a slot's connection (prepunch timeout, a refused
 // payload, Close) and frees its id later.
 func (l *Listener) abortSlot(s *slot, later bool) {
@@ -623,23 +694,7 @@ func (l *Listener) abortSlot(s *slot, later bool) {
 		// the relay (server.js keeps it when it has a relay token).
 		s.once.Do(func() { close(s.decided); aborted = true })
 	}
-	s.mu.Lock()
-	if s.prepunch != nil {
-		s.prepunch.Stop()
-	}
-	if s.puncher != nil {
-		go s.puncher.Close()
-		s.puncher = nil
-	}
-	if s.stopWatch != nil {
-		s.stopWatch()
-		s.stopWatch = nil
-	}
-	if s.pool != nil {
-		s.pool.close(nil, nil)
-		s.pool = nil
-	}
-	s.mu.Unlock()
+	l.stopPunching(s, nil)
 	if aborted && s.stream != nil {
 		s.stream.Destroy()
 	}
@@ -780,13 +835,15 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 					p.Wait(pctx)
 					close(spent)
 				}()
+				// A relayed slot keeps punching: a direct path found
+				// later takes over (direct closes).
 				select {
-				case <-s.decided:
+				case <-s.direct:
 				case <-spent:
 					// The client's first packet may still be on its way.
 					t := time.NewTimer(2 * time.Second)
 					select {
-					case <-s.decided:
+					case <-s.direct:
 					case <-t.C:
 						l.abortSlot(s, true)
 					case <-pctx.Done():

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -524,6 +525,26 @@ func (n *Net) SetLossOut(p float64) { n.lab.t.Helper(); n.wan().set(func() { n.w
 // blocks UDP; its hosts still reach each other over the LAN.
 func (n *Net) DropUDP() { n.lab.t.Helper(); n.wan().set(func() { n.wanLink.dropUDP = true }) }
 
+// BlockUDPWith drops UDP between a NAT's hosts and peer (a public host's
+// or another NAT's address) on the NAT's WAN link, as a path where no
+// punch gets through; everything else passes.
+func (n *Net) BlockUDPWith(peer netip.Addr) {
+	n.lab.t.Helper()
+	n.wan().set(func() {
+		if !slices.Contains(n.wanLink.blockedUDP, peer) {
+			n.wanLink.blockedUDP = append(n.wanLink.blockedUDP, peer)
+		}
+	})
+}
+
+// UnblockUDPWith undoes BlockUDPWith.
+func (n *Net) UnblockUDPWith(peer netip.Addr) {
+	n.lab.t.Helper()
+	n.wan().set(func() {
+		n.wanLink.blockedUDP = slices.DeleteFunc(n.wanLink.blockedUDP, func(a netip.Addr) bool { return a == peer })
+	})
+}
+
 // AllowUDP undoes DropUDP.
 func (n *Net) AllowUDP() { n.lab.t.Helper(); n.wan().set(func() { n.wanLink.dropUDP = false }) }
 
@@ -545,6 +566,7 @@ type link struct {
 	chains          bool
 	lossIn, lossOut float64 // in: towards the far end; out: from it
 	dropUDP         bool
+	blockedUDP      []netip.Addr // UDP to and from these is dropped
 }
 
 // set applies change and rewrites the link's two filter chains in the
@@ -575,6 +597,13 @@ func (k *link) set(change func()) {
 	}{{in, k.lossIn}, {out, k.lossOut}} {
 		if k.dropUDP {
 			fmt.Fprintf(&b, "-A %s -p udp -j DROP\n", c.chain)
+		}
+		for _, a := range k.blockedUDP {
+			dir := "-s" // towards the far end: from the blocked peer
+			if c.chain == out {
+				dir = "-d"
+			}
+			fmt.Fprintf(&b, "-A %s -p udp %s %s -j DROP\n", c.chain, dir, a)
 		}
 		if c.p > 0 {
 			fmt.Fprintf(&b, "-A %s -m statistic --mode random --probability %.6f -j DROP\n", c.chain, c.p)

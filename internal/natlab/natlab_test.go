@@ -392,6 +392,27 @@ func TestDropUDP(t *testing.T) {
 	}
 }
 
+// BlockUDPWith cuts UDP between a NAT and one peer only, both ways.
+func TestBlockUDPWith(t *testing.T) {
+	lab := New(t)
+	pub := lab.Public()
+	a, b := lab.Host(pub), lab.Host(pub)
+	echoA, echoB := echoServer(t, a, 7000), echoServer(t, b, 7000)
+	nat := lab.NAT(Consistent)
+	c := lab.Host(nat).ListenUDP(0)
+	nat.BlockUDPWith(a.Addr())
+	if got := ask(t, c, echoA); got.IsValid() {
+		t.Fatalf("UDP echo %v from the blocked peer", got)
+	}
+	if !ask(t, c, echoB).IsValid() {
+		t.Fatal("no UDP with a peer that is not blocked")
+	}
+	nat.UnblockUDPWith(a.Addr())
+	if !ask(t, c, echoA).IsValid() {
+		t.Fatal("no UDP after UnblockUDPWith")
+	}
+}
+
 // rootState is what the lab must never change in the root namespace.
 func rootState(t *testing.T) string {
 	t.Helper()
