@@ -274,6 +274,86 @@ func TestRelayUpgrade(t *testing.T) {
 	}
 }
 
+// TestRelayUpgradeInteropNode: the upgrade from a relay to a direct path
+// across implementations, with the Go relay: a Go client and a Node server
+// that asks for the relay, and a Node client asking for it to a Go server.
+func TestRelayUpgradeInteropNode(t *testing.T) {
+	natlab.Require(t)
+	nodetest.Require(t)
+	ln := newLabNet(t)
+	boot := strings.Join(ln.boot, ",")
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	rh := ln.host(natlab.Public)
+	relay, err := ln.node(t, rh, natlab.Public).ServeBlindRelay(ctx, keyFor(220), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+
+	t.Run("go client to node server", func(t *testing.T) {
+		sn, cn := ln.lab.NAT(natlab.Consistent), ln.lab.NAT(natlab.Consistent)
+		sh, ch := ln.lab.Host(sn), ln.lab.Host(cn)
+		cn.BlockUDPWith(sn.Addr())
+		ns := nodetest.StartIn(t, sh.ExecPrefix(), "hyperdht-relay.js", "server", boot, fmt.Sprintf("%x", keyFor(221).Seed()), relay.PublicKey().String())
+		ns.Expect("listening ", 60*time.Second)
+		cli := ln.node(t, ch, natlab.Consistent)
+		c, err := cli.Dial(ctx, keyFor(221).Public, nil)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		if ra := remoteOf(c); ra.Addr() != rh.Addr() {
+			t.Fatalf("connected to %v while the NATs cannot reach each other, want the relay at %v", ra, rh.Addr())
+		}
+		exchange(t, c, 256<<10)
+		cn.UnblockUDPWith(sn.Addr())
+		start := time.Now()
+		for remoteOf(c).Addr() != sn.Addr() {
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("still on %v 20 s after the direct path opened", remoteOf(c))
+			}
+			exchange(t, c, 64<<10)
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("moved to %v %v after the path opened", remoteOf(c), time.Since(start).Round(time.Millisecond))
+		rh.DropUDP()
+		defer rh.AllowUDP()
+		for range 8 {
+			exchange(t, c, 256<<10)
+		}
+	})
+	t.Run("node client to go server", func(t *testing.T) {
+		sn, cn := ln.lab.NAT(natlab.Consistent), ln.lab.NAT(natlab.Consistent)
+		sh, ch := ln.lab.Host(sn), ln.lab.Host(cn)
+		srv := ln.node(t, sh, natlab.Consistent)
+		l, err := srv.Listen(ctx, keyFor(222), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		echo(t, l)
+		cn.BlockUDPWith(sn.Addr())
+		nc := nodetest.StartIn(t, ch.ExecPrefix(), "hyperdht-relay.js", "stream", boot, keyFor(222).Public.String(), relay.PublicKey().String(), "6")
+		if open := nc.Expect("open ", 60*time.Second); !strings.HasPrefix(open, rh.Addr().String()+":") {
+			t.Fatalf("the Node client opened on %s while the NATs cannot reach each other, want the relay %v", open, rh.Addr())
+		}
+		cn.UnblockUDPWith(sn.Addr())
+		time.Sleep(3 * time.Second)
+		// Both sides must be direct by now: without the relay the
+		// stream still finishes.
+		rh.DropUDP()
+		defer rh.AllowUDP()
+		f := strings.Fields(nc.Expect("", 60*time.Second))
+		if len(f) != 4 || f[0] != "result" || f[1] != f[2] {
+			t.Fatalf("Node client: %q", f)
+		}
+		if !strings.HasPrefix(f[3], sn.Addr().String()+":") {
+			t.Errorf("the Node client ended on %s, want the Go server's NAT %v", f[3], sn.Addr())
+		}
+	})
+}
+
 // remoteOf is the address a connection's packets go to.
 func remoteOf(c *Conn) netip.AddrPort {
 	a, _ := netip.ParseAddrPort(c.RemoteAddr().String())

@@ -11,6 +11,11 @@
 //       random bytes, ends, prints
 //       "result <sha256 sent> <sha256 received> <remote host:port>" or
 //       "error <code> <message>".
+//   node hyperdht-relay.js stream <bootstrap> <pk> <relay pk> <seconds>
+//       connects through the relay, prints "open <remote host:port>", then
+//       for <seconds> writes 64 KiB every 50 ms and checks the echo; ends
+//       and prints "result <sha256 sent> <sha256 received> <remote>" (the
+//       path at the end: a relayed connection may have moved).
 const DHT = require('hyperdht')
 const { Server: RelayServer } = require('blind-relay')
 const crypto = require('crypto')
@@ -65,6 +70,36 @@ function client () {
   })
 }
 
+function stream () {
+  const s = node.connect(Buffer.from(a, 'hex'), { relayThrough: Buffer.from(b, 'hex') })
+  const sent = crypto.createHash('sha256')
+  const got = crypto.createHash('sha256')
+  const remote = () => s.rawStream ? s.rawStream.remoteHost + ':' + s.rawStream.remotePort : '-'
+  s.on('open', () => {
+    console.log('open ' + remote())
+    const until = Date.now() + Number(c) * 1000
+    const tick = () => {
+      if (Date.now() > until) return s.end()
+      const chunk = crypto.randomBytes(65536)
+      sent.update(chunk)
+      s.write(chunk)
+      setTimeout(tick, 50)
+    }
+    tick()
+  })
+  s.on('data', (d) => got.update(d))
+  s.on('end', () => {
+    console.log('result ' + sent.digest('hex') + ' ' + got.digest('hex') + ' ' + remote())
+    s.end()
+    node.destroy().then(() => process.exit(0))
+  })
+  s.on('error', (e) => {
+    console.log('error ' + (e.code || 'ERR') + ' ' + e.message)
+    process.exit(0)
+  })
+}
+
 if (mode === 'relay') relay()
+else if (mode === 'stream') stream()
 else if (mode === 'server') server()
 else client()
