@@ -39,7 +39,28 @@ type Expose struct {
 	KeyPair key.KeyPair
 	Allow   []key.PublicKey // empty: anyone who knows the key
 	Raw     bool
+	Relay   Relay
 }
+
+// Relay is an entry's own relay_through. When the entry has the field
+// (Set), its Keys replace the top-level list, and an empty list means no
+// relay for this entry; otherwise the top-level list (or the
+// --relay-through flag) applies.
+type Relay struct {
+	Set  bool
+	Keys []key.PublicKey
+}
+
+// Override is what the entry asks for: nil to inherit, else its own
+// list (empty, not nil, for none).
+func (r Relay) Override() []key.PublicKey {
+	if !r.Set {
+		return nil
+	}
+	return append([]key.PublicKey{}, r.Keys...)
+}
+
+func (r Relay) equal(o Relay) bool { return r.Set == o.Set && slices.Equal(r.Keys, o.Keys) }
 
 // Forward opens a local port that reaches the service behind a public key.
 type Forward struct {
@@ -47,6 +68,7 @@ type Forward struct {
 	Key    key.PublicKey
 	Listen string // host:port
 	Raw    bool
+	Relay  Relay
 }
 
 // The raw TOML shapes. Every field is a pointer or a slice so that Parse can
@@ -66,14 +88,16 @@ type rawExpose struct {
 	Key     *string  `toml:"key"`
 	Allow   []string `toml:"allow"`
 	Raw     *bool    `toml:"raw"`
+	Relay   []string `toml:"relay_through"`
 }
 
 type rawForward struct {
 	Name   *string `toml:"name"`
 	Key    *string `toml:"key"`
 	Listen *string `toml:"listen"`
-	Port   *int64  `toml:"port"`
-	Raw    *bool   `toml:"raw"`
+	Port   *int64   `toml:"port"`
+	Raw    *bool    `toml:"raw"`
+	Relay  []string `toml:"relay_through"`
 }
 
 // Load reads and parses the file at path. Relative key paths are taken
@@ -110,14 +134,7 @@ func Parse(name string, data []byte) (*File, error) {
 		}
 		f.Bootstrap = append(f.Bootstrap, b)
 	}
-	for i, k := range raw.RelayThrough {
-		pk, err := key.ParsePublicKey(k)
-		if err != nil {
-			p.fail(p.lines.top("relay_through"), fmt.Sprintf("relay_through[%d]", i), err.Error())
-			continue
-		}
-		f.RelayThrough = append(f.RelayThrough, pk)
-	}
+	f.RelayThrough = p.relayKeys(p.lines.top("relay_through"), "relay_through", raw.RelayThrough)
 	if raw.LogLevel != nil {
 		if err := f.LogLevel.UnmarshalText([]byte(*raw.LogLevel)); err != nil {
 			p.fail(p.lines.top("log_level"), "log_level", fmt.Sprintf("%q is not one of debug, info, warn, error", *raw.LogLevel))
@@ -233,6 +250,9 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 		e.Allow = append(e.Allow, k)
 	}
 	e.Raw = r.Raw != nil && *r.Raw
+	if r.Relay != nil {
+		e.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
+	}
 	if r.Name != nil {
 		e.Name = p.checkName(at("name"), field, *r.Name)
 	} else if r.Port != nil {
@@ -273,12 +293,29 @@ func (p *parser) forward(i int, r rawForward) Forward {
 		p.fail(at(), field, "needs listen or port")
 	}
 	fw.Raw = r.Raw != nil && *r.Raw
+	if r.Relay != nil {
+		fw.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
+	}
 	if r.Name != nil {
 		fw.Name = p.checkName(at("name"), field, *r.Name)
 	} else {
 		fw.Name = "forward-" + fw.Listen
 	}
 	return fw
+}
+
+// relayKeys parses a relay_through list (top-level or an entry's).
+func (p *parser) relayKeys(line int, field string, raw []string) []key.PublicKey {
+	var keys []key.PublicKey
+	for i, k := range raw {
+		pk, err := key.ParsePublicKey(k)
+		if err != nil {
+			p.fail(line, fmt.Sprintf("%s[%d]", field, i), err.Error())
+			continue
+		}
+		keys = append(keys, pk)
+	}
+	return keys
 }
 
 func (p *parser) checkName(line int, field, name string) string {
@@ -415,7 +452,7 @@ func Diff(old, cur *File) Change {
 		oldF[f.Name] = f
 	}
 	for _, f := range cur.Forward {
-		if o, ok := oldF[f.Name]; ok && o == f {
+		if o, ok := oldF[f.Name]; ok && forwardEqual(o, f) {
 			c.Kept = append(c.Kept, f.Name)
 			delete(oldF, f.Name)
 			continue
@@ -432,5 +469,9 @@ func Diff(old, cur *File) Change {
 
 func exposeEqual(a, b Expose) bool {
 	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
-		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow)
+		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay)
+}
+
+func forwardEqual(a, b Forward) bool {
+	return a.Name == b.Name && a.Key == b.Key && a.Listen == b.Listen && a.Raw == b.Raw && a.Relay.equal(b.Relay)
 }

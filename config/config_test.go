@@ -316,3 +316,62 @@ key = "ok.key"
 		t.Fatalf("bad relay_through: %v", err)
 	}
 }
+
+// An entry's relay_through replaces the top-level list for that entry;
+// an empty one means none; a bad key names the entry's line and field;
+// changing it restarts the entry on reload.
+func TestEntryRelayThrough(t *testing.T) {
+	dir := t.TempDir()
+	writeKey(t, dir, "ok.key")
+	r1, r2 := key.FromSeed(key.Seed{7}).Public, key.FromSeed(key.Seed{8}).Public
+	conf := func(exposeRelay string) string {
+		return `relay_through = ["` + r1.String() + `"]
+
+[[expose]]
+name = "e"
+port = 80
+key = "ok.key"
+` + exposeRelay + `
+
+[[forward]]
+name = "f"
+key = "` + r1.String() + `"
+port = 81
+relay_through = []
+
+[[forward]]
+name = "g"
+key = "` + r1.String() + `"
+port = 82
+`
+	}
+	f, err := Load(writeConf(t, dir, conf(`relay_through = ["`+r2.String()+`"]`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := f.Expose[0].Relay; !e.Set || len(e.Keys) != 1 || e.Keys[0] != r2 {
+		t.Errorf("expose relay %+v, want its own [%v]", e, r2)
+	}
+	if got := f.Expose[0].Relay.Override(); len(got) != 1 || got[0] != r2 {
+		t.Errorf("expose override %v", got)
+	}
+	if fw := f.Forward[0].Relay; !fw.Set || len(fw.Keys) != 0 || fw.Override() == nil || len(fw.Override()) != 0 {
+		t.Errorf("forward with relay_through = []: %+v override %v, want set, empty, non-nil", fw, fw.Override())
+	}
+	if fw := f.Forward[1].Relay; fw.Set || fw.Override() != nil {
+		t.Errorf("forward without relay_through: %+v, want inherit (nil)", fw)
+	}
+
+	_, err = Load(writeConf(t, dir, conf(`relay_through = ["nope"]`)))
+	if err == nil || !strings.Contains(err.Error(), ":7: expose[0].relay_through[0]") {
+		t.Fatalf("bad entry relay_through: %v", err)
+	}
+
+	// A changed relay list restarts the entry; the others are kept.
+	old, _ := Load(writeConf(t, dir, conf(`relay_through = ["`+r2.String()+`"]`)))
+	cur, _ := Load(writeConf(t, dir, conf(``)))
+	ch := Diff(old, cur)
+	if len(ch.StopExpose) != 1 || len(ch.StartExpose) != 1 || len(ch.StartForward) != 0 {
+		t.Fatalf("diff %+v: want only the expose restarted", ch)
+	}
+}

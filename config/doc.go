@@ -3,6 +3,7 @@
 //
 //	bootstrap = ["127.0.0.1:49737"]   # optional; default: the public HyperDHT nodes
 //	log_level = "info"                # debug, info, warn, error
+//	relay_through = ["<relay key>"]   # optional: blind relays every entry falls back to
 //
 //	[[expose]]
 //	name  = "web"                     # unique; defaults to "expose-<port>"
@@ -10,12 +11,17 @@
 //	key   = "web.key"                 # seed file, relative to this file
 //	allow = ["<public key>", ...]     # optional: only these clients
 //	raw   = false                     # hypertele/holesail wire mode
+//	relay_through = ["<relay key>"]   # optional: this entry's relays ([] for none)
 //
 //	[[forward]]
 //	name   = "web"                    # unique; defaults to "forward-<port>"
 //	key    = "<public key>"           # hex or z32
 //	listen = "127.0.0.1:9000"         # or: port = 9000
 //	raw    = false
+//	relay_through = []                # optional, as for expose
+//
+// An entry's relay_through replaces the top-level list (which the global
+// --relay-through flag replaces in turn) for that entry only.
 //
 // Parse reports every problem at once, each naming the file, line and field,
 // and returns no configuration when there is any: a caller never starts half

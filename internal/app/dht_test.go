@@ -198,7 +198,7 @@ func TestDHTNetwork(t *testing.T) {
 	srvKP, _ := key.Generate(nil)
 	friend, _ := key.Generate(nil)
 	stranger, _ := key.Generate(nil)
-	ln, err := server.Listen(ctx, srvKP, tunnel.NewAllowList(friend.Public))
+	ln, err := server.Listen(ctx, srvKP, tunnel.NewAllowList(friend.Public), nil)
 	requireConnect(t, err)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ func TestDHTNetwork(t *testing.T) {
 		}
 		close(accepted)
 	}()
-	c, err := client.Dialer(friend).Dial(ctx, srvKP.Public)
+	c, err := client.Dialer(friend, nil).Dial(ctx, srvKP.Public)
 	requireConnect(t, err)
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestDHTNetwork(t *testing.T) {
 	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer dcancel()
 	start := time.Now()
-	sc, err := client.Dialer(stranger).Dial(dctx, srvKP.Public)
+	sc, err := client.Dialer(stranger, nil).Dial(dctx, srvKP.Public)
 	if err == nil {
 		sc.Close()
 		t.Fatal("a key outside the allow list got through the handshake")

@@ -128,9 +128,13 @@ type relayNetwork struct{ c *dhtrelay.Client }
 
 func (n relayNetwork) Close() error { return n.c.Close() }
 
-func (n relayNetwork) Dialer(kp key.KeyPair) tunnel.Dialer { return relayDialer{c: n.c, kp: kp} }
+// Blind relays (relay) do not apply through a dht-relay: the relay node
+// makes the connections, and the protocol has no field for them.
+func (n relayNetwork) Dialer(kp key.KeyPair, _ []key.PublicKey) tunnel.Dialer {
+	return relayDialer{c: n.c, kp: kp}
+}
 
-func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList) (tunnel.PeerListener, error) {
+func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, _ []key.PublicKey) (tunnel.PeerListener, error) {
 	var opts *dht.ListenOptions
 	if len(allow) > 0 {
 		opts = &dht.ListenOptions{Firewall: func(remote key.PublicKey, _ netip.AddrPort) bool {

@@ -40,7 +40,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		return err
 	}
 	defer nw.Close()
-	ln, err := nw.Listen(ctx, kp, tunnel.NewAllowList(allow...))
+	ln, err := nw.Listen(ctx, kp, tunnel.NewAllowList(allow...), nil)
 	if err != nil {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}

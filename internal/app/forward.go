@@ -54,7 +54,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
 		Event: EvForwarding, Listen: local, Remote: remote.String(),
 	})
-	err = tunnel.Forward(ctx, nw.Dialer(kp), remote, ln, tunnel.ForwardOptions{
+	err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
 		Raw:     o.Raw,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
@@ -94,7 +94,7 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 		return err
 	}
 	defer nw.Close()
-	err = tunnel.Pipe(ctx, nw.Dialer(kp), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
+	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
 		Raw:     o.Raw,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),

@@ -172,6 +172,34 @@ type fakeNet struct {
 	opens atomic.Int64
 	dials atomic.Int64
 	pairs []net.Conn
+	// relays: what each Listen ("listen " + key) and Dialer ("dial " +
+	// the key dialled, recorded at Dial) asked for; "inherit" for nil.
+	relays map[string]string
+}
+
+// relayName renders a Network relay argument for fakeNet.relays.
+func relayName(r []key.PublicKey) string {
+	if r == nil {
+		return "inherit"
+	}
+	var b strings.Builder
+	b.WriteString("[")
+	for i, k := range r {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		b.WriteString(k.String()[:8])
+	}
+	b.WriteString("]")
+	return b.String()
+}
+
+// relayOf is what a Listen on k or a dial to k ("listen", "dial") asked
+// for, "" if nothing was recorded.
+func (n *fakeNet) relayOf(op string, k key.PublicKey) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.relays[op+" "+k.String()]
 }
 
 func newFakeNet(t testing.TB) *fakeNet {
@@ -180,7 +208,7 @@ func newFakeNet(t testing.TB) *fakeNet {
 		t.Fatal(err)
 	}
 	id, _ := key.Generate(nil)
-	n := &fakeNet{t: t, tcp: l, lns: map[key.PublicKey]*fakeListener{}, id: id}
+	n := &fakeNet{t: t, tcp: l, lns: map[key.PublicKey]*fakeListener{}, id: id, relays: map[string]string{}}
 	t.Cleanup(func() {
 		l.Close()
 		n.mu.Lock()
@@ -216,19 +244,20 @@ func (w *fakeNetwork) Close() error {
 	return nil
 }
 
-func (w *fakeNetwork) Dialer(kp key.KeyPair) tunnel.Dialer {
+func (w *fakeNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer {
 	if kp.Public.IsZero() {
 		kp = w.n.id
 	}
-	return fakeDialer{n: w.n, kp: kp}
+	return fakeDialer{n: w.n, kp: kp, relay: relayName(relay)}
 }
 
 var errAlreadyListening = errors.New("fake: key pair already listening")
 
-func (w *fakeNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList) (tunnel.PeerListener, error) {
+func (w *fakeNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
 	n := w.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.relays["listen "+kp.Public.String()] = relayName(relay)
 	if old, ok := n.lns[kp.Public]; ok && !old.isClosed() {
 		return nil, errAlreadyListening
 	}
@@ -282,8 +311,9 @@ type fakeConn struct {
 func (c fakeConn) RemotePublicKey() key.PublicKey { return c.remote }
 
 type fakeDialer struct {
-	n  *fakeNet
-	kp key.KeyPair
+	n     *fakeNet
+	kp    key.KeyPair
+	relay string
 }
 
 var (
@@ -294,6 +324,9 @@ var (
 func (d fakeDialer) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
 	n := d.n
 	n.dials.Add(1)
+	n.mu.Lock()
+	n.relays["dial "+remote.String()] = d.relay
+	n.mu.Unlock()
 	n.mu.Lock()
 	l, ok := n.lns[remote]
 	n.mu.Unlock()

@@ -20,10 +20,13 @@ import (
 // on a key pair. Close ends every connection made through it.
 type Network interface {
 	// Dialer dials as kp; a zero kp means the network's own identity.
-	Dialer(kp key.KeyPair) tunnel.Dialer
+	// relay, when not nil, replaces the network's blind relays for these
+	// connections (empty: none); see config.Relay.
+	Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer
 	// Listen announces kp; peers whose key allow does not hold are
 	// refused during the handshake (an empty allow admits everyone).
-	Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList) (tunnel.PeerListener, error)
+	// relay as for Dialer.
+	Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error)
 	Close() error
 }
 
@@ -146,15 +149,23 @@ type dhtNetwork node
 
 func (n *dhtNetwork) Close() error { return (*node)(n).Close() }
 
-func (n *dhtNetwork) Dialer(kp key.KeyPair) tunnel.Dialer {
-	return dhtDialer{n: n.Node, kp: kp, relay: dht.RelayKeys(n.relay...)}
+func (n *dhtNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer {
+	return dhtDialer{n: n.Node, kp: kp, relay: dht.RelayKeys(n.relays(relay)...)}
+}
+
+// relays is the blind-relay list for an entry: its own, or the network's.
+func (n *dhtNetwork) relays(own []key.PublicKey) []key.PublicKey {
+	if own != nil {
+		return own
+	}
+	return n.relay
 }
 
 // listenTimeout bounds Listen's first announce.
 const listenTimeout = 30 * time.Second
 
-func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList) (tunnel.PeerListener, error) {
-	opts := &dht.ListenOptions{RelayThrough: dht.RelayKeys(n.relay...)}
+func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
+	opts := &dht.ListenOptions{RelayThrough: dht.RelayKeys(n.relays(relay)...)}
 	if len(allow) > 0 {
 		opts.Firewall = func(remote key.PublicKey, _ netip.AddrPort) bool {
 			return !allow.Allows(remote)

@@ -102,7 +102,7 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	defer r.stopAll()
 	pls := make([]tunnel.PeerListener, len(cfg.Expose))
 	for i, e := range cfg.Expose {
-		pl, err := nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...))
+		pl, err := nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...), e.Relay.Override())
 		if err != nil {
 			closeAll()
 			for _, pl := range pls[:i] {
@@ -184,7 +184,7 @@ func (r *runner) startExpose(e config.Expose, pl tunnel.PeerListener) {
 }
 
 func (r *runner) startForward(f config.Forward, ln net.Listener) {
-	fw := tunnel.NewForwarder(r.nw.Dialer(r.id), f.Key, ln, tunnel.ForwardOptions{
+	fw := tunnel.NewForwarder(r.nw.Dialer(r.id, f.Relay.Override()), f.Key, ln, tunnel.ForwardOptions{
 		Raw:     f.Raw,
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
@@ -309,7 +309,7 @@ func (r *runner) reload(ctx context.Context) {
 		started = append(started, f.Name)
 	}
 	for _, e := range ch.StartExpose {
-		pl, err := r.nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...))
+		pl, err := r.nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...), e.Relay.Override())
 		if err != nil {
 			err = fmt.Errorf("announcing %s on the DHT: %w", e.KeyPair.Public, err)
 			log.Error("entry not started", "entry", e.Name, "err", err)

@@ -334,7 +334,7 @@ func TestUpExposeListenFailureStartsNothing(t *testing.T) {
 	// Someone already listens on the key (another keytunnel).
 	w, _ := fn.open(context.Background(), nil)
 	defer w.Close()
-	if _, err := w.Listen(context.Background(), kp, nil); err != nil {
+	if _, err := w.Listen(context.Background(), kp, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	free := freePort(t)
@@ -347,5 +347,76 @@ func TestUpExposeListenFailureStartsNothing(t *testing.T) {
 	}
 	if !portClosed(free) || out.String() != "" {
 		t.Fatalf("something started: %q", out)
+	}
+}
+
+// TestUpPerEntryRelay: an entry's relay_through replaces the top-level
+// list for that entry only; an empty one turns the relay off; entries
+// without one inherit (the network's list, which Up takes from the file
+// unless --relay-through gave one).
+func TestUpPerEntryRelay(t *testing.T) {
+	fn := newFakeNet(t)
+	dir := t.TempDir()
+	_, kp1 := writeKey(t, dir, "one.key")
+	_, kp2 := writeKey(t, dir, "two.key")
+	r1, _ := key.Generate(nil)
+	r2, _ := key.Generate(nil)
+	echo := echoServer(t)
+	pa, pb := freePort(t), freePort(t)
+	cfg := filepath.Join(dir, "keytunnel.toml")
+	writeFile(t, cfg, fmt.Sprintf(`relay_through = [%q]
+
+[[expose]]
+name = "one"
+address = %q
+key = "one.key"
+relay_through = [%q]
+
+[[expose]]
+name = "two"
+address = %q
+key = "two.key"
+
+[[forward]]
+name = "a"
+key = %q
+port = %d
+relay_through = []
+
+[[forward]]
+name = "b"
+key = %q
+port = %d
+`, r1.Public, echo, r2.Public, echo, kp1.Public, pa, kp2.Public, pb))
+	env, out, _ := testEnv(t, fn)
+	env.JSON = true
+	env.Reload = make(chan struct{})
+	stop, _ := run(t, func(ctx context.Context) error { return Up(ctx, env, UpOptions{ConfigFile: cfg}) })
+	for _, name := range []string{"one", "two", "a", "b"} {
+		out.waitLine(t, `"entry":"`+name+`"`, 10*time.Second)
+	}
+	for _, p := range []int{pa, pb} {
+		c := dialPort(t, p)
+		roundTrip(t, c, "through the forward")
+		c.Close()
+	}
+	want := map[string]string{
+		"listen " + kp1.Public.String(): relayName([]key.PublicKey{r2.Public}),
+		"listen " + kp2.Public.String(): "inherit",
+		"dial " + kp1.Public.String():   "[]",
+		"dial " + kp2.Public.String():   "inherit",
+	}
+	for k, w := range want {
+		op, pk, _ := strings.Cut(k, " ")
+		parsed, _ := key.ParsePublicKey(pk)
+		if got := fn.relayOf(op, parsed); got != w {
+			t.Errorf("%s: relay %q, want %q", k, got, w)
+		}
+	}
+	if len(env.RelayThrough) != 1 || env.RelayThrough[0] != r1.Public {
+		t.Errorf("the network's relays %v, want the top-level %v", env.RelayThrough, r1.Public)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }
