@@ -92,9 +92,9 @@ type rawExpose struct {
 }
 
 type rawForward struct {
-	Name   *string `toml:"name"`
-	Key    *string `toml:"key"`
-	Listen *string `toml:"listen"`
+	Name   *string  `toml:"name"`
+	Key    *string  `toml:"key"`
+	Listen *string  `toml:"listen"`
 	Port   *int64   `toml:"port"`
 	Raw    *bool    `toml:"raw"`
 	Relay  []string `toml:"relay_through"`
