@@ -267,10 +267,14 @@ func exchange(t testing.TB, a, b net.Conn, n int, timeout time.Duration) time.Du
 
 // tap is a net.PacketConn that watches every datagram the relay receives
 // for the plaintext marker.
+// With tamper set it plays a malicious relay: it flips one payload byte
+// of every udx packet carrying data before the relay forwards it.
 type tap struct {
 	net.PacketConn
 	bytes     atomic.Int64
 	sightings atomic.Int64
+	tamper    atomic.Bool
+	tampered  atomic.Int64
 }
 
 func (p *tap) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -279,6 +283,10 @@ func (p *tap) ReadFrom(b []byte) (int, net.Addr, error) {
 		p.bytes.Add(int64(n))
 		if bytes.Contains(b[:n], marker) {
 			p.sightings.Add(1)
+		}
+		if p.tamper.Load() && n > udx.HeaderSize+16 && b[0] == 0xff && b[2]&udx.FlagData != 0 {
+			b[n-8] ^= 0x40
+			p.tampered.Add(1)
 		}
 	}
 	return n, a, err

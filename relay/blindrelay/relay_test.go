@@ -1,7 +1,10 @@
 package blindrelay
 
 import (
+	"bytes"
 	"errors"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -77,6 +80,47 @@ func TestRelayTapSeesPlaintext(t *testing.T) {
 	if tp.sightings.Load() == 0 {
 		t.Fatal("the tap never saw the marker in plaintext traffic")
 	}
+}
+
+// A relay that alters what it forwards cannot pass off its bytes as the
+// peer's: the receiving secret-stream fails authentication and reports an
+// error, and nothing it delivered differs from what was sent.
+func TestRelayCannotForge(t *testing.T) {
+	srv, relaySock, tp := goRelay(t, ServerOptions{})
+	a, b := connectGo(t, srv, relaySock), connectGo(t, srv, relaySock)
+	ra, rb := pairBoth(t, a, b, newToken(t))
+	ea, eb := secretPair(t, ra, rb, a.kp)
+	// Untouched, the path works.
+	first := markedData(t, 4<<10)
+	go ea.Write(first)
+	eb.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got := make([]byte, len(first)); func() error { _, err := io.ReadFull(eb, got); return err }() != nil || !bytes.Equal(got, first) {
+		t.Fatal("the relayed secret-stream did not carry data before tampering")
+	}
+
+	tp.tamper.Store(true)
+	data := markedData(t, 256<<10)
+	go ea.Write(data)
+	eb.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var got []byte
+	buf := make([]byte, 32<<10)
+	var err error
+	for err == nil {
+		var n int
+		n, err = eb.Read(buf)
+		got = append(got, buf[:n]...)
+	}
+	if tp.tampered.Load() == 0 {
+		t.Fatalf("the tap altered no packet; the test proves nothing (read: %v after %d bytes)", err, len(got))
+	}
+	if !bytes.HasPrefix(data, got) {
+		t.Fatalf("the receiver delivered %d bytes that differ from what was sent", len(got))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the receiver saw no error, only a timeout, after %d good bytes", len(got))
+	}
+	t.Logf("after %d altered packets the receiver stopped with: %v (%d intact bytes delivered first)", tp.tampered.Load(), err, len(got))
 }
 
 // Unpair after the match tears both relay streams down; the relayed
