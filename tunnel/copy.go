@@ -39,6 +39,17 @@ type muxStream struct{ *yamux.Stream }
 
 func (s muxStream) CloseWrite() error { return s.Stream.Close() }
 
+// Read tells a stream cut off by the death of its session from one its
+// peer ended: yamux reports both as EOF, and passing the first on as a
+// clean end would let a truncated transfer look complete.
+func (s muxStream) Read(b []byte) (int, error) {
+	n, err := s.Stream.Read(b)
+	if err == io.EOF && s.Stream.Session().IsClosed() {
+		return n, ErrSessionLost
+	}
+	return n, err
+}
+
 func (s muxStream) Close() error {
 	err := s.Stream.Close()
 	s.Stream.SetDeadline(time.Now())
@@ -59,6 +70,12 @@ func join(ctx context.Context, a, b conn) error {
 	abort := func(err error) {
 		once.Do(func() {
 			firstErr = err
+			if err != nil {
+				// A failure must not look like an end: TCP peers get a
+				// reset, not a FIN after a truncated stream.
+				resetOnClose(a)
+				resetOnClose(b)
+			}
 			a.Close()
 			b.Close()
 			// Close alone does not wake a blocked Read on every conn type
@@ -85,6 +102,13 @@ func join(ctx context.Context, a, b conn) error {
 	wg.Wait()
 	abort(nil)
 	return firstErr
+}
+
+// resetOnClose makes Close send a TCP RST (linger 0) where c is TCP.
+func resetOnClose(c conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
 }
 
 // pump copies src to dst and half-closes dst on EOF. It reports errors

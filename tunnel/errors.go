@@ -17,4 +17,8 @@ var (
 	// ErrClosed is returned by operations on a Forwarder or Exposer after
 	// Close.
 	ErrClosed = errors.New("tunnel: closed")
+	// ErrSessionLost ends a tunnelled connection whose peer session died
+	// under it (the peer connection failed or was closed): the data may
+	// be cut short, so the local side gets a reset rather than an end.
+	ErrSessionLost = errors.New("tunnel: peer session lost")
 )

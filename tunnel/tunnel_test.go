@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -395,7 +396,14 @@ func TestReconnect(t *testing.T) {
 		t.Fatalf("first connection: %q %v", buf, err)
 	}
 	r.n.killAll() // the peer session dies mid-way
-	if _, err := io.ReadAll(c1); err != nil {
+	// The local connection is reset, not ended: a reader must not take
+	// what it got for the whole stream.
+	c1.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c1); err == nil {
+		t.Fatal("the connection of a dead session ended cleanly (FIN), as if complete")
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the connection of a dead session stayed open")
+	} else {
 		t.Logf("first connection ended with %v", err)
 	}
 	// The local port is still open, and the next connection redials.
