@@ -252,23 +252,8 @@ func TestRelayUpgrade(t *testing.T) {
 		if ra := remoteOf(c); ra.Addr() != rh.Addr() {
 			t.Fatalf("server asks %v: connected to %v while the NATs cannot reach each other, want the relay at %v", serverAsks, ra, rh.Addr())
 		}
-		exchange(t, c, 256<<10)
-		cn.UnblockUDPWith(sn.Addr())
-		start := time.Now()
-		for remoteOf(c).Addr() != sn.Addr() {
-			if time.Since(start) > 20*time.Second {
-				t.Fatalf("server asks %v: still on %v 20 s after the direct path opened", serverAsks, remoteOf(c))
-			}
-			exchange(t, c, 64<<10)
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Logf("server asks %v: moved to %v %v after the path opened", serverAsks, remoteOf(c), time.Since(start).Round(time.Millisecond))
-		// Both sides are direct now: the relay can vanish.
-		rh.DropUDP()
-		for range 8 {
-			exchange(t, c, 256<<10)
-		}
-		rh.AllowUDP()
+		t.Logf("server asks %v:", serverAsks)
+		awaitUpgrade(t, c, cn, sn, rh)
 		c.Close()
 		l.Close()
 	}
@@ -306,22 +291,7 @@ func TestRelayUpgradeInteropNode(t *testing.T) {
 		if ra := remoteOf(c); ra.Addr() != rh.Addr() {
 			t.Fatalf("connected to %v while the NATs cannot reach each other, want the relay at %v", ra, rh.Addr())
 		}
-		exchange(t, c, 256<<10)
-		cn.UnblockUDPWith(sn.Addr())
-		start := time.Now()
-		for remoteOf(c).Addr() != sn.Addr() {
-			if time.Since(start) > 20*time.Second {
-				t.Fatalf("still on %v 20 s after the direct path opened", remoteOf(c))
-			}
-			exchange(t, c, 64<<10)
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Logf("moved to %v %v after the path opened", remoteOf(c), time.Since(start).Round(time.Millisecond))
-		rh.DropUDP()
-		defer rh.AllowUDP()
-		for range 8 {
-			exchange(t, c, 256<<10)
-		}
+		awaitUpgrade(t, c, cn, sn, rh)
 	})
 	t.Run("node client to go server", func(t *testing.T) {
 		sn, cn := ln.lab.NAT(natlab.Consistent), ln.lab.NAT(natlab.Consistent)
@@ -352,6 +322,30 @@ func TestRelayUpgradeInteropNode(t *testing.T) {
 			t.Errorf("the Node client ended on %s, want the Go server's NAT %v", f[3], sn.Addr())
 		}
 	})
+}
+
+// awaitUpgrade opens UDP between the client's NAT cn and the server's sn
+// under a relayed connection c (through the relay host rh) and checks that
+// c moves to the server's NAT within 20 s while carrying data, and that it
+// then needs the relay no more: it carries on with rh's UDP dropped.
+func awaitUpgrade(t *testing.T, c *Conn, cn, sn *natlab.Net, rh *natlab.Host) {
+	t.Helper()
+	exchange(t, c, 256<<10)
+	cn.UnblockUDPWith(sn.Addr())
+	start := time.Now()
+	for remoteOf(c).Addr() != sn.Addr() {
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("still on %v 20 s after the direct path opened", remoteOf(c))
+		}
+		exchange(t, c, 64<<10)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("moved to %v %v after the path opened", remoteOf(c), time.Since(start).Round(time.Millisecond))
+	rh.DropUDP()
+	defer rh.AllowUDP()
+	for range 8 {
+		exchange(t, c, 256<<10)
+	}
 }
 
 // remoteOf is the address a connection's packets go to.
