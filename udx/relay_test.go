@@ -15,6 +15,18 @@ func TestRelay(t *testing.T) {
 	sa, sr, sb := udpSocket(t), udpSocket(t), udpSocket(t)
 	a, _ := sa.NewStream(1, nil)
 	b, _ := sb.NewStream(2, nil)
+	r1, _ := relayBetween(t, sa, a, sr, sb, b)
+	transfer(t, a, b, 4<<20, 30*time.Second)
+	// Relayed streams hold no data of their own.
+	if st := r1.Stats(); st.PacketsSent != 0 {
+		t.Fatalf("relay sent its own packets: %+v", st)
+	}
+}
+
+// relayBetween connects a (id 1 on sa) and b (id 2 on sb) through two
+// relay streams on sr, ids 11 and 12, relaying to each other.
+func relayBetween(t *testing.T, sa *Socket, a *Stream, sr *Socket, sb *Socket, b *Stream) (*Stream, *Stream) {
+	t.Helper()
 	r1, _ := sr.NewStream(11, nil)
 	r2, _ := sr.NewStream(12, nil)
 	a.Connect(sa, 11, addrOf(sr))
@@ -27,11 +39,7 @@ func TestRelay(t *testing.T) {
 	if err := r2.RelayTo(r1); err != nil {
 		t.Fatal(err)
 	}
-	transfer(t, a, b, 4<<20, 30*time.Second)
-	// Relayed streams hold no data of their own.
-	if st := r1.Stats(); st.PacketsSent != 0 {
-		t.Fatalf("relay sent its own packets: %+v", st)
-	}
+	return r1, r2
 }
 
 // Moving a stream to another socket mid-transfer (as hyperdht does after a
@@ -121,14 +129,7 @@ func TestUpgradeFromRelay(t *testing.T) {
 		}
 		return FirewallAccept
 	}})
-	r1, _ := sr.NewStream(11, nil)
-	r2, _ := sr.NewStream(12, nil)
-	a.Connect(sa, 11, addrOf(sr))
-	r1.Connect(sr, 1, addrOf(sa))
-	r2.Connect(sr, 2, addrOf(sb))
-	b.Connect(sb, 12, addrOf(sr))
-	r1.RelayTo(r2)
-	r2.RelayTo(r1)
+	r1, r2 := relayBetween(t, sa, a, sr, sb, b)
 
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
 	done := make(chan error, 1)
