@@ -156,65 +156,71 @@ func dialClient(t testing.TB, url string, opts ClientOptions) *Client {
 }
 
 // TestGoRelayGoClient: a Go client through a Go relay dials a UDP server,
-// serves a UDP client, and looks up and announces, over both transports.
+// serves a UDP client, and looks up and announces, over both transports,
+// custodial and not.
 func TestGoRelayGoClient(t *testing.T) {
 	tn := testnet(t, 3)
 	relayNode := peerNode(t, tn)
 	serverNode := peerNode(t, tn)
 	for _, tr := range []string{"tcp", "ws"} {
-		t.Run(tr, func(t *testing.T) {
-			ctx := testCtx(t, 90*time.Second)
-			_, url := goRelay(t, relayNode, tr, ServerOptions{})
-			c := dialClient(t, url, ClientOptions{})
+		for _, mode := range []string{"custodial", "noncustodial"} {
+			t.Run(tr+"/"+mode, func(t *testing.T) {
+				ctx := testCtx(t, 90*time.Second)
+				_, url := goRelay(t, relayNode, tr, ServerOptions{})
+				c := dialClient(t, url, ClientOptions{NonCustodial: mode == "noncustodial"})
 
-			// Dial a UDP server through the relay.
-			skp := newKey(t)
-			l, err := serverNode.Listen(ctx, skp, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			echoConns(l.Accept)
-			conn, err := c.Dial(ctx, skp.Public, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			roundTrip(t, conn, 4<<20)
-			conn.Close()
+				// Dial a UDP server through the relay.
+				skp := newKey(t)
+				l, err := serverNode.Listen(ctx, skp, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				echoConns(l.Accept)
+				conn, err := c.Dial(ctx, skp.Public, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if conn.RemotePublicKey() != skp.Public {
+					t.Fatalf("remote key %s", conn.RemotePublicKey())
+				}
+				roundTrip(t, conn, 4<<20)
+				conn.Close()
 
-			// Listen through the relay; a UDP client dials it.
-			ckp := newKey(t)
-			rl, err := c.Listen(ctx, ckp, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			echoConns(rl.Accept)
-			uc, err := serverNode.Dial(ctx, ckp.Public, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			roundTrip(t, uc, 4<<20)
-			uc.Close()
-			if err := rl.Close(); err != nil {
-				t.Fatal(err)
-			}
+				// Listen through the relay; a UDP client dials it.
+				ckp := newKey(t)
+				rl, err := c.Listen(ctx, ckp, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				echoConns(rl.Accept)
+				uc, err := serverNode.Dial(ctx, ckp.Public, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, uc, 4<<20)
+				uc.Close()
+				if err := rl.Close(); err != nil {
+					t.Fatal(err)
+				}
 
-			// Announce, lookup, unannounce.
-			topic := dht.Hash([]byte("dhtrelay test topic " + tr))
-			akp := newKey(t)
-			if err := c.Announce(ctx, topic, akp); err != nil {
-				t.Fatal(err)
-			}
-			if !lookupHas(t, ctx, c, topic, akp.Public) {
-				t.Fatal("lookup after announce does not find the key")
-			}
-			if err := c.Unannounce(ctx, topic, akp); err != nil {
-				t.Fatal(err)
-			}
-			if lookupHas(t, ctx, c, topic, akp.Public) {
-				t.Fatal("lookup after unannounce still finds the key")
-			}
-		})
+				// Announce, lookup, unannounce.
+				topic := dht.Hash([]byte("dhtrelay test topic " + tr + mode))
+				akp := newKey(t)
+				if err := c.Announce(ctx, topic, akp); err != nil {
+					t.Fatal(err)
+				}
+				if !lookupHas(t, ctx, c, topic, akp.Public) {
+					t.Fatal("lookup after announce does not find the key")
+				}
+				if err := c.Unannounce(ctx, topic, akp); err != nil {
+					t.Fatal(err)
+				}
+				if lookupHas(t, ctx, c, topic, akp.Public) {
+					t.Fatal("lookup after unannounce still finds the key")
+				}
+			})
+		}
 	}
 }
 
