@@ -1,6 +1,7 @@
 package dhtrelay
 
 import (
+	"crypto/rand"
 	"fmt"
 	"strings"
 	"testing"
@@ -149,6 +150,128 @@ func TestInteropGoClientNodeRelay(t *testing.T) {
 						t.Fatalf("non-custodial: the relay received the secret key in %d frames", seen)
 					}
 				})
+			}
+		})
+	}
+}
+
+// nodeUDPClient runs a Node hyperdht client (over UDP) that dials pk and
+// checks the echo.
+func nodeUDPClient(t *testing.T, boot string, pk key.PublicKey) {
+	t.Helper()
+	p := nodetest.Start(t, "hyperdht-peer.js", "client", boot, pk.String(), fmt.Sprint(interopBytes), "1")
+	line, err := p.Line(testCtx(t, 90*time.Second))
+	if err != nil {
+		t.Fatalf("node udp client: %v\n%s", err, p.Stderr())
+	}
+	f := strings.Fields(line)
+	if len(f) != 5 || f[0] != "result" || f[2] != f[3] {
+		t.Fatalf("node udp client: %q\n%s", line, p.Stderr())
+	}
+}
+
+// TestInteropNonCustodialGoRelay: non-custodial clients through a Go
+// relay, which never receives their secret keys: a Go relayed client and
+// a Node @hyperswarm/dht-relay client each dial a Go and a Node hyperdht
+// server and listen for a Go and a Node UDP client, 4 MiB each way,
+// SHA-256 compared, over both transports.
+func TestInteropNonCustodialGoRelay(t *testing.T) {
+	nodetest.Require(t)
+	tn := testnet(t, 3)
+	boot := strings.Join(tn.Bootstrap, ",")
+	relayNode := peerNode(t, tn)
+	goServer := peerNode(t, tn)
+	skp := newKey(t)
+	ctx := testCtx(t, 300*time.Second)
+	l, err := goServer.Listen(ctx, skp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	echoConns(l.Accept)
+	nodePK := nodeServer(t, boot)
+	for _, tr := range []string{"tcp", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			_, url := goRelay(t, relayNode, tr, ServerOptions{})
+			t.Run("GoClient", func(t *testing.T) {
+				c := dialClient(t, url, ClientOptions{NonCustodial: true})
+				for _, pk := range []key.PublicKey{skp.Public, nodePK} {
+					conn, err := c.Dial(ctx, pk, nil)
+					if err != nil {
+						t.Fatalf("dial %s: %v", pk, err)
+					}
+					roundTrip(t, conn, interopBytes)
+					conn.Close()
+				}
+				lkp := newKey(t)
+				rl, err := c.Listen(ctx, lkp, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rl.Close()
+				echoConns(rl.Accept)
+				uc, err := goServer.Dial(ctx, lkp.Public, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, uc, interopBytes)
+				uc.Close()
+				nodeUDPClient(t, boot, lkp.Public)
+			})
+			t.Run("NodeClient", func(t *testing.T) {
+				nodeDial(t, url, skp.Public, "noncustodial")
+				nodeDial(t, url, nodePK, "noncustodial")
+				lkp := newKey(t)
+				p := nodetest.Start(t, "dhtrelay-node.js", "listen", url, seedHex(lkp), "noncustodial")
+				p.Expect("listening ", 60*time.Second)
+				uc, err := goServer.Dial(ctx, lkp.Public, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, uc, interopBytes)
+				uc.Close()
+				nodeUDPClient(t, boot, lkp.Public)
+			})
+		})
+	}
+}
+
+// TestInteropNodeNonCustodialSecret: a Node @hyperswarm/dht-relay client
+// listening non-custodially through a Go relay is reached by a UDP client,
+// and no frame the relay received holds its seed; custodial, the same
+// check finds it.
+func TestInteropNodeNonCustodialSecret(t *testing.T) {
+	nodetest.Require(t)
+	tn := testnet(t, 3)
+	relayNode := peerNode(t, tn)
+	client := peerNode(t, tn)
+	ctx := testCtx(t, 120*time.Second)
+	for _, custodial := range []bool{true, false} {
+		name := map[bool]string{true: "custodial", false: "noncustodial"}[custodial]
+		t.Run(name, func(t *testing.T) {
+			_, url, rec := recordingRelay(t, relayNode)
+			lkp := newKey(t)
+			args := []string{"listen", url, seedHex(lkp)}
+			if !custodial {
+				args = append(args, "noncustodial")
+			}
+			p := nodetest.Start(t, "dhtrelay-node.js", args...)
+			p.Expect("listening ", 60*time.Second)
+			marker := make([]byte, 32)
+			rand.Read(marker)
+			uc, err := client.Dial(ctx, lkp.Public, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			markedRoundTrip(t, uc, marker, interopBytes)
+			uc.Close()
+			seed := lkp.Seed()
+			r := rec()
+			in, out := r.count(seed[:])
+			plainIn, plainOut := r.count(marker)
+			t.Logf("relay received %d frames, %d with the seed; plaintext in %d received, %d sent frames", len(r.in), in+out, plainIn, plainOut)
+			if custodial != (in+out > 0) || custodial != (plainIn > 0 && plainOut > 0) {
+				t.Fatalf("%s: %d frames with the seed, plaintext in %d+%d frames", name, in+out, plainIn, plainOut)
 			}
 		})
 	}
