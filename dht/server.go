@@ -271,13 +271,18 @@ func (l *Listener) AcceptRaw(ctx context.Context) (*RawConn, error) {
 	if l.raw == nil {
 		return nil, ErrNotRaw
 	}
+	return acceptFrom(ctx, l, l.raw)
+}
+
+func acceptFrom[T any](ctx context.Context, l *Listener, ch <-chan T) (T, error) {
+	var zero T
 	select {
-	case c := <-l.raw:
+	case c := <-ch:
 		return c, nil
 	case <-l.ctx.Done():
-		return nil, ErrListenerClosed
+		return zero, ErrListenerClosed
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 
@@ -287,14 +292,7 @@ func (l *Listener) AcceptConn(ctx context.Context) (*Conn, error) {
 	if l.raw != nil {
 		return nil, ErrRaw
 	}
-	select {
-	case c := <-l.accept:
-		return c, nil
-	case <-l.ctx.Done():
-		return nil, ErrListenerClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return acceptFrom(ctx, l, l.accept)
 }
 
 // Close unannounces and stops accepting; established connections stay.

@@ -28,6 +28,23 @@ var (
 	errBadSignature    = errors.New("dhtrelay: the client's signature does not verify")
 )
 
+// await waits for the client's answer on ch, at most requestTimeout.
+func await[T any](ctx context.Context, c *serverClient, ch <-chan T) (T, error) {
+	t := time.NewTimer(requestTimeout)
+	defer t.Stop()
+	var zero T
+	select {
+	case v := <-ch:
+		return v, nil
+	case <-t.C:
+		return zero, errNoAnswer
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-c.ctx.Done():
+		return zero, ErrClosed
+	}
+}
+
 // relayHandshake is a dht.Handshaker whose Noise state is the client's.
 type relayHandshake struct {
 	c         *serverClient
@@ -107,19 +124,7 @@ func (h *relayHandshake) ask(ctx context.Context, build func(id uint32) Message)
 	c.noise[h.id] = h
 	c.mu.Unlock()
 
-	t := time.NewTimer(requestTimeout)
-	defer t.Stop()
-	var r NoiseReply
-	var err error
-	select {
-	case r = <-h.replies:
-	case <-t.C:
-		err = errNoAnswer
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-c.ctx.Done():
-		err = ErrClosed
-	}
+	r, err := await(ctx, c, h.replies)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
@@ -237,19 +242,7 @@ func (s *relaySigner) SignRecord(ctx context.Context, ns, target, nodeID, token 
 	c.signatures[id] = ch
 	c.mu.Unlock()
 
-	t := time.NewTimer(requestTimeout)
-	defer t.Stop()
-	var sig []byte
-	var err error
-	select {
-	case sig = <-ch:
-	case <-t.C:
-		err = errNoAnswer
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-c.ctx.Done():
-		err = ErrClosed
-	}
+	sig, err := await(ctx, c, ch)
 	c.mu.Lock()
 	if c.signatures[id] == ch {
 		delete(c.signatures, id)

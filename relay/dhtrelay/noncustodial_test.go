@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"io"
 	"net"
 	"reflect"
 	"sync"
@@ -107,26 +106,7 @@ func recordingRelay(t *testing.T, node *dht.Node) (*Server, string, func() *reco
 // echo.
 func markedRoundTrip(t *testing.T, c net.Conn, marker []byte, size int) {
 	t.Helper()
-	data := bytes.Repeat(marker, size/len(marker))
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.Write(data)
-		if err == nil {
-			err = c.(interface{ CloseWrite() error }).CloseWrite()
-		}
-		errc <- err
-	}()
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	if !bytes.Equal(got, data) {
-		t.Fatalf("echo differs: %d bytes back of %d", len(got), len(data))
-	}
+	roundTripData(t, c, bytes.Repeat(marker, size/len(marker)))
 }
 
 // heldSecrets walks what the relay keeps for its clients (the session,
@@ -229,14 +209,7 @@ func TestNonCustodialRelayNeverSeesSecrets(t *testing.T) {
 			rand.Read(marker)
 
 			// Dial a UDP server (as ckp).
-			skp := newKey(t)
-			l, err := serverNode.Listen(ctx, skp, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			echoConns(l.Accept)
-			conn, err := c.Dial(ctx, skp.Public, nil)
+			conn, err := c.Dial(ctx, echoListener(t, ctx, serverNode), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
