@@ -17,20 +17,18 @@ import (
 // relay). The relay's dht asks through the hooks below; each question is
 // one message to the client and one answer back.
 
-// requestTimeout bounds the wait for a client's noiseReply or signature.
-// The reference waits forever; a client whose Noise state throws never
-// answers, and the dht's attempt would hang with it.
-const requestTimeout = 10 * time.Second
-
 var (
 	errHandshakeDenied = errors.New("dhtrelay: the client denied the handshake")
 	errNoAnswer        = errors.New("dhtrelay: the client did not answer")
 	errBadSignature    = errors.New("dhtrelay: the client's signature does not verify")
 )
 
-// await waits for the client's answer on ch, at most requestTimeout.
+// await waits for the client's answer on ch, at most
+// ServerOptions.RequestTimeout: the reference waits forever, but a client
+// whose Noise state throws never answers, and the dht's attempt would hang
+// with it.
 func await[T any](ctx context.Context, c *serverClient, ch <-chan T) (T, error) {
-	t := time.NewTimer(requestTimeout)
+	t := time.NewTimer(c.s.opts.RequestTimeout)
 	defer t.Stop()
 	var zero T
 	select {

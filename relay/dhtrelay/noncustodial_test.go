@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"net"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -271,4 +272,89 @@ func TestNonCustodialRelayNeverSeesSecrets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServerNonCustodialMisbehaving: a non-custodial client that answers
+// a handshake step with nothing, never answers, signs garbage or sends
+// answers nobody asked for costs the relay one failed dial or announce
+// each, within ServerOptions.RequestTimeout, and leaves no request behind.
+func TestServerNonCustodialMisbehaving(t *testing.T) {
+	tn := testnet(t, 3)
+	relayNode := peerNode(t, tn)
+	ctx := testCtx(t, 60*time.Second)
+	spk := echoListener(t, ctx, peerNode(t, tn))
+	s := NewServer(relayNode, ServerOptions{Logger: testLogger(), RequestTimeout: 300 * time.Millisecond})
+	t.Cleanup(func() { s.Close() })
+	f, _ := serveRaw(t, s)
+	mc := newMsgClient(t, f)
+	kp := newKey(t)
+	mc.send(t, Handshake{PublicKey: kp.Public})
+	mc.send(t, NoiseReply{ID: 4242, Payload: []byte("unasked")})
+	mc.send(t, Signature{ID: 4242, Signature: make([]byte, 64)})
+
+	// An empty answer to noiseSend: the dial fails at once.
+	mc.send(t, Connect{Alias: 1, PublicKey: kp.Public, RemotePublicKey: spk})
+	ns := mc.expect(t, TypeNoiseSend, 10*time.Second).(NoiseSend)
+	if !ns.IsInitiator || ns.RemoteStreamAlias != 1 || len(ns.Payload) == 0 {
+		t.Fatalf("noiseSend %+v", ns)
+	}
+	mc.send(t, NoiseReply{IsInitiator: true, ID: ns.ID})
+	if d := mc.expect(t, TypeDestroy, 10*time.Second).(Destroy); d.Paired || d.RemoteAlias != 1 {
+		t.Fatalf("destroy %+v", d)
+	}
+
+	// No answer: the dial fails after RequestTimeout.
+	start := time.Now()
+	mc.send(t, Connect{Alias: 2, PublicKey: kp.Public, RemotePublicKey: spk})
+	mc.expect(t, TypeNoiseSend, 10*time.Second)
+	d := mc.expect(t, TypeDestroy, 10*time.Second).(Destroy)
+	if d.RemoteAlias != 2 || !strings.Contains(d.Error, "did not answer") {
+		t.Fatalf("destroy %+v", d)
+	}
+	t.Logf("unanswered handshake destroyed after %v", time.Since(start))
+
+	// Garbage signatures: the announce finishes and stores nothing.
+	topic := dht.Hash([]byte("misbehaving"))
+	mc.send(t, Announce{ID: 3, Topic: topic, PublicKey: kp.Public})
+	asked := 0
+	for finished := false; !finished; {
+		select {
+		case m := <-mc.msgs:
+			switch m := m.(type) {
+			case SignAnnounce:
+				asked++
+				mc.send(t, Signature{ID: m.ID, Signature: make([]byte, 64)})
+			case Finished:
+				finished = m.ID == 3
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the announce did not finish")
+		}
+	}
+	if asked == 0 {
+		t.Fatal("the relay never asked for a signature")
+	}
+	q := relayNode.Lookup(ctx, topic)
+	for r := range q.All(ctx) {
+		for _, p := range r.Peers {
+			if p.PublicKey == kp.Public {
+				t.Fatal("an announce with a garbage signature was stored")
+			}
+		}
+	}
+	q.Close()
+
+	// The session still works and holds no outstanding request.
+	mc.send(t, Ping{})
+	mc.expect(t, TypePong, 5*time.Second)
+	s.mu.Lock()
+	for c := range s.clients {
+		c.mu.Lock()
+		pending, noise, sigs := c.sess.Pending(), len(c.noise), len(c.signatures)
+		c.mu.Unlock()
+		if pending != 0 || noise != 0 || sigs != 0 {
+			t.Errorf("left behind: %d session requests, %d handshakes, %d signature waits", pending, noise, sigs)
+		}
+	}
+	s.mu.Unlock()
 }

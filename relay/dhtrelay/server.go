@@ -58,6 +58,9 @@ type ServerOptions struct {
 	// TransportTimeout bounds a TCP client's secret-stream handshake
 	// (default 10 s).
 	TransportTimeout time.Duration
+	// RequestTimeout bounds the wait for a non-custodial client's
+	// noiseReply or signature (default 10 s; the reference waits forever).
+	RequestTimeout time.Duration
 	// BehindProxy takes a WebSocket client's address from
 	// X-Forwarded-For (for logs only).
 	BehindProxy bool
@@ -104,6 +107,9 @@ func NewServer(node *dht.Node, opts ServerOptions) *Server {
 	}
 	if opts.TransportTimeout <= 0 {
 		opts.TransportTimeout = 10 * time.Second
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
 	}
 	log := opts.Logger
 	if log == nil {
