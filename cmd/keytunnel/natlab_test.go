@@ -122,9 +122,10 @@ func udpSockets(t *testing.T, pid int) []string {
 
 // TestNATLabRelayedNoUDP: `keytunnel expose` and `keytunnel forward`, each
 // in a lab host behind its own NAT whose UDP is dropped, reach the DHT
-// only through `keytunnel dht-relay` processes on a public host (expose
-// over tcp://, forward over ws://) and carry 64 MiB intact from a service
-// behind expose to a client of forward. The drop is shown to work (a UDP
+// only through `keytunnel dht-relay` processes on a public host and
+// carry 64 MiB intact from a service behind expose to a client of forward:
+// custodial (expose over tcp://, forward over ws://), then with
+// --relay-noncustodial and the transports swapped. The drop is shown to work (a UDP
 // probe gets through before it and not after, and the routers' drop
 // counters grow) and neither process's namespace has a UDP socket.
 func TestNATLabRelayedNoUDP(t *testing.T) {
@@ -170,6 +171,32 @@ func TestNATLabRelayedNoUDP(t *testing.T) {
 		t.Fatal("the drop counters did not count the probes")
 	}
 
+	// Custodial, then non-custodial with the transports swapped.
+	env := proctest.Env(t, boot)
+	for _, m := range []struct {
+		name              string
+		exposeURL, fwdURL string
+		extra             []string
+	}{
+		{"custodial", tcpURL, wsURL, nil},
+		{"noncustodial", wsURL, tcpURL, []string{"--relay-noncustodial"}},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			relayedTransfer(t, bin, env, e, f, m.exposeURL, m.fwdURL, m.extra, deadline)
+		})
+	}
+	drops := udpDrops(t, e.Net().Namespace()) + udpDrops(t, f.Net().Namespace())
+	t.Logf("UDP drops on the relayed hosts' links: %d (probes: %d)", drops, dropsBefore)
+	if drops < dropsBefore {
+		t.Fatalf("drop counters went back: %d < %d", drops, dropsBefore)
+	}
+}
+
+// relayedTransfer runs expose on e (through exposeURL) in front of a
+// service that sends 64 MiB and forward on f (through fwdURL), reads
+// the bytes through the forward and checks them, and that neither
+// namespace has a UDP socket.
+func relayedTransfer(t *testing.T, bin string, env []string, e, f *natlab.Host, exposeURL, fwdURL string, extra []string, deadline time.Time) {
 	// The service behind expose: 64 MiB of seeded random bytes per
 	// connection.
 	const size = 64 << 20
@@ -207,14 +234,15 @@ func TestNATLabRelayedNoUDP(t *testing.T) {
 
 	// The lab bootstrap is in the environment: were --relay ignored, the
 	// processes would try UDP, which the drop stops.
-	env := proctest.Env(t, boot)
-	exp := proctest.StartCmd(t, e.Command(bin, "--json", "--relay", tcpURL, "expose", fmt.Sprintf("127.0.0.1:%d", svcPort)), env)
+	args := append([]string{"--json", "--relay", exposeURL}, extra...)
+	exp := proctest.StartCmd(t, e.Command(bin, append(args, "expose", fmt.Sprintf("127.0.0.1:%d", svcPort))...), env)
 	ev := proctest.JSON(t, exp.Line(`"event":"listening"`, 90*time.Second))
 	pub, _ := ev["public_key"].(string)
 	if len(pub) != 64 {
 		t.Fatalf("expose: %v", ev)
 	}
-	fwd := proctest.StartCmd(t, f.Command(bin, "--json", "--relay", wsURL, "forward", pub, "0"), env)
+	args = append([]string{"--json", "--relay", fwdURL}, extra...)
+	fwd := proctest.StartCmd(t, f.Command(bin, append(args, "forward", pub, "0")...), env)
 	ev = proctest.JSON(t, fwd.Line(`"event":"forwarding"`, 90*time.Second))
 	local, err := netip.ParseAddrPort(fmt.Sprint(ev["listen"]))
 	if err != nil {
@@ -246,14 +274,10 @@ func TestNATLabRelayedNoUDP(t *testing.T) {
 		t.Fatal("the service did not finish")
 	}
 
-	drops := udpDrops(t, e.Net().Namespace()) + udpDrops(t, f.Net().Namespace())
 	expSocks, fwdSocks := udpSockets(t, exp.Pid()), udpSockets(t, fwd.Pid())
-	t.Logf("64 MiB intact in %v (%.1f MB/s) through %s and %s; UDP drops on the hosts' links: %d (probes: %d); UDP sockets: expose side %d, forward side %d",
-		took.Round(time.Millisecond), float64(size)/took.Seconds()/1e6, tcpURL, wsURL, drops, dropsBefore, len(expSocks), len(fwdSocks))
+	t.Logf("64 MiB intact in %v (%.1f MB/s), expose through %s, forward through %s %v; UDP sockets: expose side %d, forward side %d",
+		took.Round(time.Millisecond), float64(size)/took.Seconds()/1e6, exposeURL, fwdURL, extra, len(expSocks), len(fwdSocks))
 	if len(expSocks) != 0 || len(fwdSocks) != 0 {
 		t.Fatalf("UDP sockets in the relayed hosts' namespaces:\n%s", strings.Join(append(expSocks, fwdSocks...), "\n"))
-	}
-	if drops < dropsBefore {
-		t.Fatalf("drop counters went back: %d < %d", drops, dropsBefore)
 	}
 }
