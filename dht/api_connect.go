@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -23,6 +24,13 @@ type ListenOptions struct {
 	// ReusableSocket tells clients the path to us may be reused: a client
 	// that also sets it handshakes straight with us next time.
 	ReusableSocket bool
+	// Handshakes, when set, returns the Handshaker for each client's
+	// handshake, instead of running it with the key pair's secret key:
+	// connections then arrive as RawConns (AcceptRaw).
+	Handshakes func() Handshaker
+	// Signer, when set, signs the listener's announce and unannounce
+	// records instead of the key pair's secret key.
+	Signer Signer
 }
 
 // DialOptions tunes Dial. The zero value (or nil) dials with the node's
@@ -49,11 +57,36 @@ var _ net.Listener = (*Listener)(nil)
 // connection: FIND_PEER, PEER_HANDSHAKE through the server's relay nodes,
 // holepunching when needed, then secret-stream over udx.
 func (n *Node) Dial(ctx context.Context, remote key.PublicKey, opts *DialOptions) (*Conn, error) {
-	return n.dial(ctx, remote, opts)
+	c, err := n.dial(ctx, remote, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*Conn), nil
+}
+
+// DialRaw is Dial with the Noise handshake run by h, which holds the
+// client's key (opts.KeyPair is not used): the connection is the udx
+// stream, carrying the secret-stream that h's owner runs over it.
+func (n *Node) DialRaw(ctx context.Context, remote key.PublicKey, h Handshaker, opts *DialOptions) (*RawConn, error) {
+	if h == nil {
+		return nil, fmt.Errorf("%w: DialRaw without a Handshaker", ErrBadConfig)
+	}
+	c, err := n.dial(ctx, remote, opts, h)
+	if err != nil {
+		return nil, err
+	}
+	rc, ok := c.(*RawConn)
+	if !ok {
+		// h handed over its keys: it ran here after all.
+		c.Close()
+		return nil, fmt.Errorf("%w: the Handshaker returned transport keys", ErrBadConfig)
+	}
+	return rc, nil
 }
 
 // Listen announces kp's public key on the DHT and accepts connections to it
-// until the Listener is closed, which unannounces.
+// until the Listener is closed, which unannounces. With opts.Handshakes and
+// opts.Signer, kp's secret key is not needed.
 func (n *Node) Listen(ctx context.Context, kp key.KeyPair, opts *ListenOptions) (*Listener, error) {
 	return n.listen(ctx, kp, opts)
 }

@@ -138,6 +138,8 @@ func drain(ctx context.Context, q *rpc.Query) error {
 type AnnounceOptions struct {
 	// Bump is an unsigned hint stored per topic (a wall-clock time in ms).
 	Bump uint64
+	// Signer, when set, signs the records instead of kp's secret key.
+	Signer Signer
 }
 
 // Announce stores kp's public key with relayAddresses under topic on the
@@ -146,8 +148,12 @@ type AnnounceOptions struct {
 // H(kp.Public) is a self-announce: those nodes then route handshakes to us.
 func (n *Node) Announce(ctx context.Context, topic [32]byte, kp key.KeyPair, relayAddresses []netip.AddrPort, opts *AnnounceOptions) error {
 	var bump uint64
+	signer := KeySigner(kp)
 	if opts != nil {
 		bump = opts.Bump
+		if opts.Signer != nil {
+			signer = opts.Signer
+		}
 	}
 	peer := &wire.Peer{PublicKey: kp.Public, RelayAddresses: relayAddresses}
 	q := n.rpc.Query(ctx, rpc.ID(topic), uint64(wire.CmdLookup), nil, &rpc.QueryOptions{
@@ -156,7 +162,10 @@ func (n *Node) Announce(ctx context.Context, topic [32]byte, kp key.KeyPair, rel
 				return rpc.ErrNoToken
 			}
 			ann := &wire.Announce{Peer: peer, Bump: bump}
-			sig := wire.SignAnnounce(kp, topic, [32]byte(*r.FromID), r.Token[:], ann)
+			sig, err := signer.SignRecord(ctx, wire.NSAnnounce, topic, [32]byte(*r.FromID), *r.Token, peer)
+			if err != nil {
+				return err
+			}
 			ann.Signature = &sig
 			return n.commitRequest(ctx, r, wire.CmdAnnounce, topic, ann.Append(nil))
 		},
@@ -180,9 +189,15 @@ func (n *Node) commitRequest(ctx context.Context, r *rpc.Response, cmd wire.Comm
 // of a LOOKUP that reports it (or reports a full page of 20 peers, which
 // may hide it).
 func (n *Node) Unannounce(ctx context.Context, topic [32]byte, kp key.KeyPair) error {
-	n.store.Remove(topic, kp.Public, time.Now())
+	return n.UnannounceSigned(ctx, topic, kp.Public, KeySigner(kp))
+}
 
-	peer := &wire.Peer{PublicKey: kp.Public}
+// UnannounceSigned is Unannounce for publicKey, with the records signed
+// by s.
+func (n *Node) UnannounceSigned(ctx context.Context, topic [32]byte, publicKey key.PublicKey, s Signer) error {
+	n.store.Remove(topic, publicKey, time.Now())
+
+	peer := &wire.Peer{PublicKey: publicKey}
 	q := n.rpc.Query(ctx, rpc.ID(topic), uint64(wire.CmdLookup), nil, nil)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -198,18 +213,20 @@ func (n *Node) Unannounce(ctx context.Context, topic [32]byte, kp key.KeyPair) e
 		if !ok || lr.Token == nil || lr.FromID == nil {
 			continue
 		}
-		found := len(lr.Peers) >= wire.MaxLookupRecords || slices.ContainsFunc(lr.Peers, func(p wire.Peer) bool { return p.PublicKey == kp.Public })
+		found := len(lr.Peers) >= wire.MaxLookupRecords || slices.ContainsFunc(lr.Peers, func(p wire.Peer) bool { return p.PublicKey == publicKey })
 		if !found {
 			continue
 		}
-		ann := &wire.Announce{Peer: peer}
-		sig := wire.SignUnannounce(kp, topic, [32]byte(*lr.FromID), lr.Token[:], ann)
-		ann.Signature = &sig
-		v := ann.Append(nil)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = n.commitRequest(ctx, r, wire.CmdUnannounce, topic, v)
+			// Signing may be a round trip (a relayed client's key).
+			sig, err := s.SignRecord(ctx, wire.NSUnannounce, topic, [32]byte(*lr.FromID), *lr.Token, peer)
+			if err != nil {
+				return
+			}
+			ann := &wire.Announce{Peer: peer, Signature: &sig}
+			_ = n.commitRequest(ctx, r, wire.CmdUnannounce, topic, ann.Append(nil))
 		}()
 	}
 }

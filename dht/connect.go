@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -16,7 +17,6 @@ import (
 	"github.com/keytunnel/keytunnel/holepunch"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/secretstream"
-	"github.com/keytunnel/keytunnel/secretstream/noise"
 	"github.com/keytunnel/keytunnel/udx"
 )
 
@@ -39,7 +39,7 @@ type dialer struct {
 	stream *udx.Stream
 
 	hsMu   sync.Mutex
-	hs     *noise.Handshake
+	hs     Handshaker
 	msg1   []byte
 	hsDone bool  // the server's reply was read (successfully or not)
 	hsErr  error // what it said, if it refused
@@ -68,7 +68,7 @@ type dialer struct {
 }
 
 type connectInfo struct {
-	res           noise.Result
+	res           HandshakeResult
 	payload       wire.NoisePayload
 	relayed       bool
 	relayAddress  netip.AddrPort // the node the handshake went through
@@ -76,7 +76,9 @@ type connectInfo struct {
 	clientAddress netip.AddrPort
 }
 
-func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions) (*Conn, error) {
+// dial returns a *Conn, or a *RawConn when h (nil: a handshake with the
+// key pair here) keeps the keys.
+func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions, h Handshaker) (net.Conn, error) {
 	if n.sock == nil {
 		return nil, ErrNoStreams
 	}
@@ -90,6 +92,13 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 	if opts != nil {
 		d.relayThrough, d.reusable = opts.RelayThrough, opts.ReusableSocket
 	}
+	if h == nil {
+		var err error
+		if h, err = newLocalHandshake(d.kp, &remote); err != nil {
+			return nil, err
+		}
+	}
+	d.hs = h
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel)
@@ -138,12 +147,8 @@ func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) 
 	return udx.FirewallHold
 }
 
-func (d *dialer) run(ctx context.Context) (*Conn, error) {
+func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 	n := d.n
-	hs, err := noise.New(noise.Config{Pattern: noise.IK, Initiator: true, KeyPair: d.kp, RemoteKey: d.remote, Prologue: wire.NSPeerHandshake[:]})
-	if err != nil {
-		return nil, err
-	}
 	ours := n.remoteAddress()
 	p := wire.NoisePayload{Version: 1, Firewall: wire.FirewallUnknown,
 		UDX: &wire.UDXInfo{Version: 1, ID: uint64(d.stream.ID()), ReusableSocket: d.reusable}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
@@ -158,11 +163,11 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 			p.RelayThrough = &wire.RelayThroughInfo{Version: 1, PublicKey: pk, Token: d.relayToken}
 		}
 	}
-	msg1, err := hs.WriteMessage(nil, p.Append(nil))
+	msg1, err := d.hs.WriteMessage(ctx, p.Append(nil))
 	if err != nil {
 		return nil, err
 	}
-	d.hs, d.msg1 = hs, msg1
+	d.msg1 = msg1
 
 	// A route both sides allowed to reuse is tried first: one direct
 	// PEER_HANDSHAKE, no lookup, no punch (connect.js retryRoute).
@@ -351,8 +356,11 @@ func (d *dialer) run(ctx context.Context) (*Conn, error) {
 		}
 	}
 	n.log.Debug("dht: dial path", "remote", d.remote, "to", from, "connected", connected)
-	res := c.res
-	conn, err := secretstream.New(d.stream, secretstream.Options{IsInitiator: true, Handshake: &res, KeepAlive: connectionKeepAlive, SendHeader: true})
+	if c.res.Keys == nil {
+		// The keys are the Handshaker's: its owner runs secret-stream.
+		return newRawConn(d.stream, d.hs, d.remote), nil
+	}
+	conn, err := secretstream.New(d.stream, secretstream.Options{IsInitiator: true, Handshake: c.res.Keys, KeepAlive: connectionKeepAlive, SendHeader: true})
 	if err != nil {
 		return nil, err
 	}
@@ -508,7 +516,7 @@ func (d *dialer) connectThroughSock(ctx context.Context, to netip.AddrPort, sock
 		d.once.Do(func() { close(d.done) })
 		return err
 	}
-	pt, err := d.hs.ReadMessage(nil, rep.noise)
+	pt, err := d.hs.ReadMessage(ctx, rep.noise)
 	if err != nil {
 		return ErrHandshakeInvalid.with(err)
 	}
@@ -626,7 +634,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 			break
 		}
 	}
-	hp := &clientPunch{d: d, id: pl.Holepunch.ID, secure: wire.NewSecurePayload(wire.HolepunchSecret(c.res.Hash[:]), random32())}
+	hp := &clientPunch{d: d, id: pl.Holepunch.ID, secure: wire.NewSecurePayload(c.res.HolepunchSecret, random32())}
 	hp.hosts = []netip.Addr{c.serverAddress.Addr()}
 	// A punch from a host the server reported (or the one we know)
 	// connects us, on whichever of our sockets it reached.

@@ -19,6 +19,11 @@ var (
 	ErrNoCommit = errors.New("dht: no node accepted the request")
 	// ErrBadConfig is returned by New for an unusable configuration.
 	ErrBadConfig = errors.New("dht: bad config")
+	// ErrRaw is AcceptConn on a Listener whose handshakes run elsewhere
+	// (ListenOptions.Handshakes): its connections are RawConns.
+	ErrRaw = errors.New("dht: the listener's connections are raw; use AcceptRaw")
+	// ErrNotRaw is AcceptRaw on a Listener that runs its handshakes itself.
+	ErrNotRaw = errors.New("dht: the listener's connections are encrypted; use AcceptConn")
 )
 
 // RemoteError is a storage command answered with a hyperdht error code

@@ -17,7 +17,6 @@ import (
 	"github.com/keytunnel/keytunnel/holepunch"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/secretstream"
-	"github.com/keytunnel/keytunnel/secretstream/noise"
 	"github.com/keytunnel/keytunnel/udx"
 )
 
@@ -41,6 +40,8 @@ type Listener struct {
 	opts   ListenOptions
 
 	accept    chan *Conn
+	raw       chan *RawConn // instead of accept, with ListenOptions.Handshakes
+	signer    Signer
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -62,7 +63,7 @@ type slot struct {
 	ready chan struct{}
 	msg2  []byte // nil: refused, silence
 
-	res      noise.Result
+	res      HandshakeResult
 	remoteID uint32
 	stream   *udx.Stream
 	secure   *wire.SecurePayload
@@ -79,6 +80,7 @@ type slot struct {
 	upgradeOnce sync.Once
 
 	mu             sync.Mutex
+	hs             Handshaker // nil once closed
 	round          uint64
 	remoteFirewall wire.Firewall
 	remoteAddrs    []holepunch.Remote
@@ -99,6 +101,13 @@ func (n *Node) listen(ctx context.Context, kp key.KeyPair, opts *ListenOptions) 
 	l := &Listener{n: n, kp: kp, target: Hash(kp.Public[:]), accept: make(chan *Conn, 64), connects: make(map[string]*slot)}
 	if opts != nil {
 		l.opts = *opts
+	}
+	l.signer = l.opts.Signer
+	if l.signer == nil {
+		l.signer = KeySigner(kp)
+	}
+	if l.opts.Handshakes != nil {
+		l.raw = make(chan *RawConn, cap(l.accept))
 	}
 	l.ctx, l.cancel = context.WithCancel(n.ctx)
 	c := &n.conns
@@ -167,7 +176,10 @@ func (l *Listener) announce(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			ann := &wire.Announce{Peer: &wire.Peer{PublicKey: l.kp.Public}}
-			sig := wire.SignAnnounce(l.kp, l.target, [32]byte(*r.FromID), r.Token[:], ann)
+			sig, err := l.signer.SignRecord(ctx, wire.NSAnnounce, l.target, [32]byte(*r.FromID), *r.Token, ann.Peer)
+			if err != nil {
+				return
+			}
 			ann.Signature = &sig
 			if err := n.commitRequest(ctx, r, wire.CmdAnnounce, l.target, ann.Append(nil)); err != nil {
 				return
@@ -205,7 +217,10 @@ func (l *Listener) unannounceAt(ctx context.Context, to netip.AddrPort) {
 		return
 	}
 	ann := &wire.Announce{Peer: &wire.Peer{PublicKey: l.kp.Public}}
-	sig := wire.SignUnannounce(l.kp, l.target, [32]byte(*r.FromID), r.Token[:], ann)
+	sig, err := l.signer.SignRecord(ctx, wire.NSUnannounce, l.target, [32]byte(*r.FromID), *r.Token, ann.Peer)
+	if err != nil {
+		return
+	}
 	ann.Signature = &sig
 	_ = n.commitRequest(ctx, r, wire.CmdUnannounce, l.target, ann.Append(nil))
 }
@@ -248,20 +263,43 @@ func (l *Listener) background() {
 	}
 }
 
-// Accept waits for the next connection; it is a *Conn.
-func (l *Listener) Accept() (net.Conn, error) { return l.AcceptConn(context.Background()) }
+// Accept waits for the next connection: a *Conn, or a *RawConn when
+// ListenOptions.Handshakes runs the handshakes.
+func (l *Listener) Accept() (net.Conn, error) {
+	if l.raw != nil {
+		return l.AcceptRaw(context.Background())
+	}
+	return l.AcceptConn(context.Background())
+}
+
+// AcceptRaw waits for the next connection of a Listener whose handshakes
+// run elsewhere (ListenOptions.Handshakes) or for ctx.
+func (l *Listener) AcceptRaw(ctx context.Context) (*RawConn, error) {
+	if l.raw == nil {
+		return nil, ErrNotRaw
+	}
+	return acceptFrom(ctx, l, l.raw)
+}
+
+func acceptFrom[T any](ctx context.Context, l *Listener, ch <-chan T) (T, error) {
+	var zero T
+	select {
+	case c := <-ch:
+		return c, nil
+	case <-l.ctx.Done():
+		return zero, ErrListenerClosed
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
 
 // AcceptConn waits for the next connection (its secret-stream headers
 // already exchanged) or for ctx.
 func (l *Listener) AcceptConn(ctx context.Context) (*Conn, error) {
-	select {
-	case c := <-l.accept:
-		return c, nil
-	case <-l.ctx.Done():
-		return nil, ErrListenerClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if l.raw != nil {
+		return nil, ErrRaw
 	}
+	return acceptFrom(ctx, l, l.accept)
 }
 
 // Close unannounces and stops accepting; established connections stay.
@@ -311,6 +349,8 @@ func (l *Listener) shutdown() {
 	for {
 		select {
 		case c := <-l.accept:
+			c.Close()
+		case c := <-l.raw:
 			c.Close()
 		default:
 			return
@@ -374,12 +414,18 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	if direct {
 		client = r.From
 	}
-	hs, err := noise.New(noise.Config{Pattern: noise.IK, KeyPair: l.kp, Prologue: wire.NSPeerHandshake[:]})
-	if err != nil {
+	var hs Handshaker
+	var err error
+	if l.opts.Handshakes != nil {
+		hs = l.opts.Handshakes()
+	} else if hs, err = newLocalHandshake(l.kp, nil); err != nil {
 		l.clearLater(s)
 		return
 	}
-	pt, err := hs.ReadMessage(nil, msg1)
+	s.mu.Lock()
+	s.hs = hs
+	s.mu.Unlock()
+	pt, err := hs.ReadMessage(l.ctx, msg1)
 	if err != nil {
 		l.clearLater(s)
 		return
@@ -475,7 +521,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 			out.RelayThrough = &wire.RelayThroughInfo{Version: 1, PublicKey: pk, Token: relayToken}
 		}
 	}
-	msg2, err := hs.WriteMessage(nil, out.Append(nil))
+	msg2, err := hs.WriteMessage(l.ctx, out.Append(nil))
 	if err != nil {
 		l.abortSlot(s, true)
 		return
@@ -516,7 +562,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 		l.wg.Add(1)
 		go l.relaySlot(s, relayPK, isInitiator, relayToken)
 	}
-	s.secure = wire.NewSecurePayload(wire.HolepunchSecret(res.Hash[:]), random32())
+	s.secure = wire.NewSecurePayload(res.HolepunchSecret, random32())
 	s.mu.Lock()
 	s.prepunch = time.AfterFunc(handshakeInitialWait, func() { l.abortSlot(s, true) })
 	if !ours.IsValid() {
@@ -528,6 +574,12 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 		}})
 	}
 	s.mu.Unlock()
+}
+
+func (s *slot) handshaker() Handshaker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hs
 }
 
 // ownsPunch says whether a 1-byte datagram from `from` is plausibly this
@@ -612,8 +664,16 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 				l.clearLater(s)
 			}()
 		}
-		res := s.res
-		conn, err := secretstream.New(s.stream, secretstream.Options{IsInitiator: false, Handshake: &res, KeepAlive: connectionKeepAlive, SendHeader: true})
+		if s.res.Keys == nil {
+			// The keys are the Handshaker's: its owner runs secret-stream.
+			select {
+			case l.raw <- newRawConn(s.stream, s.handshaker(), s.res.RemotePublicKey):
+			case <-l.ctx.Done():
+				s.stream.Destroy()
+			}
+			return
+		}
+		conn, err := secretstream.New(s.stream, secretstream.Options{IsInitiator: false, Handshake: s.res.Keys, KeepAlive: connectionKeepAlive, SendHeader: true})
 		if err != nil {
 			s.stream.Destroy()
 			return
@@ -712,6 +772,12 @@ func (l *Listener) clearLater(s *slot) {
 }
 
 func (l *Listener) clear(s *slot) {
+	s.mu.Lock()
+	if hs := s.hs; hs != nil {
+		s.hs = nil
+		defer closeHandshaker(hs)
+	}
+	s.mu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if s.id < len(l.slots) && l.slots[s.id] == s {

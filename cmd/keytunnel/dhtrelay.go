@@ -6,10 +6,13 @@ import (
 	"github.com/keytunnel/keytunnel/internal/app"
 )
 
-// relayFlag is the global --relay: reach the DHT through a dht-relay
-// instead of UDP.
-func relayFlag() cli.Flag {
-	return &cli.StringFlag{Name: "relay", Usage: "reach the DHT through a dht-relay (tcp://host:port or ws://host:port) instead of UDP; the relay holds your keys", EnvVars: []string{"KEYTUNNEL_RELAY"}}
+// relayFlags are the global --relay (reach the DHT through a dht-relay
+// instead of UDP) and --relay-noncustodial.
+func relayFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "relay", Usage: "reach the DHT through a dht-relay (tcp://host:port or ws://host:port) instead of UDP; the relay holds your keys unless --relay-noncustodial", EnvVars: []string{"KEYTUNNEL_RELAY"}},
+		&cli.BoolFlag{Name: "relay-noncustodial", Usage: "with --relay: keep your keys (handshakes and signatures run here, the relay sees only ciphertext); needs keytunnel's dht-relay to expose or listen", EnvVars: []string{"KEYTUNNEL_RELAY_NONCUSTODIAL"}},
+	}
 }
 
 // applyRelay sets the network hook when --relay is given.
@@ -17,7 +20,7 @@ func applyRelay(c *cli.Context, env *app.Env) error {
 	if !c.IsSet("relay") {
 		return nil
 	}
-	open, err := app.RelayNetwork(c.String("relay"))
+	open, err := app.RelayNetwork(c.String("relay"), app.DHTRelayClientOptions{NonCustodial: c.Bool("relay-noncustodial")})
 	if err != nil {
 		return err
 	}

@@ -36,13 +36,12 @@ func newApp(env *app.Env) *cli.App {
 		Usage:     "expose and reach TCP services by public key over HyperDHT",
 		Writer:    orStdout(env),
 		ErrWriter: orStderr(env),
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "bootstrap", Usage: "DHT bootstrap nodes as host:port (default: the public HyperDHT nodes)", EnvVars: []string{"KEYTUNNEL_BOOTSTRAP"}},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)"},
 			&cli.StringSliceFlag{Name: "relay-through", Usage: "blind-relay server key(s) to fall back to when holepunching fails (see `keytunnel relay`)", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
-			relayFlag(),
-		},
+		}, relayFlags()...),
 		Before: func(c *cli.Context) error {
 			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))

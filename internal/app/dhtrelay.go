@@ -92,11 +92,21 @@ func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
 	}
 }
 
+// DHTRelayClientOptions adjust RelayNetwork.
+type DHTRelayClientOptions struct {
+	// NonCustodial keeps the secret keys here: this process runs the
+	// Noise handshakes and signs the announces, and the relay carries only
+	// ciphertext. A keytunnel dht-relay supports it both ways; the Node
+	// relay only for dialing (forward, connect), as its non-custodial
+	// announce is broken. Custodial (the default) hands the relay the keys.
+	NonCustodial bool
+}
+
 // RelayNetwork returns an Env.OpenNetwork that reaches the DHT through the
 // dht-relay at rawURL (tcp://host:port, ws://host:port or wss://…)
-// instead of UDP: no UDP socket is opened. The relay is custodial: it
-// holds the keys of what runs through it, so use a relay you trust.
-func RelayNetwork(rawURL string) (func(ctx context.Context, env *Env) (Network, error), error) {
+// instead of UDP: no UDP socket is opened. Unless o.NonCustodial, the
+// relay holds the keys of what runs through it, so use a relay you trust.
+func RelayNetwork(rawURL string, o DHTRelayClientOptions) (func(ctx context.Context, env *Env) (Network, error), error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("--relay %q: want tcp://host:port, ws://host:port or wss://host[:port]", rawURL)
@@ -113,7 +123,7 @@ func RelayNetwork(rawURL string) (func(ctx context.Context, env *Env) (Network, 
 		env.init()
 		dctx, cancel := context.WithTimeout(ctx, env.joinTimeout())
 		defer cancel()
-		c, err := dhtrelay.DialClient(dctx, rawURL, dhtrelay.ClientOptions{Logger: env.logger.With("component", "dht-relay")})
+		c, err := dhtrelay.DialClient(dctx, rawURL, dhtrelay.ClientOptions{NonCustodial: o.NonCustodial, Logger: env.logger.With("component", "dht-relay")})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

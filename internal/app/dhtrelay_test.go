@@ -46,11 +46,11 @@ func nodeDHTRelay(t *testing.T, boot []string, transport string) string {
 }
 
 // relayEnv is an Env whose network is the dht-relay at url.
-func relayEnv(t *testing.T, url string) (*Env, *lineBuffer) {
+func relayEnv(t *testing.T, url string, o DHTRelayClientOptions) (*Env, *lineBuffer) {
 	t.Helper()
 	env, out, _ := testEnv(t, nil)
 	env.Bootstrap = []string{"127.0.0.1:1"} // a relayed command never uses it
-	open, err := RelayNetwork(url)
+	open, err := RelayNetwork(url, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,8 @@ func bulkEcho(t *testing.T, c net.Conn, size int) time.Duration {
 
 // TestExposeForwardThroughDHTRelays: `keytunnel --relay … expose` and
 // `keytunnel --relay … forward` carry 64 MiB intact, each through its own
-// relay: Go and Node relays, TCP and WebSocket.
+// relay: Go and Node relays, TCP and WebSocket; non-custodial through Go
+// relays (and the Node relay for forward, which only dials).
 func TestExposeForwardThroughDHTRelays(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -103,10 +104,13 @@ func TestExposeForwardThroughDHTRelays(t *testing.T) {
 		name          string
 		expose, fwd   string // go|node
 		exposeT, fwdT string // tcp|ws
+		nonCustodial  bool
 	}{
-		{"GoTCP-GoWS", "go", "go", "tcp", "ws"},
-		{"GoWS-NodeTCP", "go", "node", "ws", "tcp"},
-		{"NodeWS-GoTCP", "node", "go", "ws", "tcp"},
+		{"GoTCP-GoWS", "go", "go", "tcp", "ws", false},
+		{"GoWS-NodeTCP", "go", "node", "ws", "tcp", false},
+		{"NodeWS-GoTCP", "node", "go", "ws", "tcp", false},
+		{"NonCustodial-GoWS-GoTCP", "go", "go", "ws", "tcp", true},
+		{"NonCustodial-GoTCP-NodeWS", "go", "node", "tcp", "ws", true},
 	}
 	relayURL := func(t *testing.T, impl, tr string) string {
 		if impl == "node" {
@@ -120,14 +124,15 @@ func TestExposeForwardThroughDHTRelays(t *testing.T) {
 			eurl := relayURL(t, tc.expose, tc.exposeT)
 			furl := relayURL(t, tc.fwd, tc.fwdT)
 			skp, _ := key.Generate(nil)
-			eenv, eout := relayEnv(t, eurl)
+			o := DHTRelayClientOptions{NonCustodial: tc.nonCustodial}
+			eenv, eout := relayEnv(t, eurl, o)
 			run(t, func(ctx context.Context) error {
 				return Expose(ctx, eenv, ExposeOptions{Target: echo, Key: KeyOptions{Seed: fmt.Sprintf("%x", skp.Seed())}})
 			})
 			if got := eout.waitLines(t, 1, 60*time.Second)[0]; got != skp.Public.String() {
 				t.Fatalf("expose printed %q", got)
 			}
-			fenv, fout := relayEnv(t, furl)
+			fenv, fout := relayEnv(t, furl, o)
 			port := freePort(t)
 			run(t, func(ctx context.Context) error {
 				return Forward(ctx, fenv, ForwardOptions{Remote: skp.Public.String(), Listen: fmt.Sprint(port)})
@@ -156,11 +161,11 @@ func TestExposeForwardThroughDHTRelays(t *testing.T) {
 // TestRelayURLErrors: a bad --relay is one clear line.
 func TestRelayURLErrors(t *testing.T) {
 	for _, u := range []string{"", "http://x:1", "tcp://host", "nonsense"} {
-		if _, err := RelayNetwork(u); err == nil || !strings.Contains(err.Error(), "--relay") {
+		if _, err := RelayNetwork(u, DHTRelayClientOptions{}); err == nil || !strings.Contains(err.Error(), "--relay") {
 			t.Errorf("RelayNetwork(%q) = %v", u, err)
 		}
 	}
-	env, _ := relayEnv(t, "tcp://127.0.0.1:1")
+	env, _ := relayEnv(t, "tcp://127.0.0.1:1", DHTRelayClientOptions{})
 	env.JoinTimeout = 3 * time.Second
 	err := Expose(context.Background(), env, ExposeOptions{Target: "1"})
 	if err == nil || !strings.Contains(err.Error(), "could not reach the dht-relay") {

@@ -73,17 +73,23 @@
 // not read stalls its streams, and through udx flow control their peers)
 // and per-stream buffers; the heartbeat pings every 15 s and drops a
 // client silent for 45 s (armed from the start, unlike the reference).
-// The Go relay is custodial only: a non-custodial connect is answered
-// with destroy and listen with listening+closed, both naming
-// ErrNonCustodial, because running the Noise handshake remotely needs a
-// hook into the dht package's Dial and Listen that is not there yet.
+// It serves both modes. For a non-custodial client it gives the dht
+// package hooks instead of keys: a dht.Handshaker per handshake
+// (Node.DialRaw for connect, ListenOptions.Handshakes for listen) whose
+// WriteMessage and ReadMessage are noiseSend and noiseReceive to the
+// client, and a dht.Signer (ListenOptions.Signer, AnnounceOptions.Signer,
+// Node.UnannounceSigned) whose signatures come from signAnnounce and
+// signUnannounce and are verified before use. The dht then hands over the
+// udx stream itself (a dht.RawConn), and data messages carry the client's
+// secret-stream bytes unchanged. The relay waits at most 10 s for each
+// answer (the reference waits forever) and forgets the request after.
 //
 // Client is the relayed side with the UDP node's API shape (Dial, Listen,
 // Lookup, Announce, Unannounce) over one Framed; DialClient reaches a
 // relay at tcp://, ws:// or wss://. It runs both modes: non-custodial it
 // does the IK handshakes and signatures itself and wraps each stream in
-// its own secret-stream (tested against the Node relay, which then never
-// receives the secret key).
+// its own secret-stream (tested against the Go and the Node relay, which
+// then never receive the secret key).
 //
 // # Custodial and non-custodial keys
 //
@@ -114,10 +120,19 @@
 //     client's Noise responder (an empty noiseReply payload denies);
 //     custodial servers get incoming and answer accept/deny.
 //
+// What works non-custodially, both directions (interop tests): Go and
+// Node clients through a Go relay dial Go and Node servers, listen for Go
+// and Node UDP clients, and announce and unannounce; a Go client through
+// a Node relay dials, but cannot listen or announce there (next
+// paragraph). In every case the relay never receives a secret key or
+// plaintext (TestNonCustodialRelayNeverSeesSecrets,
+// TestInteropNodeNonCustodialSecret, TestInteropGoClientNodeRelay).
+//
 // Quirks of the reference a Go peer must know (all in the sheet, §6): its
 // non-custodial relay puts the peer object where relayAddresses belong and
-// fails to encode signAnnounce, so non-custodial announces never complete
-// against a Node relay; a Go relay sends ann.peer.relayAddresses. Its
+// fails to encode signAnnounce, so non-custodial listens and announces
+// never complete against a Node relay; a Go relay sends
+// ann.peer.relayAddresses, which Node clients sign correctly. Its
 // ServerProxy sends destroy without paired/remoteAlias, which throws; a
 // Go relay sends destroy{paired, C}. The client's Handshake computes
 // remoteId as the initiator's stream id on both sides.

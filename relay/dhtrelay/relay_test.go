@@ -86,12 +86,43 @@ func echoConns(accept func() (net.Conn, error)) {
 	}()
 }
 
+// echoListener listens on node with a fresh key pair and echoes every
+// connection until the test ends.
+func echoListener(t testing.TB, ctx context.Context, node *dht.Node) key.PublicKey {
+	t.Helper()
+	kp := newKey(t)
+	l, err := node.Listen(ctx, kp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	echoConns(l.Accept)
+	return kp.Public
+}
+
+// udpEcho dials pk from node (over UDP) and round-trips size bytes.
+func udpEcho(t testing.TB, ctx context.Context, node *dht.Node, pk key.PublicKey, size int) {
+	t.Helper()
+	c, err := node.Dial(ctx, pk, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", pk, err)
+	}
+	defer c.Close()
+	roundTrip(t, c, size)
+}
+
 // roundTrip writes size random bytes, half-closes and checks that the
 // same bytes come back; it returns the elapsed time.
 func roundTrip(t testing.TB, c net.Conn, size int) time.Duration {
 	t.Helper()
 	data := make([]byte, size)
 	rand.Read(data)
+	return roundTripData(t, c, data)
+}
+
+// roundTripData is roundTrip with the bytes given.
+func roundTripData(t testing.TB, c net.Conn, data []byte) time.Duration {
+	t.Helper()
 	c.SetDeadline(time.Now().Add(120 * time.Second))
 	start := time.Now()
 	errc := make(chan error, 1)
@@ -104,13 +135,13 @@ func roundTrip(t testing.TB, c net.Conn, size int) time.Duration {
 	}()
 	got, err := io.ReadAll(c)
 	if err != nil {
-		t.Fatalf("read: %v (got %d of %d bytes)", err, len(got), size)
+		t.Fatalf("read: %v (got %d of %d bytes)", err, len(got), len(data))
 	}
 	if err := <-errc; err != nil {
 		t.Fatalf("write: %v", err)
 	}
 	if sha256.Sum256(got) != sha256.Sum256(data) {
-		t.Fatalf("echo differs: got %d bytes, want %d", len(got), size)
+		t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(data))
 	}
 	return time.Since(start)
 }
@@ -156,65 +187,60 @@ func dialClient(t testing.TB, url string, opts ClientOptions) *Client {
 }
 
 // TestGoRelayGoClient: a Go client through a Go relay dials a UDP server,
-// serves a UDP client, and looks up and announces, over both transports.
+// serves a UDP client, and looks up and announces, over both transports,
+// custodial and not.
 func TestGoRelayGoClient(t *testing.T) {
 	tn := testnet(t, 3)
 	relayNode := peerNode(t, tn)
 	serverNode := peerNode(t, tn)
 	for _, tr := range []string{"tcp", "ws"} {
-		t.Run(tr, func(t *testing.T) {
-			ctx := testCtx(t, 90*time.Second)
-			_, url := goRelay(t, relayNode, tr, ServerOptions{})
-			c := dialClient(t, url, ClientOptions{})
+		for _, mode := range []string{"custodial", "noncustodial"} {
+			t.Run(tr+"/"+mode, func(t *testing.T) {
+				ctx := testCtx(t, 90*time.Second)
+				_, url := goRelay(t, relayNode, tr, ServerOptions{})
+				c := dialClient(t, url, ClientOptions{NonCustodial: mode == "noncustodial"})
 
-			// Dial a UDP server through the relay.
-			skp := newKey(t)
-			l, err := serverNode.Listen(ctx, skp, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			echoConns(l.Accept)
-			conn, err := c.Dial(ctx, skp.Public, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			roundTrip(t, conn, 4<<20)
-			conn.Close()
+				// Dial a UDP server through the relay.
+				spk := echoListener(t, ctx, serverNode)
+				conn, err := c.Dial(ctx, spk, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if conn.RemotePublicKey() != spk {
+					t.Fatalf("remote key %s", conn.RemotePublicKey())
+				}
+				roundTrip(t, conn, 4<<20)
+				conn.Close()
 
-			// Listen through the relay; a UDP client dials it.
-			ckp := newKey(t)
-			rl, err := c.Listen(ctx, ckp, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			echoConns(rl.Accept)
-			uc, err := serverNode.Dial(ctx, ckp.Public, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			roundTrip(t, uc, 4<<20)
-			uc.Close()
-			if err := rl.Close(); err != nil {
-				t.Fatal(err)
-			}
+				// Listen through the relay; a UDP client dials it.
+				ckp := newKey(t)
+				rl, err := c.Listen(ctx, ckp, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				echoConns(rl.Accept)
+				udpEcho(t, ctx, serverNode, ckp.Public, 4<<20)
+				if err := rl.Close(); err != nil {
+					t.Fatal(err)
+				}
 
-			// Announce, lookup, unannounce.
-			topic := dht.Hash([]byte("dhtrelay test topic " + tr))
-			akp := newKey(t)
-			if err := c.Announce(ctx, topic, akp); err != nil {
-				t.Fatal(err)
-			}
-			if !lookupHas(t, ctx, c, topic, akp.Public) {
-				t.Fatal("lookup after announce does not find the key")
-			}
-			if err := c.Unannounce(ctx, topic, akp); err != nil {
-				t.Fatal(err)
-			}
-			if lookupHas(t, ctx, c, topic, akp.Public) {
-				t.Fatal("lookup after unannounce still finds the key")
-			}
-		})
+				// Announce, lookup, unannounce.
+				topic := dht.Hash([]byte("dhtrelay test topic " + tr + mode))
+				akp := newKey(t)
+				if err := c.Announce(ctx, topic, akp); err != nil {
+					t.Fatal(err)
+				}
+				if !lookupHas(t, ctx, c, topic, akp.Public) {
+					t.Fatal("lookup after announce does not find the key")
+				}
+				if err := c.Unannounce(ctx, topic, akp); err != nil {
+					t.Fatal(err)
+				}
+				if lookupHas(t, ctx, c, topic, akp.Public) {
+					t.Fatal("lookup after unannounce still finds the key")
+				}
+			})
+		}
 	}
 }
 

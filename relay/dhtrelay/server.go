@@ -42,11 +42,6 @@ const (
 	maxErrorText            = 256
 )
 
-// ErrNonCustodial is the reason a Go relay gives for refusing a
-// non-custodial connect or listen: running the client's Noise handshake
-// remotely needs hooks in the dht package that this relay does not use.
-var ErrNonCustodial = errors.New("dhtrelay: this relay supports custodial clients only")
-
 // ServerOptions configure a Server. Zero fields mean the defaults.
 type ServerOptions struct {
 	// Limits bound what one client can make the relay track.
@@ -63,6 +58,9 @@ type ServerOptions struct {
 	// TransportTimeout bounds a TCP client's secret-stream handshake
 	// (default 10 s).
 	TransportTimeout time.Duration
+	// RequestTimeout bounds the wait for a non-custodial client's
+	// noiseReply or signature (default 10 s; the reference waits forever).
+	RequestTimeout time.Duration
 	// BehindProxy takes a WebSocket client's address from
 	// X-Forwarded-For (for logs only).
 	BehindProxy bool
@@ -72,8 +70,9 @@ type ServerOptions struct {
 // Server relays a DHT node to clients of the @hyperswarm/dht-relay
 // protocol (lib/node-proxy.js): each client's connects become Dials,
 // its listens Listeners, its lookups and announces queries of the node.
-// It speaks the custodial mode (the client sends its secret keys); see
-// the package documentation.
+// It serves custodial clients (which send their secret keys) and
+// non-custodial ones (which run their handshakes and signatures
+// themselves); see the package documentation.
 type Server struct {
 	node *dht.Node
 	opts ServerOptions
@@ -108,6 +107,9 @@ func NewServer(node *dht.Node, opts ServerOptions) *Server {
 	}
 	if opts.TransportTimeout <= 0 {
 		opts.TransportTimeout = 10 * time.Second
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
 	}
 	log := opts.Logger
 	if log == nil {
@@ -209,7 +211,8 @@ func (s *Server) ServeFramed(ctx context.Context, f protomux.Framed, remote stri
 	}
 	c := &serverClient{s: s, remote: remote, sess: NewSession(RoleRelay, s.opts.Limits),
 		streams: map[uint32]*relayStream{}, servers: map[uint32]*relayServer{}, firewall: map[uint32]chan bool{},
-		queries: map[uint32]context.CancelFunc{}, alive: make(chan struct{}, 1)}
+		queries: map[uint32]context.CancelFunc{}, noise: map[uint32]*relayHandshake{}, signatures: map[uint32]chan []byte{},
+		alive: make(chan struct{}, 1)}
 	s.clients[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -241,6 +244,8 @@ type serverClient struct {
 	servers    map[uint32]*relayServer // by the relay's alias
 	firewall   map[uint32]chan bool
 	queries    map[uint32]context.CancelFunc
+	noise      map[uint32]*relayHandshake // non-custodial handshakes waiting for a noiseReply, by id
+	signatures map[uint32]chan []byte     // signature requests, by id
 	handshaken bool
 }
 
@@ -505,8 +510,13 @@ func (c *serverClient) onMessage(m Message) {
 		c.onSigned(a.Query, Announce(v), false)
 	case Unannounce:
 		c.onSigned(a.Query, Announce(v), true)
-	case Signature, NoiseReply:
-		// Only non-custodial clients send these, and this relay never asks.
+	case Signature:
+		if ch := c.signatures[a.Request]; ch != nil {
+			delete(c.signatures, a.Request)
+			ch <- v.Signature
+		}
+	case NoiseReply:
+		c.onNoiseReplyLocked(a.Request, v)
 	}
 }
 
@@ -572,7 +582,11 @@ func (c *serverClient) onQuery(id uint32, run func(ctx context.Context) error) {
 func (c *serverClient) onSigned(id uint32, v Announce, un bool) {
 	c.onQuery(id, func(ctx context.Context) error {
 		if !v.Custodial {
-			return ErrNonCustodial
+			s := c.signer(id, v.PublicKey)
+			if un {
+				return c.s.node.UnannounceSigned(ctx, v.Topic, v.PublicKey, s)
+			}
+			return c.s.node.Announce(ctx, v.Topic, key.KeyPair{Public: v.PublicKey}, nil, &dht.AnnounceOptions{Signer: s})
 		}
 		kp, err := keyPairOf(v.PublicKey, &v.SecretKey)
 		if err != nil {
@@ -591,7 +605,7 @@ func (c *serverClient) onConnect(v Connect, alias uint32) {
 		_ = c.sendLocked(Destroy{RemoteAlias: v.Alias, Error: errText(err)})
 	}
 	if !v.Custodial {
-		fail(ErrNonCustodial)
+		c.dialNonCustodial(v, alias)
 		return
 	}
 	kp, err := keyPairOf(v.PublicKey, &v.SecretKey)
@@ -732,7 +746,7 @@ func (c *serverClient) onListen(v Listen, alias uint32) {
 		_ = c.sendLocked(Listening{Alias: alias, RemoteAlias: v.Alias, Address: ipv4(c.s.node.LocalAddr())})
 		c.mu.Unlock()
 		for {
-			conn, err := l.AcceptConn(c.ctx)
+			conn, m, err := c.acceptFor(l, alias, v.Custodial)
 			if err != nil {
 				break
 			}
@@ -743,14 +757,24 @@ func (c *serverClient) onListen(v Listen, alias uint32) {
 				break
 			}
 			sa := c.sess.NextID()
-			err = c.sendLocked(Connection{Custodial: true, Alias: sa, ServerAlias: alias,
-				RemotePublicKey: conn.RemotePublicKey(), HandshakeHash: conn.HandshakeHash()})
-			if err != nil {
+			m.Alias = sa
+			if !m.Custodial {
+				// The handshake id names the client's Noise state.
+				h, _ := conn.(*dht.RawConn).Handshaker().(*relayHandshake)
+				id, ok := h.claimLocked(c)
+				if !ok {
+					c.mu.Unlock()
+					conn.Close()
+					continue
+				}
+				m.HandshakeID = id
+			}
+			if err := c.sendLocked(m); err != nil {
 				c.mu.Unlock()
 				conn.Close()
 				continue
 			}
-			st := c.newStreamLocked(sa, conn, conn.CloseWrite)
+			st := c.newStreamLocked(sa, conn, conn.(interface{ CloseWrite() error }).CloseWrite)
 			c.mu.Unlock()
 			c.wg.Add(1)
 			go func() { defer c.wg.Done(); c.pump(st) }()
@@ -765,16 +789,20 @@ func (c *serverClient) onListen(v Listen, alias uint32) {
 }
 
 func (c *serverClient) listen(v Listen, alias uint32) (*dht.Listener, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
 	if !v.Custodial {
-		return nil, ErrNonCustodial
+		// The client's firewall runs inside its Noise responder.
+		return c.s.node.Listen(ctx, key.KeyPair{Public: v.PublicKey}, &dht.ListenOptions{
+			Handshakes: func() dht.Handshaker { return c.newHandshake(false, 0, alias, key.PublicKey{}) },
+			Signer:     c.signer(v.Alias, v.PublicKey),
+		})
 	}
 	kp, err := keyPairOf(v.PublicKey, &v.SecretKey)
 	if err != nil {
 		return nil, err
 	}
 	fw := func(remote key.PublicKey, addr netip.AddrPort) bool { return c.askFirewall(alias, remote, addr) }
-	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
-	defer cancel()
 	return c.s.node.Listen(ctx, kp, &dht.ListenOptions{Firewall: fw})
 }
 

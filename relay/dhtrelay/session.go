@@ -808,3 +808,17 @@ func (s *Session) ForgetStream(local uint32) bool {
 	s.removeStream(st)
 	return true
 }
+
+// ForgetRequest drops an outstanding handshake, firewall question or
+// signature request with the relay's id without a message: the relay gave
+// up waiting for its answer, or its DHT dropped the handshake. It reports
+// whether the id was known.
+func (s *Session) ForgetRequest(id uint32) bool {
+	_, h := s.handshakes[id]
+	_, f := s.firewall[id]
+	_, g := s.signatures[id]
+	delete(s.handshakes, id)
+	delete(s.firewall, id)
+	delete(s.signatures, id)
+	return h || f || g
+}

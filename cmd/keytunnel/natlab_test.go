@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht"
+	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/internal/natlab"
+	"github.com/keytunnel/keytunnel/internal/proctest"
+)
+
+// labDHT starts a small public HyperDHT in the lab: a bootstrap node and
+// four persistent nodes on public hosts, in this process. It returns the
+// bootstrap address.
+func labDHT(t *testing.T, lab *natlab.Lab) string {
+	t.Helper()
+	bh := lab.Host(lab.Public())
+	bc := bh.ListenUDP(0)
+	baddr := bh.AddrPort(uint16(bc.LocalAddr().(*net.UDPAddr).Port))
+	start := func(c *net.UDPConn, cfg dht.Config) *dht.Node {
+		cfg.Conn = c
+		n, err := dht.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	nodes := []*dht.Node{start(bc, dht.Config{Bootstrapper: baddr, Bootstrap: []string{}, Mode: rpc.Persistent, NotFirewalled: true})}
+	for range 2 {
+		h := lab.Host(lab.Public())
+		for range 2 {
+			nodes = append(nodes, start(h.ListenUDP(0), dht.Config{Bootstrap: []string{baddr.String()}, Mode: rpc.Persistent, NotFirewalled: true}))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return baddr.String()
+}
+
+// udpGetsThrough sends a datagram from h to to and reports whether it
+// arrived within a second.
+func udpGetsThrough(t *testing.T, h *natlab.Host, to *net.UDPConn, toAddr netip.AddrPort) bool {
+	t.Helper()
+	c := h.ListenUDP(0)
+	defer c.Close()
+	msg := []byte(fmt.Sprintf("probe from %v %d", h.Addr(), time.Now().UnixNano()))
+	if _, err := c.WriteToUDPAddrPort(msg, toAddr); err != nil {
+		t.Fatalf("udp probe from %v: %v", h.Addr(), err)
+	}
+	to.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 256)
+	for {
+		n, _, err := to.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return false
+		}
+		if string(buf[:n]) == string(msg) {
+			return true
+		}
+	}
+}
+
+// udpDrops sums the packet counters of the lab's UDP DROP rules in a
+// router namespace (the links of the hosts behind it).
+func udpDrops(t *testing.T, routerNS string) int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", routerNS, natlab.IptablesBackend()+"-save", "-c").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s-save in %s: %v\n%s", natlab.IptablesBackend(), routerNS, err, out)
+	}
+	re := regexp.MustCompile(`^\[(\d+):\d+\] -A kt-(in|out)-\S+ -p udp .*-j DROP`)
+	total := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if m := re.FindStringSubmatch(l); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			total += n
+		}
+	}
+	return total
+}
+
+// udpSockets lists the UDP sockets of pid's network namespace
+// (/proc/<pid>/net/udp, IPv4 and IPv6).
+func udpSockets(t *testing.T, pid int) []string {
+	t.Helper()
+	var socks []string
+	for _, f := range []string{"udp", "udp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(strings.NewReader(string(b)))
+		sc.Scan() // header
+		for sc.Scan() {
+			if l := strings.TrimSpace(sc.Text()); l != "" {
+				socks = append(socks, f+": "+l)
+			}
+		}
+	}
+	return socks
+}
+
+// TestNATLabRelayedNoUDP: `keytunnel expose` and `keytunnel forward`, each
+// in a lab host behind its own NAT whose UDP is dropped, reach the DHT
+// only through `keytunnel dht-relay` processes on a public host and
+// carry 64 MiB intact from a service behind expose to a client of forward:
+// custodial (expose over tcp://, forward over ws://), then with
+// --relay-noncustodial and the transports swapped. The drop is shown to work (a UDP
+// probe gets through before it and not after, and the routers' drop
+// counters grow) and neither process's namespace has a UDP socket.
+func TestNATLabRelayedNoUDP(t *testing.T) {
+	natlab.Require(t)
+	bin := proctest.Binary(t)
+	deadline := time.Now().Add(4 * time.Minute)
+	lab := natlab.New(t)
+	boot := labDHT(t, lab)
+
+	// Two relays on one public host, each with its own DHT node.
+	r := lab.Host(lab.Public())
+	relay := func(port int, ws bool) string {
+		args := []string{"--json", "dht-relay", "--port", strconv.Itoa(port), "--host", r.Addr().String()}
+		if ws {
+			args = append(args, "--ws")
+		}
+		p := proctest.StartCmd(t, r.Command(bin, args...), proctest.Env(t, boot))
+		ev := proctest.JSON(t, p.Line(`"event":"dht-relay"`, 60*time.Second))
+		u, _ := ev["address"].(string)
+		if u == "" {
+			t.Fatalf("dht-relay: %v", ev)
+		}
+		return u
+	}
+	tcpURL, wsURL := relay(49443, false), relay(49444, true)
+	t.Logf("relays %s and %s on %v", tcpURL, wsURL, r.Addr())
+
+	e := lab.Host(lab.NAT(natlab.Consistent)) // expose
+	f := lab.Host(lab.NAT(natlab.Consistent)) // forward
+	sink := r.ListenUDP(0)
+	sinkAddr := r.AddrPort(uint16(sink.LocalAddr().(*net.UDPAddr).Port))
+	for _, h := range []*natlab.Host{e, f} {
+		if !udpGetsThrough(t, h, sink, sinkAddr) {
+			t.Fatalf("UDP from %v does not get through before the drop: the probe is blind", h.Addr())
+		}
+		h.DropUDP()
+		if udpGetsThrough(t, h, sink, sinkAddr) {
+			t.Fatalf("UDP from %v gets through after DropUDP", h.Addr())
+		}
+	}
+	dropsBefore := udpDrops(t, e.Net().Namespace()) + udpDrops(t, f.Net().Namespace())
+	if dropsBefore == 0 {
+		t.Fatal("the drop counters did not count the probes")
+	}
+
+	// Custodial, then non-custodial with the transports swapped.
+	env := proctest.Env(t, boot)
+	for _, m := range []struct {
+		name              string
+		exposeURL, fwdURL string
+		extra             []string
+	}{
+		{"custodial", tcpURL, wsURL, nil},
+		{"noncustodial", wsURL, tcpURL, []string{"--relay-noncustodial"}},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			relayedTransfer(t, bin, env, e, f, m.exposeURL, m.fwdURL, m.extra, deadline)
+		})
+	}
+	drops := udpDrops(t, e.Net().Namespace()) + udpDrops(t, f.Net().Namespace())
+	t.Logf("UDP drops on the relayed hosts' links: %d (probes: %d)", drops, dropsBefore)
+	if drops < dropsBefore {
+		t.Fatalf("drop counters went back: %d < %d", drops, dropsBefore)
+	}
+}
+
+// relayedTransfer runs expose on e (through exposeURL) in front of a
+// service that sends 64 MiB and forward on f (through fwdURL), reads
+// the bytes through the forward and checks them, and that neither
+// namespace has a UDP socket.
+func relayedTransfer(t *testing.T, bin string, env []string, e, f *natlab.Host, exposeURL, fwdURL string, extra []string, deadline time.Time) {
+	// The service behind expose: 64 MiB of seeded random bytes per
+	// connection.
+	const size = 64 << 20
+	svc := e.ListenTCP(0)
+	svcPort := svc.Addr().(*net.TCPAddr).Port
+	// expose checks the target with a connection of its own first, so
+	// every connection gets the bytes and the one that takes them all
+	// reports their hash.
+	want := make(chan [32]byte, 1)
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				h := sha256.New()
+				rng := rand.NewChaCha8([32]byte{'k', 't'})
+				buf := make([]byte, 256<<10)
+				for sent := 0; sent < size; sent += len(buf) {
+					rng.Read(buf)
+					h.Write(buf)
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+				select {
+				case want <- [32]byte(h.Sum(nil)):
+				default:
+				}
+			}()
+		}
+	}()
+
+	// The lab bootstrap is in the environment: were --relay ignored, the
+	// processes would try UDP, which the drop stops.
+	args := append([]string{"--json", "--relay", exposeURL}, extra...)
+	exp := proctest.StartCmd(t, e.Command(bin, append(args, "expose", fmt.Sprintf("127.0.0.1:%d", svcPort))...), env)
+	ev := proctest.JSON(t, exp.Line(`"event":"listening"`, 90*time.Second))
+	pub, _ := ev["public_key"].(string)
+	if len(pub) != 64 {
+		t.Fatalf("expose: %v", ev)
+	}
+	args = append([]string{"--json", "--relay", fwdURL}, extra...)
+	fwd := proctest.StartCmd(t, f.Command(bin, append(args, "forward", pub, "0")...), env)
+	ev = proctest.JSON(t, fwd.Line(`"event":"forwarding"`, 90*time.Second))
+	local, err := netip.ParseAddrPort(fmt.Sprint(ev["listen"]))
+	if err != nil {
+		t.Fatalf("forward: %v", ev)
+	}
+
+	start := time.Now()
+	c, err := f.DialTCP(local, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(deadline)
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		t.Fatalf("read after %d bytes: %v", n, err)
+	}
+	took := time.Since(start)
+	if n != size {
+		t.Fatalf("got %d bytes, want %d", n, size)
+	}
+	select {
+	case w := <-want:
+		if [32]byte(h.Sum(nil)) != w {
+			t.Fatal("the data differs (SHA-256)")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the service did not finish")
+	}
+
+	expSocks, fwdSocks := udpSockets(t, exp.Pid()), udpSockets(t, fwd.Pid())
+	t.Logf("64 MiB intact in %v (%.1f MB/s), expose through %s, forward through %s %v; UDP sockets: expose side %d, forward side %d",
+		took.Round(time.Millisecond), float64(size)/took.Seconds()/1e6, exposeURL, fwdURL, extra, len(expSocks), len(fwdSocks))
+	if len(expSocks) != 0 || len(fwdSocks) != 0 {
+		t.Fatalf("UDP sockets in the relayed hosts' namespaces:\n%s", strings.Join(append(expSocks, fwdSocks...), "\n"))
+	}
+}
