@@ -24,6 +24,10 @@ var (
 	ErrRaw = errors.New("dht: the listener's connections are raw; use AcceptRaw")
 	// ErrNotRaw is AcceptRaw on a Listener that runs its handshakes itself.
 	ErrNotRaw = errors.New("dht: the listener's connections are encrypted; use AcceptConn")
+
+	// errNoSecretKey: a key pair without its secret key, and no Signer or
+	// Handshaker to stand in for it.
+	errNoSecretKey = errors.New("dht: the key pair has no secret key and no Signer or Handshaker was given")
 )
 
 // RemoteError is a storage command answered with a hyperdht error code

@@ -3,7 +3,6 @@ package dht
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"io"
 
 	"github.com/keytunnel/keytunnel/dht/wire"
@@ -76,8 +75,6 @@ func (s keySigner) SignRecord(_ context.Context, ns, target, nodeID, token [32]b
 	msg := wire.AnnounceSignable(ns, target, nodeID, token[:], peer, nil)
 	return [64]byte(ed25519.Sign(s.kp.Private, msg[:])), nil
 }
-
-var errNoSecretKey = errors.New("dht: the key pair has no secret key and no Signer or Handshaker was given")
 
 // localHandshake is the handshake with the key pair in this process.
 type localHandshake struct{ hs *noise.Handshake }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/keytunnel/keytunnel/internal/app"
@@ -18,6 +20,9 @@ func relayFlags() []cli.Flag {
 // applyRelay sets the network hook when --relay is given.
 func applyRelay(c *cli.Context, env *app.Env) error {
 	if !c.IsSet("relay") {
+		if c.Bool("relay-noncustodial") {
+			return errors.New("--relay-noncustodial needs --relay")
+		}
 		return nil
 	}
 	open, err := app.RelayNetwork(c.String("relay"), app.DHTRelayClientOptions{NonCustodial: c.Bool("relay-noncustodial")})

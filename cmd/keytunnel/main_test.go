@@ -55,3 +55,12 @@ func TestBadLogLevel(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestRelayNonCustodialNeedsRelay: the flag alone is an error, not a
+// silent no-op.
+func TestRelayNonCustodialNeedsRelay(t *testing.T) {
+	_, stderr, err := run(t, "--relay-noncustodial", "keygen", "--out", filepath.Join(t.TempDir(), "k"))
+	if err == nil || !strings.Contains(stderr, "--relay-noncustodial needs --relay") {
+		t.Fatalf("err %v, stderr %q", err, stderr)
+	}
+}

@@ -39,3 +39,11 @@ var (
 	// servers, queries, pending requests) than Limits allows.
 	ErrLimit = errors.New("dhtrelay: session limit reached")
 )
+
+// What a non-custodial client's answers can go wrong with (noncustodial.go);
+// they end one dial, listen handshake or signature, not the session.
+var (
+	errHandshakeDenied = errors.New("dhtrelay: the client denied the handshake")
+	errNoAnswer        = errors.New("dhtrelay: the client did not answer")
+	errBadSignature    = errors.New("dhtrelay: the client's signature does not verify")
+)

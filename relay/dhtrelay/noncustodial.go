@@ -2,7 +2,6 @@ package dhtrelay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -16,12 +15,6 @@ import (
 // itself (lib/handshake-proxy.js, lib/signee-proxy.js on the reference's
 // relay). The relay's dht asks through the hooks below; each question is
 // one message to the client and one answer back.
-
-var (
-	errHandshakeDenied = errors.New("dhtrelay: the client denied the handshake")
-	errNoAnswer        = errors.New("dhtrelay: the client did not answer")
-	errBadSignature    = errors.New("dhtrelay: the client's signature does not verify")
-)
 
 // await waits for the client's answer on ch, at most
 // ServerOptions.RequestTimeout: the reference waits forever, but a client
