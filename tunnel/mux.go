@@ -30,6 +30,13 @@ func muxConfig(log *slog.Logger) *yamux.Config {
 	// 2 MiB is the per-stream bound on what a stalled reader leaves
 	// buffered in the receiver.
 	c.MaxStreamWindowSize = 2 << 20
+	// yamux's open timeout starts a goroutine and a timer for every
+	// stream until the peer's ACK, one more wake-up on the path of each
+	// new connection. It guards against a peer that answers pings but
+	// never ACKs a stream; an Exposer ACKs every stream it is given (or
+	// resets it when its backlog is full), and keepalives catch a peer
+	// that is gone.
+	c.StreamOpenTimeout = 0
 	return c
 }
 
