@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"github.com/keytunnel/keytunnel/internal/proctest"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/proctest"
 )
 
 // End-to-end tests: expose and forward as separate processes over a
@@ -71,26 +71,6 @@ func requireConnect(t *testing.T) string {
 	return bs
 }
 
-// exposeProc starts `keytunnel --json expose` and returns the process and
-// the key it printed first.
-func exposeProc(t *testing.T, bs, target string, args ...string) (*proctest.Proc, string) {
-	t.Helper()
-	p := proctest.Start(t, proctest.Env(t, bs), append(append([]string{"--json", "expose"}, args...), target)...)
-	ev := proctest.JSON(t, p.First(60*time.Second))
-	pub, _ := ev["public_key"].(string)
-	if ev["event"] != "listening" || len(pub) != 64 {
-		t.Fatalf("first line of expose: %v", ev)
-	}
-	return p, pub
-}
-
-func forwardProc(t *testing.T, bs, pub string, args ...string) (*proctest.Proc, string) {
-	t.Helper()
-	p := proctest.Start(t, proctest.Env(t, bs), append(append([]string{"--json", "forward"}, args...), pub, "0")...)
-	ev := proctest.JSON(t, p.Line(`"event":"forwarding"`, 60*time.Second))
-	return p, ev["listen"].(string)
-}
-
 func TestE2EHTTPWithCurl(t *testing.T) {
 	bs := requireConnect(t)
 	curl, err := exec.LookPath("curl")
@@ -111,7 +91,7 @@ func TestE2EHTTPWithCurl(t *testing.T) {
 	}
 	ex.Line("new key saved in ", 5*time.Second)
 
-	_, local := forwardProc(t, bs, pub)
+	_, local := proctest.Forward(t, bs, pub)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, path := range []string{"/a", "/b"} {
@@ -126,30 +106,13 @@ func TestE2EHTTPWithCurl(t *testing.T) {
 // through one forward, ride one peer connection.
 func TestE2EParallelOneSession(t *testing.T) {
 	bs := requireConnect(t)
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { echo.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	echo := proctest.Echo(t)
 	keyFile, kp := proctest.WriteSeed(t, "svc.key")
-	ex, pub := exposeProc(t, bs, echo.Addr().String(), "--key", keyFile)
+	ex, pub := proctest.Expose(t, bs, echo, "--key", keyFile)
 	if pub != kp.Public.String() {
 		t.Fatalf("exposed %s, key file holds %s", pub, kp.Public)
 	}
-	fw, local := forwardProc(t, bs, pub)
+	fw, local := proctest.Forward(t, bs, pub)
 
 	const conns, size = 100, 1 << 20
 	errs := make(chan error, conns)
@@ -204,35 +167,15 @@ func oneMiB(addr string, i, size int) error {
 // TestE2EAllow: an exposed service with --allow admits that key only.
 func TestE2EAllow(t *testing.T) {
 	bs := requireConnect(t)
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { echo.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	echo := proctest.Echo(t)
 	friendFile, friend := proctest.WriteSeed(t, "friend.key")
 	strangerFile, _ := proctest.WriteSeed(t, "stranger.key")
-	ex, pub := exposeProc(t, bs, echo.Addr().String(), "--allow", friend.Public.Z32())
+	ex, pub := proctest.Expose(t, bs, echo, "--allow", friend.Public.Z32())
 
 	// The stranger's connect fails with one line and status 1.
-	p := exec.Command(proctest.Binary(t), "connect", "--key", strangerFile, pub)
-	p.Env = proctest.Env(t, bs)
-	proctest.CheckLoopbackOnly(t, p.Env, p.Args[1:])
+	p := connectCmd(t, bs, strangerFile, pub, "should not arrive\n")
 	var stderr bytes.Buffer
 	p.Stderr = &stderr
-	p.Stdin = strings.NewReader("should not arrive\n")
 	out, err := runBounded(p, 60*time.Second)
 	if err == nil || len(out) != 0 {
 		t.Fatalf("stranger connect: %v, stdout %q", err, out)
@@ -243,17 +186,14 @@ func TestE2EAllow(t *testing.T) {
 	}
 
 	// The friend's connect is a working pipe (as under ssh).
-	p = exec.Command(proctest.Binary(t), "connect", "--key", friendFile, pub)
-	p.Env = proctest.Env(t, bs)
-	p.Stdin = strings.NewReader("hello friend\n")
-	out, err = runBounded(p, 60*time.Second)
+	out, err = runBounded(connectCmd(t, bs, friendFile, pub, "hello friend\n"), 60*time.Second)
 	if err != nil || string(out) != "hello friend\n" {
 		t.Fatalf("friend connect: %v, %q", err, out)
 	}
 
 	// A stranger's forward: local connections get nothing, and the
 	// service never sees a connection from it.
-	fw, local := forwardProc(t, bs, pub, "--key", strangerFile)
+	fw, local := proctest.Forward(t, bs, pub, "--key", strangerFile)
 	c, err := net.Dial("tcp", local)
 	if err != nil {
 		t.Fatal(err)
@@ -271,6 +211,17 @@ func TestE2EAllow(t *testing.T) {
 	if n := ex.Out.Count(`"event":"connected"`); n != 1 {
 		t.Fatalf("expose saw %d connections, want only the friend's", n)
 	}
+}
+
+// connectCmd is `keytunnel connect --key keyFile pub` on the testnet bs,
+// reading stdin.
+func connectCmd(t *testing.T, bs, keyFile, pub, stdin string) *exec.Cmd {
+	t.Helper()
+	p := exec.Command(proctest.Binary(t), "connect", "--key", keyFile, pub)
+	p.Env = proctest.Env(t, bs)
+	proctest.CheckLoopbackOnly(t, p.Env, p.Args[1:])
+	p.Stdin = strings.NewReader(stdin)
+	return p
 }
 
 // runBounded runs cmd with a time limit and returns its stdout.
@@ -297,28 +248,11 @@ func runBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
 // expose keeps serving a second up's forward.
 func TestE2EUp(t *testing.T) {
 	bs := requireConnect(t)
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	defer func() { echo.Close(); wg.Wait() }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	echo := proctest.Echo(t)
 	keyFile, kp := proctest.WriteSeed(t, "svc.key")
 	pa := proctest.FreeTCP(t)
 	cfg := filepath.Join(t.TempDir(), "keytunnel.toml")
-	expose := fmt.Sprintf("[[expose]]\nname = \"svc\"\naddress = %q\nkey = %q\n", echo.Addr(), keyFile)
+	expose := fmt.Sprintf("[[expose]]\nname = \"svc\"\naddress = %q\nkey = %q\n", echo, keyFile)
 	forward := fmt.Sprintf("\n[[forward]]\nname = \"a\"\nkey = %q\nport = %d\n", kp.Public.Z32(), pa)
 	if err := os.WriteFile(cfg, []byte(expose+forward), 0o600); err != nil {
 		t.Fatal(err)
@@ -329,7 +263,7 @@ func TestE2EUp(t *testing.T) {
 		t.Fatalf("expose entry event %v", ev)
 	}
 	p.Line(`"entry":"a"`, 10*time.Second)
-	echoOnce(t, fmt.Sprintf("127.0.0.1:%d", pa), "through up")
+	proctest.EchoOnce(t, fmt.Sprintf("127.0.0.1:%d", pa), "through up")
 
 	if err := os.WriteFile(cfg, []byte(expose), 0o600); err != nil {
 		t.Fatal(err)
@@ -340,21 +274,6 @@ func TestE2EUp(t *testing.T) {
 		c.Close()
 		t.Fatal("removed forward still listens")
 	}
-	_, local := forwardProc(t, bs, kp.Public.String())
-	echoOnce(t, local, "the kept expose still serves")
-}
-
-func echoOnce(t *testing.T, addr, msg string) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(60 * time.Second))
-	io.WriteString(c, msg)
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
-		t.Fatalf("echo through %s: %q, %v", addr, got, err)
-	}
+	_, local := proctest.Forward(t, bs, kp.Public.String())
+	proctest.EchoOnce(t, local, "the kept expose still serves")
 }
