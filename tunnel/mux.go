@@ -40,6 +40,24 @@ func muxConfig(log *slog.Logger) *yamux.Config {
 	return c
 }
 
+// keepAliveIfRemote turns TCP keepalive on (Go's defaults: probes after
+// 15 s idle) for a TCP connection to another host. A tunnel's local legs,
+// a client of a forward and an exposed target, are usually on the same
+// host, where keepalive has no dead path to find but costs four
+// setsockopt calls on the way of every new connection; so Expose dials and
+// the keytunnel command listens without it, and this brings it back where
+// it matters.
+func keepAliveIfRemote(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if a, ok := tc.RemoteAddr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		return
+	}
+	tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
+}
+
 // asConn gives join the half-close it needs. A net.Conn without CloseWrite
 // (rare: TCP and Unix conns have it) gets a no-op, so an EOF in that
 // direction simply waits for the other side to finish.
