@@ -14,21 +14,22 @@ import (
 // udxNet stands in for the DHT with the real transport stack: each Dial
 // connects a new pair of udx streams over two loopback UDP sockets and runs
 // secretstream's handshake on them, as a hyperdht connection does after
-// holepunching. It counts the udx packets its streams receive.
+// holepunching. It counts the udx packets its streams receive. Its
+// listening side (Accept, Close, PublicKey) is a fakeListener for the
+// server key.
 type udxNet struct {
+	*fakeListener
 	t      testing.TB
 	client key.KeyPair
 	server key.KeyPair
-	ch     chan PeerConn
-	closed chan struct{}
-	once   sync.Once
 
 	mu      sync.Mutex
 	streams []*udx.Stream
 }
 
 func newUDXNet(t testing.TB) *udxNet {
-	n := &udxNet{t: t, client: genKey(t), server: genKey(t), ch: make(chan PeerConn), closed: make(chan struct{})}
+	n := &udxNet{t: t, client: genKey(t), server: genKey(t)}
+	n.fakeListener = &fakeListener{kp: n.server, ch: make(chan PeerConn), closed: make(chan struct{})}
 	t.Cleanup(func() { n.Close() })
 	return n
 }
@@ -102,22 +103,6 @@ func (n *udxNet) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, erro
 		return nil, net.ErrClosed
 	}
 }
-
-func (n *udxNet) Accept() (PeerConn, error) {
-	select {
-	case c := <-n.ch:
-		return c, nil
-	case <-n.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (n *udxNet) Close() error {
-	n.once.Do(func() { close(n.closed) })
-	return nil
-}
-
-func (n *udxNet) PublicKey() key.PublicKey { return n.server.Public }
 
 // packets is the number of udx packets the streams have received so far,
 // in both directions.
