@@ -36,6 +36,32 @@ func BenchmarkStreamOpen(b *testing.B) {
 	}
 }
 
+// BenchmarkStreamOpenUDX is BenchmarkStreamOpen's mux case over the real
+// transport (udx streams on loopback UDP, secretstream on top), all in one
+// process: what a new connection through an established tunnel costs
+// without process wake-ups, and how many udx packets it takes (both
+// directions, ACKs included, open to close).
+func BenchmarkStreamOpenUDX(b *testing.B) {
+	tg := newTarget(b, echo)
+	n := newUDXNet(b)
+	ex := NewExposer(n, tg.addr(), ExposeOptions{Logger: testLogger(b, io.Discard)})
+	b.Cleanup(func() { ex.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fw := NewForwarder(n, n.server.Public, ln, ForwardOptions{Logger: testLogger(b, io.Discard)})
+	b.Cleanup(func() { fw.Close() })
+	openEcho(b, ln.Addr().String()) // brings the session up
+	p0 := n.packets()
+	b.ResetTimer()
+	for b.Loop() {
+		openEcho(b, ln.Addr().String())
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(n.packets()-p0)/float64(b.N), "udx-packets/op")
+}
+
 func openEcho(b *testing.B, addr string) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

@@ -32,7 +32,8 @@ type ExposeOptions struct {
 	DetectTimeout time.Duration
 	// DialTimeout bounds each connection to the target. Zero means 10 s.
 	DialTimeout time.Duration
-	// DialTarget connects to the target; nil means a net.Dialer over TCP.
+	// DialTarget connects to the target; nil means a net.Dialer over TCP
+	// (with TCP keepalive only if the target is on another host).
 	DialTarget func(ctx context.Context, addr string) (net.Conn, error)
 	Logger     *slog.Logger
 	OnEvent    func(Event)
@@ -55,9 +56,13 @@ func NewExposer(ln PeerListener, target string, opts ExposeOptions) *Exposer {
 	opts.DetectTimeout = orDefault(opts.DetectTimeout, DefaultDetectTimeout)
 	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
 	if opts.DialTarget == nil {
-		var d net.Dialer
+		d := net.Dialer{KeepAlive: -1}
 		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", addr)
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				keepAliveIfRemote(c)
+			}
+			return c, err
 		}
 	}
 	e := &Exposer{

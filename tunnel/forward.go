@@ -90,6 +90,7 @@ func Forward(ctx context.Context, d Dialer, remote key.PublicKey, ln net.Listene
 
 func (f *Forwarder) serveLocal(c net.Conn) {
 	defer c.Close()
+	keepAliveIfRemote(c)
 	local := asConn(c)
 	if f.opts.Raw {
 		ctx, cancel := context.WithTimeout(f.ctx, f.opts.DialTimeout)

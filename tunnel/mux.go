@@ -30,7 +30,32 @@ func muxConfig(log *slog.Logger) *yamux.Config {
 	// 2 MiB is the per-stream bound on what a stalled reader leaves
 	// buffered in the receiver.
 	c.MaxStreamWindowSize = 2 << 20
+	// yamux's open timeout starts a goroutine and a timer for every
+	// stream until the peer's ACK, one more wake-up on the path of each
+	// new connection. It guards against a peer that answers pings but
+	// never ACKs a stream; an Exposer ACKs every stream it is given (or
+	// resets it when its backlog is full), and keepalives catch a peer
+	// that is gone.
+	c.StreamOpenTimeout = 0
 	return c
+}
+
+// keepAliveIfRemote turns TCP keepalive on (Go's defaults: probes after
+// 15 s idle) for a TCP connection to another host. A tunnel's local legs,
+// a client of a forward and an exposed target, are usually on the same
+// host, where keepalive has no dead path to find but costs four
+// setsockopt calls on the way of every new connection; so Expose dials and
+// the keytunnel command listens without it, and this brings it back where
+// it matters.
+func keepAliveIfRemote(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if a, ok := tc.RemoteAddr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		return
+	}
+	tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 }
 
 // asConn gives join the half-close it needs. A net.Conn without CloseWrite

@@ -293,7 +293,8 @@ func (s *Stream) transmit(p *outPkt, retransmit bool, now int64) {
 	if retransmit {
 		p.retransmitted = true
 		// Keep seq, id and payload; advertise the current receive state.
-		binary.LittleEndian.PutUint32(p.buf[8:], s.recvRwnd())
+		s.lastRwnd = s.recvRwnd()
+		binary.LittleEndian.PutUint32(p.buf[8:], s.lastRwnd)
 		binary.LittleEndian.PutUint32(p.buf[16:], s.ack)
 		if p.sock != s.sock || p.addr != s.raddr {
 			// The remote changed since the first send: libudx resends
@@ -359,6 +360,7 @@ func (s *Stream) sendNewPacket(now int64, tlp bool) bool {
 		return false
 	}
 	h := s.header(typ)
+	s.lastRwnd = h.RWnd
 	p := &outPkt{seq: s.seq, sock: s.sock, uaddr: s.ruaddr, addr: s.raddr}
 	if s.probeWanted && !tlp && !s.remoteChanging && n > 0 {
 		over := 28
@@ -412,16 +414,20 @@ func (s *Stream) unprobe(p *outPkt) {
 	}
 }
 
-func (s *Stream) sendPackets(now int64) {
+func (s *Stream) sendPackets(now int64) bool {
 	if !s.connected || s.dead || s.relayTo != nil {
-		return
+		return false
 	}
+	sent := false
 	for s.retrans.n > 0 && s.maySend(now, true) {
 		s.retransmitPkt(s.retrans.head, now)
+		sent = true
 	}
 	for s.sendNewPacket(now, false) {
+		sent = true
 	}
 	s.maybeZWP(now)
+	return sent
 }
 
 // maybeZWP arms zero-window probing when the peer's window is closed and we
@@ -868,6 +874,11 @@ func (s *Stream) onPacket(raw []byte, p *Packet, now int64) {
 	if p.Type&flagDataOrEnd != 0 && seqDiff(s.ack, p.Seq) > 0 {
 		s.stats.Duplicates++
 	}
+	// Out-of-order data held before this packet: whatever it brings, the
+	// sender is waiting for our ACK (RFC 5681's immediate ACK for a packet
+	// that fills a gap).
+	hadGap := len(s.blocks) > 0
+	inOrder := p.Seq == s.ack
 	if seqDiff(s.ack, p.Seq) <= 0 {
 		if p.Type&flagDataOrEnd != 0 && !s.endedRemote {
 			s.processData(p.Type, p.Seq, p.Payload)
@@ -883,6 +894,13 @@ func (s *Stream) onPacket(raw []byte, p *Packet, now int64) {
 	}
 	if p.Type&flagDataOrEnd != 0 {
 		s.ackNeeded = true
+		s.unacked++
+		// Only a lone in-order DATA packet may wait for a reply to carry
+		// its ACK (see flush). A duplicate means our ACK was lost, a gap
+		// that one was; the sender's END waits for this ACK to finish.
+		if !inOrder || hadGap || p.Type&FlagEnd != 0 {
+			s.ackNow = true
+		}
 	}
 	if p.Type&FlagMessage != 0 {
 		s.deliverMessage(p.Payload)
@@ -946,6 +964,7 @@ func (s *Stream) onPacket(raw []byte, p *Packet, now int64) {
 		}
 		// A final state packet so the peer surely has our ack of its data.
 		s.ackNeeded = true
+		s.ackNow = true
 		return
 	}
 	for _, b := range p.SACKs {

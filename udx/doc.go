@@ -16,7 +16,10 @@
 // RFC 6298 with libudx's 1 s floor and its non-compounding 2·RTO re-arm.
 //
 // Known deviations from libudx that are invisible on the wire: ACKs are sent
-// once per received batch of datagrams rather than once per DATA packet;
+// once per received batch of datagrams rather than once per DATA packet,
+// ride on our DATA packets when there are any, and for a lone in-order DATA
+// packet wait up to 1 ms for one (a delayed ACK, within the 2 ms that
+// libudx's tail-loss probe allows for);
 // pacing works at microsecond rather than millisecond granularity; the OS
 // path MTU is not queried (probing finds it, up to 1500).
 package udx

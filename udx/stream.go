@@ -106,6 +106,8 @@ type Stream struct {
 	timer                 timerKind
 	timerAt, nextRTOAt    int64
 	paceAt, lingerAt      int64
+	ackAt                 int64 // a delayed ACK is due (0: none pending)
+	unacked               int   // DATA/END packets taken in since our last ACK went out
 	keepalive             int64
 	pacingRate            float64 // bytes/µs
 	tokens                float64
@@ -180,6 +182,14 @@ const (
 	defaultSendBuffer = 4 << 20
 	maxQueuedMessages = 1024
 	lingerTime        = 30_000_000 // µs a Closed stream waits for the peer's END
+	// ackDelay is how long the ACK of a lone in-order DATA packet waits
+	// for data of ours to carry it, as TCP's delayed ACK: a request's ACK
+	// then rides on the reply instead of costing the peer a packet (and a
+	// wake-up) of its own. Senders allow for it: with one packet in
+	// flight, libudx's tail-loss probe waits 2·SRTT plus 2 ms
+	// (UDX_TLP_MAX_ACK_DELAY), and so does ours; with more in flight we
+	// ACK at once (see flush).
+	ackDelay = 1_000 // µs
 )
 
 // NewStream creates an unconnected stream with a local id unique within u.
@@ -877,6 +887,7 @@ func (s *Stream) service(now int64) {
 	}
 	if s.wantAck.Swap(false) {
 		s.ackNeeded = true
+		s.ackNow = true
 	}
 	if s.wantClose.Swap(false) {
 		if !s.connected {
@@ -889,20 +900,35 @@ func (s *Stream) service(now int64) {
 	}
 }
 
-// flush sends what the stream owes: ACK, retransmissions, new data.
+// flush sends what the stream owes: retransmissions, new data, an ACK.
+// Data packets carry our ack and window, so an ACK goes out on its own only
+// if no data did, or SACK blocks must be reported; and one owed for a lone
+// in-order DATA packet waits up to ackDelay (ackAt) for data to carry it.
 func (s *Stream) flush(now int64) {
 	if s.dead {
 		return
 	}
-	if s.ackNeeded && s.connected {
-		s.sendAck(now)
+	s.paceAt = 0
+	sent := s.sendPackets(now)
+	if sent && len(s.blocks) == 0 {
+		// Our data packets carried the ack (and the window).
+		s.ackNeeded, s.ackNow, s.ackAt, s.unacked = false, false, 0, 0
+	}
+	if sent {
 		s.lastAdv.Store(s.lastRwnd)
+	}
+	if s.ackNeeded && s.connected {
+		if s.ackNow || s.unacked >= 2 || len(s.blocks) > 0 || (s.ackAt != 0 && now >= s.ackAt) {
+			s.sendAck(now)
+			s.lastAdv.Store(s.lastRwnd)
+			s.ackNow, s.ackAt, s.unacked = false, 0, 0
+		} else if s.ackAt == 0 {
+			s.ackAt = now + ackDelay
+		}
 	}
 	if s.dead {
 		return
 	}
-	s.paceAt = 0
-	s.sendPackets(now)
 	s.checkRemoteEnded()
 }
 

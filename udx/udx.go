@@ -281,6 +281,9 @@ func (u *UDX) schedule(s *Stream) {
 	if s.lingerAt != 0 && (w == 0 || s.lingerAt < w) {
 		w = s.lingerAt
 	}
+	if s.ackAt != 0 && (w == 0 || s.ackAt < w) {
+		w = s.ackAt
+	}
 	if s.dead {
 		w = 0
 	}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -127,9 +128,11 @@ func hostPort(what, s string, zeroOK bool) (string, error) {
 }
 
 // listenTCP opens a forward's local port with a clear error when it is
-// taken.
+// taken. Accepted connections come without TCP keepalive; the Forwarder
+// turns it on for clients on other hosts.
 func listenTCP(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return nil, fmt.Errorf("%s is already in use (another program listens there)", addr)
 	}
