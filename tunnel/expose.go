@@ -239,7 +239,7 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 	if err := writeReply(pc, replyOK, ""); err != nil {
 		return err
 	}
-	sess, err := yamux.Server(pc, muxConfig(log))
+	sess, err := yamux.Server(newCorkConn(pc), muxConfig(log))
 	if err != nil {
 		return err
 	}
