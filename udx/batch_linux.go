@@ -29,6 +29,9 @@ type mmsgIO struct {
 }
 
 func newBatchIO(uc *net.UDPConn, v6 bool) batchIO {
+	if b := newRawBatchIO(uc, v6); b != nil {
+		return b
+	}
 	var c batchConn
 	if v6 {
 		c = v6conn{ipv6.NewPacketConn(uc)}
