@@ -22,4 +22,8 @@
 // libudx's tail-loss probe allows for);
 // pacing works at microsecond rather than millisecond granularity; the OS
 // path MTU is not queried (probing finds it, up to 1500).
+//
+// On Linux a *net.UDPConn's datagrams move in batches (recvmmsg and
+// sendmmsg); on 64-bit Linux these are raw system calls that keep the Go
+// scheduler out of the way (rawmmsg_linux.go says why).
 package udx
