@@ -50,6 +50,24 @@ type mmsghdr struct {
 
 const maxBatch = 64
 
+// set points h at one datagram buffer b (through iov) and an address.
+func (h *mmsghdr) set(iov *unix.Iovec, b []byte, name *unix.RawSockaddrInet6, namelen uint32) {
+	iov.Base = unsafe.SliceData(b)
+	iov.SetLen(len(b))
+	*h = mmsghdr{}
+	h.hdr.Name = (*byte)(unsafe.Pointer(name))
+	h.hdr.Namelen = namelen
+	h.hdr.Iov = iov
+	h.hdr.SetIovlen(1)
+}
+
+// mmsg runs recvmmsg or sendmmsg (trap) on hs without blocking (the socket
+// is non-blocking) and without the scheduler's system-call bookkeeping.
+func mmsg(trap, fd uintptr, hs []mmsghdr) (int, syscall.Errno) {
+	r, _, e := unix.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&hs[0])), uintptr(len(hs)), 0, 0, 0)
+	return int(r), e
+}
+
 // newRawBatchIO returns nil where the raw calls are not available.
 func newRawBatchIO(uc *net.UDPConn, v6 bool) batchIO {
 	rc, err := uc.SyscallConn()
@@ -66,24 +84,13 @@ func newRawBatchIO(uc *net.UDPConn, v6 bool) batchIO {
 func (m *rawMmsgIO) read(msgs []rxMsg) (int, error) {
 	k := min(len(msgs), maxBatch)
 	for i := range k {
-		b := msgs[i].buf
-		m.riov[i].Base = unsafe.SliceData(b)
-		m.riov[i].SetLen(len(b))
-		m.rh[i] = mmsghdr{}
-		m.rh[i].hdr.Name = (*byte)(unsafe.Pointer(&m.rname[i]))
-		m.rh[i].hdr.Namelen = unix.SizeofSockaddrInet6
-		m.rh[i].hdr.Iov = &m.riov[i]
-		m.rh[i].hdr.SetIovlen(1)
+		m.rh[i].set(&m.riov[i], msgs[i].buf, &m.rname[i], unix.SizeofSockaddrInet6)
 	}
 	var n int
 	var errno syscall.Errno
 	err := m.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.rh[0])), uintptr(k), 0, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		n, errno = int(r), e
-		return true
+		n, errno = mmsg(unix.SYS_RECVMMSG, fd, m.rh[:k])
+		return errno != unix.EAGAIN && errno != unix.EINTR
 	})
 	for i := range k {
 		m.riov[i].Base = nil
@@ -105,28 +112,17 @@ func (m *rawMmsgIO) write(msgs []txMsg) {
 	for len(msgs) > 0 {
 		k := min(len(msgs), maxBatch)
 		for i := range k {
-			b := msgs[i].b
-			m.wiov[i].Base = unsafe.SliceData(b)
-			m.wiov[i].SetLen(len(b))
 			ap := msgs[i].addr
 			if msgs[i].uaddr != nil {
 				ap = msgs[i].uaddr.AddrPort()
 			}
-			m.wh[i] = mmsghdr{}
-			m.wh[i].hdr.Name = (*byte)(unsafe.Pointer(&m.wname[i]))
-			m.wh[i].hdr.Namelen = m.putSockaddr(&m.wname[i], ap)
-			m.wh[i].hdr.Iov = &m.wiov[i]
-			m.wh[i].hdr.SetIovlen(1)
+			m.wh[i].set(&m.wiov[i], msgs[i].b, &m.wname[i], m.putSockaddr(&m.wname[i], ap))
 		}
 		var n int
 		var errno syscall.Errno
 		err := m.rc.Write(func(fd uintptr) bool {
-			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.wh[0])), uintptr(k), 0, 0, 0)
-			if e == unix.EAGAIN || e == unix.EINTR {
-				return false
-			}
-			n, errno = int(r), e
-			return true
+			n, errno = mmsg(unix.SYS_SENDMMSG, fd, m.wh[:k])
+			return errno != unix.EAGAIN && errno != unix.EINTR
 		})
 		if err != nil || errno != 0 || n <= 0 {
 			// Skip the datagram the kernel refused (e.g. EMSGSIZE for an
