@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/nodetest"
+	"github.com/keytunnel/keytunnel/relay/dhtrelay"
 )
 
 // goDHTRelay runs `keytunnel dht-relay` on loopback and returns its URL.
@@ -170,5 +172,31 @@ func TestRelayURLErrors(t *testing.T) {
 	err := Expose(context.Background(), env, ExposeOptions{Target: "1"})
 	if err == nil || !strings.Contains(err.Error(), "could not reach the dht-relay") {
 		t.Fatalf("expose through a relay that is not there: %v", err)
+	}
+}
+
+// TestExposeNonCustodialNodeRelayFails: the Node relay confirms a
+// non-custodial listen whose announce it cannot sign; expose must fail
+// with a line that says so instead of serving a key no client can find.
+func TestExposeNonCustodialNodeRelayFails(t *testing.T) {
+	nodetest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tn, err := dht.Testnet(ctx, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	env, out := relayEnv(t, nodeDHTRelay(t, tn.Bootstrap, "ws"), DHTRelayClientOptions{NonCustodial: true})
+	// It must fail on its own, well before this deadline.
+	ectx, ecancel := context.WithTimeout(ctx, 60*time.Second)
+	defer ecancel()
+	err = Expose(ectx, env, ExposeOptions{Target: echoServer(t)})
+	if !errors.Is(err, dhtrelay.ErrNotAnnounced) || !strings.Contains(err.Error(), "dht-relay") {
+		t.Fatalf("expose: %v, want ErrNotAnnounced naming the remedy", err)
+	}
+	t.Logf("expose: %v", err)
+	if s := out.String(); s != "" {
+		t.Fatalf("expose printed %q before failing", s)
 	}
 }

@@ -517,12 +517,76 @@ func (c *Client) Listen(ctx context.Context, kp key.KeyPair, opts *dht.ListenOpt
 	c.mu.Unlock()
 	select {
 	case <-l.listened:
-		return l, nil
 	case <-l.done:
 		return nil, l.err
 	case <-ctx.Done():
 		l.Close()
 		return nil, ctx.Err()
+	}
+	if !c.custodial {
+		if err := c.checkAnnounced(ctx, kp.Public); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// announceChecks is how many lookups checkAnnounced makes, announceCheckGap
+// apart, before it gives up.
+const (
+	announceChecks   = 3
+	announceCheckGap = time.Second
+)
+
+// checkAnnounced looks pk up under its own target, where a listening
+// server's announce lives, until a DHT node returns it. A relay confirms
+// a listen once its announce round is done (hyperdht's server.listen
+// waits for it), so the record is there at once when the announce
+// worked. A non-custodial announce depends on the relay asking us for
+// signatures, which the Node relay cannot do; without this check the
+// listener would look fine while no client can find it.
+func (c *Client) checkAnnounced(ctx context.Context, pk key.PublicKey) error {
+	target := dht.Hash(pk[:])
+	for i := range announceChecks {
+		if i > 0 {
+			select {
+			case <-time.After(announceCheckGap):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		found, err := c.lookupHas(ctx, target, pk)
+		if err != nil {
+			return err
+		}
+		if found {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the relay reports listening, but %d lookups found no DHT node holding this key's announce, so no client can find it (a Node @hyperswarm/dht-relay cannot announce for non-custodial clients: use keytunnel's dht-relay, or a custodial relay you run)", ErrNotAnnounced, announceChecks)
+}
+
+// lookupHas runs one lookup of target and reports whether any reply
+// names pk.
+func (c *Client) lookupHas(ctx context.Context, target [32]byte, pk key.PublicKey) (bool, error) {
+	q, err := c.Lookup(ctx, target)
+	if err != nil {
+		return false, err
+	}
+	for {
+		a, err := q.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		for _, p := range a.Peers {
+			if p.PublicKey == pk {
+				return true, nil
+			}
+		}
 	}
 }
 

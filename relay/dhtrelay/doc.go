@@ -124,7 +124,9 @@
 // Node clients through a Go relay dial Go and Node servers, listen for Go
 // and Node UDP clients, and announce and unannounce; a Go client through
 // a Node relay dials, but cannot listen or announce there (next
-// paragraph). In every case the relay never receives a secret key or
+// paragraph): the Node relay confirms such a listen all the same, so a
+// non-custodial Listen looks its own key up before it returns and fails
+// with ErrNotAnnounced when no DHT node holds the announce. In every case the relay never receives a secret key or
 // plaintext (TestNonCustodialRelayNeverSeesSecrets,
 // TestInteropNodeNonCustodialSecret, TestInteropGoClientNodeRelay).
 //

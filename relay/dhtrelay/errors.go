@@ -38,6 +38,11 @@ var (
 	// ErrLimit: the peer made the session track more objects (streams,
 	// servers, queries, pending requests) than Limits allows.
 	ErrLimit = errors.New("dhtrelay: session limit reached")
+	// ErrNotAnnounced: the relay confirmed a non-custodial listen, but no
+	// DHT node it asks holds the announce that lets clients find the key.
+	// The Node relay (@hyperswarm/dht-relay 0.4.3) does this: it cannot
+	// encode the signAnnounce request a non-custodial announce needs.
+	ErrNotAnnounced = errors.New("dhtrelay: the relay did not announce the key")
 )
 
 // What a non-custodial client's answers can go wrong with (noncustodial.go);

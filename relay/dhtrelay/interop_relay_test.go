@@ -3,6 +3,7 @@ package dhtrelay
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -126,18 +127,25 @@ func TestInteropGoClientNodeRelay(t *testing.T) {
 					url := tr + "://127.0.0.1:" + port
 					c := dialClient(t, url, ClientOptions{KeyPair: ckp, NonCustodial: !custodial})
 					dialEach(t, ctx, c, skp, nodePK)
+					lkp := newKey(t)
+					rl, err := c.Listen(ctx, lkp, nil)
 					if custodial {
-						// The reference's non-custodial announce never
-						// completes (package doc), so only custodial
-						// listens are tried against it.
-						lkp := newKey(t)
-						rl, err := c.Listen(ctx, lkp, nil)
 						if err != nil {
 							t.Fatal(err)
 						}
 						echoConns(rl.Accept)
 						udpEcho(t, ctx, goServer, lkp.Public, interopBytes)
 						rl.Close()
+					} else if !errors.Is(err, ErrNotAnnounced) {
+						// The reference confirms a non-custodial listen
+						// whose announce it cannot sign (package doc):
+						// the listen must fail rather than look fine.
+						if err == nil {
+							rl.Close()
+						}
+						t.Fatalf("non-custodial listen through the Node relay: %v, want ErrNotAnnounced", err)
+					} else {
+						t.Logf("non-custodial listen refused: %v", err)
 					}
 					fmt.Fprintln(relay.Stdin(), "report")
 					var frames, seen int

@@ -1,11 +1,9 @@
 package dhtrelay
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -246,23 +244,9 @@ func TestGoRelayGoClient(t *testing.T) {
 
 func lookupHas(t testing.TB, ctx context.Context, c *Client, topic [32]byte, pk key.PublicKey) bool {
 	t.Helper()
-	q, err := c.Lookup(ctx, topic)
+	found, err := c.lookupHas(ctx, topic, pk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	for {
-		a, err := q.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return found
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range a.Peers {
-			if bytes.Equal(p.PublicKey[:], pk[:]) {
-				found = true
-			}
-		}
-	}
+	return found
 }
