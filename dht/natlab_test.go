@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/natlab"
 	"github.com/keytunnel/keytunnel/internal/nodetest"
 )
@@ -64,6 +65,31 @@ func (ln *labNet) host(kind natlab.Kind) *natlab.Host {
 		return ln.lab.Host(ln.lab.Public())
 	}
 	return ln.lab.Host(ln.lab.NAT(kind))
+}
+
+// publicRelay serves a blind relay under keyFor(seed) from a node on a new
+// host of the public net, until ctx ends or the test does.
+func (ln *labNet) publicRelay(t *testing.T, ctx context.Context, seed int) (*natlab.Host, *BlindRelay) {
+	t.Helper()
+	h := ln.host(natlab.Public)
+	relay, err := ln.node(t, h, natlab.Public).ServeBlindRelay(ctx, keyFor(seed), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	return h, relay
+}
+
+// relayOptions names relay as the fallback on the side that asks for it:
+// the server (its listen options) or the client (its dial options).
+func relayOptions(serverAsks bool, relay key.PublicKey) (*ListenOptions, *DialOptions) {
+	lo, do := &ListenOptions{}, &DialOptions{}
+	if serverAsks {
+		lo.RelayThrough = RelayKeys(relay)
+	} else {
+		do.RelayThrough = RelayKeys(relay)
+	}
+	return lo, do
 }
 
 // node starts a user's node on h (server and client sockets, as
@@ -167,26 +193,14 @@ func TestNATMatrix(t *testing.T) {
 func TestRelayRandomRandom(t *testing.T) {
 	natlab.Require(t)
 	ln := newLabNet(t)
-	rh := ln.host(natlab.Public)
-	relayNode := ln.node(t, rh, natlab.Public)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	relay, err := relayNode.ServeBlindRelay(ctx, keyFor(200), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
+	rh, relay := ln.publicRelay(t, ctx, 200)
 	for i, serverAsks := range []bool{true, false} {
 		sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
 		srv, cli := ln.node(t, sh, natlab.Random), ln.node(t, ch, natlab.Random)
 		skp := keyFor(201 + i)
-		lo := &ListenOptions{}
-		do := &DialOptions{}
-		if serverAsks {
-			lo.RelayThrough = RelayKeys(relay.PublicKey())
-		} else {
-			do.RelayThrough = RelayKeys(relay.PublicKey())
-		}
+		lo, do := relayOptions(serverAsks, relay.PublicKey())
 		l, err := srv.Listen(ctx, skp, lo)
 		if err != nil {
 			t.Fatal(err)
@@ -219,26 +233,15 @@ func TestRelayRandomRandom(t *testing.T) {
 func TestRelayUpgrade(t *testing.T) {
 	natlab.Require(t)
 	ln := newLabNet(t)
-	rh := ln.host(natlab.Public)
-	relayNode := ln.node(t, rh, natlab.Public)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	relay, err := relayNode.ServeBlindRelay(ctx, keyFor(210), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
+	rh, relay := ln.publicRelay(t, ctx, 210)
 	for i, serverAsks := range []bool{true, false} {
 		sn, cn := ln.lab.NAT(natlab.Consistent), ln.lab.NAT(natlab.Consistent)
 		sh, ch := ln.lab.Host(sn), ln.lab.Host(cn)
 		srv, cli := ln.node(t, sh, natlab.Consistent), ln.node(t, ch, natlab.Consistent)
 		skp := keyFor(211 + i)
-		lo, do := &ListenOptions{}, &DialOptions{}
-		if serverAsks {
-			lo.RelayThrough = RelayKeys(relay.PublicKey())
-		} else {
-			do.RelayThrough = RelayKeys(relay.PublicKey())
-		}
+		lo, do := relayOptions(serverAsks, relay.PublicKey())
 		l, err := srv.Listen(ctx, skp, lo)
 		if err != nil {
 			t.Fatal(err)
@@ -269,12 +272,7 @@ func TestRelayUpgradeInteropNode(t *testing.T) {
 	boot := strings.Join(ln.boot, ",")
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	rh := ln.host(natlab.Public)
-	relay, err := ln.node(t, rh, natlab.Public).ServeBlindRelay(ctx, keyFor(220), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
+	rh, relay := ln.publicRelay(t, ctx, 220)
 
 	t.Run("go client to node server", func(t *testing.T) {
 		sn, cn := ln.lab.NAT(natlab.Consistent), ln.lab.NAT(natlab.Consistent)
@@ -394,12 +392,7 @@ func TestRelayInteropNode(t *testing.T) {
 	nr := nodetest.StartIn(t, nrh.ExecPrefix(), "hyperdht-relay.js", "relay", boot, fmt.Sprintf("%x", nodeRelayKey.Seed()))
 	nr.Expect("relay ", 60*time.Second)
 	// A Go relay on the public net.
-	grh := ln.host(natlab.Public)
-	goRelay, err := ln.node(t, grh, natlab.Public).ServeBlindRelay(ctx, keyFor(301), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer goRelay.Close()
+	grh, goRelay := ln.publicRelay(t, ctx, 301)
 
 	t.Run("go peers via node relay", func(t *testing.T) {
 		sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
@@ -469,14 +462,9 @@ func TestRelayInteropNode(t *testing.T) {
 func TestRelayDiesMidTransfer(t *testing.T) {
 	natlab.Require(t)
 	ln := newLabNet(t)
-	rh := ln.host(natlab.Public)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	relay, err := ln.node(t, rh, natlab.Public).ServeBlindRelay(ctx, keyFor(400), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
+	rh, relay := ln.publicRelay(t, ctx, 400)
 	sh, ch := ln.host(natlab.Random), ln.host(natlab.Random)
 	srv, cli := ln.node(t, sh, natlab.Random), ln.node(t, ch, natlab.Random)
 	l, err := srv.Listen(ctx, keyFor(401), &ListenOptions{RelayThrough: RelayKeys(relay.PublicKey())})
