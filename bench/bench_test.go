@@ -17,7 +17,6 @@ import (
 	"io"
 	"net"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -75,39 +74,19 @@ func viaHypertele(tb testing.TB, svc string) string {
 // hypertele drops what it still holds for a connection whose other side
 // has closed.)
 func sink(tb testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	tb.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Minute))
-				var hdr [8]byte
-				if _, err := io.ReadFull(c, hdr[:]); err != nil {
-					return
-				}
-				n := int64(binary.BigEndian.Uint64(hdr[:]))
-				if m, _ := io.CopyBuffer(io.Discard, io.LimitReader(c, n), make([]byte, 256<<10)); m != n {
-					return
-				}
-				c.Write([]byte{1})
-				io.Copy(io.Discard, c)
-			}()
+	return proctest.Serve(tb, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(5 * time.Minute))
+		var hdr [8]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		n := int64(binary.BigEndian.Uint64(hdr[:]))
+		if m, _ := io.CopyBuffer(io.Discard, io.LimitReader(c, n), make([]byte, 256<<10)); m != n {
+			return
+		}
+		c.Write([]byte{1})
+		io.Copy(io.Discard, c)
+	})
 }
 
 // stream sends size bytes over one new connection to addr and returns the

@@ -34,50 +34,34 @@ type slowSink struct {
 
 func newSlowSink(t *testing.T, rate float64) *slowSink {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &slowSink{addr: ln.Addr().String(), done: make(chan struct{})}
+	s := &slowSink{done: make(chan struct{})}
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	t.Cleanup(func() { close(stop); ln.Close(); wg.Wait() })
 	var once sync.Once
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	s.addr = proctest.Serve(t, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		start := time.Now()
+		var total int64
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
+			total += int64(n)
+			s.got.Add(int64(n))
 			if err != nil {
+				if total > 0 {
+					once.Do(func() { close(s.done) })
+				}
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				buf := make([]byte, 64<<10)
-				start := time.Now()
-				var total int64
-				for {
-					n, err := c.Read(buf)
-					total += int64(n)
-					s.got.Add(int64(n))
-					if err != nil {
-						if total > 0 {
-							once.Do(func() { close(s.done) })
-						}
-						return
-					}
-					due := start.Add(time.Duration(float64(total) / rate * float64(time.Second)))
-					select {
-					case <-time.After(time.Until(due)):
-					case <-stop:
-						return
-					}
-				}
-			}()
+			due := start.Add(time.Duration(float64(total) / rate * float64(time.Second)))
+			select {
+			case <-time.After(time.Until(due)):
+			case <-stop:
+				return
+			}
 		}
-	}()
+	})
+	// Registered after Serve's, so it runs first: paced handlers stop
+	// waiting before the listener's cleanup waits for them.
+	t.Cleanup(func() { close(stop) })
 	return s
 }
 

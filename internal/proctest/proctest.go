@@ -43,6 +43,48 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// MainNoLeaks is Main that also fails a passing run when goroutines of
+// this module, or whose stacks contain any of also, are still running 5 s
+// after the tests.
+func MainNoLeaks(m *testing.M, also ...string) {
+	code := m.Run()
+	if code == 0 {
+		if leaked := waitNoLeak(5*time.Second, also); leaked != "" {
+			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
+			code = 1
+		}
+	}
+	Cleanup()
+	os.Exit(code)
+}
+
+// waitNoLeak waits up to d for the goroutines MainNoLeaks looks for to
+// end, and returns the stacks of those still there.
+func waitNoLeak(d time.Duration, also []string) string {
+	deadline := time.Now().Add(d)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var ours []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			match := strings.Contains(g, "keytunnel/keytunnel/")
+			for _, a := range also {
+				match = match || strings.Contains(g, a)
+			}
+			if match && !strings.Contains(g, "TestMain") && !strings.Contains(g, "waitNoLeak") {
+				ours = append(ours, g)
+			}
+		}
+		if len(ours) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(ours, "\n\n")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Cleanup removes the binary Binary built, for a TestMain of its own.
 func Cleanup() {
 	if binDir != "" {
@@ -351,9 +393,11 @@ func FreeTCP(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// Echo starts a TCP echo server on 127.0.0.1 (each connection echoes until
-// the client half-closes) and returns its address.
-func Echo(t testing.TB) string {
+// Serve listens on 127.0.0.1, runs handle on each connection in its own
+// goroutine (the connection is closed when handle returns), and returns
+// the address. The test's cleanup closes the listener and waits for every
+// handler.
+func Serve(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -373,13 +417,22 @@ func Echo(t testing.TB) string {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * time.Minute))
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// Echo starts a TCP echo server on 127.0.0.1 (each connection echoes until
+// the client half-closes) and returns its address.
+func Echo(t testing.TB) string {
+	t.Helper()
+	return Serve(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
+	})
 }
 
 // EchoOnce sends msg through addr and checks that it comes back.
