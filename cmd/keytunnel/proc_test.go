@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,39 +15,7 @@ import (
 // loopback only: every process gets KEYTUNNEL_BOOTSTRAP of a local testnet
 // (never the public nodes) and a private HOME.
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoLeak(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	proctest.Cleanup()
-	os.Exit(code)
-}
-
-func waitNoLeak(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var ours []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if (strings.Contains(g, "keytunnel/keytunnel/") || strings.Contains(g, "os/exec.")) &&
-				!strings.Contains(g, "TestMain") && !strings.Contains(g, "waitNoLeak") {
-				ours = append(ours, g)
-			}
-		}
-		if len(ours) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(ours, "\n\n")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { proctest.MainNoLeaks(m, "os/exec.") }
 
 // joinable checks that a fresh node bootstrapping from bs alone joins.
 func joinable(t *testing.T, bs string) {

@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,42 +13,13 @@ import (
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/proctest"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
 // TestMain fails the package when goroutines of this module outlive the
 // tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoLeak(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitNoLeak(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var ours []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "keytunnel/keytunnel/") && !strings.Contains(g, "TestMain") && !strings.Contains(g, "waitNoLeak") {
-				ours = append(ours, g)
-			}
-		}
-		if len(ours) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(ours, "\n\n")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func TestMain(m *testing.M) { proctest.MainNoLeaks(m) }
 
 // lineBuffer is a goroutine-safe output buffer whose lines tests wait for.
 type lineBuffer struct {
