@@ -176,7 +176,7 @@ func TestE2EAllow(t *testing.T) {
 	p := connectCmd(t, bs, strangerFile, pub, "should not arrive\n")
 	var stderr bytes.Buffer
 	p.Stderr = &stderr
-	out, err := runBounded(p, 60*time.Second)
+	out, err := proctest.RunBounded(p, 60*time.Second)
 	if err == nil || len(out) != 0 {
 		t.Fatalf("stranger connect: %v, stdout %q", err, out)
 	}
@@ -186,7 +186,7 @@ func TestE2EAllow(t *testing.T) {
 	}
 
 	// The friend's connect is a working pipe (as under ssh).
-	out, err = runBounded(connectCmd(t, bs, friendFile, pub, "hello friend\n"), 60*time.Second)
+	out, err = proctest.RunBounded(connectCmd(t, bs, friendFile, pub, "hello friend\n"), 60*time.Second)
 	if err != nil || string(out) != "hello friend\n" {
 		t.Fatalf("friend connect: %v, %q", err, out)
 	}
@@ -222,25 +222,6 @@ func connectCmd(t *testing.T, bs, keyFile, pub, stdin string) *exec.Cmd {
 	proctest.CheckLoopbackOnly(t, p.Env, p.Args[1:])
 	p.Stdin = strings.NewReader(stdin)
 	return p
-}
-
-// runBounded runs cmd with a time limit and returns its stdout.
-func runBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return out.Bytes(), err
-	case <-time.After(d):
-		cmd.Process.Kill()
-		<-done
-		return out.Bytes(), fmt.Errorf("%v: still running after %v", cmd.Args, d)
-	}
 }
 
 // TestE2EUp: `up` with an [[expose]] and a [[forward]] to it, over the

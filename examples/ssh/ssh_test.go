@@ -129,7 +129,7 @@ func TestSSHThroughKeytunnel(t *testing.T) {
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		start := time.Now()
-		out, err := runBounded(cmd, 90*time.Second)
+		out, err := proctest.RunBounded(cmd, 90*time.Second)
 		if err != nil || string(out) != want {
 			t.Fatalf("%s: %v\nstdout %q, want %q\nstderr:\n%s", filepath.Base(name), err, out, want, stderr.String())
 		}
@@ -140,23 +140,4 @@ func TestSSHThroughKeytunnel(t *testing.T) {
 	run(ssh, append(append([]string{"-o", "ProxyCommand=" + bin + " connect %h"}, opts...), login+"@"+pub, remote)...)
 	// keytunnel ssh, which builds that ProxyCommand (with --bootstrap).
 	run(bin, append(append([]string{"ssh"}, opts...), login+"@"+pub, remote)...)
-}
-
-// runBounded runs cmd with a time limit and returns its stdout.
-func runBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return out.Bytes(), err
-	case <-time.After(d):
-		cmd.Process.Kill()
-		<-done
-		return out.Bytes(), fmt.Errorf("%v: still running after %v", cmd.Args, d)
-	}
 }

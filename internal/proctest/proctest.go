@@ -236,6 +236,26 @@ func StartCmd(t testing.TB, cmd *exec.Cmd, env []string) *Proc {
 	return p
 }
 
+// RunBounded runs cmd with a time limit (it is killed after d) and
+// returns its stdout.
+func RunBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.Bytes(), err
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		return out.Bytes(), fmt.Errorf("%v: still running after %v", cmd.Args, d)
+	}
+}
+
 // Pid is the process's id.
 func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
 
