@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -22,22 +21,12 @@ import (
 func TestMain(m *testing.M) { proctest.MainNoLeaks(m) }
 
 // lineBuffer is a goroutine-safe output buffer whose lines tests wait for.
-type lineBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// Unlike proctest.Lines.All, Lines counts a last line that has no newline
+// yet.
+type lineBuffer struct{ out proctest.Lines }
 
-func (b *lineBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lineBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func (b *lineBuffer) Write(p []byte) (int, error) { return b.out.Write(p) }
+func (b *lineBuffer) String() string              { return b.out.String() }
 
 func (b *lineBuffer) Lines() []string {
 	s := strings.TrimRight(b.String(), "\n")
