@@ -45,13 +45,25 @@ func isAckOnly(b []byte) bool {
 type corkConn struct {
 	PeerConn
 
+	// afterFunc is time.AfterFunc; tests replace it to fire the timer
+	// themselves instead of racing the clock.
+	afterFunc func(time.Duration, func()) corkTimer
+
 	mu    sync.Mutex
 	held  []byte
-	timer *time.Timer
+	timer corkTimer
 	err   error // of a flush by the timer, returned by the next Write
 }
 
-func newCorkConn(pc PeerConn) *corkConn { return &corkConn{PeerConn: pc} }
+// corkTimer is the part of *time.Timer corkConn uses.
+type corkTimer interface {
+	Stop() bool
+	Reset(time.Duration) bool
+}
+
+func newCorkConn(pc PeerConn) *corkConn {
+	return &corkConn{PeerConn: pc, afterFunc: func(d time.Duration, f func()) corkTimer { return time.AfterFunc(d, f) }}
+}
 
 func (c *corkConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
@@ -62,7 +74,7 @@ func (c *corkConn) Write(b []byte) (int, error) {
 	if isAckOnly(b) {
 		c.held = append(c.held, b...)
 		if c.timer == nil {
-			c.timer = time.AfterFunc(ackDelay, c.flush)
+			c.timer = c.afterFunc(ackDelay, c.flush)
 		} else if len(c.held) == len(b) {
 			c.timer.Reset(ackDelay)
 		}
