@@ -14,14 +14,12 @@ import (
 // Backpressure end to end: a sender pushes bpSize bytes as fast as it can
 // through forward → expose to a service that reads at bpRate. Nothing on
 // the way may buffer what the reader has not taken: each keytunnel process
-// stays under 64 MB peak RSS, and the sender is held back to the reader's
-// pace (what it has sent minus what the reader has read stays within the
-// kernel's socket buffers and the tunnel's windows).
+// stays under bpMaxRSS peak RSS (64 MB; more under -race, whose binary
+// carries the race detector's shadow memory), and the sender is held back
+// to the reader's pace (what it has sent minus what the reader has read
+// stays within the kernel's socket buffers and the tunnel's windows).
 
-const (
-	bpMaxRSS      = 64 << 20
-	bpMaxInFlight = 32 << 20
-)
+const bpMaxInFlight = 32 << 20
 
 // slowSink reads the connections it accepts at rate bytes/s each; done is
 // closed when one that carried data ends. (Connections without data are

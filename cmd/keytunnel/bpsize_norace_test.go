@@ -2,8 +2,10 @@
 
 package main
 
-// Backpressure test: 1 GiB to a reader paced at 40 MB/s (~27 s).
+// Backpressure test: 1 GiB to a reader paced at 40 MB/s (~27 s), each
+// keytunnel process under 64 MB peak RSS.
 const (
-	bpSize = 1 << 30
-	bpRate = 40e6
+	bpSize   = 1 << 30
+	bpRate   = 40e6
+	bpMaxRSS = 64 << 20
 )

@@ -92,8 +92,10 @@ func Cleanup() {
 	}
 }
 
-// Binary builds cmd/keytunnel once per test binary and returns its path.
-// It skips the test under -short.
+// Binary builds cmd/keytunnel once per test binary and returns its path;
+// under -race (RaceEnabled) the binary is built with -race, so the
+// processes' paths are race-checked too and a race they report fails the
+// test (see StartCmd). It skips the test under -short.
 func Binary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
@@ -105,10 +107,14 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "keytunnel")
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.CommandContext(ctx, gobin, "build", "-o", binPath, "github.com/keytunnel/keytunnel/cmd/keytunnel").CombinedOutput()
+		args := []string{"build", "-o", binPath}
+		if RaceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.CommandContext(ctx, gobin, append(args, "github.com/keytunnel/keytunnel/cmd/keytunnel")...).CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -117,6 +123,23 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// Tool returns the path of a program a test drives (curl, ssh, ...). When
+// it is missing the test is skipped, with hint (how to install it), except
+// under CI (the CI environment variable set), where it fails: .ci/run
+// installs everything the tests use.
+func Tool(t testing.TB, name, hint string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed, and CI must run this test (%s)", name, hint)
+	}
+	t.Skipf("%s is not installed (%s); skipped outside CI", name, hint)
+	return ""
 }
 
 // Testnet starts an in-process loopback testnet of n nodes for the test
@@ -229,6 +252,9 @@ func StartCmd(t testing.TB, cmd *exec.Cmd, env []string) *Proc {
 	}()
 	t.Cleanup(func() {
 		p.Stop()
+		if strings.Contains(p.Err.String(), raceReport) {
+			t.Errorf("%s: the race detector reported a data race", p.Name)
+		}
 		if t.Failed() {
 			t.Logf("%s\nstdout:\n%s\nstderr:\n%s", p.Name, p.Out, p.Err)
 		}
@@ -236,11 +262,21 @@ func StartCmd(t testing.TB, cmd *exec.Cmd, env []string) *Proc {
 	return p
 }
 
+// raceReport starts every report of the race detector (on stderr).
+const raceReport = "WARNING: DATA RACE"
+
 // RunBounded runs cmd with a time limit (it is killed after d) and
-// returns its stdout.
+// returns its stdout. A race the race detector reports on its stderr is
+// an error.
 func RunBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
 	var out bytes.Buffer
 	cmd.Stdout = &out
+	errs := &Lines{}
+	if cmd.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(cmd.Stderr, errs)
+	} else {
+		cmd.Stderr = errs
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -248,6 +284,9 @@ func RunBounded(cmd *exec.Cmd, d time.Duration) ([]byte, error) {
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
+		if strings.Contains(errs.String(), raceReport) {
+			return out.Bytes(), fmt.Errorf("%v: the race detector reported a data race:\n%s", cmd.Args, errs)
+		}
 		return out.Bytes(), err
 	case <-time.After(d):
 		cmd.Process.Kill()
@@ -463,11 +502,19 @@ func EchoOnce(t testing.TB, addr, msg string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	RoundTrip(t, c, msg)
+}
+
+// RoundTrip sends msg on c, a connection to an echo service, and checks
+// that it comes back, leaving c open.
+func RoundTrip(t testing.TB, c net.Conn, msg string) {
+	t.Helper()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
+	defer c.SetDeadline(time.Time{})
 	io.WriteString(c, msg)
 	got := make([]byte, len(msg))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
-		t.Fatalf("echo through %s: %q, %v", addr, got, err)
+		t.Fatalf("echo through %s: %q, %v", c.RemoteAddr(), got, err)
 	}
 }
 
