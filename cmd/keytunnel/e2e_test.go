@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,64 +20,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/proctest"
 )
 
 // End-to-end tests: expose and forward as separate processes over a
-// loopback testnet. They need dht.Node.Dial and Listen; requireConnect
-// skips them, with the reason, while either is a stub.
+// loopback testnet.
 
-// requireConnect starts a testnet and probes Listen and Dial in-process.
-// It returns the testnet's bootstrap, or skips the test when the dht says
-// the connect layer is not implemented.
-func requireConnect(t *testing.T) string {
+// e2eTestnet builds the binary (skipping under -short) and starts a
+// testnet for it.
+func e2eTestnet(t *testing.T) string {
 	t.Helper()
 	proctest.Binary(t)
-	bs := proctest.Testnet(t, 4)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	node := func() *dht.Node {
-		udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := dht.New(dht.Config{Conn: udp, Bootstrap: strings.Split(bs, ",")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close(); udp.Close() })
-		if err := n.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	srv, cli := node(), node()
-	kp, _ := key.Generate(nil)
-	skip := func(err error) {
-		if err != nil && strings.Contains(err.Error(), "not implemented") {
-			t.Skipf("end-to-end test skipped until dht.Node.Dial/Listen land: %v", err)
-		}
-		if err != nil {
-			t.Fatalf("probe: %v", err)
-		}
-	}
-	ln, err := srv.Listen(ctx, kp, nil)
-	skip(err)
-	defer ln.Close()
-	c, err := cli.Dial(ctx, kp.Public, nil)
-	skip(err)
-	c.Close()
-	return bs
+	return proctest.Testnet(t, 4)
 }
 
 func TestE2EHTTPWithCurl(t *testing.T) {
-	bs := requireConnect(t)
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
+	bs := e2eTestnet(t)
+	curl := proctest.Tool(t, "curl", "apt-get install curl")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s from behind a key", r.URL.Path)
 	}))
@@ -105,7 +66,7 @@ func TestE2EHTTPWithCurl(t *testing.T) {
 // TestE2EParallelOneSession: 100 parallel connections, 1 MiB each way,
 // through one forward, ride one peer connection.
 func TestE2EParallelOneSession(t *testing.T) {
-	bs := requireConnect(t)
+	bs := e2eTestnet(t)
 	echo := proctest.Echo(t)
 	keyFile, kp := proctest.WriteSeed(t, "svc.key")
 	ex, pub := proctest.Expose(t, bs, echo, "--key", keyFile)
@@ -164,26 +125,36 @@ func oneMiB(addr string, i, size int) error {
 	return nil
 }
 
-// TestE2EAllow: an exposed service with --allow admits that key only.
+// TestE2EAllow: an exposed service with --allow admits that key only. A
+// stranger is refused during the DHT handshake and says so in one line,
+// at once; the service never sees it.
 func TestE2EAllow(t *testing.T) {
-	bs := requireConnect(t)
+	bs := e2eTestnet(t)
 	echo := proctest.Echo(t)
 	friendFile, friend := proctest.WriteSeed(t, "friend.key")
 	strangerFile, _ := proctest.WriteSeed(t, "stranger.key")
 	ex, pub := proctest.Expose(t, bs, echo, "--allow", friend.Public.Z32())
 
-	// The stranger's connect fails with one line and status 1.
+	// The stranger's connect fails with the refusal, status 1.
 	p := connectCmd(t, bs, strangerFile, pub, "should not arrive\n")
 	var stderr bytes.Buffer
 	p.Stderr = &stderr
+	start := time.Now()
 	out, err := proctest.RunBounded(p, 60*time.Second)
-	if err == nil || len(out) != 0 {
-		t.Fatalf("stranger connect: %v, stdout %q", err, out)
+	took := time.Since(start)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(out) != 0 {
+		t.Fatalf("stranger connect: %v, stdout %q, stderr %q", err, out, stderr.String())
 	}
-	last := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-	if l := last[len(last)-1]; !strings.HasPrefix(l, "keytunnel: cannot reach "+pub) && !strings.HasPrefix(l, "keytunnel: "+pub+" refused us") {
-		t.Fatalf("stranger connect stderr: %q", stderr.String())
+	if want := refusedLine(pub); strings.TrimSpace(stderr.String()) != want {
+		t.Fatalf("stranger connect stderr:\n%s\nwant the one line %q", stderr.String(), want)
 	}
+	// Start, join the testnet, look the key up, one handshake: a refusal
+	// answered at once, not a dial that timed out.
+	if took > refusalWithin {
+		t.Fatalf("stranger connect took %v to be refused, want under %v", took, refusalWithin)
+	}
+	t.Logf("stranger connect refused after %v", took.Round(time.Millisecond))
 
 	// The friend's connect is a working pipe (as under ssh).
 	out, err = proctest.RunBounded(connectCmd(t, bs, friendFile, pub, "hello friend\n"), 60*time.Second)
@@ -191,8 +162,8 @@ func TestE2EAllow(t *testing.T) {
 		t.Fatalf("friend connect: %v, %q", err, out)
 	}
 
-	// A stranger's forward: local connections get nothing, and the
-	// service never sees a connection from it.
+	// A stranger's forward: local connections get nothing, the forward
+	// reports the refusal, and the service never sees a connection from it.
 	fw, local := proctest.Forward(t, bs, pub, "--key", strangerFile)
 	c, err := net.Dial("tcp", local)
 	if err != nil {
@@ -201,8 +172,8 @@ func TestE2EAllow(t *testing.T) {
 	defer c.Close()
 	c.Write([]byte("knock"))
 	ev := proctest.JSON(t, fw.Line(`"event":"redialing"`, 45*time.Second))
-	if ev["error"] == nil {
-		t.Fatalf("redialing without the dial's error: %v", ev)
+	if e, _ := ev["error"].(string); !strings.Contains(e, firewallRefusal) {
+		t.Fatalf("redialing event %v, want the error %q", ev, firewallRefusal)
 	}
 	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, _ := c.Read(make([]byte, 10)); n != 0 {
@@ -211,6 +182,20 @@ func TestE2EAllow(t *testing.T) {
 	if n := ex.Out.Count(`"event":"connected"`); n != 1 {
 		t.Fatalf("expose saw %d connections, want only the friend's", n)
 	}
+}
+
+// firewallRefusal is the error of a dial refused by the server's firewall
+// (--allow), a keytunnel or a Node server alike: dht.ErrRefused.
+const firewallRefusal = "dht: SERVER_ERROR: the server refused the connection (firewall)"
+
+// refusalWithin bounds a refused connect process, start to exit; a dial
+// that timed out instead takes well over it.
+const refusalWithin = 3 * time.Second
+
+// refusedLine is the one stderr line of a connect refused by pub's
+// firewall.
+func refusedLine(pub string) string {
+	return "keytunnel: cannot reach " + pub + ": " + firewallRefusal
 }
 
 // connectCmd is `keytunnel connect --key keyFile pub` on the testnet bs,
@@ -224,18 +209,22 @@ func connectCmd(t *testing.T, bs, keyFile, pub, stdin string) *exec.Cmd {
 	return p
 }
 
-// TestE2EUp: `up` with an [[expose]] and a [[forward]] to it, over the
-// testnet; a SIGHUP that removes the forward closes its port while the
-// expose keeps serving a second up's forward.
+// TestE2EUp: `up` with an [[expose]] and two [[forward]]s to it, over the
+// testnet. A SIGHUP that removes one forward closes its port and its
+// connection, while a tunnelled connection held through the unchanged
+// forward and expose carries bytes before and after it, and the expose
+// keeps serving a second up's forward.
 func TestE2EUp(t *testing.T) {
-	bs := requireConnect(t)
+	bs := e2eTestnet(t)
 	echo := proctest.Echo(t)
 	keyFile, kp := proctest.WriteSeed(t, "svc.key")
-	pa := proctest.FreeTCP(t)
+	pa, pb := proctest.FreeTCP(t), proctest.FreeTCP(t)
 	cfg := filepath.Join(t.TempDir(), "keytunnel.toml")
 	expose := fmt.Sprintf("[[expose]]\nname = \"svc\"\naddress = %q\nkey = %q\n", echo, keyFile)
-	forward := fmt.Sprintf("\n[[forward]]\nname = \"a\"\nkey = %q\nport = %d\n", kp.Public.Z32(), pa)
-	if err := os.WriteFile(cfg, []byte(expose+forward), 0o600); err != nil {
+	forward := func(name string, port int) string {
+		return fmt.Sprintf("\n[[forward]]\nname = %q\nkey = %q\nport = %d\n", name, kp.Public.Z32(), port)
+	}
+	if err := os.WriteFile(cfg, []byte(expose+forward("a", pa)+forward("b", pb)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := proctest.Start(t, proctest.Env(t, bs), "--json", "up", "-c", cfg)
@@ -244,17 +233,39 @@ func TestE2EUp(t *testing.T) {
 		t.Fatalf("expose entry event %v", ev)
 	}
 	p.Line(`"entry":"a"`, 10*time.Second)
-	proctest.EchoOnce(t, fmt.Sprintf("127.0.0.1:%d", pa), "through up")
+	p.Line(`"entry":"b"`, 10*time.Second)
+	dial := func(port int) net.Conn {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	ca, cb := dial(pa), dial(pb)
+	proctest.RoundTrip(t, ca, "a before the reload")
+	proctest.RoundTrip(t, cb, "b before the reload")
 
-	if err := os.WriteFile(cfg, []byte(expose), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(expose+forward("a", pa)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p.Cmd.Process.Signal(syscall.SIGHUP)
-	p.Line(`"event":"reloaded"`, 20*time.Second)
-	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pa)); err == nil {
+	ev = proctest.JSON(t, p.Line(`"event":"reloaded"`, 20*time.Second))
+	if fmt.Sprint(ev["stopped"]) != "[b]" || fmt.Sprint(ev["kept"]) != "[svc a]" || ev["started"] != nil {
+		t.Fatalf("reloaded event %v, want b stopped, svc and a kept", ev)
+	}
+	// The held connection through the kept entries still carries bytes:
+	// neither its stream nor the peer session under it was dropped.
+	proctest.RoundTrip(t, ca, "a after the reload, on the same connection")
+	cb.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := cb.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the removed forward's connection is still open (read %d bytes)", n)
+	}
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", pb)); err == nil {
 		c.Close()
 		t.Fatal("removed forward still listens")
 	}
 	_, local := proctest.Forward(t, bs, kp.Public.String())
 	proctest.EchoOnce(t, local, "the kept expose still serves")
+	proctest.RoundTrip(t, ca, "a once more")
 }
