@@ -96,11 +96,7 @@ func TestHTTPThroughForward(t *testing.T) {
 		t.Fatalf("POST: %q", b)
 	}
 
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Log("curl not installed; checked with net/http only")
-		return
-	}
+	curl := proctest.Tool(t, "curl", "apt-get install curl")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, curl, "-sS", "--max-time", "30", base+"/hello/curl").CombinedOutput()
