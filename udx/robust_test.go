@@ -106,7 +106,14 @@ func TestZeroWindowForever(t *testing.T) {
 	// Announce window 0.
 	h := Header{Type: 0, ID: 5, RWnd: 0}
 	sendRaw(t, raw, sock, AppendPacket(nil, &h, nil, nil))
-	time.Sleep(50 * time.Millisecond)
+	// Stats runs on the stream's loop, so once it counts the packet the
+	// window is shut.
+	for deadline := time.Now().Add(5 * time.Second); st.Stats().PacketsReceived == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the window-0 packet never reached the stream")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	st.SetWriteDeadline(time.Now().Add(3 * time.Second))
 	_, err := st.Write(make([]byte, 1<<20))
 	if !errors.Is(err, errDeadline) {
@@ -158,8 +165,23 @@ func TestOutOfOrderFloodBounded(t *testing.T) {
 		h := Header{Type: FlagData, ID: 5, RWnd: 1 << 20, Seq: i * 2} // every other seq: max blocks
 		sendRaw(t, raw, sock, AppendPacket(nil, &h, nil, payload))
 	}
-	// Let the loop drain, then check the stream holds a bounded amount.
-	time.Sleep(300 * time.Millisecond)
+	// A plain datagram after the flood: once ReadFrom has it, the socket
+	// has processed (or the kernel dropped) everything sent before it.
+	// Sent until one gets through, since a flooded socket drops some.
+	marker := []byte("end of flood")
+	got := make([]byte, 64)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("the socket never handed over the datagram after the flood")
+		}
+		sendRaw(t, raw, sock, marker)
+		sock.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, _, err := sock.ReadFrom(got); err == nil && string(got[:n]) == string(marker) {
+			break
+		}
+	}
+	// Every other seq is one block of one packet: the flood fills the
+	// block list to its cap, and nothing beyond it is stored.
 	var held, blocks int
 	st.u.do(func(int64) error {
 		for _, b := range st.ooo {
@@ -170,8 +192,8 @@ func TestOutOfOrderFloodBounded(t *testing.T) {
 		blocks = len(st.blocks)
 		return nil
 	})
-	if held > oooCap || blocks > maxBlocks {
-		t.Fatalf("held %d packets in %d blocks", held, blocks)
+	if held != maxBlocks || blocks != maxBlocks {
+		t.Fatalf("held %d packets in %d blocks, want %d in %d: the cap, reached", held, blocks, maxBlocks, maxBlocks)
 	}
 	if st.Err() != nil {
 		t.Fatal(st.Err())
