@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,7 +110,36 @@ func TestNetnsRandomLoss(t *testing.T) {
 			var nid uint32
 			fmt.Sscanf(f, "%d %d", &port, &nid)
 			naddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+			before := lossDrops(t, ns)
 			interopTransfer(t, p, sock, naddr, nid, open, n, 120*time.Second)
+			// 32 MiB is over 22,000 data packets: 2 % of them alone is
+			// about 450 drops, so under 100 means the rule did not bite.
+			drops := lossDrops(t, ns) - before
+			t.Logf("the loss rule dropped %d packets", drops)
+			if drops < 100 {
+				t.Fatalf("the loss rule dropped %d packets during a %d-byte transfer, want at least 100", drops, n)
+			}
 		})
 	}
+}
+
+// lossDrops reads the packet counter of the DROP rule in ns's INPUT chain.
+func lossDrops(t *testing.T, ns string) int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "iptables", "-L", "INPUT", "-v", "-n", "-x").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables -L: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 2 && f[2] == "DROP" && strings.Contains(l, "statistic") {
+			n, err := strconv.Atoi(f[0])
+			if err != nil {
+				t.Fatalf("iptables counter %q: %v", f[0], err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no DROP rule in %s's INPUT chain:\n%s", ns, out)
+	return 0
 }
