@@ -1,12 +1,14 @@
 // @hyperswarm/dht-relay 0.4.3 relay and relayed clients for relay/dhtrelay's
 // interop tests, on a local testnet only (bootstrap list required).
 //
-//   node dhtrelay-node.js relay tcp|ws <bootstrap> [seed-hex]
+//   node dhtrelay-node.js relay tcp|ws <bootstrap> [secret-hex,...]
 //       a hyperdht node relayed with relay(dht, stream) on 127.0.0.1 over
 //       the TCP (secret-stream) or WebSocket transport; prints
-//       "listening <port>". With seed-hex it watches every frame the
-//       relay receives for that secret (the 32-byte seed) and, on the
-//       stdin line "report", prints "frames <n> secret <frames holding it>".
+//       "listening <port>". With secrets (a seed, say) it keeps every
+//       frame the relay receives and, on the stdin line
+//       "report [secret-hex,...]", prints "frames <n> secret <frames
+//       holding any of the secrets, those given and those on the line>"
+//       (secrets of a connection are known only once it is made).
 //   node dhtrelay-node.js dial <url> <pk> <bytes> [noncustodial]
 //       a relayed client (url tcp://host:port or ws://host:port) connects
 //       to pk, sends <bytes> random bytes, ends, reads the echo and prints
@@ -41,20 +43,29 @@ async function runRelay () {
   if (!bootstrap.length) throw new Error('a local bootstrap list is required')
   const node = new DHT({ bootstrap })
   await node.ready()
-  const secret = a3 ? Buffer.from(a3, 'hex') : null
-  let frames = 0
-  let seen = 0
+  const hexList = (s) => (s || '').split(',').filter(Boolean).map((h) => Buffer.from(h, 'hex'))
+  const secrets = hexList(a3)
+  const kept = []
   const watch = (stream) => {
     stream.on('data', (b) => {
-      frames++
-      if (secret && Buffer.from(b).includes(secret)) seen++
+      if (secrets.length) kept.push(Buffer.from(b))
     })
     stream.on('error', () => {})
   }
-  if (secret) {
+  if (secrets.length) {
     process.stdin.setEncoding('utf8')
+    let buf = ''
     process.stdin.on('data', (s) => {
-      if (s.includes('report')) console.log('frames ' + frames + ' secret ' + seen)
+      buf += s
+      let i
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const [cmd, more] = buf.slice(0, i).trim().split(/\s+/)
+        buf = buf.slice(i + 1)
+        if (cmd !== 'report') continue
+        const all = secrets.concat(hexList(more))
+        const seen = kept.filter((b) => all.some((x) => b.includes(x))).length
+        console.log('frames ' + kept.length + ' secret ' + seen)
+      }
     })
   }
   if (a1 === 'tcp') {

@@ -12,6 +12,7 @@ import (
 	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/nodetest"
+	"github.com/keytunnel/keytunnel/secretstream/noise"
 )
 
 const interopBytes = 4 << 20
@@ -26,7 +27,7 @@ func nodeDial(t *testing.T, url string, pk key.PublicKey, extra ...string) {
 }
 
 // dialEach dials every key through c and round-trips interopBytes.
-func dialEach(t *testing.T, ctx context.Context, c *Client, pks ...key.PublicKey) {
+func dialEach(t *testing.T, ctx context.Context, c *Client, pks ...key.PublicKey) (streamSecrets [][]byte) {
 	t.Helper()
 	for _, pk := range pks {
 		conn, err := c.Dial(ctx, pk, nil)
@@ -35,7 +36,11 @@ func dialEach(t *testing.T, ctx context.Context, c *Client, pks ...key.PublicKey
 		}
 		roundTrip(t, conn, interopBytes)
 		conn.Close()
+		if sc, ok := conn.(secured); ok {
+			streamSecrets = append(streamSecrets, streamKeys(t, sc.Conn)...)
+		}
 	}
+	return streamSecrets
 }
 
 // nodeEcho runs a Node client script that prints
@@ -108,7 +113,8 @@ func TestInteropNodeClientsGoRelay(t *testing.T) {
 
 // TestInteropGoClientNodeRelay: a Go relayed client through the Node
 // relay reaches a Go and a Node hyperdht server and serves a Go UDP
-// client; non-custodial, the relay never receives its secret key.
+// client; non-custodial, the relay never receives its secret key (seed or
+// scalar), the dials' static DH secrets or their secret-stream keys.
 func TestInteropGoClientNodeRelay(t *testing.T) {
 	ctx := testCtx(t, 240*time.Second)
 	in := newInteropNet(t, ctx)
@@ -126,7 +132,20 @@ func TestInteropGoClientNodeRelay(t *testing.T) {
 					port := strings.TrimSpace(relay.Expect("listening ", 60*time.Second))
 					url := tr + "://127.0.0.1:" + port
 					c := dialClient(t, url, ClientOptions{KeyPair: ckp, NonCustodial: !custodial})
-					dialEach(t, ctx, c, skp, nodePK)
+					// Besides the seed the relay was told of: the scalars,
+					// the static DH secrets of both dials and, when the
+					// client ran the handshakes, their stream keys.
+					secrets := append(dialEach(t, ctx, c, skp, nodePK), scalars(t, ckp)...)
+					for _, pk := range []key.PublicKey{skp, nodePK} {
+						ss, err := noise.DH(ckp.Private, pk[:])
+						if err != nil {
+							t.Fatal(err)
+						}
+						secrets = append(secrets, ss)
+					}
+					if !custodial && len(secrets) != 2*2+2+2 {
+						t.Fatalf("%d secrets to look for, want 8: the dials' stream keys are missing", len(secrets))
+					}
 					lkp := newKey(t)
 					rl, err := c.Listen(ctx, lkp, nil)
 					if custodial {
@@ -147,13 +166,17 @@ func TestInteropGoClientNodeRelay(t *testing.T) {
 					} else {
 						t.Logf("non-custodial listen refused: %v", err)
 					}
-					fmt.Fprintln(relay.Stdin(), "report")
+					hexes := make([]string, len(secrets))
+					for i, sec := range secrets {
+						hexes[i] = fmt.Sprintf("%x", sec)
+					}
+					fmt.Fprintln(relay.Stdin(), "report", strings.Join(hexes, ","))
 					var frames, seen int
 					line := relay.Expect("frames ", 10*time.Second)
 					if _, err := fmt.Sscanf(line, "%d secret %d", &frames, &seen); err != nil {
 						t.Fatalf("report %q: %v", line, err)
 					}
-					t.Logf("relay received %d frames, %d holding the client's secret", frames, seen)
+					t.Logf("relay received %d frames, %d holding one of the client's %d secrets", frames, seen, len(secrets)+1)
 					if frames == 0 {
 						t.Fatal("the relay saw no frames")
 					}
@@ -161,7 +184,7 @@ func TestInteropGoClientNodeRelay(t *testing.T) {
 						t.Fatal("custodial: the watch did not see the secret key (the check is blind)")
 					}
 					if !custodial && seen != 0 {
-						t.Fatalf("non-custodial: the relay received the secret key in %d frames", seen)
+						t.Fatalf("non-custodial: the relay received the seed, a scalar, a DH secret or a stream key in %d frames", seen)
 					}
 				})
 			}

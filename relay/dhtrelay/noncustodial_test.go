@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha512"
 	"net"
 	"reflect"
 	"strings"
@@ -11,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/edwards25519"
 	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/protomux"
+	"github.com/keytunnel/keytunnel/secretstream"
+	"github.com/keytunnel/keytunnel/secretstream/noise"
 )
 
 // recordingFramed keeps a copy of every frame a relay receives from and
@@ -188,9 +192,53 @@ func heldSecrets(s *Server, secrets [][]byte) int {
 	return found
 }
 
+// scalars returns kp's Ed25519 secret scalar as the hash gives it
+// (SHA-512(seed)[:32], clamped) and reduced mod L, as DH uses it. It
+// checks the scalar against the public key, so that the search looks for
+// the right bytes.
+func scalars(t *testing.T, kp key.KeyPair) [][]byte {
+	t.Helper()
+	sd := kp.Seed()
+	h := sha512.Sum512(sd[:])
+	clamped := bytes.Clone(h[:32])
+	clamped[0] &= 248
+	clamped[31] &= 127
+	clamped[31] |= 64
+	sc, err := new(edwards25519.Scalar).SetBytesWithClamping(h[:32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub := new(edwards25519.Point).ScalarBaseMult(sc).Bytes(); !bytes.Equal(pub, kp.Public[:]) {
+		t.Fatal("the scalar does not give the public key")
+	}
+	return [][]byte{clamped, sc.Bytes()}
+}
+
+// streamKeys returns the secret-stream keys (Tx, Rx) of c's handshake,
+// read from its unexported state: no API hands them out, by design.
+func streamKeys(t *testing.T, c *secretstream.Conn) [][]byte {
+	t.Helper()
+	res := reflect.ValueOf(c).Elem().FieldByName("result")
+	var keys [][]byte
+	for _, f := range []string{"Tx", "Rx"} {
+		v := res.FieldByName(f)
+		b := make([]byte, v.Len())
+		for i := range b {
+			b[i] = byte(v.Index(i).Uint())
+		}
+		if bytes.Equal(b, make([]byte, len(b))) {
+			t.Fatalf("no %s key in the connection's state", f)
+		}
+		keys = append(keys, b)
+	}
+	return keys
+}
+
 // TestNonCustodialRelayNeverSeesSecrets: a non-custodial Go client dials,
 // listens and announces through a Go relay; no frame the relay receives
-// holds a seed of the client's key pairs, nothing the relay keeps does,
+// holds a seed of the client's key pairs (nor their Ed25519 scalars, the
+// dial's static DH secret or the secret-stream keys), nothing the relay
+// keeps does,
 // and the data messages both ways carry only ciphertext. The same run in
 // custodial mode finds the seeds and the plaintext, so the checks are not
 // blind.
@@ -210,12 +258,25 @@ func TestNonCustodialRelayNeverSeesSecrets(t *testing.T) {
 			rand.Read(marker)
 
 			// Dial a UDP server (as ckp).
-			conn, err := c.Dial(ctx, echoListener(t, ctx, serverNode), nil)
+			spk := echoListener(t, ctx, serverNode)
+			conn, err := c.Dial(ctx, spk, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			markedRoundTrip(t, conn, marker, size)
 			conn.Close()
+			// The static-static DH of that handshake, and (when the client
+			// ran it) its secret-stream keys, the client's Tx and Rx.
+			ss, err := noise.DH(ckp.Private, spk[:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			secrets := [][]byte{ss}
+			if sc, ok := conn.(secured); ok {
+				secrets = append(secrets, streamKeys(t, sc.Conn)...)
+			} else if !custodial {
+				t.Fatalf("a non-custodial dial gave a %T, not a connection the client secured", conn)
+			}
 
 			// Listen (as lkp); a UDP client dials in.
 			rl, err := c.Listen(ctx, lkp, nil)
@@ -229,6 +290,7 @@ func TestNonCustodialRelayNeverSeesSecrets(t *testing.T) {
 			}
 			markedRoundTrip(t, uc, marker, size)
 			uc.Close()
+			secrets = append(secrets, streamKeys(t, uc)...) // the listener's, mirrored
 
 			// Announce (as akp).
 			topic := dht.Hash([]byte("secrecy " + name))
@@ -243,29 +305,36 @@ func TestNonCustodialRelayNeverSeesSecrets(t *testing.T) {
 			for _, kp := range []key.KeyPair{ckp, lkp, akp} {
 				sd := kp.Seed()
 				seeds = append(seeds, bytes.Clone(sd[:]))
+				secrets = append(secrets, scalars(t, kp)...)
 			}
-			held := heldSecrets(s, seeds)
 			r := rec()
-			var seedFrames int
-			for _, sd := range seeds {
-				in, out := r.count(sd)
-				seedFrames += in + out
+			inFrames := func(list [][]byte) (n int) {
+				for _, sec := range list {
+					in, out := r.count(sec)
+					n += in + out
+				}
+				return n
 			}
+			seedFrames, seedsHeld := inFrames(seeds), heldSecrets(s, seeds)
+			secretFrames, secretsHeld := inFrames(secrets), heldSecrets(s, secrets)
 			plainIn, plainOut := r.count(marker)
-			t.Logf("relay received %d frames (%d bytes), sent %d (%d bytes); frames with a seed %d, places holding one %d; frames with plaintext: %d in, %d out",
-				len(r.in), r.inBytes, len(r.out), r.outBytes, seedFrames, held, plainIn, plainOut)
+			t.Logf("relay received %d frames (%d bytes), sent %d (%d bytes); frames with a seed %d, places holding one %d; with another of %d secrets (scalars, DH, stream keys) %d and %d; frames with plaintext: %d in, %d out",
+				len(r.in), r.inBytes, len(r.out), r.outBytes, seedFrames, seedsHeld, len(secrets), secretFrames, secretsHeld, plainIn, plainOut)
 			if r.inBytes < 2*size || r.outBytes < 2*size {
 				t.Fatal("the data did not go through the recorded transport")
 			}
 			rl.Close()
 			if custodial {
-				if seedFrames == 0 || held == 0 || plainIn == 0 || plainOut == 0 {
+				if seedFrames == 0 || seedsHeld == 0 || plainIn == 0 || plainOut == 0 {
 					t.Fatal("custodial: the checks did not see the keys or the plaintext (they are blind)")
 				}
 				return
 			}
-			if seedFrames != 0 || held != 0 {
-				t.Fatalf("non-custodial: the relay received a seed in %d frames and holds one in %d places", seedFrames, held)
+			if seedFrames != 0 || seedsHeld != 0 {
+				t.Fatalf("non-custodial: the relay received a seed in %d frames and holds one in %d places", seedFrames, seedsHeld)
+			}
+			if secretFrames != 0 || secretsHeld != 0 {
+				t.Fatalf("non-custodial: the relay received a scalar, DH secret or stream key in %d frames and holds one in %d places", secretFrames, secretsHeld)
 			}
 			if plainIn != 0 || plainOut != 0 {
 				t.Fatalf("non-custodial: plaintext in %d received and %d sent frames", plainIn, plainOut)
