@@ -300,16 +300,41 @@ func TestRelayUpgradeInteropNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		echo(t, l)
+		accepted := make(chan *Conn, 1)
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*Conn)
+			io.Copy(c, c)
+			c.(*Conn).CloseWrite()
+		}()
 		cn.BlockUDPWith(sn.Addr())
 		nc := nodetest.StartIn(t, ch.ExecPrefix(), "hyperdht-relay.js", "stream", boot, keyFor(222).Public.String(), relay.PublicKey().String(), "6")
 		if open := nc.Expect("open ", 60*time.Second); !strings.HasPrefix(open, rh.Addr().String()+":") {
 			t.Fatalf("the Node client opened on %s while the NATs cannot reach each other, want the relay %v", open, rh.Addr())
 		}
+		var sc *Conn
+		select {
+		case sc = <-accepted:
+			defer sc.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatal("the Go server accepted nothing")
+		}
 		cn.UnblockUDPWith(sn.Addr())
-		time.Sleep(3 * time.Second)
-		// Both sides must be direct by now: without the relay the
-		// stream still finishes.
+		// Await both sides on the direct path: the Node client says so,
+		// and the Go server's connection sends to the client's NAT.
+		start := time.Now()
+		nc.Expect("path "+sn.Addr().String()+":", 20*time.Second)
+		for remoteOf(sc).Addr() != cn.Addr() {
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("the Go server's side still sends to %v 20 s after the direct path opened", remoteOf(sc))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("both sides direct %v after the path opened", time.Since(start).Round(time.Millisecond))
+		// Without the relay the stream still finishes.
 		rh.DropUDP()
 		defer rh.AllowUDP()
 		f := strings.Fields(nc.Expect("", 60*time.Second))

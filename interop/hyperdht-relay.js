@@ -13,9 +13,10 @@
 //       "error <code> <message>".
 //   node hyperdht-relay.js stream <bootstrap> <pk> <relay pk> <seconds>
 //       connects through the relay, prints "open <remote host:port>", then
-//       for <seconds> writes 64 KiB every 50 ms and checks the echo; ends
-//       and prints "result <sha256 sent> <sha256 received> <remote>" (the
-//       path at the end: a relayed connection may have moved).
+//       for <seconds> writes 64 KiB every 50 ms and checks the echo,
+//       printing "path <remote host:port>" whenever the connection moves;
+//       ends and prints "result <sha256 sent> <sha256 received> <remote>"
+//       (the path at the end: a relayed connection may have moved).
 const DHT = require('hyperdht')
 const { Server: RelayServer } = require('blind-relay')
 const crypto = require('crypto')
@@ -76,9 +77,14 @@ function stream () {
   const got = crypto.createHash('sha256')
   const remote = () => s.rawStream ? s.rawStream.remoteHost + ':' + s.rawStream.remotePort : '-'
   s.on('open', () => {
-    console.log('open ' + remote())
+    let path = remote()
+    console.log('open ' + path)
     const until = Date.now() + Number(c) * 1000
     const tick = () => {
+      if (remote() !== path) {
+        path = remote()
+        console.log('path ' + path)
+      }
       if (Date.now() > until) return s.end()
       const chunk = crypto.randomBytes(65536)
       sent.update(chunk)

@@ -3,6 +3,7 @@ package blindrelay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
@@ -255,35 +256,45 @@ func TestPendingExpiry(t *testing.T) {
 }
 
 // Relay streams that nobody uses (peers paired and never connected, or
-// vanished) are torn down after IdleTimeout; a pair in use is not.
+// vanished) are torn down after IdleTimeout; a pair in use is not. The
+// test awaits conditions, not durations: two idle pairs made one after
+// the other are each torn down, so the pair in use has outlived at least
+// two idle checks, while its keepalives (every 50 ms, a twelfth of
+// IdleTimeout) kept it in use.
 func TestIdleTimeout(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	var log errLog
-	srv, relaySock, _ := goRelay(t, ServerOptions{IdleTimeout: 200 * time.Millisecond, OnError: log.add})
+	srv, relaySock, _ := goRelay(t, ServerOptions{IdleTimeout: 600 * time.Millisecond, OnError: log.add})
 	a, b := connectGo(t, srv, relaySock), connectGo(t, srv, relaySock)
-	// In use: keepalives (every 50 ms) flow through the relay.
 	ra, rb := pairBoth(t, a, b, newToken(t))
-	// Paired, never connected.
-	ctx := testCtx(t, 10*time.Second)
-	tok := newToken(t)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := b.client.Pair(ctx, false, tok, newStream(t, b.sock))
-		errc <- err
-	}()
-	if _, err := a.client.Pair(ctx, true, tok, newStream(t, a.sock)); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the idle pair to go", 5*time.Second, func() bool { return srv.Stats().Active == 1 })
-	time.Sleep(500 * time.Millisecond)
-	if st := srv.Stats(); st.Active != 1 || st.Idle != 1 || log.count(ErrIdle) != 1 {
-		t.Fatalf("stats %+v, reports %v", st, log.errs)
+	ctx := testCtx(t, 30*time.Second)
+	for round := 1; round <= 2; round++ {
+		// Paired, never connected.
+		tok := newToken(t)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := b.client.Pair(ctx, false, tok, newStream(t, b.sock))
+			errc <- err
+		}()
+		if _, err := a.client.Pair(ctx, true, tok, newStream(t, a.sock)); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("idle pair %d to go", round), 10*time.Second, func() bool {
+			st := srv.Stats()
+			if st.Idle > uint64(round) || st.Matched != uint64(round)+1 {
+				t.Fatalf("round %d: stats %+v: the pair in use was torn down as idle", round, st)
+			}
+			return st.Idle == uint64(round) && st.Active == 1 && log.count(ErrIdle) == round
+		})
 	}
 	// The used pair still works.
 	exchange(t, ra, rb, 64<<10, 10*time.Second)
+	if st := srv.Stats(); st.Active != 1 || st.Idle != 2 || log.count(ErrIdle) != 2 {
+		t.Fatalf("stats %+v, reports %v", st, log.errs)
+	}
 }
 
 // Client-side errors: duplicate channel, replies that match no request
