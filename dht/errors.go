@@ -93,7 +93,10 @@ func (e *ConnectError) with(cause error) *ConnectError {
 
 var (
 	ErrPeerNotFound         = &ConnectError{Code: "PEER_NOT_FOUND", Message: "no node knows the peer"}
-	ErrPeerConnectionFailed = &ConnectError{Code: "PEER_CONNECTION_FAILED", Message: "the peer did not answer the handshake"}
+	// ErrPeerConnectionFailed: the peer is announced but its handshake
+	// went unanswered. A Node server's firewall refuses in silence
+	// (keytunnel's answers, see ErrRefused), so the message names it.
+	ErrPeerConnectionFailed = &ConnectError{Code: "PEER_CONNECTION_FAILED", Message: "the peer did not answer the handshake (it is gone, or its firewall refuses our key: Node servers refuse without a word)"}
 	ErrBadHandshakeReply    = &ConnectError{Code: "BAD_HANDSHAKE_REPLY", Message: "bad handshake reply"}
 	ErrBadHolepunchReply    = &ConnectError{Code: "BAD_HOLEPUNCH_REPLY", Message: "bad holepunch reply"}
 	ErrServerIncompatible   = &ConnectError{Code: "SERVER_INCOMPATIBLE", Message: "server speaks another handshake version"}

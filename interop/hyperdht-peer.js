@@ -1,10 +1,12 @@
 // A hyperdht 6.34.0 peer for dht/'s connect interop tests, on a local
 // testnet only (bootstrap list required).
 //
-//   node hyperdht-peer.js server <bootstrap> <seed>
+//   node hyperdht-peer.js server <bootstrap> <seed> [allow-pk]
 //       listens on the seed's key pair, echoes every connection (ending
 //       its side when the client ends), prints "listening <pk>" and, per
-//       connection, "connection <remote pk> <remote host:port>".
+//       connection, "connection <remote pk> <remote host:port>". With
+//       allow-pk its firewall denies every other client, printing
+//       "denied <remote pk>" (hyperdht then stays silent to that client).
 //   node hyperdht-peer.js client <bootstrap> <pk> <bytes> [count]
 //       connects count times (default 1), each time sends <bytes> random
 //       bytes, ends, reads the echo and prints
@@ -29,7 +31,13 @@ const node = new DHT({ bootstrap })
 
 async function server () {
   const kp = DHT.keyPair(Buffer.from(arg, 'hex'))
-  const srv = node.createServer((s) => {
+  const allow = size ? Buffer.from(size, 'hex') : null
+  const firewall = (remotePublicKey) => {
+    if (!allow || remotePublicKey.equals(allow)) return false
+    console.log('denied ' + remotePublicKey.toString('hex'))
+    return true
+  }
+  const srv = node.createServer({ firewall }, (s) => {
     console.log('connection ' + s.remotePublicKey.toString('hex') + ' ' + s.rawStream.remoteHost + ':' + s.rawStream.remotePort)
     s.on('error', () => {})
     s.pipe(s)

@@ -198,11 +198,11 @@ func refusedLine(pub string) string {
 	return "keytunnel: cannot reach " + pub + ": " + firewallRefusal
 }
 
-// connectCmd is `keytunnel connect --key keyFile pub` on the testnet bs,
-// reading stdin.
-func connectCmd(t *testing.T, bs, keyFile, pub, stdin string) *exec.Cmd {
+// connectCmd is `keytunnel connect --key keyFile [extra] pub` on the
+// testnet bs, reading stdin.
+func connectCmd(t *testing.T, bs, keyFile, pub, stdin string, extra ...string) *exec.Cmd {
 	t.Helper()
-	p := exec.Command(proctest.Binary(t), "connect", "--key", keyFile, pub)
+	p := exec.Command(proctest.Binary(t), append(append([]string{"connect", "--key", keyFile}, extra...), pub)...)
 	p.Env = proctest.Env(t, bs)
 	proctest.CheckLoopbackOnly(t, p.Env, p.Args[1:])
 	p.Stdin = strings.NewReader(stdin)
