@@ -92,7 +92,7 @@ func (e *ConnectError) with(cause error) *ConnectError {
 }
 
 var (
-	ErrPeerNotFound         = &ConnectError{Code: "PEER_NOT_FOUND", Message: "no node knows the peer"}
+	ErrPeerNotFound = &ConnectError{Code: "PEER_NOT_FOUND", Message: "no node knows the peer"}
 	// ErrPeerConnectionFailed: the peer is announced but its handshake
 	// went unanswered. A Node server's firewall refuses in silence
 	// (keytunnel's answers, see ErrRefused), so the message names it.
