@@ -46,6 +46,14 @@ func (r *recordingFramed) WriteMessage(b []byte) error {
 	return r.Framed.WriteMessage(b)
 }
 
+// stats returns the frame and byte counts so far (the relay may still be
+// writing: a pong, a late ack).
+func (r *recordingFramed) stats() (inFrames, inBytes, outFrames, outBytes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.in), r.inBytes, len(r.out), r.outBytes
+}
+
 // count returns how many received and sent frames contain needle.
 func (r *recordingFramed) count(needle []byte) (in, out int) {
 	r.mu.Lock()
@@ -252,9 +260,10 @@ func TestNonCustodialRelayNeverSeesSecrets(t *testing.T) {
 				seedFrames += in + out
 			}
 			plainIn, plainOut := r.count(marker)
+			inFrames, inBytes, outFrames, outBytes := r.stats()
 			t.Logf("relay received %d frames (%d bytes), sent %d (%d bytes); frames with a seed %d, places holding one %d; frames with plaintext: %d in, %d out",
-				len(r.in), r.inBytes, len(r.out), r.outBytes, seedFrames, held, plainIn, plainOut)
-			if r.inBytes < 2*size || r.outBytes < 2*size {
+				inFrames, inBytes, outFrames, outBytes, seedFrames, held, plainIn, plainOut)
+			if inBytes < 2*size || outBytes < 2*size {
 				t.Fatal("the data did not go through the recorded transport")
 			}
 			rl.Close()
