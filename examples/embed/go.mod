@@ -6,6 +6,7 @@ require github.com/keytunnel/keytunnel v0.0.0
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect
+	github.com/coder/websocket v1.8.15 // indirect
 	github.com/flynn/noise v1.1.0 // indirect
 	github.com/hashicorp/yamux v0.1.2 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
