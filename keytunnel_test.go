@@ -45,30 +45,15 @@ func newNode(t *testing.T, cfg keytunnel.Config) *keytunnel.Node {
 	return n
 }
 
-// echoServer accepts from ln until it closes and echoes every conn,
-// sending each accepted conn's peer key on keys.
+// echoServer echoes every conn ln accepts until the test ends, sending
+// each one's peer key on the channel it returns.
 func echoServer(t *testing.T, ln net.Listener) <-chan string {
 	keys := make(chan string, 100)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			keys <- c.(*keytunnel.Conn).RemotePublicKey()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*keytunnel.Conn).CloseWrite()
-			}()
-		}
-	}()
+	proctest.ServeOn(t, ln, func(c net.Conn) {
+		keys <- c.(*keytunnel.Conn).RemotePublicKey()
+		io.Copy(c, c)
+		c.(*keytunnel.Conn).CloseWrite()
+	})
 	return keys
 }
 
