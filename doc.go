@@ -19,7 +19,10 @@
 //
 // Expose and Forward do what the commands of the same name do: serve a
 // local TCP service under the node's key, or open a local TCP port that
-// reaches a key. Testnet starts an in-process DHT for tests.
+// reaches a key. Testnet starts an in-process DHT for tests. The examples
+// (Example, ExampleNode_Listen, ExampleNode_Expose; `go doc -http` shows
+// them) run as tests against a Testnet, and examples/embed in the
+// repository is a program of its own module built on this package.
 //
 // # Compatibility
 //

@@ -69,10 +69,6 @@ func (l *Listener) Close() error { return l.e.Close() }
 // Addr is the listener's public key.
 func (l *Listener) Addr() net.Addr { return KeyAddr(l.e.ln.PublicKey()) }
 
-// Done is closed when the peer listener stops (after Close, or when it
-// failed: then Err says why).
-func (l *Listener) Done() <-chan struct{} { return l.e.Done() }
-
 // KeyAddr is a public key as a net.Addr (network "keytunnel").
 type KeyAddr key.PublicKey
 
