@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keytunnel/keytunnel"
+	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/proctest"
 	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/relay/dhtrelay"
@@ -376,3 +377,48 @@ func TestRelay(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// A Dial to a peer that does not answer keytunnel's preamble (a
+// hypertele-style raw server) fails with ErrNotKeytunnel; Raw reaches it.
+func TestDialRawServer(t *testing.T) {
+	tn := testnet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sn, err := stack.Start(ctx, stack.Options{Bootstrap: tn.Bootstrap, Host: "127.0.0.1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	kp, err := key.Generate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := sn.Node.Listen(ctx, kp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The raw server greets first, as an SSH or SMTP server behind
+	// hypertele-server would.
+	proctest.ServeOn(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "SSH-2.0-raw\r\n")
+		io.Copy(io.Discard, c)
+	})
+	client := newNode(t, tn.Config())
+	if _, err := client.Dial(ctx, kp.Public.String()); !errors.Is(err, keytunnel.ErrNotKeytunnel) {
+		t.Fatalf("mux dial to a raw server: %v, want ErrNotKeytunnel", err)
+	}
+	c, err := client.Dial(ctx, kp.Public.Z32(), keytunnel.Raw())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	b := make([]byte, 13)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "SSH-2.0-raw\r\n" {
+		t.Fatalf("raw dial read %q, %v", b, err)
+	}
+	if got := c.(*keytunnel.Conn).RemotePublicKey(); got != kp.Public.String() {
+		t.Fatalf("RemotePublicKey %s, want %s", got, kp.Public)
+	}
+}
