@@ -147,43 +147,18 @@ func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) 
 	return udx.FirewallHold
 }
 
+// run dials: the first Noise message, the handshake (through a reusable
+// route, or found through the DHT), then a path to the server (direct,
+// hole-punched or paired through a blind relay), then secret-stream.
 func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 	n := d.n
-	ours := n.remoteAddress()
-	p := wire.NoisePayload{Version: 1, Firewall: wire.FirewallUnknown,
-		UDX: &wire.UDXInfo{Version: 1, ID: uint64(d.stream.ID()), ReusableSocket: d.reusable}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
-	if ours.IsValid() {
-		p.Firewall = wire.FirewallOpen
-		p.Addresses4 = []netip.AddrPort{ours}
-	}
-	p.Addresses4 = append(p.Addresses4, n.localAddresses()...)
-	if d.relayThrough != nil {
-		if pk := d.relayThrough(); !pk.IsZero() {
-			d.relayPK, d.relayToken = pk, random32()
-			p.RelayThrough = &wire.RelayThroughInfo{Version: 1, PublicKey: pk, Token: d.relayToken}
-		}
-	}
+	p := d.payload()
 	msg1, err := d.hs.WriteMessage(ctx, p.Append(nil))
 	if err != nil {
 		return nil, err
 	}
 	d.msg1 = msg1
-
-	// A route both sides allowed to reuse is tried first: one direct
-	// PEER_HANDSHAKE, no lookup, no punch (connect.js retryRoute).
-	if d.reusable {
-		if rt, ok := n.route(d.remote); ok {
-			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-			sock := rpc.SocketServer
-			if rt.sock == n.csock {
-				sock = rpc.SocketClient
-			}
-			if err := d.connectThroughSock(rctx, rt.addr, sock); err != nil && !d.spent() {
-				n.setRoute(d.remote, nil)
-			}
-			rcancel()
-		}
-	}
+	d.retryRoute(ctx)
 	if d.connect == nil {
 		if d.spent() {
 			return nil, d.hsErr
@@ -217,17 +192,6 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 	}
 	d.earlyMu.Unlock()
 
-	// A blind relay pairs in parallel with the direct attempts when either
-	// side asked for one; the server's relay wins (connect.js).
-	relayPK, relayToken, isInitiator := d.relayPK, d.relayToken, true
-	if rt := c.payload.RelayThrough; rt != nil {
-		relayPK, relayToken, isInitiator = rt.PublicKey, rt.Token, false
-	}
-	type relayResult struct {
-		link *relayLink
-		err  error
-	}
-	var relayCh chan relayResult
 	// The punch may outlive Dial (a relayed connection upgrades when it
 	// succeeds later), so its context follows ctx only until then.
 	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -238,79 +202,16 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 			pcancel()
 		}
 	}()
-	if !relayPK.IsZero() {
-		relayCh = make(chan relayResult, 1)
-		go func() {
-			link, err := n.pairThroughRelay(pctx, relayPK, isInitiator, relayToken, d.stream, func(sock *udx.Socket, addr netip.AddrPort) {
-				d.relayFrom.Store(&relayPath{sock: sock, addr: addr})
-			})
-			relayCh <- relayResult{link, err}
-		}()
-	}
-
-	type directResult struct {
-		p   punchPath
-		err error
-	}
-	directCh := make(chan directResult, 1)
-	sock, _ := n.socket()
-	select {
-	case p := <-path:
-		// The server reached us before we got here: connected already
-		// unless the packet was held.
-		p.connected = d.stream.Connected()
-		directCh <- directResult{p: p}
-	default:
-		if !c.relayed {
-			directCh <- directResult{p: punchPath{sock: sock, from: c.relayAddress}}
-		} else {
-			go func() {
-				a, err := d.holepunch(pctx, path)
-				directCh <- directResult{a, err}
-			}()
-		}
-	}
-	var chosen punchPath
-	var link *relayLink
-	var directErr error
-	for chosen.sock == nil && link == nil {
-		select {
-		case r := <-directCh:
-			directCh = nil
-			if r.err == nil {
-				chosen = r.p
-				break
-			}
-			directErr = r.err
-			if relayCh == nil {
-				return nil, r.err
-			}
-			n.log.Debug("dht: no direct path, waiting for the relay", "remote", d.remote, "err", r.err)
-		case r := <-relayCh:
-			relayCh = nil
-			if r.err == nil {
-				link = r.link
-				break
-			}
-			if directCh == nil {
-				return nil, fmt.Errorf("%w (direct: %w)", r.err, directErr)
-			}
-			n.log.Debug("dht: relay pairing failed", "remote", d.remote, "err", r.err)
-		}
+	relayCh := d.startRelay(pctx)
+	directCh := d.startDirect(pctx, path)
+	chosen, link, directCh, err := d.race(directCh, relayCh)
+	if err != nil {
+		return nil, err
 	}
 	if link == nil || directCh == nil {
 		pcancel()
 	}
-	if relayCh != nil {
-		// A direct path won: drop the relay when its pairing returns.
-		go func() {
-			if r := <-relayCh; r.link != nil {
-				r.link.Close()
-			}
-		}()
-	}
-	from, connected := chosen.from, chosen.connected
-	sock = chosen.sock
+	from, connected, sock := chosen.from, chosen.connected, chosen.sock
 	remoteID := d.serverID
 	if link != nil {
 		sock, from, remoteID, connected = link.sock, link.addr, link.remoteID, false
@@ -349,15 +250,168 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 		}()
 	}
 	if d.reusable && c.payload.UDX.ReusableSocket && link == nil {
-		if s, a := d.stream.Socket(), d.stream.RemoteAddr(); s != nil && a != nil {
-			if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-				n.setRoute(d.remote, &route{sock: s, addr: ap})
-			}
-		}
+		d.rememberRoute()
 	}
 	n.log.Debug("dht: dial path", "remote", d.remote, "to", from, "connected", connected)
+	return d.open(ctx)
+}
+
+type relayResult struct {
+	link *relayLink
+	err  error
+}
+
+type directResult struct {
+	p   punchPath
+	err error
+}
+
+// startRelay pairs through a blind relay, in parallel with the direct
+// attempts, when either side asked for one; the server's relay wins
+// (connect.js). It returns nil when neither did.
+func (d *dialer) startRelay(ctx context.Context) chan relayResult {
+	relayPK, relayToken, isInitiator := d.relayPK, d.relayToken, true
+	if rt := d.connect.payload.RelayThrough; rt != nil {
+		relayPK, relayToken, isInitiator = rt.PublicKey, rt.Token, false
+	}
+	if relayPK.IsZero() {
+		return nil
+	}
+	ch := make(chan relayResult, 1)
+	go func() {
+		link, err := d.n.pairThroughRelay(ctx, relayPK, isInitiator, relayToken, d.stream, func(sock *udx.Socket, addr netip.AddrPort) {
+			d.relayFrom.Store(&relayPath{sock: sock, addr: addr})
+		})
+		ch <- relayResult{link, err}
+	}()
+	return ch
+}
+
+// startDirect finds the direct path: one the server already reached us
+// on, the node we handshook with when it was the server itself, or else a
+// holepunch (which runs on ctx).
+func (d *dialer) startDirect(ctx context.Context, path chan punchPath) chan directResult {
+	ch := make(chan directResult, 1)
+	select {
+	case p := <-path:
+		// The server reached us before we got here: connected already
+		// unless the packet was held.
+		p.connected = d.stream.Connected()
+		ch <- directResult{p: p}
+	default:
+		if c := d.connect; !c.relayed {
+			sock, _ := d.n.socket()
+			ch <- directResult{p: punchPath{sock: sock, from: c.relayAddress}}
+		} else {
+			go func() {
+				a, err := d.holepunch(ctx, path)
+				ch <- directResult{a, err}
+			}()
+		}
+	}
+	return ch
+}
+
+// race waits for the first path that works, direct or relayed. It returns
+// directCh still set when the relay won before the direct attempt ended
+// (the caller may keep punching), and drops a relay that pairs after a
+// direct path won.
+func (d *dialer) race(directCh chan directResult, relayCh chan relayResult) (chosen punchPath, link *relayLink, _ chan directResult, _ error) {
+	var directErr error
+	for chosen.sock == nil && link == nil {
+		select {
+		case r := <-directCh:
+			directCh = nil
+			if r.err == nil {
+				chosen = r.p
+				break
+			}
+			directErr = r.err
+			if relayCh == nil {
+				return chosen, nil, nil, r.err
+			}
+			d.n.log.Debug("dht: no direct path, waiting for the relay", "remote", d.remote, "err", r.err)
+		case r := <-relayCh:
+			relayCh = nil
+			if r.err == nil {
+				link = r.link
+				break
+			}
+			if directCh == nil {
+				return chosen, nil, nil, fmt.Errorf("%w (direct: %w)", r.err, directErr)
+			}
+			d.n.log.Debug("dht: relay pairing failed", "remote", d.remote, "err", r.err)
+		}
+	}
+	if relayCh != nil {
+		// A direct path won: drop the relay when its pairing returns.
+		go func() {
+			if r := <-relayCh; r.link != nil {
+				r.link.Close()
+			}
+		}()
+	}
+	return chosen, link, directCh, nil
+}
+
+// payload is our handshake payload: addresses, the udx stream, and a
+// blind relay if one is configured.
+func (d *dialer) payload() wire.NoisePayload {
+	n := d.n
+	p := wire.NoisePayload{Version: 1, Firewall: wire.FirewallUnknown,
+		UDX: &wire.UDXInfo{Version: 1, ID: uint64(d.stream.ID()), ReusableSocket: d.reusable}, SecretStream: &wire.SecretStreamInfo{Version: 1}}
+	if ours := n.remoteAddress(); ours.IsValid() {
+		p.Firewall = wire.FirewallOpen
+		p.Addresses4 = []netip.AddrPort{ours}
+	}
+	p.Addresses4 = append(p.Addresses4, n.localAddresses()...)
+	if d.relayThrough != nil {
+		if pk := d.relayThrough(); !pk.IsZero() {
+			d.relayPK, d.relayToken = pk, random32()
+			p.RelayThrough = &wire.RelayThroughInfo{Version: 1, PublicKey: pk, Token: d.relayToken}
+		}
+	}
+	return p
+}
+
+// retryRoute tries a route both sides allowed to reuse first: one direct
+// PEER_HANDSHAKE, no lookup, no punch (connect.js retryRoute). A route
+// that fails is forgotten.
+func (d *dialer) retryRoute(ctx context.Context) {
+	n := d.n
+	if !d.reusable {
+		return
+	}
+	rt, ok := n.route(d.remote)
+	if !ok {
+		return
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer rcancel()
+	sock := rpc.SocketServer
+	if rt.sock == n.csock {
+		sock = rpc.SocketClient
+	}
+	if err := d.connectThroughSock(rctx, rt.addr, sock); err != nil && !d.spent() {
+		n.setRoute(d.remote, nil)
+	}
+}
+
+// rememberRoute keeps the stream's direct path for the next Dial to this
+// server (it allowed reuse).
+func (d *dialer) rememberRoute() {
+	if s, a := d.stream.Socket(), d.stream.RemoteAddr(); s != nil && a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			d.n.setRoute(d.remote, &route{sock: s, addr: ap})
+		}
+	}
+}
+
+// open starts secret-stream on the connected udx stream, or hands the
+// stream to the Handshaker's owner when the keys are not ours.
+func (d *dialer) open(ctx context.Context) (net.Conn, error) {
+	c := d.connect
 	if c.res.Keys == nil {
-		// The keys are the Handshaker's: its owner runs secret-stream.
 		return newRawConn(d.stream, d.hs, d.remote), nil
 	}
 	conn, err := secretstream.New(d.stream, secretstream.Options{IsInitiator: true, Handshake: c.res.Keys, KeepAlive: connectionKeepAlive, SendHeader: true})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/keytunnel/keytunnel/internal/key"
 )
 
 // DefaultDetectTimeout is how long Expose waits for a peer's first bytes
@@ -46,6 +47,9 @@ type Exposer struct {
 	opts   ExposeOptions
 	log    *slog.Logger
 	emit   emitter
+	// deliver, when set, takes each tunnelled connection instead of a
+	// connection to target (a Listener's Accept); false means nobody will.
+	deliver func(context.Context, PeerConn) bool
 
 	serving
 }
@@ -53,6 +57,10 @@ type Exposer struct {
 // NewExposer starts serving ln's peers, connecting each to target
 // (host:port). The Exposer owns ln and closes it on Close.
 func NewExposer(ln PeerListener, target string, opts ExposeOptions) *Exposer {
+	return newExposer(ln, target, opts, nil)
+}
+
+func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func(context.Context, PeerConn) bool) *Exposer {
 	opts.DetectTimeout = orDefault(opts.DetectTimeout, DefaultDetectTimeout)
 	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
 	if opts.DialTarget == nil {
@@ -66,11 +74,12 @@ func NewExposer(ln PeerListener, target string, opts ExposeOptions) *Exposer {
 		}
 	}
 	e := &Exposer{
-		ln:     ln,
-		target: target,
-		opts:   opts,
-		log:    loggerOr(opts.Logger).With("key", ln.PublicKey().String(), "target", target),
-		emit:   emitter(opts.OnEvent),
+		ln:      ln,
+		target:  target,
+		opts:    opts,
+		log:     loggerOr(opts.Logger).With("key", ln.PublicKey().String(), "target", target),
+		emit:    emitter(opts.OnEvent),
+		deliver: deliver,
 	}
 	e.init(ln)
 	startAccepting(&e.serving, e.log, "peer", ln.Accept, e.servePeer)
@@ -113,6 +122,8 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	log.Info("peer connected", "mode", mode)
 	if mux {
 		err = e.serveMux(pc, log)
+	} else if e.deliver != nil {
+		err = e.deliverRaw(pc, got, eof)
 	} else {
 		err = e.serveRaw(pc, got, eof, log)
 	}
@@ -255,12 +266,18 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.serveStream(muxStream{st}, log)
+			e.serveStream(muxStream{st}, pc.RemotePublicKey(), log)
 		}()
 	}
 }
 
-func (e *Exposer) serveStream(st muxStream, log *slog.Logger) {
+func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logger) {
+	if e.deliver != nil {
+		if !e.deliver(e.ctx, streamConn{st, remote}) {
+			st.Close()
+		}
+		return
+	}
 	tc, err := e.dialTarget()
 	if err != nil {
 		log.Warn("cannot reach target", "err", err)

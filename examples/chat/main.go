@@ -13,12 +13,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 
-	"github.com/keytunnel/keytunnel/dht"
-	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel"
 )
 
 func main() {
@@ -30,31 +32,31 @@ func main() {
 	}
 }
 
-// run is the whole program; tests drive it with pipes.
+// run is the whole program; tests drive it with pipes. It uses only the
+// keytunnel library, in raw mode: the chat's peers are plain hyperdht
+// connections, as in the HyperDHT README, so it talks to the Node chat.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	conn, err := dht.ListenUDP(0)
-	if err != nil {
-		return err
+	// Problems only on stderr: stdout is the chat.
+	cfg := keytunnel.Config{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if v, ok := os.LookupEnv("KEYTUNNEL_BOOTSTRAP"); ok {
+		cfg.Bootstrap = []string{}
+		for _, b := range strings.Split(v, ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				cfg.Bootstrap = append(cfg.Bootstrap, b)
+			}
+		}
 	}
-	node, err := dht.New(dht.Config{Conn: conn, Bootstrap: dht.BootstrapFromEnv()})
+	node, err := keytunnel.New(cfg)
 	if err != nil {
-		conn.Close()
 		return err
 	}
 	defer node.Close()
-	if err := node.WaitReady(ctx); err != nil {
-		return err
-	}
 	if len(args) > 0 {
-		remote, err := key.ParsePublicKey(args[0])
+		c, err := node.Dial(ctx, args[0], keytunnel.Raw())
 		if err != nil {
 			return err
 		}
-		c, err := node.Dial(ctx, remote, nil)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "connected %s\n", c.RemotePublicKey())
+		fmt.Fprintf(stdout, "connected %s\n", c.(*keytunnel.Conn).RemotePublicKey())
 		go func() {
 			<-ctx.Done()
 			c.Close()
@@ -63,19 +65,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		io.Copy(stdout, c)
 		return nil
 	}
-	kp, err := key.Generate(nil)
-	if err != nil {
-		return err
-	}
-	l, err := node.Listen(ctx, kp, nil)
+	// Listen takes raw peers as they are: a client that says nothing
+	// for a moment (the detection wait) is handed over all the same.
+	l, err := node.Listen()
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	fmt.Fprintf(stdout, "key %s\n", kp.Public)
+	fmt.Fprintf(stdout, "key %s\n", node.PublicKey())
 	// Every stdin line goes to every connected client.
 	var mu sync.Mutex
-	peers := map[*dht.Conn]bool{}
+	peers := map[net.Conn]bool{}
 	go func() {
 		s := bufio.NewScanner(stdin)
 		for s.Scan() {
@@ -91,14 +91,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) 
 		l.Close()
 	}()
 	for {
-		c, err := l.AcceptConn(ctx)
+		c, err := l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		fmt.Fprintf(stdout, "connection %s\n", c.RemotePublicKey())
+		fmt.Fprintf(stdout, "connection %s\n", c.(*keytunnel.Conn).RemotePublicKey())
 		mu.Lock()
 		peers[c] = true
 		mu.Unlock()

@@ -6,17 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/relay/dhtrelay"
-	"github.com/keytunnel/keytunnel/tunnel"
 )
 
 // EvDHTRelay: dht-relay is serving (address: its URL).
@@ -107,91 +104,11 @@ type DHTRelayClientOptions struct {
 // instead of UDP: no UDP socket is opened. Unless o.NonCustodial, the
 // relay holds the keys of what runs through it, so use a relay you trust.
 func RelayNetwork(rawURL string, o DHTRelayClientOptions) (func(ctx context.Context, env *Env) (Network, error), error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("--relay %q: want tcp://host:port, ws://host:port or wss://host[:port]", rawURL)
-	}
-	switch u.Scheme {
-	case "tcp", "ws", "wss":
-	default:
-		return nil, fmt.Errorf("--relay %q: scheme %q, want tcp, ws or wss", rawURL, u.Scheme)
-	}
-	if u.Scheme == "tcp" && u.Port() == "" {
-		return nil, fmt.Errorf("--relay %q: a tcp relay needs a port", rawURL)
+	if err := stack.CheckRelayURL(rawURL); err != nil {
+		return nil, err
 	}
 	return func(ctx context.Context, env *Env) (Network, error) {
 		env.init()
-		dctx, cancel := context.WithTimeout(ctx, env.joinTimeout())
-		defer cancel()
-		c, err := dhtrelay.DialClient(dctx, rawURL, dhtrelay.ClientOptions{NonCustodial: o.NonCustodial, Logger: env.logger.With("component", "dht-relay")})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("could not reach the dht-relay at %s: %w", rawURL, err)
-		}
-		return relayNetwork{c}, nil
+		return stack.DialRelay(ctx, rawURL, o.NonCustodial, key.KeyPair{}, env.logger, env.joinTimeout())
 	}, nil
 }
-
-type relayNetwork struct{ c *dhtrelay.Client }
-
-func (n relayNetwork) Close() error { return n.c.Close() }
-
-// Blind relays (relay) do not apply through a dht-relay: the relay node
-// makes the connections, and the protocol has no field for them.
-func (n relayNetwork) Dialer(kp key.KeyPair, _ []key.PublicKey) tunnel.Dialer {
-	return relayDialer{c: n.c, kp: kp}
-}
-
-func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, _ []key.PublicKey) (tunnel.PeerListener, error) {
-	var opts *dht.ListenOptions
-	if len(allow) > 0 {
-		opts = &dht.ListenOptions{Firewall: func(remote key.PublicKey, _ netip.AddrPort) bool {
-			return !allow.Allows(remote)
-		}}
-	}
-	lctx, cancel := context.WithTimeout(ctx, listenTimeout)
-	defer cancel()
-	l, err := n.c.Listen(lctx, kp, opts)
-	if err != nil {
-		return nil, err
-	}
-	return relayListener{l}, nil
-}
-
-type relayDialer struct {
-	c  *dhtrelay.Client
-	kp key.KeyPair
-}
-
-func (d relayDialer) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
-	var opts *dht.DialOptions
-	if !d.kp.Public.IsZero() {
-		opts = &dht.DialOptions{KeyPair: d.kp}
-	}
-	c, err := d.c.Dial(ctx, remote, opts)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-type relayListener struct{ l *dhtrelay.Listener }
-
-func (l relayListener) Accept() (tunnel.PeerConn, error) {
-	c, err := l.l.AcceptConn(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func (l relayListener) Close() error             { return l.l.Close() }
-func (l relayListener) PublicKey() key.PublicKey { return l.l.PublicKey() }
-
-var (
-	_ tunnel.PeerListener = relayListener{}
-	_ tunnel.Dialer       = relayDialer{}
-	_ Network             = relayNetwork{}
-)

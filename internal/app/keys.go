@@ -1,18 +1,16 @@
 package app
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/stack"
 )
 
 // KeyOptions name a key pair: a seed file (--key) or a hex seed (--seed).
@@ -99,51 +97,14 @@ func fileSafe(target string) string {
 }
 
 // parsePublicKey reads a peer's key from the command line.
-func parsePublicKey(s string) (key.PublicKey, error) {
-	k, err := key.ParsePublicKey(s)
-	if err != nil {
-		return k, fmt.Errorf("%q is not a public key (want 64 hex or 52 z-base-32 characters)", s)
-	}
-	return k, nil
-}
+func parsePublicKey(s string) (key.PublicKey, error) { return stack.ParsePublicKey(s) }
 
 // hostPort reads "PORT" (meaning 127.0.0.1:PORT) or "HOST:PORT". Port 0 is
 // allowed only if zeroOK.
-func hostPort(what, s string, zeroOK bool) (string, error) {
-	if p, err := strconv.Atoi(s); err == nil {
-		s = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-	}
-	h, ps, err := net.SplitHostPort(s)
-	if err != nil {
-		return "", fmt.Errorf("%s %q: want PORT or HOST:PORT", what, s)
-	}
-	p, err := strconv.Atoi(ps)
-	if err != nil || p < 0 || p > 65535 || (p == 0 && !zeroOK) {
-		return "", fmt.Errorf("%s %q: %q is not a TCP port", what, s, ps)
-	}
-	if h == "" {
-		h = "127.0.0.1"
-	}
-	return net.JoinHostPort(h, ps), nil
-}
+func hostPort(what, s string, zeroOK bool) (string, error) { return stack.HostPort(what, s, zeroOK) }
 
-// listenTCP opens a forward's local port with a clear error when it is
-// taken. Accepted connections come without TCP keepalive; the Forwarder
-// turns it on for clients on other hosts.
-func listenTCP(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("%s is already in use (another program listens there)", addr)
-	}
-	if errors.Is(err, syscall.EACCES) {
-		return nil, fmt.Errorf("%s: permission denied (ports below 1024 need privileges)", addr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s: %w", addr, err)
-	}
-	return ln, nil
-}
+// listenTCP opens a forward's local port (see stack.ListenTCP).
+func listenTCP(addr string) (net.Listener, error) { return stack.ListenTCP(addr) }
 
 func parseAllow(list []string) ([]key.PublicKey, error) {
 	var out []key.PublicKey

@@ -2,33 +2,16 @@ package app
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
-	"net/netip"
-	"strings"
-	"syscall"
-	"time"
 
-	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/dht/rpc"
-	"github.com/keytunnel/keytunnel/internal/key"
-	"github.com/keytunnel/keytunnel/tunnel"
+	"github.com/keytunnel/keytunnel/internal/stack"
 )
 
 // Network is what the tunnel commands need from the DHT: dial a key, listen
-// on a key pair. Close ends every connection made through it.
-type Network interface {
-	// Dialer dials as kp; a zero kp means the network's own identity.
-	// relay, when not nil, replaces the network's blind relays for these
-	// connections (empty: none); see config.Relay.
-	Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer
-	// Listen announces kp; peers whose key allow does not hold are
-	// refused during the handshake (an empty allow admits everyone).
-	// relay as for Dialer.
-	Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error)
-	Close() error
-}
+// on a key pair (see stack.Network). The relay lists of Dialer and Listen
+// are an entry's own blind relays (config.Relay); nil means
+// Env.RelayThrough.
+type Network = stack.Network
 
 func (e *Env) openNetwork(ctx context.Context) (Network, error) {
 	if e.OpenNetwork != nil {
@@ -44,174 +27,20 @@ func OpenDHT(ctx context.Context, env *Env) (Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	return (*dhtNetwork)(n), nil
-}
-
-// node is a dht.Node with the socket it runs on; Close closes both.
-type node struct {
-	*dht.Node
-	udp, cudp *net.UDPConn
-	relay     []key.PublicKey // --relay-through
-}
-
-func (n *node) Close() error {
-	err := n.Node.Close()
-	n.udp.Close()
-	n.cudp.Close()
-	return err
-}
-
-// bindUDP opens the node's socket: dht.ListenUDP (all interfaces) unless
-// env.Host names an address.
-func (e *Env) bindUDP(port int) (*net.UDPConn, error) {
-	var c *net.UDPConn
-	var err error
-	if e.Host == "" {
-		c, err = dht.ListenUDP(port)
-	} else {
-		var ip netip.Addr
-		ip, err = netip.ParseAddr(e.Host)
-		if err != nil {
-			return nil, fmt.Errorf("bind address %q is not an IP address", e.Host)
-		}
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
-	}
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("UDP port %d is already in use", port)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("binding the DHT socket: %w", err)
-	}
-	return c, nil
+	return n.Network(), nil
 }
 
 // startNode binds port, starts a node in mode and waits until it has
 // joined the network (bounded by env.JoinTimeout).
-func startNode(ctx context.Context, env *Env, port int, mode rpc.Mode) (*node, error) {
+func startNode(ctx context.Context, env *Env, port int, mode rpc.Mode) (*stack.Node, error) {
 	env.init()
-	udp, err := env.bindUDP(port)
-	if err != nil {
-		return nil, err
-	}
-	// A second socket for requests, as dht-rpc runs: a PING_NAT answered
-	// on the server socket then proves it reachable unsolicited, and
-	// while firewalled it is the socket we punch and connect from.
-	cudp, err := env.bindUDP(0)
-	if err != nil {
-		udp.Close()
-		return nil, err
-	}
-	nd, err := dht.New(dht.Config{
-		Conn:       udp,
-		ClientConn: cudp,
-		Bootstrap:  env.Bootstrap,
-		Mode:       mode,
-		Logger:     env.logger.With("component", "dht"),
-		// Behind a randomizing NAT, holepunching opens up to 256 sockets.
-		PunchSocket: func() (net.PacketConn, error) { return env.bindUDP(0) },
+	return stack.Start(ctx, stack.Options{
+		Bootstrap:    env.Bootstrap,
+		Host:         env.Host,
+		Port:         port,
+		Mode:         mode,
+		RelayThrough: env.RelayThrough,
+		Logger:       env.logger,
+		JoinTimeout:  env.joinTimeout(),
 	})
-	if err != nil {
-		cudp.Close()
-		udp.Close()
-		return nil, fmt.Errorf("starting the DHT node: %w", err)
-	}
-	n := &node{Node: nd, udp: udp, cudp: cudp, relay: env.RelayThrough}
-	if err := join(ctx, env, n.Node); err != nil {
-		n.Close()
-		return nil, err
-	}
-	return n, nil
 }
-
-// join waits for the node's bootstrap and checks that some node answered.
-func join(ctx context.Context, env *Env, n *dht.Node) error {
-	jctx, cancel := context.WithTimeout(ctx, env.joinTimeout())
-	defer cancel()
-	where := "the public HyperDHT bootstrap nodes"
-	if env.Bootstrap != nil {
-		where = strings.Join(env.Bootstrap, ",")
-	}
-	if err := n.WaitReady(jctx); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("could not join the DHT through %s within %v", where, env.joinTimeout())
-	}
-	if len(env.Bootstrap) > 0 || env.Bootstrap == nil {
-		if n.State().Nodes == 0 {
-			return fmt.Errorf("could not join the DHT: no node answered at %s", where)
-		}
-	}
-	return nil
-}
-
-type dhtNetwork node
-
-func (n *dhtNetwork) Close() error { return (*node)(n).Close() }
-
-func (n *dhtNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer {
-	return dhtDialer{n: n.Node, kp: kp, relay: dht.RelayKeys(n.relays(relay)...)}
-}
-
-// relays is the blind-relay list for an entry: its own, or the network's.
-func (n *dhtNetwork) relays(own []key.PublicKey) []key.PublicKey {
-	if own != nil {
-		return own
-	}
-	return n.relay
-}
-
-// listenTimeout bounds Listen's first announce.
-const listenTimeout = 30 * time.Second
-
-func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
-	opts := &dht.ListenOptions{RelayThrough: dht.RelayKeys(n.relays(relay)...)}
-	if len(allow) > 0 {
-		opts.Firewall = func(remote key.PublicKey, _ netip.AddrPort) bool {
-			return !allow.Allows(remote)
-		}
-	}
-	lctx, cancel := context.WithTimeout(ctx, listenTimeout)
-	defer cancel()
-	l, err := n.Node.Listen(lctx, kp, opts)
-	if err != nil {
-		return nil, err
-	}
-	return dhtListener{l}, nil
-}
-
-// dhtDialer adapts dht.Node.Dial to tunnel.Dialer.
-type dhtDialer struct {
-	n     *dht.Node
-	kp    key.KeyPair
-	relay dht.RelayThrough
-}
-
-func (d dhtDialer) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
-	opts := &dht.DialOptions{KeyPair: d.kp, RelayThrough: d.relay}
-	c, err := d.n.Dial(ctx, remote, opts)
-	if err != nil {
-		return nil, err // not c: a nil *Conn in an interface is not nil
-	}
-	return c, nil
-}
-
-// dhtListener adapts *dht.Listener to tunnel.PeerListener.
-type dhtListener struct{ l *dht.Listener }
-
-func (l dhtListener) Accept() (tunnel.PeerConn, error) {
-	c, err := l.l.AcceptConn(context.Background())
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func (l dhtListener) Close() error             { return l.l.Close() }
-func (l dhtListener) PublicKey() key.PublicKey { return l.l.PublicKey() }
-
-var (
-	_ tunnel.PeerConn     = (*dht.Conn)(nil)
-	_ tunnel.PeerListener = dhtListener{}
-	_ tunnel.Dialer       = dhtDialer{}
-)

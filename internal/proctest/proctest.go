@@ -462,6 +462,14 @@ func Serve(t testing.TB, handle func(net.Conn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ServeOn(t, ln, handle)
+	return ln.Addr().String()
+}
+
+// ServeOn is Serve on a listener of the caller's (which it closes in the
+// test's cleanup).
+func ServeOn(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	t.Helper()
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
@@ -480,7 +488,6 @@ func Serve(t testing.TB, handle func(net.Conn)) string {
 			}()
 		}
 	}()
-	return ln.Addr().String()
 }
 
 // Echo starts a TCP echo server on 127.0.0.1 (each connection echoes until

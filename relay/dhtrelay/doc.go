@@ -9,7 +9,8 @@
 // # Layers
 //
 //	transport  TCP: secret-stream (Noise XX, random keys, u24 frames)  → TCP
-//	           WebSocket: one binary message per frame                → WebSocket
+//	           WebSocket: one binary message per frame (RFC 6455 by
+//	           github.com/coder/websocket)                            → WebSocket
 //	protomux   one channel "@hyperswarm/dht-relay", no id, no handshake,
 //	           opened by both sides at once                           → NewChannel
 //	messages   28 types, ids 0–27 in addMessage order                  → Message, DecodeMessage
@@ -17,9 +18,10 @@
 //
 // Both transports deliver whole protomux frames; neither adds a length
 // prefix of its own (secret-stream's u24 length is its encryption frame).
-// Every received frame is bounded before it is allocated: secret-stream by
-// its MaxFrameSize, WebSocket by MaxMessage (both DefaultMaxFrame, 16 MiB,
-// by default); the reference bounds neither beyond its transport.
+// Every received frame is bounded: secret-stream by its MaxFrameSize
+// before it is allocated, WebSocket by MaxMessage as its bytes arrive
+// (both DefaultMaxFrame, 16 MiB, by default); the reference bounds
+// neither beyond its transport.
 //
 // A frame is "uint(channel) uint(type) body"; see AppendFrame. Message
 // bodies are compact-encoding (the 2.x line the reference pins: an empty

@@ -16,12 +16,14 @@ var (
 	// before they reach a codec, as Node does.)
 	ErrUnknownType = errors.New("dhtrelay: unknown message type")
 	// ErrFrameTooLarge: a received frame announced (or a sent one has) a
-	// length above the configured bound. Reported before anything is
-	// allocated for the frame.
+	// length above the configured bound. The TCP transport reports it
+	// before anything is allocated for the frame; WebSocket once the
+	// message's bytes pass the bound.
 	ErrFrameTooLarge = errors.New("dhtrelay: frame too large")
 	// ErrWebSocket wraps violations of RFC 6455 by the peer (bad opcode,
-	// reserved bits, fragmented control frame, wrong masking, a failed
-	// opening handshake).
+	// reserved bits, fragmented control frame, wrong masking, a frame cut
+	// short, a failed opening handshake), as github.com/coder/websocket
+	// reports them.
 	ErrWebSocket = errors.New("dhtrelay: websocket protocol error")
 	// ErrClosed is returned by a transport after Close, or after the peer
 	// sent a WebSocket close frame.

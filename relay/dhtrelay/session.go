@@ -289,6 +289,23 @@ func (s *Session) serverByRemote(alias uint32) *server {
 	return nil
 }
 
+// streamFor finds a stream by the alias a message carries: this side's
+// own in a message it sends, the peer's in one it receives.
+func (s *Session) streamFor(out bool, alias uint32) *stream {
+	if out {
+		return s.streams[alias]
+	}
+	return s.byRemote(alias)
+}
+
+// serverFor is streamFor for servers.
+func (s *Session) serverFor(out bool, alias uint32) *server {
+	if out {
+		return s.servers[alias]
+	}
+	return s.serverByRemote(alias)
+}
+
 // clientServerAlias is the client's alias of a server, on either side.
 func (s *Session) clientServerAlias(sv *server) uint32 {
 	if s.role == RoleClient {
@@ -322,18 +339,31 @@ func (s *Session) Send(m Message) (Action, error) { return s.apply(m, true) }
 // and resolves what it refers to.
 func (s *Session) Receive(m Message) (Action, error) { return s.apply(m, false) }
 
+// dirMsg is a message on its way through apply: which way it goes, and
+// its direction's name for errors.
+type dirMsg struct {
+	m   Message
+	out bool   // sent by this side
+	dir string // "sent" or "received"
+}
+
+func (d dirMsg) protoErr(format string, a ...any) error { return protoErr(d.dir, d.m, format, a...) }
+func (d dirMsg) unknown(what string, id uint32) error   { return unknown(d.dir, d.m, what, id) }
+
+// apply checks the session-wide rules (who sends what, the handshake
+// first), then hands m to the step for its kind: session_streams.go,
+// session_servers.go, session_queries.go and session_noise.go. A step
+// changes the state only when it returns no error.
 func (s *Session) apply(m Message, out bool) (Action, error) {
-	dir := "received"
-	sender := s.role
+	d := dirMsg{m: m, out: out, dir: "received"}
+	sender := 1 - s.role
 	if out {
-		dir = "sent"
-	} else {
-		sender = 1 - s.role
+		d.dir, sender = "sent", s.role
 	}
 	a := Action{Msg: m}
 	t := m.Type()
 	if !sentBy(sender, t) {
-		return a, protoErr(dir, m, "a %s does not send this", sender)
+		return a, d.protoErr("a %s does not send this", sender)
 	}
 	switch t {
 	case TypePing:
@@ -345,423 +375,56 @@ func (s *Session) apply(m Message, out bool) (Action, error) {
 		return a, nil
 	case TypeHandshake:
 		if s.handshaken {
-			return a, protoErr(dir, m, "second handshake")
+			return a, d.protoErr("second handshake")
 		}
 		s.handshaken = true
 		return a, nil
 	}
 	if !s.handshaken {
-		return a, protoErr(dir, m, "before the handshake")
+		return a, d.protoErr("before the handshake")
 	}
 
-	switch v := m.(type) {
-	// --- streams ---
+	switch v := d.m.(type) {
 	case Connect:
-		// The client's alias of a new outgoing stream.
-		if err := s.limit("streams", len(s.streams), s.limits.Streams); err != nil {
-			return a, err
-		}
-		if out {
-			if s.inUse(v.Alias) {
-				return a, protoErr(dir, m, "alias %d in use", v.Alias)
-			}
-			s.streams[v.Alias] = &stream{local: v.Alias}
-			a.Stream = v.Alias
-			return a, nil
-		}
-		if s.byRemote(v.Alias) != nil {
-			return a, protoErr(dir, m, "stream alias %d in use", v.Alias)
-		}
-		l := s.NextID()
-		s.streams[l] = &stream{local: l, remote: v.Alias, hasRemote: true}
-		s.streamByRem[v.Alias] = l
-		a.Stream, a.New = l, l
-		return a, nil
-
+		return s.connect(d, v, a)
 	case Open:
-		// relay → client: the relay's alias R of the client's stream A.
-		var st *stream
-		if out {
-			st = s.streams[v.Alias]
-			if st == nil || st.inbound || st.remote != v.RemoteAlias {
-				return a, unknown(dir, m, "stream", v.Alias)
-			}
-		} else {
-			st = s.streams[v.RemoteAlias]
-			if st == nil || st.inbound || st.hasRemote {
-				return a, unknown(dir, m, "connecting stream", v.RemoteAlias)
-			}
-			if s.byRemote(v.Alias) != nil {
-				return a, protoErr(dir, m, "stream alias %d in use", v.Alias)
-			}
-		}
-		if st.confirmed {
-			return a, protoErr(dir, m, "stream %d already open", st.local)
-		}
-		if err := s.consumeHandshake(dir, m, v.Custodial, v.HandshakeID, true, st.local); err != nil {
-			return a, err
-		}
-		st.confirmed = true
-		if !out {
-			st.remote, st.hasRemote = v.Alias, true
-			s.streamByRem[v.Alias] = st.local
-		}
-		a.Stream = st.local
-		return a, nil
-
+		return s.open(d, v, a)
 	case Connection:
-		// relay → client: a new inbound stream C on the relay's server S′.
-		if err := s.limit("streams", len(s.streams), s.limits.Streams); err != nil {
-			return a, err
-		}
-		var sv *server
-		if out {
-			sv = s.servers[v.ServerAlias]
-			if s.inUse(v.Alias) {
-				return a, protoErr(dir, m, "alias %d in use", v.Alias)
-			}
-		} else {
-			sv = s.serverByRemote(v.ServerAlias)
-			if s.byRemote(v.Alias) != nil {
-				return a, protoErr(dir, m, "stream alias %d in use", v.Alias)
-			}
-		}
-		if sv == nil {
-			return a, unknown(dir, m, "server", v.ServerAlias)
-		}
-		if err := s.consumeHandshake(dir, m, v.Custodial, v.HandshakeID, false, sv.local); err != nil {
-			return a, err
-		}
-		if out {
-			s.streams[v.Alias] = &stream{local: v.Alias, inbound: true, server: sv.local}
-			a.Stream = v.Alias
-		} else {
-			l := s.NextID()
-			s.streams[l] = &stream{local: l, remote: v.Alias, hasRemote: true, inbound: true, server: sv.local}
-			s.streamByRem[v.Alias] = l
-			a.Stream, a.New = l, l
-		}
-		a.Server = sv.local
-		return a, nil
-
+		return s.connection(d, v, a)
 	case Connected:
-		// client → relay: the client's alias C′ of the relay's stream C.
-		var st *stream
-		if out {
-			st = s.streams[v.Alias]
-			if st == nil || !st.inbound || st.remote != v.RemoteAlias {
-				return a, unknown(dir, m, "inbound stream", v.Alias)
-			}
-		} else {
-			st = s.streams[v.RemoteAlias]
-			if st == nil || !st.inbound || st.hasRemote {
-				return a, unknown(dir, m, "unconfirmed inbound stream", v.RemoteAlias)
-			}
-			if s.byRemote(v.Alias) != nil {
-				return a, protoErr(dir, m, "stream alias %d in use", v.Alias)
-			}
-		}
-		if st.confirmed {
-			return a, protoErr(dir, m, "stream %d already confirmed", st.local)
-		}
-		st.confirmed = true
-		if !out {
-			st.remote, st.hasRemote = v.Alias, true
-			s.streamByRem[v.Alias] = st.local
-		}
-		a.Stream = st.local
-		return a, nil
-
+		return s.connected(d, v, a)
 	case Data, End:
-		alias := aliasOf(m)
-		var st *stream
-		if out {
-			st = s.streams[alias]
-		} else {
-			st = s.byRemote(alias)
-		}
-		if st == nil {
-			return a, unknown(dir, m, "stream", alias)
-		}
-		a.Stream = st.local
-		return a, nil
-
+		return s.streamData(d, a)
 	case Destroy:
-		// paired: the sender's alias; unpaired: the receiver's alias of
-		// a stream still connecting (the reference's relay sends it when
-		// connect fails before open; the client never sends it).
-		var st *stream
-		switch {
-		case v.Paired && out, !v.Paired && !out:
-			st = s.streams[pick(v.Paired, v.Alias, v.RemoteAlias)]
-		default:
-			st = s.byRemote(pick(v.Paired, v.Alias, v.RemoteAlias))
-		}
-		if st == nil {
-			return a, unknown(dir, m, "stream", pick(v.Paired, v.Alias, v.RemoteAlias))
-		}
-		s.removeStream(st)
-		a.Stream, a.Gone = st.local, true
-		return a, nil
-
-	// --- servers ---
+		return s.destroy(d, v, a)
 	case Listen:
-		if err := s.limit("servers", len(s.servers), s.limits.Servers); err != nil {
-			return a, err
-		}
-		if out {
-			if s.inUse(v.Alias) {
-				return a, protoErr(dir, m, "alias %d in use", v.Alias)
-			}
-			s.servers[v.Alias] = &server{local: v.Alias}
-			a.Server = v.Alias
-			return a, nil
-		}
-		if s.serverByRemote(v.Alias) != nil {
-			return a, protoErr(dir, m, "server alias %d in use", v.Alias)
-		}
-		l := s.NextID()
-		s.servers[l] = &server{local: l, remote: v.Alias, hasRemote: true}
-		s.serverByRem[v.Alias] = l
-		a.Server, a.New = l, l
-		return a, nil
-
+		return s.listen(d, v, a)
 	case Listening:
-		var sv *server
-		if out {
-			sv = s.servers[v.Alias]
-			if sv == nil || sv.remote != v.RemoteAlias {
-				return a, unknown(dir, m, "server", v.Alias)
-			}
-		} else {
-			sv = s.servers[v.RemoteAlias]
-			if sv == nil || sv.hasRemote {
-				return a, unknown(dir, m, "opening server", v.RemoteAlias)
-			}
-			if s.serverByRemote(v.Alias) != nil {
-				return a, protoErr(dir, m, "server alias %d in use", v.Alias)
-			}
-			sv.remote, sv.hasRemote = v.Alias, true
-			s.serverByRem[v.Alias] = sv.local
-		}
-		a.Server = sv.local
-		return a, nil
-
+		return s.listening(d, v, a)
 	case Close:
-		// client → relay, the client's alias.
-		var sv *server
-		if out {
-			sv = s.servers[v.Alias]
-		} else {
-			sv = s.serverByRemote(v.Alias)
-		}
-		if sv == nil {
-			return a, unknown(dir, m, "server", v.Alias)
-		}
-		sv.closing = true
-		a.Server = sv.local
-		return a, nil
-
+		return s.closeServer(d, v, a)
 	case Closed:
-		// relay → client, the relay's alias. The relay also sends it when
-		// a server closes by itself, so no close is required first.
-		var sv *server
-		if out {
-			sv = s.servers[v.Alias]
-		} else {
-			sv = s.serverByRemote(v.Alias)
-		}
-		if sv == nil {
-			return a, unknown(dir, m, "server", v.Alias)
-		}
-		s.removeServer(sv)
-		a.Server, a.Gone = sv.local, true
-		return a, nil
-
+		return s.closed(d, v, a)
 	case Incoming:
-		var sv *server
-		if out {
-			sv = s.servers[v.ServerAlias]
-		} else {
-			sv = s.serverByRemote(v.ServerAlias)
-		}
-		if sv == nil {
-			return a, unknown(dir, m, "server", v.ServerAlias)
-		}
-		if _, dup := s.firewall[v.ID]; dup {
-			return a, protoErr(dir, m, "question %d already pending", v.ID)
-		}
-		if err := s.limit("requests", s.pending(), s.limits.Requests); err != nil {
-			return a, err
-		}
-		s.firewall[v.ID] = sv.local
-		a.Server, a.Request = sv.local, v.ID
-		return a, nil
-
+		return s.incoming(d, v, a)
 	case Accept, Deny:
-		id := aliasOf(m)
-		srv, ok := s.firewall[id]
-		if !ok {
-			return a, unknown(dir, m, "firewall question", id)
-		}
-		delete(s.firewall, id)
-		a.Server, a.Request = srv, id
-		return a, nil
-
-	// --- queries ---
+		return s.firewallAnswer(d, a)
 	case Lookup, Announce, Unannounce:
-		id := aliasOf(m)
-		if _, dup := s.queries[id]; dup || (out && s.inUse(id)) {
-			return a, protoErr(dir, m, "query id %d in use", id)
-		}
-		if err := s.limit("queries", len(s.queries), s.limits.Queries); err != nil {
-			return a, err
-		}
-		s.queries[id] = &query{id: id, signee: t != TypeLookup}
-		a.Query = id
-		return a, nil
-
+		return s.query(d, a)
 	case Result, Finished:
-		id := aliasOf(m)
-		if _, ok := s.queries[id]; !ok {
-			return a, unknown(dir, m, "query", id)
-		}
-		if t == TypeFinished {
-			delete(s.queries, id)
-			for rid, signee := range s.signatures {
-				if signee == id {
-					delete(s.signatures, rid)
-				}
-			}
-			a.Gone = true
-		}
-		a.Query = id
-		return a, nil
-
+		return s.queryReply(d, a)
 	case SignAnnounce, SignUnannounce:
-		var id, signee uint32
-		if sa, ok := m.(SignAnnounce); ok {
-			id, signee = sa.ID, sa.Signee
-		} else {
-			su := m.(SignUnannounce)
-			id, signee = su.ID, su.Signee
-		}
-		if !s.signeeKnown(signee) {
-			return a, unknown(dir, m, "signee", signee)
-		}
-		if _, dup := s.signatures[id]; dup {
-			return a, protoErr(dir, m, "request %d already pending", id)
-		}
-		if err := s.limit("requests", s.pending(), s.limits.Requests); err != nil {
-			return a, err
-		}
-		s.signatures[id] = signee
-		a.Request, a.Query = id, signee
-		return a, nil
-
+		return s.signRequest(d, a)
 	case Signature:
-		if _, ok := s.signatures[v.ID]; !ok {
-			return a, unknown(dir, m, "signature request", v.ID)
-		}
-		a.Request, a.Query = v.ID, s.signatures[v.ID]
-		delete(s.signatures, v.ID)
-		return a, nil
-
-	// --- non-custodial Noise ---
+		return s.signature(d, v, a)
 	case NoiseSend:
-		h := s.handshakes[v.ID]
-		if v.IsInitiator && h == nil {
-			// The first message of an outgoing handshake names the
-			// client's connecting stream.
-			var st *stream
-			if out {
-				st = s.byRemote(v.RemoteStreamAlias)
-			} else {
-				st = s.streams[v.RemoteStreamAlias]
-			}
-			if st == nil || st.inbound || st.confirmed {
-				return a, unknown(dir, m, "connecting stream", v.RemoteStreamAlias)
-			}
-			if err := s.limit("requests", s.pending(), s.limits.Requests); err != nil {
-				return a, err
-			}
-			h = &handshake{id: v.ID, initiator: true, stream: st.local}
-			s.handshakes[v.ID] = h
-		} else if h == nil || h.initiator != v.IsInitiator {
-			return a, unknown(dir, m, "handshake", v.ID)
-		}
-		return s.noiseRequest(dir, m, h, a)
-
+		return s.noiseSend(d, v, a)
 	case NoiseReceive:
-		h := s.handshakes[v.ID]
-		if !v.IsInitiator && h == nil {
-			// The first message of an inbound handshake names the
-			// relay's server.
-			var sv *server
-			if out {
-				sv = s.servers[v.ServerAlias]
-			} else {
-				sv = s.serverByRemote(v.ServerAlias)
-			}
-			if sv == nil {
-				return a, unknown(dir, m, "server", v.ServerAlias)
-			}
-			if err := s.limit("requests", s.pending(), s.limits.Requests); err != nil {
-				return a, err
-			}
-			h = &handshake{id: v.ID, server: sv.local}
-			s.handshakes[v.ID] = h
-		} else if h == nil || h.initiator != v.IsInitiator {
-			return a, unknown(dir, m, "handshake", v.ID)
-		}
-		return s.noiseRequest(dir, m, h, a)
-
+		return s.noiseReceive(d, v, a)
 	case NoiseReply:
-		h := s.handshakes[v.ID]
-		if h == nil || !h.awaiting {
-			return a, unknown(dir, m, "noise request", v.ID)
-		}
-		if h.initiator != v.IsInitiator {
-			return a, protoErr(dir, m, "initiator flag does not match handshake %d", v.ID)
-		}
-		h.awaiting = false
-		a.Request, a.Stream, a.Server, a.Initiator = h.id, h.stream, h.server, h.initiator
-		if !v.IsInitiator && !v.Complete && len(v.Payload) == 0 {
-			// A responder's empty reply denies the connection; the
-			// reference's relay forgets the handshake.
-			delete(s.handshakes, v.ID)
-			a.Gone = true
-		}
-		return a, nil
+		return s.noiseReply(d, v, a)
 	}
-	return a, protoErr(dir, m, "not handled")
-}
-
-// noiseRequest marks h as waiting for its reply; one request at a time.
-func (s *Session) noiseRequest(dir string, m Message, h *handshake, a Action) (Action, error) {
-	if h.awaiting {
-		return a, protoErr(dir, m, "handshake %d already waits for a reply", h.id)
-	}
-	h.awaiting = true
-	a.Request, a.Stream, a.Server, a.Initiator = h.id, h.stream, h.server, h.initiator
-	return a, nil
-}
-
-// consumeHandshake checks and drops the handshake a non-custodial open
-// or connection refers to.
-func (s *Session) consumeHandshake(dir string, m Message, custodial bool, id uint32, initiator bool, owner uint32) error {
-	if custodial {
-		return nil
-	}
-	h := s.handshakes[id]
-	if h == nil || h.initiator != initiator || h.awaiting {
-		return unknown(dir, m, "completed handshake", id)
-	}
-	if (initiator && h.stream != owner) || (!initiator && h.server != owner) {
-		return protoErr(dir, m, "handshake %d belongs to another object", id)
-	}
-	delete(s.handshakes, id)
-	return nil
+	return a, d.protoErr("not handled")
 }
 
 // aliasOf returns the single alias or id field of the short messages.

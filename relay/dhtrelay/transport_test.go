@@ -1,10 +1,12 @@
 package dhtrelay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -171,10 +173,21 @@ func TestWebSocketLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
+	if resp.StatusCode != http.StatusUpgradeRequired {
 		t.Fatalf("plain GET: %s", resp.Status)
 	}
 }
+
+// Raw frames as a peer would send them (RFC 6455 §5.2), to check how
+// AcceptWebSocket's reader takes bad input.
+const (
+	wsContinuation = 0x0
+	wsText         = 0x1
+	wsBinary       = 0x2
+	wsClose        = 0x8
+	wsPing         = 0x9
+	wsPong         = 0xa
+)
 
 // wsFrame builds a raw frame as a peer would send it.
 func wsFrame(fin bool, op byte, mask []byte, p []byte) []byte {
@@ -206,101 +219,159 @@ func wsFrame(fin bool, op byte, mask []byte, p []byte) []byte {
 	return append(b, p...)
 }
 
-// rw reads from Reader and records writes.
-type rw struct {
-	io.Reader
-	out bytes.Buffer
+// wsReads is a WebSocket server whose every client's messages (and final
+// error) are reported.
+type wsReads struct {
+	addr string
+	got  chan wsRead
 }
 
-func (c *rw) Write(p []byte) (int, error) { return c.out.Write(p) }
+type wsRead struct {
+	msgs [][]byte
+	err  error
+}
 
+func newWSReads(t testing.TB, max int) *wsReads {
+	r := &wsReads{got: make(chan wsRead, 1)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ws, err := AcceptWebSocket(w, req, WebSocketOptions{MaxMessage: max})
+		if err != nil {
+			r.got <- wsRead{err: err}
+			return
+		}
+		defer ws.Close()
+		var res wsRead
+		for {
+			m, err := ws.ReadMessage()
+			if err != nil {
+				if _, err2 := ws.ReadMessage(); err2 == nil {
+					err = fmt.Errorf("error not sticky: %w", err)
+				}
+				res.err = err
+				break
+			}
+			res.msgs = append(res.msgs, m)
+		}
+		r.got <- res
+	}))
+	t.Cleanup(srv.Close)
+	r.addr = strings.TrimPrefix(srv.URL, "http://")
+	return r
+}
+
+// rawWS opens a WebSocket to addr by hand (a fixed key, no extension) and
+// returns the connection after the 101 response.
+func rawWS(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+addr+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("handshake: %s %v", resp.Status, resp.Header)
+	}
+	return c, br
+}
+
+// TestWebSocketFraming sends AcceptWebSocket's reader fragments with a
+// ping between them and a text message (read as its bytes; the ping
+// answered by an unmasked pong, the close by a close), then frames that
+// break RFC 6455 or the bound, each of which must end the reader with an
+// error of the right class.
 func TestWebSocketFraming(t *testing.T) {
 	mask := []byte{1, 2, 3, 4}
-	// As the server: fragments with a ping between them, then a text
-	// message; the ping is answered with an unmasked pong.
-	in := slices.Concat(
+	r := newWSReads(t, 1000)
+	c, br := rawWS(t, r.addr)
+	c.Write(slices.Concat(
 		wsFrame(false, wsBinary, mask, []byte("he")),
 		wsFrame(true, wsPing, mask, []byte("p")),
 		wsFrame(false, wsContinuation, mask, []byte("ll")),
 		wsFrame(true, wsContinuation, mask, []byte("o")),
 		wsFrame(true, wsText, mask, []byte("txt")),
 		wsFrame(true, wsClose, mask, []byte{0x03, 0xe8}),
-	)
-	c := &rw{Reader: bytes.NewReader(in)}
-	ws := NewWebSocket(c, c, nil, false, WebSocketOptions{})
-	for _, want := range []string{"hello", "txt"} {
-		got, err := ws.ReadMessage()
-		if err != nil || string(got) != want {
-			t.Fatalf("got %q %v, want %q", got, err, want)
-		}
+	))
+	res := <-r.got
+	if len(res.msgs) != 2 || string(res.msgs[0]) != "hello" || string(res.msgs[1]) != "txt" {
+		t.Fatalf("messages %q", res.msgs)
 	}
-	if _, err := ws.ReadMessage(); !errors.Is(err, ErrClosed) || !errors.Is(err, io.EOF) {
-		t.Fatalf("after close frame: %v", err)
+	if !errors.Is(res.err, ErrClosed) || !errors.Is(res.err, io.EOF) {
+		t.Fatalf("after close frame: %v", res.err)
 	}
 	wantOut := slices.Concat(wsFrame(true, wsPong, nil, []byte("p")), wsFrame(true, wsClose, nil, []byte{0x03, 0xe8}))
-	if !bytes.Equal(c.out.Bytes(), wantOut) {
-		t.Fatalf("server wrote %x, want %x", c.out.Bytes(), wantOut)
+	out, _ := io.ReadAll(br)
+	if !bytes.Equal(out, wantOut) {
+		t.Fatalf("server wrote %x, want %x", out, wantOut)
 	}
 
 	bad := []struct {
-		name   string
-		client bool
-		in     []byte
-		want   error
+		name string
+		in   []byte
+		want error
 	}{
-		{"unmasked from client", false, wsFrame(true, wsBinary, nil, []byte("x")), ErrWebSocket},
-		{"masked from server", true, wsFrame(true, wsBinary, mask, []byte("x")), ErrWebSocket},
-		{"reserved bit", true, []byte{0xc2, 0}, ErrWebSocket},
-		{"unknown opcode", true, []byte{0x83, 0}, ErrWebSocket},
-		{"stray continuation", true, wsFrame(true, wsContinuation, nil, nil), ErrWebSocket},
-		{"interleaved message", true, slices.Concat(wsFrame(false, wsBinary, nil, nil), wsFrame(true, wsBinary, nil, nil)), ErrWebSocket},
-		{"long ping", true, wsFrame(true, wsPing, nil, make([]byte, 126)), ErrWebSocket},
-		{"fragmented ping", true, wsFrame(false, wsPing, nil, nil), ErrWebSocket},
-		{"huge length", true, []byte{0x82, 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, ErrFrameTooLarge},
-		{"top length bit", true, []byte{0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0}, ErrWebSocket},
-		{"fragments over bound", true, slices.Concat(wsFrame(false, wsBinary, nil, make([]byte, 600)), wsFrame(true, wsContinuation, nil, make([]byte, 600))), ErrFrameTooLarge},
-		{"cut payload", true, wsFrame(true, wsBinary, nil, make([]byte, 10))[:5], ErrWebSocket},
+		{"unmasked from client", wsFrame(true, wsBinary, nil, []byte("x")), ErrWebSocket},
+		{"reserved bit", []byte{0xc2, 0x80, 1, 2, 3, 4}, ErrWebSocket},
+		{"unknown opcode", []byte{0x83, 0x80, 1, 2, 3, 4}, ErrWebSocket},
+		{"stray continuation", wsFrame(true, wsContinuation, mask, nil), ErrWebSocket},
+		{"interleaved message", slices.Concat(wsFrame(false, wsBinary, mask, nil), wsFrame(true, wsBinary, mask, nil)), ErrWebSocket},
+		{"long ping", wsFrame(true, wsPing, mask, make([]byte, 126)), ErrWebSocket},
+		{"fragmented ping", wsFrame(false, wsPing, mask, nil), ErrWebSocket},
+		// The length alone allocates nothing: the reader takes memory only
+		// as payload arrives, and fails once it passes the bound.
+		{"huge length", slices.Concat([]byte{0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4}, make([]byte, 2000)), ErrFrameTooLarge},
+		{"message over bound", wsFrame(true, wsBinary, mask, make([]byte, 1001)), ErrFrameTooLarge},
+		{"fragments over bound", slices.Concat(wsFrame(false, wsBinary, mask, make([]byte, 600)), wsFrame(true, wsContinuation, mask, make([]byte, 600))), ErrFrameTooLarge},
+		{"cut payload", wsFrame(true, wsBinary, mask, make([]byte, 10))[:9], ErrWebSocket},
 	}
-	for _, c := range bad {
-		conn := &rw{Reader: bytes.NewReader(c.in)}
-		ws := NewWebSocket(conn, conn, nil, c.client, WebSocketOptions{MaxMessage: 1000})
-		var err error
-		n := allocatedBytes(func() { _, err = ws.ReadMessage() })
-		if !errors.Is(err, c.want) {
-			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+	for _, b := range bad {
+		c, _ := rawWS(t, r.addr)
+		c.Write(b.in)
+		c.(*net.TCPConn).CloseWrite()
+		res := <-r.got
+		if len(res.msgs) != 0 || !errors.Is(res.err, b.want) {
+			t.Errorf("%s: %d messages, %v; want %v", b.name, len(res.msgs), res.err, b.want)
 		}
-		if n > 64<<10 {
-			t.Errorf("%s: %d bytes allocated", c.name, n)
-		}
-		if _, err2 := ws.ReadMessage(); err2 == nil {
-			t.Errorf("%s: error not sticky", c.name)
-		}
+		c.Close()
 	}
 	// Writes above the bound are refused.
-	ws = NewWebSocket(c, c, nil, true, WebSocketOptions{MaxMessage: 10})
+	ws, err := DialWebSocket(testCtx(t, 10*time.Second), "ws://"+r.addr+"/", WebSocketOptions{MaxMessage: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := ws.WriteMessage(make([]byte, 11)); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("big write: %v", err)
 	}
+	ws.Close()
+	<-r.got
 }
 
-// FuzzWebSocketRead feeds arbitrary bytes to both roles' reader: no panic,
-// every message within the bound, and every error a clear one.
+// FuzzWebSocketRead feeds arbitrary bytes to AcceptWebSocket's reader
+// after a real handshake: no panic, every message within the bound, and
+// every error a clear one.
 func FuzzWebSocketRead(f *testing.F) {
 	mask := []byte{9, 8, 7, 6}
-	f.Add(slices.Concat(wsFrame(false, wsBinary, mask, []byte("he")), wsFrame(true, wsPing, mask, nil), wsFrame(true, wsContinuation, mask, []byte("y"))), true)
-	f.Add(wsFrame(true, wsBinary, nil, AppendFrame(nil, 1, samples["data"])), false)
-	f.Add([]byte{0x82, 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, false)
-	f.Fuzz(func(t *testing.T, in []byte, server bool) {
-		c := &rw{Reader: bytes.NewReader(in)}
-		ws := NewWebSocket(c, c, nil, !server, WebSocketOptions{MaxMessage: 4096})
-		for range 64 {
-			m, err := ws.ReadMessage()
-			if err != nil {
-				if !errors.Is(err, io.EOF) && !errors.Is(err, ErrWebSocket) && !errors.Is(err, ErrFrameTooLarge) {
-					t.Fatalf("unclassified error %v", err)
-				}
-				return
-			}
+	f.Add(slices.Concat(wsFrame(false, wsBinary, mask, []byte("he")), wsFrame(true, wsPing, mask, nil), wsFrame(true, wsContinuation, mask, []byte("y"))))
+	f.Add(wsFrame(true, wsBinary, mask, AppendFrame(nil, 1, samples["data"])))
+	f.Add([]byte{0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4})
+	r := newWSReads(f, 4096)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, _ := rawWS(t, r.addr)
+		c.Write(in)
+		c.(*net.TCPConn).CloseWrite()
+		res := <-r.got
+		c.Close()
+		err := res.err
+		if !errors.Is(err, io.EOF) && !errors.Is(err, ErrWebSocket) && !errors.Is(err, ErrFrameTooLarge) && !errors.Is(err, ErrClosed) {
+			t.Fatalf("unclassified error %v", err)
+		}
+		for _, m := range res.msgs {
 			if len(m) > 4096 {
 				t.Fatalf("message of %d bytes over the bound", len(m))
 			}

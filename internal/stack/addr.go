@@ -1,0 +1,60 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+// ParsePublicKey reads a public key in hex or z-base-32, with an error a
+// user can act on.
+func ParsePublicKey(s string) (key.PublicKey, error) {
+	k, err := key.ParsePublicKey(s)
+	if err != nil {
+		return k, fmt.Errorf("%q is not a public key (want 64 hex or 52 z-base-32 characters)", s)
+	}
+	return k, nil
+}
+
+// HostPort reads "PORT" (meaning 127.0.0.1:PORT) or "HOST:PORT". Port 0 is
+// allowed only if zeroOK. what names the value in errors.
+func HostPort(what, s string, zeroOK bool) (string, error) {
+	if p, err := strconv.Atoi(s); err == nil {
+		s = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	}
+	h, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("%s %q: want PORT or HOST:PORT", what, s)
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil || p < 0 || p > 65535 || (p == 0 && !zeroOK) {
+		return "", fmt.Errorf("%s %q: %q is not a TCP port", what, s, ps)
+	}
+	if h == "" {
+		h = "127.0.0.1"
+	}
+	return net.JoinHostPort(h, ps), nil
+}
+
+// ListenTCP opens a forward's local port with a clear error when it is
+// taken. Accepted connections come without TCP keepalive; the Forwarder
+// turns it on for clients on other hosts.
+func ListenTCP(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("%s is already in use (another program listens there)", addr)
+	}
+	if errors.Is(err, syscall.EACCES) {
+		return nil, fmt.Errorf("%s: permission denied (ports below 1024 need privileges)", addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,171 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht"
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/relay/dhtrelay"
+	"github.com/keytunnel/keytunnel/tunnel"
+)
+
+// Network is what tunnels need from the DHT: dial a key, listen on a key
+// pair. Close ends every connection made through it.
+type Network interface {
+	// Dialer dials as kp; a zero kp means the network's own identity.
+	// relay, when not nil, replaces the network's blind relays for these
+	// connections (empty: none).
+	Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer
+	// Listen announces kp; peers whose key allow does not hold are
+	// refused during the handshake (an empty allow admits everyone).
+	// relay as for Dialer.
+	Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error)
+	Close() error
+}
+
+// ListenTimeout bounds Listen's first announce.
+const ListenTimeout = 30 * time.Second
+
+// firewall is the DHT listener's firewall for allow: strangers are
+// rejected during the handshake, before the tunnel sees them.
+func firewall(allow tunnel.AllowList) dht.Firewall {
+	if len(allow) == 0 {
+		return nil
+	}
+	return func(remote key.PublicKey, _ netip.AddrPort) bool { return !allow.Allows(remote) }
+}
+
+// Network returns n as a Network; closing it closes n.
+func (n *Node) Network() Network { return (*dhtNetwork)(n) }
+
+type dhtNetwork Node
+
+func (n *dhtNetwork) Close() error { return (*Node)(n).Close() }
+
+func (n *dhtNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer {
+	return dialer[*dht.Conn]{dial: n.Node.Dial, opts: dht.DialOptions{KeyPair: kp, RelayThrough: dht.RelayKeys(n.relays(relay)...)}}
+}
+
+// relays is the blind-relay list for an entry: its own, or the network's.
+func (n *dhtNetwork) relays(own []key.PublicKey) []key.PublicKey {
+	if own != nil {
+		return own
+	}
+	return n.relay
+}
+
+func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
+	opts := &dht.ListenOptions{Firewall: firewall(allow), RelayThrough: dht.RelayKeys(n.relays(relay)...)}
+	lctx, cancel := context.WithTimeout(ctx, ListenTimeout)
+	defer cancel()
+	l, err := n.Node.Listen(lctx, kp, opts)
+	if err != nil {
+		return nil, err
+	}
+	return listener[*dht.Conn]{l}, nil
+}
+
+// dialer adapts the Dial of a dht.Node or a dhtrelay.Client.
+type dialer[C tunnel.PeerConn] struct {
+	dial func(context.Context, key.PublicKey, *dht.DialOptions) (C, error)
+	opts dht.DialOptions
+}
+
+func (d dialer[C]) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
+	opts := d.opts
+	c, err := d.dial(ctx, remote, &opts)
+	if err != nil {
+		return nil, err // not c: a nil *Conn in an interface is not nil
+	}
+	return c, nil
+}
+
+// listener adapts a *dht.Listener or a *dhtrelay.Listener.
+type listener[C tunnel.PeerConn] struct {
+	l interface {
+		AcceptConn(context.Context) (C, error)
+		Close() error
+		PublicKey() key.PublicKey
+	}
+}
+
+func (l listener[C]) Accept() (tunnel.PeerConn, error) {
+	c, err := l.l.AcceptConn(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (l listener[C]) Close() error             { return l.l.Close() }
+func (l listener[C]) PublicKey() key.PublicKey { return l.l.PublicKey() }
+
+// CheckRelayURL checks a dht-relay address: tcp://host:port, ws://host:port
+// or wss://host[:port].
+func CheckRelayURL(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("--relay %q: want tcp://host:port, ws://host:port or wss://host[:port]", rawURL)
+	}
+	switch u.Scheme {
+	case "tcp", "ws", "wss":
+	default:
+		return fmt.Errorf("--relay %q: scheme %q, want tcp, ws or wss", rawURL, u.Scheme)
+	}
+	if u.Scheme == "tcp" && u.Port() == "" {
+		return fmt.Errorf("--relay %q: a tcp relay needs a port", rawURL)
+	}
+	return nil
+}
+
+// DialRelay reaches the DHT through the dht-relay at rawURL instead of
+// UDP. Unless nonCustodial, the relay holds the keys of what runs
+// through it. timeout bounds reaching the relay.
+func DialRelay(ctx context.Context, rawURL string, nonCustodial bool, kp key.KeyPair, log *slog.Logger, timeout time.Duration) (Network, error) {
+	if err := CheckRelayURL(rawURL); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := dhtrelay.DialClient(dctx, rawURL, dhtrelay.ClientOptions{NonCustodial: nonCustodial, KeyPair: kp, Logger: log.With("component", "dht-relay")})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("could not reach the dht-relay at %s: %w", rawURL, err)
+	}
+	return relayNetwork{c}, nil
+}
+
+type relayNetwork struct{ c *dhtrelay.Client }
+
+func (n relayNetwork) Close() error { return n.c.Close() }
+
+// Blind relays do not apply through a dht-relay: the relay node makes the
+// connections, and the protocol has no field for them.
+func (n relayNetwork) Dialer(kp key.KeyPair, _ []key.PublicKey) tunnel.Dialer {
+	return dialer[dhtrelay.Conn]{dial: n.c.Dial, opts: dht.DialOptions{KeyPair: kp}}
+}
+
+func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, _ []key.PublicKey) (tunnel.PeerListener, error) {
+	lctx, cancel := context.WithTimeout(ctx, ListenTimeout)
+	defer cancel()
+	l, err := n.c.Listen(lctx, kp, &dht.ListenOptions{Firewall: firewall(allow)})
+	if err != nil {
+		return nil, err
+	}
+	return listener[dhtrelay.Conn]{l}, nil
+}
+
+var (
+	_ Network = (*dhtNetwork)(nil)
+	_ Network = relayNetwork{}
+)
