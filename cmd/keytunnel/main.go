@@ -54,8 +54,12 @@ func oneProc() {
 // newApp builds the command line. env's streams (nil: the process's) and
 // test hooks are kept; the global flags fill the rest.
 func newApp(env *app.Env) *cli.App {
+	ver, _, _ := buildVersion()
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version and exit"}
+	cli.VersionPrinter = func(c *cli.Context) { printVersion(c.App.Writer) }
 	return &cli.App{
 		Name:      "keytunnel",
+		Version:   ver,
 		Usage:     "expose and reach TCP services by public key over HyperDHT",
 		Writer:    orStdout(env),
 		ErrWriter: orStderr(env),
@@ -98,6 +102,7 @@ func newApp(env *app.Env) *cli.App {
 			nodeCommand(env),
 			relayCommand(env),
 			dhtRelayCommand(env),
+			versionCommand(),
 		},
 	}
 }
