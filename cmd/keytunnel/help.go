@@ -16,6 +16,7 @@ var examples = map[string][]string{
 	},
 	"key": {
 		"keytunnel key show me.key",
+		"echo $KEYTUNNEL_SEED | keytunnel key show -",
 	},
 	"expose": {
 		"keytunnel expose 8080                               # prints this service's public key",

@@ -93,6 +93,7 @@ func newApp(env *app.Env) *cli.App {
 		},
 		Commands: []*cli.Command{
 			keygenCommand(env),
+			keyCommand(env),
 			exposeCommand(env),
 			forwardCommand(env),
 			connectCommand(env),
@@ -113,12 +114,13 @@ func newApp(env *app.Env) *cli.App {
 func keyFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "key", Aliases: []string{"k"}, Usage: "`FILE` holding the key pair's seed (keytunnel keygen --out FILE writes one)"},
-		&cli.StringFlag{Name: "seed", Usage: "the key pair's seed as 64 `HEX` characters"},
+		&cli.StringFlag{Name: "seed-file", Usage: "read the seed (64 hex characters) from `FILE`, or from stdin if FILE is -"},
+		&cli.StringFlag{Name: "seed", Usage: "the key pair's seed as 64 `HEX` characters; other users can see it (ps), prefer --key, --seed-file or $" + app.SeedEnvVar},
 	}
 }
 
 func keyOptions(c *cli.Context) app.KeyOptions {
-	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed")}
+	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed"), SeedFile: c.String("seed-file"), SeedEnv: os.Getenv(app.SeedEnvVar)}
 }
 
 // args checks the number of positional arguments.
@@ -129,10 +131,10 @@ func args(c *cli.Context, min, max int) error {
 	}
 	for _, a := range c.Args().Slice() {
 		if strings.HasPrefix(a, "-") {
-			return fmt.Errorf("%s: options go before the arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.Name, c.Command.ArgsUsage)
+			return fmt.Errorf("%s: options go before the arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.FullName(), c.Command.ArgsUsage)
 		}
 	}
-	return fmt.Errorf("%s: wrong number of arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.Name, c.Command.ArgsUsage)
+	return fmt.Errorf("%s: wrong number of arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.FullName(), c.Command.ArgsUsage)
 }
 
 func keygenCommand(env *app.Env) *cli.Command {
@@ -147,6 +149,25 @@ func keygenCommand(env *app.Env) *cli.Command {
 				return fmt.Errorf("keygen takes no arguments (got %q)", c.Args().First())
 			}
 			return app.Keygen(env, app.KeygenOptions{Out: c.String("out")})
+		},
+	}
+}
+
+// keyCommand is `key show FILE`, one command with the verb as its first
+// argument: urfave/cli's `help key` cannot list subcommands.
+func keyCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "key",
+		Usage:     "print the public key of a seed file (- reads the seed from stdin) in hex and z32",
+		ArgsUsage: "show FILE|-",
+		Action: func(c *cli.Context) error {
+			if err := args(c, 2, 2); err != nil {
+				return err
+			}
+			if c.Args().First() != "show" {
+				return fmt.Errorf("key: unknown verb %q (usage: keytunnel key show FILE|-)", c.Args().First())
+			}
+			return app.KeyShow(env, c.Args().Get(1))
 		},
 	}
 }
@@ -221,7 +242,9 @@ func sshCommand(env *app.Env) *cli.Command {
 		// app.ParseSSHArgs takes keytunnel's from the front. Flags are
 		// declared for help only.
 		SkipFlagParsing: true,
-		Flags: append(keyFlags(),
+		// No -k: that is ssh's.
+		Flags: append(keyFlags()[1:],
+			&cli.StringFlag{Name: "key", Usage: "`FILE` holding the key pair's seed (keytunnel keygen --out FILE writes one)"},
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
 		),
 		Action: func(c *cli.Context) error {
@@ -232,6 +255,7 @@ func sshCommand(env *app.Env) *cli.Command {
 			if err != nil {
 				return err
 			}
+			o.Key.SeedEnv = os.Getenv(app.SeedEnvVar)
 			return app.SSH(c.Context, env, o)
 		},
 	}

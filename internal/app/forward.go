@@ -36,7 +36,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if err != nil {
 		return err
 	}
-	kp, err := o.Key.load()
+	kp, err := env.loadKey(o.Key)
 	if err != nil {
 		return err
 	}
@@ -85,7 +85,10 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	if err != nil {
 		return err
 	}
-	kp, err := o.Key.load()
+	if o.Key.SeedFile == "-" {
+		return errors.New("connect: --seed-file - cannot read the seed from stdin, which is the tunnel; use --key FILE or " + SeedEnvVar)
+	}
+	kp, err := env.loadKey(o.Key)
 	if err != nil {
 		return err
 	}
@@ -162,7 +165,8 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 	if len(o.Args) == 0 {
 		return errors.New("ssh needs a destination: keytunnel ssh [ssh options] user@<public key>")
 	}
-	if _, err := o.Key.load(); err != nil {
+	kp, err := env.loadKey(o.Key)
+	if err != nil {
 		return err
 	}
 	proxy, err := env.proxyCommand(o)
@@ -174,6 +178,13 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 		prog = "ssh"
 	}
 	cmd := exec.CommandContext(ctx, prog, append([]string{"-o", "ProxyCommand=" + proxy}, o.Args...)...)
+	if _, file := o.Key.fromFile(); file == "" && o.Key.given() {
+		// A seed that is not in a file reaches ProxyCommand's connect
+		// through the environment, which other users cannot read, never
+		// through its command line.
+		seed := kp.Seed()
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%x", SeedEnvVar, seed[:]))
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
 	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Run()
@@ -205,15 +216,12 @@ func (e *Env) proxyCommand(o SSHOptions) (string, error) {
 		args = append(args, "--log-level", shellQuote(strings.ToLower(e.Level.String())))
 	}
 	args = append(args, "connect")
-	if o.Key.File != "" {
-		abs, err := filepath.Abs(o.Key.File)
+	if _, file := o.Key.fromFile(); file != "" {
+		abs, err := filepath.Abs(file)
 		if err != nil {
 			return "", err
 		}
 		args = append(args, "--key", shellQuote(abs))
-	}
-	if o.Key.Seed != "" {
-		args = append(args, "--seed", shellQuote(o.Key.Seed))
 	}
 	if o.Raw {
 		args = append(args, "--raw")
@@ -231,8 +239,9 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// ParseSSHArgs takes keytunnel's options (--key FILE, --seed HEX, --raw,
-// also as --key=FILE) from the front of args; the rest are ssh's.
+// ParseSSHArgs takes keytunnel's options (--key FILE, --seed HEX,
+// --seed-file FILE|-, --raw, also as --key=FILE) from the front of args;
+// the rest are ssh's.
 func ParseSSHArgs(args []string) (SSHOptions, error) {
 	var o SSHOptions
 	for len(args) > 0 {
@@ -246,7 +255,7 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 			o.Raw = true
 			args = args[1:]
 			continue
-		case "--key", "--seed":
+		case "--key", "--seed", "--seed-file":
 			if !hasVal {
 				if len(args) < 2 {
 					return o, fmt.Errorf("ssh: %s needs a value", name)
@@ -254,9 +263,12 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 				val = args[1]
 				args = args[1:]
 			}
-			if name == "--seed" {
+			switch name {
+			case "--seed":
 				o.Key.Seed = val
-			} else {
+			case "--seed-file":
+				o.Key.SeedFile = val
+			default:
 				o.Key.File = val
 			}
 			args = args[1:]
