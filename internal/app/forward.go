@@ -114,14 +114,19 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 }
 
 // stdio is stdin and stdout as one half-closable ReadWriter. When stdin
-// supports read deadlines (a pipe, as under ssh), the result has
-// SetReadDeadline so that Pipe can stop reading on error.
+// is a file, the result has SetReadDeadline so that Pipe can stop reading
+// on error or Ctrl-C: the file's own when the runtime polls it (a
+// non-blocking pipe), else an asyncReader's.
 func stdio(r io.Reader, w io.Writer) io.ReadWriter {
-	s := stdioRW{r, w}
-	if f, ok := r.(*os.File); ok && f.SetReadDeadline(time.Time{}) == nil {
-		return stdioDeadline{s}
+	f, ok := r.(*os.File)
+	switch {
+	case !ok:
+		return stdioRW{r, w}
+	case f.SetReadDeadline(time.Time{}) == nil:
+		return stdioDeadline{stdioRW{r, w}, f}
 	}
-	return s
+	a := newAsyncReader(f)
+	return stdioDeadline{stdioRW{a, w}, a}
 }
 
 type stdioRW struct {
@@ -137,11 +142,12 @@ func (s stdioRW) CloseWrite() error {
 	return nil
 }
 
-type stdioDeadline struct{ stdioRW }
-
-func (s stdioDeadline) SetReadDeadline(t time.Time) error {
-	return s.Reader.(*os.File).SetReadDeadline(t)
+type stdioDeadline struct {
+	stdioRW
+	d interface{ SetReadDeadline(time.Time) error }
 }
+
+func (s stdioDeadline) SetReadDeadline(t time.Time) error { return s.d.SetReadDeadline(t) }
 
 // SSHOptions are ssh's arguments: Args go to ssh as they are, the rest to
 // the `keytunnel connect` of its ProxyCommand.
