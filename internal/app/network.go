@@ -52,6 +52,7 @@ type node struct {
 	*dht.Node
 	udp, cudp *net.UDPConn
 	relay     []key.PublicKey // --relay-through
+	env       *Env
 }
 
 func (n *node) Close() error {
@@ -115,7 +116,7 @@ func startNode(ctx context.Context, env *Env, port int, mode rpc.Mode) (*node, e
 		udp.Close()
 		return nil, fmt.Errorf("starting the DHT node: %w", err)
 	}
-	n := &node{Node: nd, udp: udp, cudp: cudp, relay: env.RelayThrough}
+	n := &node{Node: nd, udp: udp, cudp: cudp, relay: env.RelayThrough, env: env}
 	if err := join(ctx, env, n.Node); err != nil {
 		n.Close()
 		return nil, err
@@ -150,7 +151,13 @@ type dhtNetwork node
 func (n *dhtNetwork) Close() error { return (*node)(n).Close() }
 
 func (n *dhtNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer {
-	return dhtDialer{n: n.Node, kp: kp, relay: dht.RelayKeys(n.relays(relay)...)}
+	random := kp.Public.IsZero()
+	if random {
+		// The node's own identity would do as well, but a refusal must
+		// name the key that was refused.
+		kp, _ = key.Generate(nil)
+	}
+	return dhtDialer{n: n.Node, kp: kp, random: random, relay: dht.RelayKeys(n.relays(relay)...)}
 }
 
 // relays is the blind-relay list for an entry: its own, or the network's.
@@ -167,8 +174,12 @@ const listenTimeout = 30 * time.Second
 func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
 	opts := &dht.ListenOptions{RelayThrough: dht.RelayKeys(n.relays(relay)...)}
 	if len(allow) > 0 {
-		opts.Firewall = func(remote key.PublicKey, _ netip.AddrPort) bool {
-			return !allow.Allows(remote)
+		opts.Firewall = func(remote key.PublicKey, addr netip.AddrPort) bool {
+			if allow.Allows(remote) {
+				return false
+			}
+			n.env.refusedClient(kp.Public, remote, addr)
+			return true
 		}
 	}
 	lctx, cancel := context.WithTimeout(ctx, listenTimeout)
@@ -182,16 +193,17 @@ func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.Al
 
 // dhtDialer adapts dht.Node.Dial to tunnel.Dialer.
 type dhtDialer struct {
-	n     *dht.Node
-	kp    key.KeyPair
-	relay dht.RelayThrough
+	n      *dht.Node
+	kp     key.KeyPair
+	random bool // kp is a random key for this run
+	relay  dht.RelayThrough
 }
 
 func (d dhtDialer) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
 	opts := &dht.DialOptions{KeyPair: d.kp, RelayThrough: d.relay}
 	c, err := d.n.Dial(ctx, remote, opts)
 	if err != nil {
-		return nil, err // not c: a nil *Conn in an interface is not nil
+		return nil, dialed(err, d.kp, d.random) // not c: a nil *Conn in an interface is not nil
 	}
 	return c, nil
 }
