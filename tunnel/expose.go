@@ -239,7 +239,8 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 	if err := writeReply(pc, replyOK, ""); err != nil {
 		return err
 	}
-	sess, err := yamux.Server(newCorkConn(pc), muxConfig(log))
+	cork := newCorkConn(pc)
+	sess, err := yamux.Server(cork, muxConfig(log))
 	if err != nil {
 		return err
 	}
@@ -255,15 +256,18 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.serveStream(muxStream{st}, log)
+			e.serveStream(cork, muxStream{st}, log)
 		}()
 	}
 }
 
-func (e *Exposer) serveStream(st muxStream, log *slog.Logger) {
+func (e *Exposer) serveStream(cork *corkConn, st muxStream, log *slog.Logger) {
 	tc, err := e.dialTarget()
 	if err != nil {
-		log.Warn("cannot reach target", "err", err)
+		log.Warn("cannot reach target; resetting the peer's connection", "err", err)
+		// A reset, so that the client's connection fails as a TCP
+		// connection to a closed port would, rather than end empty.
+		cork.reset(st.StreamID())
 		st.Close()
 		return
 	}

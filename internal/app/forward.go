@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -109,6 +111,8 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 		return nil
 	case errors.Is(err, tunnel.ErrRefused):
 		return fmt.Errorf("%s refused us: %w", remote, err)
+	case errors.Is(err, yamux.ErrConnectionReset):
+		return fmt.Errorf("%s reset the connection: the service behind it is probably down (the exposing side's log says why)", remote)
 	}
 	return fmt.Errorf("cannot reach %s: %w", remote, err)
 }
