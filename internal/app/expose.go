@@ -35,6 +35,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return err
 	}
+	defer env.ignoreHangup("expose")()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		return err

@@ -46,6 +46,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if err != nil {
 		return err
 	}
+	defer env.ignoreHangup("forward")()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		ln.Close()
