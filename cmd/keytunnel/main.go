@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +27,9 @@ func main() {
 	context.AfterFunc(ctx, stop)
 	env := &app.Env{}
 	err := newApp(env).RunContext(ctx, os.Args)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil // Ctrl-C or SIGTERM before the command got going: no complaint
+	}
 	stop()
 	os.Exit(env.Fail(err))
 }

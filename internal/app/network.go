@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -90,6 +91,9 @@ func (e *Env) bindUDP(port int) (*net.UDPConn, error) {
 // joined the network (bounded by env.JoinTimeout).
 func startNode(ctx context.Context, env *Env, port int, mode rpc.Mode) (*node, error) {
 	env.init()
+	if err := checkBootstrap(ctx, env.Bootstrap); err != nil {
+		return nil, err
+	}
 	udp, err := env.bindUDP(port)
 	if err != nil {
 		return nil, err
@@ -132,6 +136,11 @@ func join(ctx context.Context, env *Env, n *dht.Node) error {
 	if env.Bootstrap != nil {
 		where = strings.Join(env.Bootstrap, ",")
 	}
+	// Say what the wait is for once it is long enough to wonder.
+	slow := time.AfterFunc(joinPatience, func() {
+		env.logger.Warn("still joining the DHT: waiting for an answer from " + where + " (UDP to them may be blocked; --log-level debug shows more)")
+	})
+	defer slow.Stop()
 	if err := n.WaitReady(jctx); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -144,6 +153,62 @@ func join(ctx context.Context, env *Env, n *dht.Node) error {
 		}
 	}
 	return nil
+}
+
+// joinPatience is how long a join runs before join says what it waits for.
+const joinPatience = 2 * time.Second
+
+// checkBootstrap fails at once for a --bootstrap entry the DHT could never
+// use (no port, a host that does not resolve), which it would otherwise
+// skip in silence and then wait for nothing. Entries are HOST:PORT, or
+// hyperdht's SUGGESTED-IP@HOST:PORT.
+func checkBootstrap(ctx context.Context, list []string) error {
+	for _, e := range list {
+		i := strings.LastIndexByte(e, ':')
+		if i < 0 {
+			return fmt.Errorf("--bootstrap %q: no port; want HOST:PORT", e)
+		}
+		host, ps := e[:i], e[i+1:]
+		if p, err := strconv.Atoi(ps); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("--bootstrap %q: %q is not a UDP port; want HOST:PORT", e, ps)
+		}
+		if _, h, ok := strings.Cut(host, "@"); ok {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		if _, err := netip.ParseAddr(host); err == nil {
+			continue
+		}
+		if !isHostName(host) {
+			return fmt.Errorf("--bootstrap %q: %q is neither an IP address nor a host name; want HOST:PORT", e, host)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := net.DefaultResolver.LookupNetIP(rctx, "ip4", host)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--bootstrap %q: cannot resolve %s: %v", e, host, err)
+		}
+	}
+	return nil
+}
+
+// isHostName checks a DNS name's syntax (letters, digits, '-', '_'
+// between dots, no empty label), so that a typo fails without a lookup.
+func isHostName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 type dhtNetwork node
