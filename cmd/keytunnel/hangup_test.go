@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -19,14 +18,8 @@ func TestHangupIgnored(t *testing.T) {
 	for _, p := range []*proctest.Proc{ex, fw} {
 		p.Cmd.Process.Signal(syscall.SIGHUP)
 	}
-	deadline := time.Now().Add(10 * time.Second)
 	for _, p := range []*proctest.Proc{ex, fw} {
-		for !strings.Contains(p.Err.String(), "SIGHUP ignored") {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s logged nothing on SIGHUP:\n%s", p.Name, p.Err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitStderr(t, p, "SIGHUP ignored", 10*time.Second)
 	}
 	proctest.EchoOnce(t, addr, "after SIGHUP")
 	for _, p := range []*proctest.Proc{fw, ex} {

@@ -106,11 +106,8 @@ func TestSeedOutOfArgv(t *testing.T) {
 		t.Fatalf("expose --seed-file -: %v", ev)
 	}
 	connect := func(extraEnv ...string) (string, error) {
-		cmd := exec.Command(proctest.Binary(t), "connect", strings.ToUpper(srv.Public.Z32()))
-		cmd.Env = append(proctest.Env(t, bs), extraEnv...)
-		cmd.Stdin = strings.NewReader("hello")
-		out, err := proctest.RunBounded(cmd, 60*time.Second)
-		return string(out), err
+		out, _, err := runConnect(t, append(proctest.Env(t, bs), extraEnv...), "hello", strings.ToUpper(srv.Public.Z32()))
+		return out, err
 	}
 	if out, err := connect("KEYTUNNEL_SEED=" + hexSeed(cli)); err != nil || out != "hello" {
 		t.Fatalf("connect with KEYTUNNEL_SEED: %q, %v", out, err)

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -23,15 +21,10 @@ func TestAllowRefusal(t *testing.T) {
 	ex, pub := proctest.Expose(t, bs, proctest.Echo(t), "--allow", friend.Public.String())
 	sk := stranger.Public.String()
 
-	cmd := exec.Command(proctest.Binary(t), "connect", "--key", strangerFile, pub)
-	cmd.Env = proctest.Env(t, bs)
-	cmd.Stdin = strings.NewReader("should not arrive")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := proctest.RunBounded(cmd, 60*time.Second)
+	out, stderr, err := runConnect(t, proctest.Env(t, bs), "should not arrive", "--key", strangerFile, pub)
 	want := "keytunnel: " + pub + " refused us: the service does not allow this client's key " + sk + "; its owner can add it with --allow " + sk + "\n"
-	if err == nil || len(out) != 0 || stderr.String() != want {
-		t.Fatalf("stranger connect: %v, stdout %q\nstderr %q\nwant   %q", err, out, stderr.String(), want)
+	if err == nil || len(out) != 0 || stderr != want {
+		t.Fatalf("stranger connect: %v, stdout %q\nstderr %q\nwant   %q", err, out, stderr, want)
 	}
 	ex.Line(`"event":"refused","time":`, 10*time.Second)
 	if ev := proctest.JSON(t, ex.Line(`"event":"refused"`, time.Second)); ev["remote"] != sk {

@@ -28,13 +28,7 @@ func TestConnectCtrlC(t *testing.T) {
 	cmd.Stdin = r
 	p := proctest.StartCmd(t, cmd, env)
 	r.Close()
-	deadline := time.Now().Add(60 * time.Second)
-	for p.Err.Count(`"event":"connected"`) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("connect did not connect:\n%s", p.Err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitStderr(t, p, `"event":"connected"`, 60*time.Second)
 	p.Cmd.Process.Signal(syscall.SIGINT)
 	// Before the fix it waited for stdin to close (19 s in one report):
 	// 5 s is a bound, not a speed target.

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -23,16 +21,11 @@ func TestTargetDown(t *testing.T) {
 	down := "127.0.0.1:" + strconv.Itoa(proctest.FreeTCP(t)) // nothing listens
 	ex, pub := proctest.Expose(t, bs, down)
 
-	cmd := exec.Command(proctest.Binary(t), "connect", pub)
-	cmd.Env = proctest.Env(t, bs)
-	cmd.Stdin = strings.NewReader("hello")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := proctest.RunBounded(cmd, 60*time.Second)
+	out, stderr, err := runConnect(t, proctest.Env(t, bs), "hello", pub)
 	want := "keytunnel: " + pub + " reset the connection: the service behind it is probably down (the exposing side's log says why)\n"
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(out) != 0 || stderr.String() != want {
-		t.Fatalf("connect: %v, stdout %q\nstderr %q\nwant   %q", err, out, stderr.String(), want)
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(out) != 0 || stderr != want {
+		t.Fatalf("connect: %v, stdout %q\nstderr %q\nwant   %q", err, out, stderr, want)
 	}
 
 	fw, addr := proctest.Forward(t, bs, pub)
@@ -46,11 +39,6 @@ func TestTargetDown(t *testing.T) {
 	if b, err := io.ReadAll(c); len(b) != 0 || !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("forwarded connection: %q, %v; want a reset", b, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(fw.Err.String(), "the exposing side reset the connection") || !strings.Contains(ex.Err.String(), "cannot reach target") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line:\nforward:\n%s\nexpose:\n%s", fw.Err, ex.Err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitStderr(t, fw, "the exposing side reset the connection", 10*time.Second)
+	waitStderr(t, ex, "cannot reach target", 10*time.Second)
 }
