@@ -62,8 +62,11 @@ func (e *Env) loadKey(k KeyOptions) (key.KeyPair, error) {
 	case len(set) > 2:
 		return key.KeyPair{}, errors.New("give one of --key, --seed and --seed-file")
 	case k.Seed != "":
-		e.logger.Warn("--seed shows the secret seed to every user of this machine (ps); use --key FILE, --seed-file - or " + SeedEnvVar + " instead")
-		return parseSeed("--seed", k.Seed)
+		kp, err := parseSeed("--seed", k.Seed)
+		if err == nil {
+			e.logger.Warn("--seed shows the secret seed to every user of this machine (ps); use --key FILE, --seed-file - or " + SeedEnvVar + " instead")
+		}
+		return kp, err
 	case k.SeedFile == "-":
 		line, err := readLine(e.Stdin, 256)
 		if err != nil {
