@@ -250,7 +250,8 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 	if err := writeReply(pc, replyOK, ""); err != nil {
 		return err
 	}
-	sess, err := yamux.Server(newCorkConn(pc), muxConfig(log))
+	cork := newCorkConn(pc)
+	sess, err := yamux.Server(cork, muxConfig(log))
 	if err != nil {
 		return err
 	}
@@ -266,12 +267,12 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.serveStream(muxStream{st}, pc.RemotePublicKey(), log)
+			e.serveStream(cork, muxStream{st}, pc.RemotePublicKey(), log)
 		}()
 	}
 }
 
-func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logger) {
+func (e *Exposer) serveStream(cork *corkConn, st muxStream, remote key.PublicKey, log *slog.Logger) {
 	if e.deliver != nil {
 		if !e.deliver(e.ctx, streamConn{st, remote}) {
 			st.Close()
@@ -280,7 +281,10 @@ func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logg
 	}
 	tc, err := e.dialTarget()
 	if err != nil {
-		log.Warn("cannot reach target", "err", err)
+		log.Warn("cannot reach target; resetting the peer's connection", "err", err)
+		// A reset, so that the client's connection fails as a TCP
+		// connection to a closed port would, rather than end empty.
+		cork.reset(st.StreamID())
 		st.Close()
 		return
 	}

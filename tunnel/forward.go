@@ -118,7 +118,9 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
-		_ = join(f.ctx, local, muxStream{st})
+		if err := join(f.ctx, local, muxStream{st}); errors.Is(err, yamux.ErrConnectionReset) {
+			f.log.Warn("the exposing side reset the connection: its target is probably down (its log says why)", "client", c.RemoteAddr().String())
+		}
 		return
 	}
 }

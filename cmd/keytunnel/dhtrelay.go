@@ -12,8 +12,8 @@ import (
 // instead of UDP) and --relay-noncustodial.
 func relayFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "relay", Usage: "reach the DHT through a dht-relay (tcp://host:port or ws://host:port) instead of UDP; the relay holds your keys unless --relay-noncustodial", EnvVars: []string{"KEYTUNNEL_RELAY"}},
-		&cli.BoolFlag{Name: "relay-noncustodial", Usage: "with --relay: keep your keys (handshakes and signatures run here, the relay sees only ciphertext); needs keytunnel's dht-relay to expose or listen", EnvVars: []string{"KEYTUNNEL_RELAY_NONCUSTODIAL"}},
+		&cli.StringFlag{Name: "relay", Usage: "reach the DHT through the dht-relay at `URL` (tcp://HOST:PORT or ws://HOST:PORT) instead of UDP; the relay holds your keys unless --relay-noncustodial", EnvVars: []string{"KEYTUNNEL_RELAY"}},
+		&cli.BoolFlag{Name: "relay-noncustodial", Usage: "with --relay: keep your keys (handshakes and signatures run here, the relay sees only ciphertext); needs keytunnel's dht-relay to expose or listen", EnvVars: []string{"KEYTUNNEL_RELAY_NONCUSTODIAL"}, DisableDefaultText: true},
 	}
 }
 
@@ -38,10 +38,10 @@ func dhtRelayCommand(env *app.Env) *cli.Command {
 		Name:  "dht-relay",
 		Usage: "relay the DHT to clients without UDP (@hyperswarm/dht-relay over TCP or WebSocket)",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 49443, Usage: "TCP port"},
-			&cli.StringFlag{Name: "host", Usage: "address to bind (default: all interfaces)"},
-			&cli.BoolFlag{Name: "ws", Usage: "WebSocket transport (as the reference's relay) instead of TCP"},
-			&cli.BoolFlag{Name: "behind-proxy", Usage: "log client addresses from X-Forwarded-For"},
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 49443, Usage: "TCP `PORT`"},
+			&cli.StringFlag{Name: "host", Usage: "`ADDRESS` to bind", DefaultText: "all interfaces"},
+			&cli.BoolFlag{Name: "ws", Usage: "WebSocket transport (as the reference's relay) instead of TCP", DisableDefaultText: true},
+			&cli.BoolFlag{Name: "behind-proxy", Usage: "log client addresses from X-Forwarded-For", DisableDefaultText: true},
 		},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0); err != nil {

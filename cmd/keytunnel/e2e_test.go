@@ -132,7 +132,7 @@ func TestE2EAllow(t *testing.T) {
 	bs := e2eTestnet(t)
 	echo := proctest.Echo(t)
 	friendFile, friend := proctest.WriteSeed(t, "friend.key")
-	strangerFile, _ := proctest.WriteSeed(t, "stranger.key")
+	strangerFile, stranger := proctest.WriteSeed(t, "stranger.key")
 	ex, pub := proctest.Expose(t, bs, echo, "--allow", friend.Public.Z32())
 
 	// The stranger's connect fails with the refusal, status 1.
@@ -146,7 +146,7 @@ func TestE2EAllow(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(out) != 0 {
 		t.Fatalf("stranger connect: %v, stdout %q, stderr %q", err, out, stderr.String())
 	}
-	if want := refusedLine(pub); strings.TrimSpace(stderr.String()) != want {
+	if want := refusedLine(pub, stranger.Public.String()); strings.TrimSpace(stderr.String()) != want {
 		t.Fatalf("stranger connect stderr:\n%s\nwant the one line %q", stderr.String(), want)
 	}
 	// Start, join the testnet, look the key up, one handshake: a refusal
@@ -172,8 +172,8 @@ func TestE2EAllow(t *testing.T) {
 	defer c.Close()
 	c.Write([]byte("knock"))
 	ev := proctest.JSON(t, fw.Line(`"event":"redialing"`, 45*time.Second))
-	if e, _ := ev["error"].(string); !strings.Contains(e, firewallRefusal) {
-		t.Fatalf("redialing event %v, want the error %q", ev, firewallRefusal)
+	if e, _ := ev["error"].(string); !strings.Contains(e, refusal(stranger.Public.String())) {
+		t.Fatalf("redialing event %v, want the error %q", ev, refusal(stranger.Public.String()))
 	}
 	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, _ := c.Read(make([]byte, 10)); n != 0 {
@@ -184,18 +184,21 @@ func TestE2EAllow(t *testing.T) {
 	}
 }
 
-// firewallRefusal is the error of a dial refused by the server's firewall
-// (--allow), a keytunnel or a Node server alike: dht.ErrRefused.
-const firewallRefusal = "dht: SERVER_ERROR: the server refused the connection (firewall)"
+// refusal is the error of a dial as client refused by the server's
+// firewall (--allow), a keytunnel or a Node server alike (dht.ErrRefused
+// underneath): it names the key to allow.
+func refusal(client string) string {
+	return "the service does not allow this client's key " + client + "; its owner can add it with --allow " + client
+}
 
 // refusalWithin bounds a refused connect process, start to exit; a dial
 // that timed out instead takes well over it.
 const refusalWithin = 3 * time.Second
 
-// refusedLine is the one stderr line of a connect refused by pub's
-// firewall.
-func refusedLine(pub string) string {
-	return "keytunnel: cannot reach " + pub + ": " + firewallRefusal
+// refusedLine is the one stderr line of a connect as client refused by
+// pub's firewall.
+func refusedLine(pub, client string) string {
+	return "keytunnel: " + pub + " refused us: " + refusal(client)
 }
 
 // connectCmd is `keytunnel connect --key keyFile [extra] pub` on the

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +27,9 @@ func main() {
 	context.AfterFunc(ctx, stop)
 	env := &app.Env{}
 	err := newApp(env).RunContext(ctx, os.Args)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil // Ctrl-C or SIGTERM before the command got going: no complaint
+	}
 	stop()
 	os.Exit(env.Fail(err))
 }
@@ -54,16 +58,20 @@ func oneProc() {
 // newApp builds the command line. env's streams (nil: the process's) and
 // test hooks are kept; the global flags fill the rest.
 func newApp(env *app.Env) *cli.App {
-	return &cli.App{
+	ver, _, _ := buildVersion()
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version and exit", DisableDefaultText: true}
+	cli.VersionPrinter = func(c *cli.Context) { printVersion(c.App.Writer) }
+	a := &cli.App{
 		Name:      "keytunnel",
+		Version:   ver,
 		Usage:     "expose and reach TCP services by public key over HyperDHT",
 		Writer:    orStdout(env),
 		ErrWriter: orStderr(env),
 		Flags: append([]cli.Flag{
-			&cli.StringSliceFlag{Name: "bootstrap", Usage: "DHT bootstrap nodes as host:port (default: the public HyperDHT nodes)", EnvVars: []string{"KEYTUNNEL_BOOTSTRAP"}},
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)"},
-			&cli.StringSliceFlag{Name: "relay-through", Usage: "blind-relay server key(s) to fall back to when holepunching fails (see `keytunnel relay`)", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
+			&cli.StringSliceFlag{Name: "bootstrap", Usage: "DHT bootstrap nodes as `HOST:PORT`, comma-separated or repeated", DefaultText: "the public HyperDHT nodes", EnvVars: []string{"KEYTUNNEL_BOOTSTRAP"}},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL` of logs on stderr: debug, info, warn or error"},
+			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)", DisableDefaultText: true},
+			&cli.StringSliceFlag{Name: "relay-through", Usage: "public `KEY` of a blind relay (keytunnel relay) to fall back to when holepunching fails; repeatable", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
 		}, relayFlags()...),
 		Before: func(c *cli.Context) error {
 			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -89,6 +97,7 @@ func newApp(env *app.Env) *cli.App {
 		},
 		Commands: []*cli.Command{
 			keygenCommand(env),
+			keyCommand(env),
 			exposeCommand(env),
 			forwardCommand(env),
 			connectCommand(env),
@@ -98,19 +107,24 @@ func newApp(env *app.Env) *cli.App {
 			nodeCommand(env),
 			relayCommand(env),
 			dhtRelayCommand(env),
+			versionCommand(),
+			completionCommand(),
 		},
 	}
+	setupHelp(a)
+	return a
 }
 
 func keyFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "key", Aliases: []string{"k"}, Usage: "seed file of the key pair (as `keytunnel keygen --out` writes)"},
-		&cli.StringFlag{Name: "seed", Usage: "the key pair's seed as 64 hex characters"},
+		&cli.StringFlag{Name: "key", Aliases: []string{"k"}, Usage: "`FILE` holding the key pair's seed (keytunnel keygen --out FILE writes one)"},
+		&cli.StringFlag{Name: "seed-file", Usage: "read the seed (64 hex characters) from `FILE`, or from stdin if FILE is -"},
+		&cli.StringFlag{Name: "seed", Usage: "the key pair's seed as 64 `HEX` characters; other users can see it (ps), prefer --key, --seed-file or $" + app.SeedEnvVar},
 	}
 }
 
 func keyOptions(c *cli.Context) app.KeyOptions {
-	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed")}
+	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed"), SeedFile: c.String("seed-file"), SeedEnv: os.Getenv(app.SeedEnvVar)}
 }
 
 // args checks the number of positional arguments.
@@ -121,10 +135,10 @@ func args(c *cli.Context, min, max int) error {
 	}
 	for _, a := range c.Args().Slice() {
 		if strings.HasPrefix(a, "-") {
-			return fmt.Errorf("%s: options go before the arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.Name, c.Command.ArgsUsage)
+			return fmt.Errorf("%s: options go before the arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.FullName(), c.Command.ArgsUsage)
 		}
 	}
-	return fmt.Errorf("%s: wrong number of arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.Name, c.Command.ArgsUsage)
+	return fmt.Errorf("%s: wrong number of arguments (usage: keytunnel %s %s)", c.Command.Name, c.Command.FullName(), c.Command.ArgsUsage)
 }
 
 func keygenCommand(env *app.Env) *cli.Command {
@@ -132,7 +146,7 @@ func keygenCommand(env *app.Env) *cli.Command {
 		Name:  "keygen",
 		Usage: "create a key pair, save its seed (mode 0600) and print the public key",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "seed file to write (default: print the seed instead)"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "seed `FILE` to write, mode 0600", DefaultText: "print the seed instead"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -143,13 +157,32 @@ func keygenCommand(env *app.Env) *cli.Command {
 	}
 }
 
+// keyCommand is `key show FILE`, one command with the verb as its first
+// argument: urfave/cli's `help key` cannot list subcommands.
+func keyCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "key",
+		Usage:     "print the public key of a seed file (- reads the seed from stdin) in hex and z32",
+		ArgsUsage: "show FILE|-",
+		Action: func(c *cli.Context) error {
+			if err := args(c, 2, 2); err != nil {
+				return err
+			}
+			if c.Args().First() != "show" {
+				return fmt.Errorf("key: unknown verb %q (usage: keytunnel key show FILE|-)", c.Args().First())
+			}
+			return app.KeyShow(env, c.Args().Get(1))
+		},
+	}
+}
+
 func exposeCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "expose",
 		Usage:     "serve a local TCP service under a public key (printed first)",
 		ArgsUsage: "PORT|HOST:PORT",
 		Flags: append(keyFlags(),
-			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only these client public keys may connect (repeatable)"},
+			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1); err != nil {
@@ -168,7 +201,7 @@ func forwardCommand(env *app.Env) *cli.Command {
 		Usage:     "make the service behind a public key reachable on a local port",
 		ArgsUsage: "KEY [PORT|HOST:PORT]",
 		Flags: append(keyFlags(),
-			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection)"},
+			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection)", DisableDefaultText: true},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 2); err != nil {
@@ -191,7 +224,7 @@ func connectCommand(env *app.Env) *cli.Command {
 		Usage:     "join stdin/stdout to the service behind a public key (ssh ProxyCommand)",
 		ArgsUsage: "KEY",
 		Flags: append(keyFlags(),
-			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server"},
+			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1); err != nil {
@@ -207,16 +240,26 @@ func connectCommand(env *app.Env) *cli.Command {
 func sshCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "ssh",
-		Usage:     "run ssh through keytunnel connect: keytunnel ssh [--key FILE] [ssh options] user@KEY",
+		Usage:     "run ssh through keytunnel connect (keytunnel's options first, then ssh's)",
 		ArgsUsage: "[--key FILE|--seed HEX] [--raw] [ssh options] [user@]KEY [command]",
 		// ssh's own options (-p, -L, ...) must reach ssh untouched;
-		// app.ParseSSHArgs takes keytunnel's from the front.
+		// app.ParseSSHArgs takes keytunnel's from the front. Flags are
+		// declared for help only.
 		SkipFlagParsing: true,
+		// No -k: that is ssh's.
+		Flags: append(keyFlags()[1:],
+			&cli.StringFlag{Name: "key", Usage: "`FILE` holding the key pair's seed (keytunnel keygen --out FILE writes one)"},
+			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
+		),
 		Action: func(c *cli.Context) error {
+			if a := c.Args().First(); a == "--help" || a == "-h" {
+				return cli.ShowCommandHelp(c.Lineage()[1], c.Command.Name)
+			}
 			o, err := app.ParseSSHArgs(c.Args().Slice())
 			if err != nil {
 				return err
 			}
+			o.Key.SeedEnv = os.Getenv(app.SeedEnvVar)
 			return app.SSH(c.Context, env, o)
 		},
 	}
@@ -227,7 +270,7 @@ func upCommand(env *app.Env) *cli.Command {
 		Name:  "up",
 		Usage: "run every [[expose]] and [[forward]] of a TOML file; SIGHUP reloads it",
 		Flags: append(keyFlags(),
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "the TOML file"},
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "the TOML `FILE`"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0); err != nil {
@@ -243,9 +286,9 @@ func testnetCommand(env *app.Env) *cli.Command {
 		Name:  "testnet",
 		Usage: "run a local DHT and print its --bootstrap value",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, Value: 3, Usage: "number of nodes"},
-			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP port of the bootstrap node (default: any free port)"},
-			&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "IPv4 address the nodes bind"},
+			&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, Value: 3, Usage: "run `N` nodes"},
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP `PORT` of the bootstrap node", DefaultText: "any free port"},
+			&cli.StringFlag{Name: "host", Value: "127.0.0.1", Usage: "IPv4 `ADDRESS` the nodes bind"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0); err != nil {
@@ -261,7 +304,7 @@ func nodeCommand(env *app.Env) *cli.Command {
 		Name:  "node",
 		Usage: "run a persistent DHT node (serves the network; can bootstrap others)",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP port (default: any free port)"},
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP `PORT`", DefaultText: "any free port"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0); err != nil {

@@ -11,7 +11,7 @@ func relayCommand(env *app.Env) *cli.Command {
 		Usage:     "run a blind-relay server for peers that cannot holepunch (use its key with --relay-through)",
 		ArgsUsage: " ",
 		Flags: append(keyFlags(),
-			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP port of the node (default: any free port)"},
+			&cli.IntFlag{Name: "port", Aliases: []string{"p"}, Usage: "UDP `PORT` of the node", DefaultText: "any free port"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0); err != nil {

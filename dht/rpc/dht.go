@@ -197,6 +197,9 @@ type DHT struct {
 	closedLoop   bool
 
 	bootstrapNodes []netip.AddrPort
+	// quietBoot: bootstrap nodes that did not answer the join; queries
+	// seed only the others while any answered.
+	quietBoot      map[netip.AddrPort]bool
 	nonPersSamples []netip.AddrPort
 	fwWatch        map[netip.Addr]struct{} // hosts seen on the server socket during a firewall check
 	fwChecks       int

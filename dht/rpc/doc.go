@@ -21,6 +21,11 @@
 // UDP socket). It bootstraps from Config.Bootstrap: a background FIND_NODE
 // for its own id, a quick PING_NAT probe, the firewall check, and, if the
 // node turned out reachable, a second lookup under its address-derived id.
+// Unlike the reference, the join does not wait out every retry to a dead
+// bootstrap node: once some node answered and only requests that missed an
+// attempt remain, the lookup ends (about 1 s with one dead node instead of
+// ~20 s), and bootstrap nodes that stayed quiet are left out of later
+// queries' seeds and firewall checks until they answer one.
 //
 // The node answers the internal commands PING, PING_NAT, FIND_NODE,
 // DOWN_HINT and DELAYED_PING itself and hands every other command to

@@ -299,10 +299,12 @@ func (d *DHT) startBootstrap(now time.Time) {
 			func(time.Time, *Response) { testNAT = true }, nil)
 	}
 	round = func(now time.Time, i int) {
-		d.backgroundQuery(now, d.tbl.id, onData, func(now time.Time, _ error) {
+		var q *Query
+		q = d.backgroundQuery(now, d.tbl.id, onData, func(now time.Time, _ error) {
 			if d.closedLoop {
 				return
 			}
+			d.markQuietBootstrap(q)
 			if i == 1 || d.bootstrapped || (!testNAT && !d.forcePers) {
 				finish()
 				return
@@ -315,8 +317,40 @@ func (d *DHT) startBootstrap(now time.Time) {
 				round(now, i+1)
 			})
 		})
+		q.bootstrap = true
 	}
 	round(now, 0)
+}
+
+// markQuietBootstrap notes the bootstrap nodes that did not answer the
+// join's query q, so that later queries do not wait for them (see
+// Query.start); a node that answers any query is taken back.
+func (d *DHT) markQuietBootstrap(q *Query) {
+	for _, b := range d.bootstrapNodes {
+		if e := q.seen[b]; e == nil || e.state != seenDone {
+			if d.quietBoot == nil {
+				d.quietBoot = map[netip.AddrPort]bool{}
+			}
+			d.quietBoot[b] = true
+		} else {
+			delete(d.quietBoot, b)
+		}
+	}
+}
+
+// liveBootstrap is the bootstrap nodes without those quiet at the join,
+// unless none answered.
+func (d *DHT) liveBootstrap() []netip.AddrPort {
+	if len(d.quietBoot) == 0 || len(d.quietBoot) >= len(d.bootstrapNodes) {
+		return d.bootstrapNodes
+	}
+	var out []netip.AddrPort
+	for _, b := range d.bootstrapNodes {
+		if !d.quietBoot[b] {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // updateNetworkState checks whether the node can leave firewalled and
@@ -414,7 +448,7 @@ func (d *DHT) checkIfFirewalled(now time.Time, sampler *natSampler, done func(ti
 		nodes = append(nodes, n.addr)
 	}
 	if len(nodes) < 5 {
-		nodes = append(nodes, d.bootstrapNodes...)
+		nodes = append(nodes, d.liveBootstrap()...)
 	}
 	if len(nodes) == 0 {
 		done(now, true)

@@ -111,7 +111,7 @@ func Keygen(env *Env, o KeygenOptions) error {
 	}
 	if o.Out == "" {
 		seed := kp.Seed()
-		env.out.emit(fmt.Sprintf("%s\nseed %x", kp.Public, seed[:]), Event{Event: EvKey, PublicKey: kp.Public.String(), Seed: fmt.Sprintf("%x", seed[:])})
+		env.out.emit(fmt.Sprintf("%s\nseed %x", kp.Public, seed[:]), Event{Event: EvKey, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Seed: fmt.Sprintf("%x", seed[:])})
 		return nil
 	}
 	if err := key.WriteSeedFile(o.Out, kp.Seed()); err != nil {
@@ -121,7 +121,7 @@ func Keygen(env *Env, o KeygenOptions) error {
 		return err
 	}
 	abs, _ := filepath.Abs(o.Out)
-	env.out.emit(kp.Public.String(), Event{Event: EvKey, PublicKey: kp.Public.String(), KeyFile: abs})
-	env.logger.Info("seed saved", "file", abs, "public_key", kp.Public.String())
+	env.out.emit(kp.Public.String(), Event{Event: EvKey, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), KeyFile: abs})
+	env.logger.Info("seed saved", "file", abs, "public_key", kp.Public.String(), "z32", kp.Public.Z32())
 	return nil
 }

@@ -113,16 +113,19 @@ type Event struct {
 	Time      time.Time `json:"time"`
 	Entry     string    `json:"entry,omitempty"` // up: the entry's name
 	PublicKey string    `json:"public_key,omitempty"`
-	Remote    string    `json:"remote,omitempty"`
-	Target    string    `json:"target,omitempty"`
-	Listen    string    `json:"listen,omitempty"`
-	KeyFile   string    `json:"key_file,omitempty"`
-	Created   bool      `json:"key_created,omitempty"`
-	Bootstrap string    `json:"bootstrap,omitempty"`
-	Address   string    `json:"address,omitempty"`
-	Nodes     int       `json:"nodes,omitempty"`
-	Error     string    `json:"error,omitempty"`
-	Seed      string    `json:"seed,omitempty"` // keygen without --out
+	// PublicKeyZ32 is PublicKey in z-base-32, the form Pear and
+	// holesail print (keygen, key show, listening).
+	PublicKeyZ32 string `json:"public_key_z32,omitempty"`
+	Remote       string `json:"remote,omitempty"`
+	Target       string `json:"target,omitempty"`
+	Listen       string `json:"listen,omitempty"`
+	KeyFile      string `json:"key_file,omitempty"`
+	Created      bool   `json:"key_created,omitempty"`
+	Bootstrap    string `json:"bootstrap,omitempty"`
+	Address      string `json:"address,omitempty"`
+	Nodes        int    `json:"nodes,omitempty"`
+	Error        string `json:"error,omitempty"`
+	Seed         string `json:"seed,omitempty"` // keygen without --out
 	// reloaded: the entries by name.
 	Started []string `json:"started,omitempty"`
 	Stopped []string `json:"stopped,omitempty"`

@@ -35,6 +35,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return err
 	}
+	defer env.ignoreHangup("expose")()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		return err
@@ -45,7 +46,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}
 	env.out.emit(kp.Public.String(), Event{
-		Event: EvListening, PublicKey: kp.Public.String(), Target: target,
+		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target,
 		KeyFile: file, Created: created,
 	})
 	switch {
@@ -54,7 +55,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	case file != "" && !o.Key.given():
 		env.out.text("key from " + file)
 	}
-	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "allow", len(allow))
+	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "allow", len(allow))
 	checkTarget(env, target)
 	err = tunnel.Expose(ctx, ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -36,7 +38,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if err != nil {
 		return err
 	}
-	kp, err := o.Key.load()
+	kp, err := env.loadKey(o.Key)
 	if err != nil {
 		return err
 	}
@@ -44,6 +46,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if err != nil {
 		return err
 	}
+	defer env.ignoreHangup("forward")()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		ln.Close()
@@ -85,7 +88,10 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	if err != nil {
 		return err
 	}
-	kp, err := o.Key.load()
+	if o.Key.SeedFile == "-" {
+		return errors.New("connect: --seed-file - cannot read the seed from stdin, which is the tunnel; use --key FILE or " + SeedEnvVar)
+	}
+	kp, err := env.loadKey(o.Key)
 	if err != nil {
 		return err
 	}
@@ -106,19 +112,26 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 		return nil
 	case errors.Is(err, tunnel.ErrRefused):
 		return fmt.Errorf("%s refused us: %w", remote, err)
+	case errors.Is(err, yamux.ErrConnectionReset):
+		return fmt.Errorf("%s reset the connection: the service behind it is probably down (the exposing side's log says why)", remote)
 	}
 	return fmt.Errorf("cannot reach %s: %w", remote, err)
 }
 
 // stdio is stdin and stdout as one half-closable ReadWriter. When stdin
-// supports read deadlines (a pipe, as under ssh), the result has
-// SetReadDeadline so that Pipe can stop reading on error.
+// is a file, the result has SetReadDeadline so that Pipe can stop reading
+// on error or Ctrl-C: the file's own when the runtime polls it (a
+// non-blocking pipe), else an asyncReader's.
 func stdio(r io.Reader, w io.Writer) io.ReadWriter {
-	s := stdioRW{r, w}
-	if f, ok := r.(*os.File); ok && f.SetReadDeadline(time.Time{}) == nil {
-		return stdioDeadline{s}
+	f, ok := r.(*os.File)
+	switch {
+	case !ok:
+		return stdioRW{r, w}
+	case f.SetReadDeadline(time.Time{}) == nil:
+		return stdioDeadline{stdioRW{r, w}, f}
 	}
-	return s
+	a := newAsyncReader(f)
+	return stdioDeadline{stdioRW{a, w}, a}
 }
 
 type stdioRW struct {
@@ -134,11 +147,12 @@ func (s stdioRW) CloseWrite() error {
 	return nil
 }
 
-type stdioDeadline struct{ stdioRW }
-
-func (s stdioDeadline) SetReadDeadline(t time.Time) error {
-	return s.Reader.(*os.File).SetReadDeadline(t)
+type stdioDeadline struct {
+	stdioRW
+	d interface{ SetReadDeadline(time.Time) error }
 }
+
+func (s stdioDeadline) SetReadDeadline(t time.Time) error { return s.d.SetReadDeadline(t) }
 
 // SSHOptions are ssh's arguments: Args go to ssh as they are, the rest to
 // the `keytunnel connect` of its ProxyCommand.
@@ -162,7 +176,8 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 	if len(o.Args) == 0 {
 		return errors.New("ssh needs a destination: keytunnel ssh [ssh options] user@<public key>")
 	}
-	if _, err := o.Key.load(); err != nil {
+	kp, err := env.loadKey(o.Key)
+	if err != nil {
 		return err
 	}
 	proxy, err := env.proxyCommand(o)
@@ -174,6 +189,13 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 		prog = "ssh"
 	}
 	cmd := exec.CommandContext(ctx, prog, append([]string{"-o", "ProxyCommand=" + proxy}, o.Args...)...)
+	if _, file := o.Key.fromFile(); file == "" && o.Key.given() {
+		// A seed that is not in a file reaches ProxyCommand's connect
+		// through the environment, which other users cannot read, never
+		// through its command line.
+		seed := kp.Seed()
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%x", SeedEnvVar, seed[:]))
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
 	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Run()
@@ -205,15 +227,12 @@ func (e *Env) proxyCommand(o SSHOptions) (string, error) {
 		args = append(args, "--log-level", shellQuote(strings.ToLower(e.Level.String())))
 	}
 	args = append(args, "connect")
-	if o.Key.File != "" {
-		abs, err := filepath.Abs(o.Key.File)
+	if _, file := o.Key.fromFile(); file != "" {
+		abs, err := filepath.Abs(file)
 		if err != nil {
 			return "", err
 		}
 		args = append(args, "--key", shellQuote(abs))
-	}
-	if o.Key.Seed != "" {
-		args = append(args, "--seed", shellQuote(o.Key.Seed))
 	}
 	if o.Raw {
 		args = append(args, "--raw")
@@ -231,8 +250,9 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// ParseSSHArgs takes keytunnel's options (--key FILE, --seed HEX, --raw,
-// also as --key=FILE) from the front of args; the rest are ssh's.
+// ParseSSHArgs takes keytunnel's options (--key FILE, --seed HEX,
+// --seed-file FILE|-, --raw, also as --key=FILE) from the front of args;
+// the rest are ssh's.
 func ParseSSHArgs(args []string) (SSHOptions, error) {
 	var o SSHOptions
 	for len(args) > 0 {
@@ -246,7 +266,7 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 			o.Raw = true
 			args = args[1:]
 			continue
-		case "--key", "--seed":
+		case "--key", "--seed", "--seed-file":
 			if !hasVal {
 				if len(args) < 2 {
 					return o, fmt.Errorf("ssh: %s needs a value", name)
@@ -254,9 +274,12 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 				val = args[1]
 				args = args[1:]
 			}
-			if name == "--seed" {
+			switch name {
+			case "--seed":
 				o.Key.Seed = val
-			} else {
+			case "--seed-file":
+				o.Key.SeedFile = val
+			default:
 				o.Key.File = val
 			}
 			args = args[1:]

@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -13,37 +14,139 @@ import (
 	"github.com/keytunnel/keytunnel/internal/stack"
 )
 
-// KeyOptions name a key pair: a seed file (--key) or a hex seed (--seed).
-// At most one may be set.
+// KeyOptions name a key pair: a seed file (--key, or --seed-file FILE),
+// a seed on stdin (--seed-file -), a hex seed on the command line
+// (--seed, which other users can read in the process list) or in the
+// environment (KEYTUNNEL_SEED, used when no option names a key).
 type KeyOptions struct {
-	File string
-	Seed string
+	File     string
+	Seed     string
+	SeedFile string // a file, or "-" for one line on stdin
+	SeedEnv  string // $KEYTUNNEL_SEED
 }
 
-func (k KeyOptions) given() bool { return k.File != "" || k.Seed != "" }
+// SeedEnvVar is the environment variable a seed can be given in, and how
+// `keytunnel ssh` hands one to its ProxyCommand.
+const SeedEnvVar = "KEYTUNNEL_SEED"
+
+func (k KeyOptions) given() bool {
+	return k.File != "" || k.Seed != "" || k.SeedFile != "" || k.SeedEnv != ""
+}
+
+// fromFile is the seed file k names, if it names one.
+func (k KeyOptions) fromFile() (flag, file string) {
+	switch {
+	case k.File != "":
+		return "--key", k.File
+	case k.SeedFile != "" && k.SeedFile != "-":
+		return "--seed-file", k.SeedFile
+	}
+	return "", ""
+}
 
 // load returns the key pair k names, or a zero KeyPair when it names none.
-func (k KeyOptions) load() (key.KeyPair, error) {
+// It warns about a --seed on the command line.
+func (e *Env) loadKey(k KeyOptions) (key.KeyPair, error) {
+	e.init()
+	var set []string
+	for _, o := range []struct{ name, v string }{{"--key", k.File}, {"--seed", k.Seed}, {"--seed-file", k.SeedFile}} {
+		if o.v != "" {
+			set = append(set, o.name)
+		}
+	}
 	switch {
-	case k.File != "" && k.Seed != "":
-		return key.KeyPair{}, errors.New("give --key or --seed, not both")
+	case len(set) == 2:
+		return key.KeyPair{}, fmt.Errorf("give %s or %s, not both", set[0], set[1])
+	case len(set) > 2:
+		return key.KeyPair{}, errors.New("give one of --key, --seed and --seed-file")
 	case k.Seed != "":
-		s, err := key.ParseSeed(k.Seed)
+		kp, err := parseSeed("--seed", k.Seed)
+		if err == nil {
+			e.logger.Warn("--seed shows the secret seed to every user of this machine (ps); use --key FILE, --seed-file - or " + SeedEnvVar + " instead")
+		}
+		return kp, err
+	case k.SeedFile == "-":
+		line, err := readLine(e.Stdin, 256)
 		if err != nil {
-			return key.KeyPair{}, fmt.Errorf("--seed: not a seed (want 64 hex characters)")
+			return key.KeyPair{}, fmt.Errorf("--seed-file -: reading the seed from stdin: %w", err)
 		}
-		return key.FromSeed(s), nil
-	case k.File != "":
-		if _, err := os.Stat(k.File); errors.Is(err, fs.ErrNotExist) {
-			return key.KeyPair{}, fmt.Errorf("--key %s: no such file (`keytunnel keygen --out %s` creates one)", k.File, k.File)
-		}
-		kp, err := key.ReadSeedFile(k.File)
-		if err != nil {
-			return key.KeyPair{}, fmt.Errorf("--key %s: not a seed file (want 64 hex characters or 32 bytes)", k.File)
-		}
-		return kp, nil
+		return parseSeed("--seed-file - (stdin)", line)
+	}
+	if flag, file := k.fromFile(); file != "" {
+		return readKeyFile(flag+" "+file, file)
+	}
+	if k.SeedEnv != "" {
+		return parseSeed(SeedEnvVar, k.SeedEnv)
 	}
 	return key.KeyPair{}, nil
+}
+
+// readKeyFile reads a seed file; errors start with what (the option and
+// the file as the user gave them).
+func readKeyFile(what, file string) (key.KeyPair, error) {
+	if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
+		return key.KeyPair{}, fmt.Errorf("%s: no such file (`keytunnel keygen --out %s` creates one)", what, file)
+	}
+	kp, err := key.ReadSeedFile(file)
+	var perm *key.PermissionError
+	if errors.As(err, &perm) {
+		return key.KeyPair{}, fmt.Errorf("%s: %s", what, perm.Reason())
+	}
+	if err != nil {
+		return key.KeyPair{}, fmt.Errorf("%s: not a seed file (want 64 hex characters or 32 bytes)", what)
+	}
+	return kp, nil
+}
+
+// KeyShow prints the public key of a seed file (file "-": a seed on
+// stdin), in hex and z-base-32.
+func KeyShow(env *Env, file string) error {
+	env.init()
+	var kp key.KeyPair
+	var err error
+	if file == "-" {
+		kp, err = env.loadKey(KeyOptions{SeedFile: "-"})
+	} else {
+		kp, err = readKeyFile(file, file)
+	}
+	if err != nil {
+		return err
+	}
+	env.out.emit(kp.Public.String()+"\nz32 "+kp.Public.Z32(), Event{
+		Event: EvKey, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), KeyFile: file,
+	})
+	return nil
+}
+
+func parseSeed(from, s string) (key.KeyPair, error) {
+	seed, err := key.ParseSeed(s)
+	if err != nil {
+		return key.KeyPair{}, fmt.Errorf("%s: not a seed (want 64 hex characters)", from)
+	}
+	return key.FromSeed(seed), nil
+}
+
+// readLine reads up to one line (at most max bytes) from r, a byte at a
+// time so that nothing after the line is consumed: ssh may read on.
+func readLine(r io.Reader, max int) (string, error) {
+	var b []byte
+	var c [1]byte
+	for len(b) < max {
+		n, err := r.Read(c[:])
+		if n == 1 {
+			if c[0] == '\n' {
+				break
+			}
+			b = append(b, c[0])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return string(b), nil
 }
 
 // keyDir is where expose keeps the keys it creates.
@@ -63,8 +166,9 @@ func (e *Env) keyDir() (string, error) {
 // one, saved so that the next run keeps the same public key.
 func (e *Env) exposeKey(opts KeyOptions, target string) (kp key.KeyPair, file string, created bool, err error) {
 	if opts.given() {
-		kp, err = opts.load()
-		return kp, opts.File, false, err
+		kp, err = e.loadKey(opts)
+		_, file = opts.fromFile()
+		return kp, file, false, err
 	}
 	dir, err := e.keyDir()
 	if err != nil {

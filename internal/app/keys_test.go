@@ -1,6 +1,7 @@
 package app
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ func TestKeyOptions(t *testing.T) {
 		{"unknown format", KeyOptions{File: bad}, "not a seed file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := tc.o.load()
+			got, err := (&Env{Stderr: io.Discard}).loadKey(tc.o)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -3,6 +3,9 @@ package app
 import (
 	"context"
 
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/tunnel"
+
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/stack"
 )
@@ -27,7 +30,7 @@ func OpenDHT(ctx context.Context, env *Env) (Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.Network(), nil
+	return appNetwork{n.Network()}, nil
 }
 
 // startNode binds port, starts a node in mode and waits until it has
@@ -42,5 +45,33 @@ func startNode(ctx context.Context, env *Env, port int, mode rpc.Mode) (*stack.N
 		RelayThrough: env.RelayThrough,
 		Logger:       env.logger,
 		JoinTimeout:  env.joinTimeout(),
+		Refused:      env.refusedClient,
 	})
+}
+
+// appNetwork gives a dial refused by an --allow list the key to name: a
+// client without --key dials with a random key of its own, rather than the
+// node's identity, so that the refusal can say which key it was.
+type appNetwork struct{ stack.Network }
+
+func (n appNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer {
+	random := kp.Public.IsZero()
+	if random {
+		kp, _ = key.Generate(nil)
+	}
+	return refusalDialer{d: n.Network.Dialer(kp, relay), kp: kp, random: random}
+}
+
+type refusalDialer struct {
+	d      tunnel.Dialer
+	kp     key.KeyPair
+	random bool // kp is a random key for this run
+}
+
+func (d refusalDialer) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerConn, error) {
+	c, err := d.d.Dial(ctx, remote)
+	if err != nil {
+		return nil, dialed(err, d.kp, d.random)
+	}
+	return c, nil
 }

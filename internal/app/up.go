@@ -39,7 +39,7 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	id, err := o.Key.load()
+	id, err := env.loadKey(o.Key)
 	if err != nil {
 		return err
 	}

@@ -11,4 +11,8 @@ var (
 	// ErrExists is returned by WriteSeedFile when the file is already
 	// there, so that no key is ever overwritten by accident.
 	ErrExists = errors.New("key: seed file already exists")
+	// ErrPermissions is returned by ReadSeedFile for a seed file other
+	// users may read or write, or one in a directory they may write (they
+	// could swap the file), as ssh refuses an unprotected private key.
+	ErrPermissions = errors.New("key: seed file is not private")
 )

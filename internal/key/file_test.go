@@ -43,3 +43,28 @@ func TestSeedFile(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+func TestSeedFilePermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	p := filepath.Join(dir, "id.key")
+	kp, _ := Generate(nil)
+	if err := WriteSeedFile(p, kp.Seed()); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []os.FileMode{0o640, 0o604, 0o602, 0o666} {
+		os.Chmod(p, m)
+		var pe *PermissionError
+		if _, err := ReadSeedFile(p); !errors.Is(err, ErrPermissions) || !errors.As(err, &pe) || pe.Mode != m || pe.Dir != "" {
+			t.Errorf("mode %04o: %v", m, err)
+		}
+	}
+	os.Chmod(p, 0o400)
+	os.Chmod(dir, 0o757)
+	if _, err := ReadSeedFile(p); !errors.Is(err, ErrPermissions) {
+		t.Errorf("directory 0757: %v", err)
+	}
+	os.Chmod(dir, 0o775) // group-writable directories are common (user private groups)
+	if _, err := ReadSeedFile(p); err != nil {
+		t.Errorf("mode 0400 in a 0775 directory: %v", err)
+	}
+}

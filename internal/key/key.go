@@ -92,8 +92,8 @@ func (k *PublicKey) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// ParsePublicKey reads a public key written as 64 hex characters (either
-// case) or 52 z-base-32 characters. Like hypercore-id-encoding it also
+// ParsePublicKey reads a public key written as 64 hex characters or 52
+// z-base-32 characters, either in either case. Like hypercore-id-encoding it also
 // accepts a "pear://" prefix. Surrounding white space is ignored, since keys
 // are often pasted.
 func ParsePublicKey(s string) (PublicKey, error) {
@@ -109,7 +109,9 @@ func ParsePublicKey(s string) (PublicKey, error) {
 		}
 		return k, nil
 	case z32Len:
-		if !decodeZ32(k[:], t) {
+		// z-base-32 is lowercase, but a key read aloud or retyped may
+		// not be; hex is accepted in either case too.
+		if !decodeZ32(k[:], strings.ToLower(t)) {
 			return k, fmt.Errorf("%w: %q: bad z-base-32", ErrKeyFormat, s)
 		}
 		return k, nil

@@ -32,12 +32,21 @@ type Network interface {
 const ListenTimeout = 30 * time.Second
 
 // firewall is the DHT listener's firewall for allow: strangers are
-// rejected during the handshake, before the tunnel sees them.
-func firewall(allow tunnel.AllowList) dht.Firewall {
+// rejected during the handshake, before the tunnel sees them, and
+// refused (if set) hears of each.
+func firewall(service key.PublicKey, allow tunnel.AllowList, refused func(service, client key.PublicKey, addr netip.AddrPort)) dht.Firewall {
 	if len(allow) == 0 {
 		return nil
 	}
-	return func(remote key.PublicKey, _ netip.AddrPort) bool { return !allow.Allows(remote) }
+	return func(remote key.PublicKey, addr netip.AddrPort) bool {
+		if allow.Allows(remote) {
+			return false
+		}
+		if refused != nil {
+			refused(service, remote, addr)
+		}
+		return true
+	}
 }
 
 // Network returns n as a Network; closing it closes n.
@@ -60,7 +69,7 @@ func (n *dhtNetwork) relays(own []key.PublicKey) []key.PublicKey {
 }
 
 func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
-	opts := &dht.ListenOptions{Firewall: firewall(allow), RelayThrough: dht.RelayKeys(n.relays(relay)...)}
+	opts := &dht.ListenOptions{Firewall: firewall(kp.Public, allow, n.refused), RelayThrough: dht.RelayKeys(n.relays(relay)...)}
 	lctx, cancel := context.WithTimeout(ctx, ListenTimeout)
 	defer cancel()
 	l, err := n.Node.Listen(lctx, kp, opts)
@@ -158,7 +167,7 @@ func (n relayNetwork) Dialer(kp key.KeyPair, _ []key.PublicKey) tunnel.Dialer {
 func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, _ []key.PublicKey) (tunnel.PeerListener, error) {
 	lctx, cancel := context.WithTimeout(ctx, ListenTimeout)
 	defer cancel()
-	l, err := n.c.Listen(lctx, kp, &dht.ListenOptions{Firewall: firewall(allow)})
+	l, err := n.c.Listen(lctx, kp, &dht.ListenOptions{Firewall: firewall(kp.Public, allow, nil)})
 	if err != nil {
 		return nil, err
 	}

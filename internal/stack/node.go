@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +35,9 @@ type Options struct {
 	Logger       *slog.Logger
 	// JoinTimeout bounds joining; zero means 30 s.
 	JoinTimeout time.Duration
+	// Refused, when set, hears of every client a listener's allow list
+	// turns away during the handshake, before any tunnel exists to say so.
+	Refused func(service, client key.PublicKey, addr netip.AddrPort)
 }
 
 func (o *Options) joinTimeout() time.Duration {
@@ -48,6 +52,7 @@ type Node struct {
 	*dht.Node
 	udp, cudp *net.UDPConn
 	relay     []key.PublicKey
+	refused   func(service, client key.PublicKey, addr netip.AddrPort)
 }
 
 // Close stops the node and closes its sockets.
@@ -88,6 +93,9 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if err := CheckBootstrap(ctx, o.Bootstrap); err != nil {
+		return nil, err
+	}
 	udp, err := BindUDP(o.Host, o.Port)
 	if err != nil {
 		return nil, err
@@ -115,7 +123,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		udp.Close()
 		return nil, fmt.Errorf("starting the DHT node: %w", err)
 	}
-	n := &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough}
+	n := &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough, refused: o.Refused}
 	if err := join(ctx, o, n.Node); err != nil {
 		n.Close()
 		return nil, err
@@ -131,6 +139,11 @@ func join(ctx context.Context, o Options, n *dht.Node) error {
 	if o.Bootstrap != nil {
 		where = strings.Join(o.Bootstrap, ",")
 	}
+	// Say what the wait is for once it is long enough to wonder.
+	slow := time.AfterFunc(joinPatience, func() {
+		o.Logger.Warn("still joining the DHT: waiting for an answer from " + where + " (UDP to them may be blocked; --log-level debug shows more)")
+	})
+	defer slow.Stop()
 	if err := n.WaitReady(jctx); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -143,4 +156,60 @@ func join(ctx context.Context, o Options, n *dht.Node) error {
 		}
 	}
 	return nil
+}
+
+// joinPatience is how long a join runs before join says what it waits for.
+const joinPatience = 2 * time.Second
+
+// CheckBootstrap fails at once for a bootstrap entry the DHT could never
+// use (no port, a host that does not resolve), which it would otherwise
+// skip in silence and then wait for nothing. Entries are HOST:PORT, or
+// hyperdht's SUGGESTED-IP@HOST:PORT.
+func CheckBootstrap(ctx context.Context, list []string) error {
+	for _, e := range list {
+		i := strings.LastIndexByte(e, ':')
+		if i < 0 {
+			return fmt.Errorf("--bootstrap %q: no port; want HOST:PORT", e)
+		}
+		host, ps := e[:i], e[i+1:]
+		if p, err := strconv.Atoi(ps); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("--bootstrap %q: %q is not a UDP port; want HOST:PORT", e, ps)
+		}
+		if _, h, ok := strings.Cut(host, "@"); ok {
+			host = h
+		}
+		host = strings.Trim(host, "[]")
+		if _, err := netip.ParseAddr(host); err == nil {
+			continue
+		}
+		if !isHostName(host) {
+			return fmt.Errorf("--bootstrap %q: %q is neither an IP address nor a host name; want HOST:PORT", e, host)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := net.DefaultResolver.LookupNetIP(rctx, "ip4", host)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--bootstrap %q: cannot resolve %s: %v", e, host, err)
+		}
+	}
+	return nil
+}
+
+// isHostName checks a DNS name's syntax (letters, digits, '-', '_'
+// between dots, no empty label), so that a typo fails without a lookup.
+func isHostName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

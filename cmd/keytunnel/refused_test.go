@@ -1,0 +1,56 @@
+package main
+
+import (
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/internal/proctest"
+)
+
+// TestAllowRefusal: a client outside --allow is told that the service
+// refused its key, with the key; the exposing side logs the refusal and
+// emits the refused event; forward fails local connections at once and
+// does not keep redialing.
+func TestAllowRefusal(t *testing.T) {
+	bs := proctest.Testnet(t, 3)
+	_, friend := proctest.WriteSeed(t, "friend.key")
+	strangerFile, stranger := proctest.WriteSeed(t, "stranger.key")
+	ex, pub := proctest.Expose(t, bs, proctest.Echo(t), "--allow", friend.Public.String())
+	sk := stranger.Public.String()
+
+	out, stderr, err := runConnect(t, proctest.Env(t, bs), "should not arrive", "--key", strangerFile, pub)
+	want := "keytunnel: " + pub + " refused us: the service does not allow this client's key " + sk + "; its owner can add it with --allow " + sk + "\n"
+	if err == nil || len(out) != 0 || stderr != want {
+		t.Fatalf("stranger connect: %v, stdout %q\nstderr %q\nwant   %q", err, out, stderr, want)
+	}
+	ex.Line(`"event":"refused","time":`, 10*time.Second)
+	if ev := proctest.JSON(t, ex.Line(`"event":"refused"`, time.Second)); ev["remote"] != sk {
+		t.Fatalf("refused event %v", ev)
+	}
+	if !strings.Contains(ex.Err.String(), `"msg":"refused a client: its key is not on the --allow list"`) || !strings.Contains(ex.Err.String(), `"client_key":"`+sk+`"`) {
+		t.Fatalf("expose logged no refusal:\n%s", ex.Err)
+	}
+
+	fw, addr := proctest.Forward(t, bs, pub, "--key", strangerFile)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.Write([]byte("hello"))
+	if b, err := io.ReadAll(c); len(b) != 0 || (err != nil && strings.Contains(err.Error(), "timeout")) {
+		t.Fatalf("local connection through a refused forward: %q, %v", b, err)
+	}
+	// The log line may follow the local connection's reset by a moment.
+	waitStderr(t, fw, "the service does not allow this client's key "+sk, 5*time.Second)
+	// Idle, it does not redial (at most the one retry the closed
+	// connection's wait asked for).
+	time.Sleep(3 * time.Second)
+	if n := fw.Out.Count(`"event":"redialing"`); n > 2 {
+		t.Fatalf("%d redials with no local connection:\n%s", n, fw.Out)
+	}
+}
