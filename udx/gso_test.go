@@ -1,0 +1,84 @@
+package udx
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+)
+
+func TestGSORun(t *testing.T) {
+	a := netip.MustParseAddrPort("127.0.0.1:1000")
+	b := netip.MustParseAddrPort("127.0.0.1:2000")
+	msg := func(n int, to netip.AddrPort) txMsg { return txMsg{b: make([]byte, n), addr: to} }
+	msgs := func(ms ...txMsg) []txMsg { return ms }
+	for _, tc := range []struct {
+		name     string
+		msgs     []txMsg
+		maxSegs  int
+		maxBytes int
+		want     int
+	}{
+		{"empty", nil, 64, maxGSOBytes, 0},
+		{"one", msgs(msg(100, a)), 64, maxGSOBytes, 1},
+		{"equal", msgs(msg(100, a), msg(100, a), msg(100, a)), 64, maxGSOBytes, 3},
+		{"shorter last", msgs(msg(100, a), msg(100, a), msg(40, a), msg(100, a)), 64, maxGSOBytes, 3},
+		{"longer second", msgs(msg(100, a), msg(101, a)), 64, maxGSOBytes, 1},
+		{"other destination", msgs(msg(100, a), msg(100, a), msg(100, b)), 64, maxGSOBytes, 2},
+		{"same destination as *net.UDPAddr", msgs(msg(100, a), txMsg{b: make([]byte, 100), uaddr: net.UDPAddrFromAddrPort(a)}), 64, maxGSOBytes, 2},
+		{"segment cap", msgs(msg(10, a), msg(10, a), msg(10, a), msg(10, a)), 3, maxGSOBytes, 3},
+		{"byte cap", msgs(msg(100, a), msg(100, a), msg(100, a)), 64, 250, 2},
+		{"empty datagram first", msgs(msg(0, a), msg(0, a)), 64, maxGSOBytes, 1},
+		{"empty datagram after", msgs(msg(10, a), msg(0, a)), 64, maxGSOBytes, 1},
+	} {
+		if got := gsoRun(tc.msgs, tc.maxSegs, tc.maxBytes); got != tc.want {
+			t.Errorf("%s: gsoRun = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	// Full-size udx packets: a run stops at the byte limit of one datagram.
+	var full []txMsg
+	for range 100 {
+		full = append(full, msg(1472, a))
+	}
+	if got, want := gsoRun(full, maxGSOSegments, maxGSOBytes), maxGSOBytes/1472; got != want {
+		t.Errorf("1472-byte datagrams: run of %d, want %d", got, want)
+	}
+}
+
+func TestSplitGRO(t *testing.T) {
+	from := netip.MustParseAddrPort("127.0.0.1:1000")
+	data := make([]byte, 250)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		seg  int
+		room int
+		want []int // datagram lengths
+	}{
+		{"not coalesced", data, 0, 8, []int{250}},
+		{"even", data[:200], 100, 8, []int{100, 100}},
+		{"shorter last", data, 100, 8, []int{100, 100, 50}},
+		{"segment as long as the buffer", data[:100], 100, 8, []int{100}},
+		{"segment longer than the buffer", data[:50], 100, 8, []int{50}},
+		{"empty datagram", data[:0], 0, 8, []int{0}},
+		{"no room for all", data, 50, 3, []int{50, 50, 50}},
+		{"negative segment", data[:10], -1, 8, []int{10}},
+	} {
+		dst := make([]rxMsg, tc.room)
+		n := splitGRO(dst, tc.b, tc.seg, from)
+		if n != len(tc.want) {
+			t.Errorf("%s: %d datagrams, want %d", tc.name, n, len(tc.want))
+			continue
+		}
+		off := 0
+		for i, m := range dst[:n] {
+			if m.n != tc.want[i] || len(m.buf) != m.n || m.addr != from || !bytes.Equal(m.buf, tc.b[off:off+m.n]) {
+				t.Errorf("%s: datagram %d is %d bytes %v from %v, want %d bytes from offset %d", tc.name, i, m.n, m.buf, m.addr, tc.want[i], off)
+			}
+			off += m.n
+		}
+	}
+}
