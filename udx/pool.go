@@ -17,3 +17,9 @@ func putPktBuf(b []byte) {
 	b = b[:pktBufSize]
 	pktPool.Put(&b)
 }
+
+// Written bytes wait for the loop in chunks of wqChunkSize, which a
+// stream takes from wqPool and gives back once they are sent.
+const wqChunkSize = 64 << 10
+
+var wqPool = sync.Pool{New: func() any { return new([wqChunkSize]byte) }}
