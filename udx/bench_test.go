@@ -23,7 +23,11 @@ func cpuTime() time.Duration {
 const benchSize = 256 << 20
 
 // BenchmarkThroughput compares, in one run, a single Go→Go stream, a single
-// Node→Node udx-native stream, and raw UDP on loopback (the ceiling). Run:
+// Node→Node udx-native stream, and raw UDP on loopback (the ceiling of
+// datagrams one by one). cpu-s/GiB is the CPU time (user and system) of
+// both ends together per GiB carried: go-go's and raw-udp's from this
+// process's rusage, node-node's from the Node process's; raw-udp-gso is
+// the ceiling with UDP segmentation and receive offload. Run:
 //
 //	go test -run XXX -bench Throughput -benchtime 1x ./udx/
 func BenchmarkThroughput(b *testing.B) {
@@ -89,7 +93,7 @@ func BenchmarkThroughput(b *testing.B) {
 				ms[i].Buffers = [][]byte{make([]byte, 2048)}
 			}
 			var n int64
-			t0 := time.Now()
+			c0, t0 := cpuTime(), time.Now()
 			for time.Since(t0) < 2*time.Second {
 				k, err := pc.ReadBatch(ms, 0)
 				if err != nil {
@@ -99,8 +103,63 @@ func BenchmarkThroughput(b *testing.B) {
 					n += int64(ms[i].N)
 				}
 			}
+			el, cpu := time.Since(t0), cpuTime()-c0
 			close(stop)
-			b.ReportMetric(float64(n)/time.Since(t0).Seconds()/1e6, "MB/s")
+			b.ReportMetric(float64(n)/el.Seconds()/1e6, "MB/s")
+			b.ReportMetric(cpu.Seconds()/(float64(n)/(1<<30)), "cpu-s/GiB")
+		}
+	})
+	// raw-udp-gso: the same with 44 datagrams per segmented send and GRO
+	// on the receiver, as udx does where the kernel has both.
+	b.Run("raw-udp-gso", func(b *testing.B) {
+		for range b.N {
+			rx, tx := mustUDP(b), mustUDP(b)
+			defer rx.Close()
+			defer tx.Close()
+			rx.SetReadBuffer(4 << 20)
+			g, ok := newBatchIO(rx, false, false, true).(groReader)
+			wr := newBatchIO(tx, false, true, false)
+			if !ok || !g.groOn() || wr == nil {
+				b.Skip("no UDP GRO here")
+			}
+			to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+			stop, done := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(done)
+				ms := make([]txMsg, 64*maxGSOBytes/1472)
+				for i := range ms {
+					ms[i] = txMsg{b: make([]byte, 1472), addr: to}
+				}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					wr.write(ms)
+				}
+			}()
+			bufs := make([]*[groBufSize]byte, groBufs)
+			for i := range bufs {
+				bufs[i] = new([groBufSize]byte)
+			}
+			ms := make([]rxMsg, groBufs*groSegs)
+			var n int64
+			c0, t0 := cpuTime(), time.Now()
+			for time.Since(t0) < 2*time.Second {
+				k, err := g.readGRO(bufs, ms)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, m := range ms[:k] {
+					n += int64(m.n)
+				}
+			}
+			el, cpu := time.Since(t0), cpuTime()-c0
+			close(stop)
+			<-done
+			b.ReportMetric(float64(n)/el.Seconds()/1e6, "MB/s")
+			b.ReportMetric(cpu.Seconds()/(float64(n)/(1<<30)), "cpu-s/GiB")
 		}
 	})
 }
