@@ -82,3 +82,19 @@ func TestSplitGRO(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolsDoNotAllocate: taking and returning the per-packet and
+// per-write buffers costs no allocation once the pools are warm.
+func TestPoolsDoNotAllocate(t *testing.T) {
+	if raceOn {
+		t.Skip("sync.Pool drops items at random under -race")
+	}
+	putPktBuf(getPktBuf())
+	wqPool.Put(wqPool.Get())
+	if n := testing.AllocsPerRun(100, func() {
+		putPktBuf(getPktBuf()[:100])
+		wqPool.Put(wqPool.Get())
+	}); n != 0 {
+		t.Fatalf("%v allocations per get and put", n)
+	}
+}
