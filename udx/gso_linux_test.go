@@ -46,9 +46,9 @@ func offloadBatch(toGRO, toPlain netip.AddrPort) (msgs []txMsg, gro, plain [][]b
 	return msgs, gro, plain
 }
 
-func rawIO(t *testing.T, c *net.UDPConn, gso, gro bool) *rawMmsgIO {
+func rawIO(t *testing.T, c *net.UDPConn, v6, gso, gro bool) *rawMmsgIO {
 	t.Helper()
-	m, ok := newBatchIO(c, false, gso, gro).(*rawMmsgIO)
+	m, ok := newBatchIO(c, v6, gso, gro).(*rawMmsgIO)
 	if !ok {
 		t.Fatal("no raw batch I/O")
 	}
@@ -64,15 +64,25 @@ func loopback(c *net.UDPConn) netip.AddrPort {
 // boundaries; with the offloads off (the fallback) it arrives the same.
 // Where the kernel has the offloads, they must have been used.
 func TestOffloadLoopback(t *testing.T) {
-	for _, on := range []bool{true, false} {
-		t.Run(fmt.Sprintf("offload=%v", on), func(t *testing.T) {
-			a := listenUDP(t, "udp4", "127.0.0.1:0")
-			b := listenUDP(t, "udp4", "127.0.0.1:0")
-			c := listenUDP(t, "udp4", "127.0.0.1:0")
+	for _, tc := range []struct {
+		on              bool
+		network, listen string
+		v6              bool
+	}{
+		{true, "udp4", "127.0.0.1:0", false},
+		{false, "udp4", "127.0.0.1:0", false},
+		// Dual-stack sockets: IPv4 peers are v4-mapped.
+		{true, "udp", "[::]:0", true},
+	} {
+		on := tc.on
+		t.Run(fmt.Sprintf("offload=%v/%s", on, tc.network), func(t *testing.T) {
+			a := listenUDP(t, tc.network, tc.listen)
+			b := listenUDP(t, tc.network, tc.listen)
+			c := listenUDP(t, tc.network, tc.listen)
 			for _, x := range []*net.UDPConn{a, b, c} {
 				x.SetReadBuffer(4 << 20)
 			}
-			tx, rx := rawIO(t, a, on, false), rawIO(t, b, false, on)
+			tx, rx := rawIO(t, a, tc.v6, on, false), rawIO(t, b, tc.v6, false, on)
 			if !on && (tx.gso || rx.gro) {
 				t.Fatal("offloads on although not asked for")
 			}
@@ -132,7 +142,7 @@ func readAll(t *testing.T, c *net.UDPConn, m *rawMmsgIO, from netip.AddrPort, wa
 			t.Fatalf("after %d datagrams: %v", len(got), err)
 		}
 		for _, x := range msgs[:n] {
-			if x.addr != from {
+			if x.addr.Addr().Unmap() != from.Addr() || x.addr.Port() != from.Port() {
 				t.Fatalf("datagram from %v, want %v", x.addr, from)
 			}
 			got = append(got, bytes.Clone(x.buf[:x.n]))
@@ -160,7 +170,7 @@ func checkDatagrams(t *testing.T, what string, got, want [][]byte) {
 func TestGSORefused(t *testing.T) {
 	a := listenUDP(t, "udp4", "127.0.0.1:0")
 	b := listenUDP(t, "udp4", "127.0.0.1:0")
-	tx, rx := rawIO(t, a, true, false), rawIO(t, b, false, false)
+	tx, rx := rawIO(t, a, false, true, false), rawIO(t, b, false, false, false)
 	if !tx.gso {
 		t.Skip("no UDP GSO in this kernel")
 	}
