@@ -163,6 +163,23 @@ func checkDatagrams(t *testing.T, what string, got, want [][]byte) {
 	}
 }
 
+// TestGROControlTruncated: a coalesced buffer whose segment size did not
+// fit in the control buffer is dropped, never taken for one datagram.
+func TestGROControlTruncated(t *testing.T) {
+	a := listenUDP(t, "udp4", "127.0.0.1:0")
+	b := listenUDP(t, "udp4", "127.0.0.1:0")
+	tx, rx := rawIO(t, a, false, true, false), rawIO(t, b, false, false, true)
+	if !tx.gso || !rx.gro {
+		t.Skip("no UDP GSO or GRO in this kernel")
+	}
+	rx.rctlLen = 8 // less than a cmsghdr
+	msgs, gro, _ := offloadBatch(loopback(b), loopback(a))
+	tx.write(msgs[:30]) // one run of 30
+	tx.write(msgs[len(msgs)-1:])
+	got := readAll(t, b, rx, loopback(a), 1)
+	checkDatagrams(t, "GRO socket", got, gro[len(gro)-1:])
+}
+
 // TestGSORefused: a run the kernel refuses to segment but takes datagram
 // by datagram (a socket without UDP checksums, SO_NO_CHECK, cannot
 // segment) is sent that way, and segmentation stays off; a run refused

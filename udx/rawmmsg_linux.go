@@ -41,10 +41,11 @@ type rawMmsgIO struct {
 	// them; coalesced buffers read and the datagrams in them.
 	gsoSends, gsoDgrams, groReads, groDgrams int
 
-	rh    []mmsghdr
-	riov  []unix.Iovec
-	rname []unix.RawSockaddrInet6
-	rctl  []cmsgBuf
+	rh      []mmsghdr
+	riov    []unix.Iovec
+	rname   []unix.RawSockaddrInet6
+	rctl    []cmsgBuf
+	rctlLen int // of each rctl the kernel may fill (less in a test)
 
 	wh    []mmsghdr
 	wiov  []unix.Iovec
@@ -53,9 +54,10 @@ type rawMmsgIO struct {
 	wrun  []int // how many datagrams each of wh carries
 }
 
-// cmsgBuf is room for the one control message a datagram carries here
-// (UDP_SEGMENT out, UDP_GRO in), 8-byte aligned as cmsghdr needs.
-type cmsgBuf [4]uint64
+// cmsgBuf is room for the control messages of one datagram: UDP_SEGMENT
+// out, UDP_GRO in (24 bytes each) and room to spare, 8-byte aligned as
+// cmsghdr needs.
+type cmsgBuf [8]uint64
 
 func (c *cmsgBuf) bytes() []byte { return unsafe.Slice((*byte)(unsafe.Pointer(c)), len(c)*8) }
 
@@ -121,7 +123,7 @@ func newRawBatchIO(uc *net.UDPConn, v6, gso, gro bool) batchIO {
 		m.gro = gro && unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
 	})
 	if m.gro {
-		m.rctl = make([]cmsgBuf, maxBatch)
+		m.rctl, m.rctlLen = make([]cmsgBuf, maxBatch), int(unsafe.Sizeof(cmsgBuf{}))
 	}
 	return m
 }
@@ -153,6 +155,12 @@ func (m *rawMmsgIO) readGRO(bufs []*[groBufSize]byte, msgs []rxMsg) (int, error)
 	n, err := m.recv(k)
 	j := 0
 	for i := range n {
+		if m.rh[i].hdr.Flags&unix.MSG_CTRUNC != 0 {
+			// The segment size may be what was cut: the buffer cannot
+			// be split, and one datagram of it would carry the others'
+			// bytes as its payload.
+			continue
+		}
 		seg := groSegSize(m.rctl[i].bytes(), int(m.rh[i].hdr.Controllen))
 		got := splitGRO(msgs[j:], bufs[i][:m.rh[i].n], seg, sockaddrToAddrPort(&m.rname[i]))
 		if got > 1 {
@@ -171,7 +179,7 @@ func (m *rawMmsgIO) recv(k int) (int, error) {
 		if m.gro {
 			ctl = &m.rctl[i]
 		}
-		m.rh[i].set(m.riov[i:i+1], &m.rname[i], unix.SizeofSockaddrInet6, ctl, int(unsafe.Sizeof(cmsgBuf{})))
+		m.rh[i].set(m.riov[i:i+1], &m.rname[i], unix.SizeofSockaddrInet6, ctl, m.rctlLen)
 	}
 	var n int
 	var errno syscall.Errno
