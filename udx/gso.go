@@ -77,16 +77,19 @@ func gsoRun(msgs []txMsg, maxSegs, maxBytes int) int {
 }
 
 // splitGRO cuts b, received from addr with segment size seg (0 when it was
-// not coalesced), into datagrams in dst and returns how many. Datagrams that
-// do not fit in dst are dropped, as a full socket buffer would drop them.
+// not coalesced), into datagrams in dst and returns how many. Each keeps
+// only its first recvBufferSize bytes, as libudx's 2048-byte receive
+// buffers do, so that the larger buffers change nothing a peer can see (an
+// oversized DHT message stays truncated and is dropped). Datagrams that do
+// not fit in dst are dropped, as a full socket buffer would drop them.
 func splitGRO(dst []rxMsg, b []byte, seg int, addr netip.AddrPort) int {
 	if seg <= 0 || seg >= len(b) {
 		seg = len(b)
 	}
 	k := 0
 	for off := 0; k < len(dst) && (off < len(b) || k == 0); off += seg {
-		end := min(off+seg, len(b))
-		dst[k] = rxMsg{buf: b[off:end], n: end - off, addr: addr}
+		n := min(seg, len(b)-off, recvBufferSize)
+		dst[k] = rxMsg{buf: b[off : off+n], n: n, addr: addr}
 		k++
 	}
 	return k
