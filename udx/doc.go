@@ -31,7 +31,7 @@
 // leaves as one segmented send (UDP_SEGMENT, up to 64 datagrams or 65507
 // bytes), and a socket with UDP_GRO reads such runs whole into pooled
 // 64 KiB buffers and splits them by the segment size the kernel reports
-// (gso.go). On loopback a run then crosses the kernel as one buffer. The
+// (gso.go), each datagram cut to libudx's 2048-byte read as before. On loopback a run then crosses the kernel as one buffer. The
 // datagrams on the wire are the same either way, and a peer without GRO
 // (libudx) receives them one by one. A kernel that refuses segmented sends
 // (EIO or EINVAL for a run it takes datagram by datagram) turns GSO off for
