@@ -11,13 +11,18 @@
 package bench
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"net"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,28 +39,29 @@ func TestMain(m *testing.M) {
 }
 
 // A path is a way to reach a TCP service: it returns the address that
-// leads to svc. latencyOnly paths cannot carry a bulk stream.
+// leads to svc, and the processes that carry it, the server's side (next
+// to svc) first. latencyOnly paths cannot carry a bulk stream.
 type path struct {
 	name        string
-	via         func(tb testing.TB, svc string) string
+	via         func(tb testing.TB, svc string) (string, []int)
 	latencyOnly bool
 }
 
 var paths = []path{
-	{"tcp", func(_ testing.TB, svc string) string { return svc }, false},
+	{"tcp", func(_ testing.TB, svc string) (string, []int) { return svc, nil }, false},
 	{"floor", viaFloor, true},
 	{"keytunnel", viaKeytunnel, false},
 	{"hypertele", viaHypertele, false},
 }
 
-func viaKeytunnel(tb testing.TB, svc string) string {
+func viaKeytunnel(tb testing.TB, svc string) (string, []int) {
 	bs := proctest.Testnet(tb, 4)
-	_, pub := proctest.Expose(tb, bs, svc)
-	_, local := proctest.Forward(tb, bs, pub)
-	return local
+	exp, pub := proctest.Expose(tb, bs, svc)
+	fwd, local := proctest.Forward(tb, bs, pub)
+	return local, []int{exp.Pid(), fwd.Pid()}
 }
 
-func viaHypertele(tb testing.TB, svc string) string {
+func viaHypertele(tb testing.TB, svc string) (string, []int) {
 	nodetest.Require(tb)
 	bs := proctest.Testnet(tb, 4)
 	_, port, _ := net.SplitHostPort(svc)
@@ -66,7 +72,7 @@ func viaHypertele(tb testing.TB, svc string) string {
 	srv := nodetest.Start(tb, "node_modules/hypertele/server.js", "-l", port, "--seed", hex.EncodeToString(seed[:]), "--bootstrap", boot)
 	srv.Expect("hypertele:", 60*time.Second)
 	cli := nodetest.Start(tb, "node_modules/hypertele/client.js", "-p", "0", "-s", key.FromSeed(seed).Public.String(), "--bootstrap", boot)
-	return cli.Expect("Server ready @", 60*time.Second)
+	return cli.Expect("Server ready @", 60*time.Second), []int{srv.Pid(), cli.Pid()}
 }
 
 // sink serves the throughput protocol: the client sends an 8-byte size
@@ -185,25 +191,64 @@ const (
 	connCount  = 200
 )
 
-// BenchmarkStream: one TCP stream of 512 MiB through each path (MB/s).
+// BenchmarkStream: one TCP stream of 512 MiB through each path (MB/s), and
+// the CPU time (user and system) that each tunnel process spent per GiB
+// carried: cpu-s/GiB-server on the side of the service, -client on the
+// side of the connecting client.
 func BenchmarkStream(b *testing.B) {
 	for _, p := range paths {
 		if p.latencyOnly {
 			continue
 		}
 		b.Run(p.name, func(b *testing.B) {
-			addr := p.via(b, sink(b))
+			addr, pids := p.via(b, sink(b))
 			stream(b, addr, 1) // the tunnel is up
 			b.SetBytes(streamSize)
+			cpu0 := make([]time.Duration, len(pids))
+			for i, pid := range pids {
+				cpu0[i] = procCPU(b, pid)
+			}
 			b.ResetTimer()
 			var total time.Duration
 			for range b.N {
 				total += stream(b, addr, streamSize)
 			}
 			b.StopTimer()
+			gib := float64(streamSize) * float64(b.N) / (1 << 30)
 			b.ReportMetric(float64(streamSize)*float64(b.N)/total.Seconds()/1e6, "MB/s")
+			for i, side := range []string{"server", "client"}[:len(pids)] {
+				b.ReportMetric((procCPU(b, pids[i])-cpu0[i]).Seconds()/gib, "cpu-s/GiB-"+side)
+			}
 		})
 	}
+}
+
+// procCPU is the user and system time that process pid has used so far
+// (/proc/pid/stat, in clock ticks of 10 ms: USER_HZ is 100 on Linux).
+func procCPU(tb testing.TB, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses and
+	// may hold anything: state is the first, utime the 12th, stime 13th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		tb.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		tb.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/%d/stat: %q", pid, b)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // BenchmarkNewConn: 200 new TCP connections, one after another, through
@@ -217,7 +262,7 @@ func BenchmarkNewConn(b *testing.B) {
 	means := map[string]time.Duration{}
 	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {
-			addr := p.via(b, proctest.Echo(b))
+			addr, _ := p.via(b, proctest.Echo(b))
 			newConns(b, addr, 1) // establish the tunnel
 			b.ResetTimer()
 			var all []time.Duration
@@ -249,10 +294,12 @@ func TestHarness(t *testing.T) {
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {
 			if !p.latencyOnly {
-				d := stream(t, p.via(t, sink(t)), 4<<20)
+				addr, _ := p.via(t, sink(t))
+				d := stream(t, addr, 4<<20)
 				t.Logf("%s: 4 MiB in %v", p.name, d.Round(time.Microsecond))
 			}
-			ds := newConns(t, p.via(t, proctest.Echo(t)), 5)
+			addr, _ := p.via(t, proctest.Echo(t))
+			ds := newConns(t, addr, 5)
 			t.Logf("%s: new connection mean %v", p.name, mean(ds).Round(time.Microsecond))
 		})
 	}

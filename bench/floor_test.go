@@ -28,11 +28,11 @@ import (
 
 const floorRoleEnv = "KEYTUNNEL_BENCH_FLOOR"
 
-func viaFloor(tb testing.TB, svc string) string {
+func viaFloor(tb testing.TB, svc string) (string, []int) {
 	in := startFloor(tb, "in", svc)
 	udp := in.Line("udp ", 10*time.Second)
 	out := startFloor(tb, "out", strings.TrimPrefix(udp, "udp "))
-	return strings.TrimPrefix(out.Line("tcp ", 10*time.Second), "tcp ")
+	return strings.TrimPrefix(out.Line("tcp ", 10*time.Second), "tcp "), []int{in.Pid(), out.Pid()}
 }
 
 func startFloor(tb testing.TB, role, arg string) *proctest.Proc {

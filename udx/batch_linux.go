@@ -28,8 +28,10 @@ type mmsgIO struct {
 	wms []ipv4.Message
 }
 
-func newBatchIO(uc *net.UDPConn, v6 bool) batchIO {
-	if b := newRawBatchIO(uc, v6); b != nil {
+// newBatchIO batches uc's datagrams; gso and gro ask for the UDP
+// offloads, used where the raw batches and the kernel have them.
+func newBatchIO(uc *net.UDPConn, v6, gso, gro bool) batchIO {
+	if b := newRawBatchIO(uc, v6, gso, gro); b != nil {
 		return b
 	}
 	var c batchConn

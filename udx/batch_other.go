@@ -12,7 +12,7 @@ type batchIO interface {
 	write(msgs []txMsg)
 }
 
-func newBatchIO(*net.UDPConn, bool) batchIO { return nil }
+func newBatchIO(*net.UDPConn, bool, bool, bool) batchIO { return nil }
 
 func setSocketOptions(*net.UDPConn, bool) {}
 

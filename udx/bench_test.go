@@ -23,7 +23,11 @@ func cpuTime() time.Duration {
 const benchSize = 256 << 20
 
 // BenchmarkThroughput compares, in one run, a single Go→Go stream, a single
-// Node→Node udx-native stream, and raw UDP on loopback (the ceiling). Run:
+// Node→Node udx-native stream, and raw UDP on loopback (the ceiling of
+// datagrams one by one). cpu-s/GiB is the CPU time (user and system) of
+// both ends together per GiB carried: go-go's and raw-udp's from this
+// process's rusage, node-node's from the Node process's; raw-udp-gso is
+// the ceiling with UDP segmentation and receive offload. Run:
 //
 //	go test -run XXX -bench Throughput -benchtime 1x ./udx/
 func BenchmarkThroughput(b *testing.B) {
@@ -43,9 +47,7 @@ func BenchmarkThroughput(b *testing.B) {
 			if err != nil || n != benchSize {
 				b.Fatalf("%d %v", n, err)
 			}
-			el, cpu := time.Since(t0), cpuTime()-c0
-			b.ReportMetric(float64(n)/el.Seconds()/1e6, "MB/s")
-			b.ReportMetric(cpu.Seconds()/(float64(n)/(1<<30)), "cpu-s/GiB")
+			reportRate(b, n, time.Since(t0), cpuTime()-c0)
 			b.SetBytes(0)
 		}
 	})
@@ -61,46 +63,95 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 	})
 	b.Run("raw-udp", func(b *testing.B) {
-		for range b.N {
-			rx, tx := mustUDP(b), mustUDP(b)
-			defer rx.Close()
-			defer tx.Close()
-			rx.SetReadBuffer(4 << 20)
-			to := rx.LocalAddr().(*net.UDPAddr)
-			stop := make(chan struct{})
-			go func() {
-				pc := ipv4.NewPacketConn(tx)
-				ms := make([]ipv4.Message, 64)
-				for i := range ms {
-					ms[i] = ipv4.Message{Buffers: [][]byte{make([]byte, 1472)}, Addr: to}
-				}
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					pc.WriteBatch(ms, 0)
-				}
-			}()
-			pc := ipv4.NewPacketConn(rx)
-			ms := make([]ipv4.Message, 64)
-			for i := range ms {
-				ms[i].Buffers = [][]byte{make([]byte, 2048)}
+		rawUDP(b, func(rx, tx *net.UDPConn) (func(), func() (int, error)) {
+			pw, pr := ipv4.NewPacketConn(tx), ipv4.NewPacketConn(rx)
+			ws, rs := make([]ipv4.Message, 64), make([]ipv4.Message, 64)
+			for i := range ws {
+				ws[i] = ipv4.Message{Buffers: [][]byte{make([]byte, 1472)}, Addr: rx.LocalAddr()}
+				rs[i].Buffers = [][]byte{make([]byte, 2048)}
 			}
-			var n int64
-			t0 := time.Now()
-			for time.Since(t0) < 2*time.Second {
-				k, err := pc.ReadBatch(ms, 0)
-				if err != nil {
-					b.Fatal(err)
+			send := func() { pw.WriteBatch(ws, 0) }
+			recv := func() (int, error) {
+				k, err := pr.ReadBatch(rs, 0)
+				n := 0
+				for _, m := range rs[:max(k, 0)] {
+					n += m.N
 				}
-				for i := 0; i < k; i++ {
-					n += int64(ms[i].N)
-				}
+				return n, err
 			}
-			close(stop)
-			b.ReportMetric(float64(n)/time.Since(t0).Seconds()/1e6, "MB/s")
-		}
+			return send, recv
+		})
 	})
+	// raw-udp-gso: the same with 44 datagrams per segmented send and GRO
+	// on the receiver, as udx does where the kernel has both.
+	b.Run("raw-udp-gso", func(b *testing.B) {
+		rawUDP(b, func(rx, tx *net.UDPConn) (func(), func() (int, error)) {
+			g, ok := newBatchIO(rx, false, false, true).(groReader)
+			wr := newBatchIO(tx, false, true, false)
+			if !ok || !g.groOn() || wr == nil {
+				b.Skip("no UDP GRO here")
+			}
+			ws := make([]txMsg, 64*maxGSOBytes/1472)
+			for i := range ws {
+				ws[i] = txMsg{b: make([]byte, 1472), addr: rx.LocalAddr().(*net.UDPAddr).AddrPort()}
+			}
+			bufs := make([]*[groBufSize]byte, groBufs)
+			for i := range bufs {
+				bufs[i] = new([groBufSize]byte)
+			}
+			rs := make([]rxMsg, groBufs*groSegs)
+			send := func() { wr.write(ws) }
+			recv := func() (int, error) {
+				k, err := g.readGRO(bufs, rs)
+				n := 0
+				for _, m := range rs[:k] {
+					n += m.n
+				}
+				return n, err
+			}
+			return send, recv
+		})
+	})
+}
+
+// rawUDP measures a loopback UDP socket pair for 2 s, one goroutine
+// sending batches as fast as it can, the benchmark's reading them.
+func rawUDP(b *testing.B, setup func(rx, tx *net.UDPConn) (send func(), recv func() (int, error))) {
+	for range b.N {
+		rx, tx := mustUDP(b), mustUDP(b)
+		defer rx.Close()
+		defer tx.Close()
+		rx.SetReadBuffer(4 << 20)
+		send, recv := setup(rx, tx)
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				send()
+			}
+		}()
+		var n int64
+		c0, t0 := cpuTime(), time.Now()
+		for time.Since(t0) < 2*time.Second {
+			k, err := recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += int64(k)
+		}
+		reportRate(b, n, time.Since(t0), cpuTime()-c0)
+		close(stop)
+		<-done
+	}
+}
+
+// reportRate reports n bytes in el as MB/s, and cpu as CPU s per GiB.
+func reportRate(b *testing.B, n int64, el, cpu time.Duration) {
+	b.ReportMetric(float64(n)/el.Seconds()/1e6, "MB/s")
+	b.ReportMetric(cpu.Seconds()/(float64(n)/(1<<30)), "cpu-s/GiB")
 }

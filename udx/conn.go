@@ -159,7 +159,7 @@ func (s *Stream) rttMinUs() int64 {
 }
 
 func (s *Stream) recvRwnd() uint32 {
-	b := s.rqBytes.Load()
+	b := s.rqBytes.Load() + s.rxqBytes
 	if b >= int64(s.rwndMax) {
 		return 0
 	}
@@ -755,7 +755,7 @@ func (s *Stream) ackPacket(seq uint32, sack bool, rs *rateSample, now int64) int
 // twice the advertised window so a peer ignoring rwnd cannot grow our
 // memory without bound.
 func (s *Stream) deliverable(n int) bool {
-	return s.rqBytes.Load()+int64(n) <= 2*int64(s.rwndMax)+recvBufferSize
+	return s.rqBytes.Load()+s.rxqBytes+int64(n) <= 2*int64(s.rwndMax)+recvBufferSize
 }
 
 // processData stores or delivers one DATA/END packet with seq ≥ ack.
@@ -838,9 +838,10 @@ func (s *Stream) drainOOO() {
 				s.blocks[0].Start = seq
 				return
 			}
-			s.deliver(b)
-		}
-		if len(b) > 0 {
+			if len(b) > 0 {
+				s.deliverBuf(b)
+			}
+		} else if len(b) > 0 {
 			putPktBuf(b)
 		}
 		s.ooo[slot] = nil

@@ -25,5 +25,16 @@
 //
 // On Linux a *net.UDPConn's datagrams move in batches (recvmmsg and
 // sendmmsg); on 64-bit Linux these are raw system calls that keep the Go
-// scheduler out of the way (rawmmsg_linux.go says why).
+// scheduler out of the way (rawmmsg_linux.go says why), and use UDP
+// segmentation and receive offload where the kernel has them: a run of
+// equal-size datagrams to one peer (full data packets, back to back)
+// leaves as one segmented send (UDP_SEGMENT, up to 64 datagrams or 65507
+// bytes), and a socket with UDP_GRO reads such runs whole into pooled
+// 64 KiB buffers and splits them by the segment size the kernel reports
+// (gso.go), each datagram cut to libudx's 2048-byte read as before. On loopback a run then crosses the kernel as one buffer. The
+// datagrams on the wire are the same either way, and a peer without GRO
+// (libudx) receives them one by one. A kernel that refuses segmented sends
+// (EIO or EINVAL for a run it takes datagram by datagram) turns GSO off for
+// the socket; holepunching's small sockets read without GRO, whose reader
+// would hold 512 KiB; elsewhere datagrams go one per batch entry.
 package udx

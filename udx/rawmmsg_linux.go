@@ -3,6 +3,7 @@
 package udx
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"syscall"
@@ -31,14 +32,34 @@ type rawMmsgIO struct {
 	rc syscall.RawConn
 	v6 bool
 
-	rh    []mmsghdr
-	riov  []unix.Iovec
-	rname []unix.RawSockaddrInet6
+	// gso: sends coalesce runs of datagrams (UDP_SEGMENT); gro: the
+	// socket has UDP_GRO on, and reads must go through readGRO. Both are
+	// fixed at creation, except that gso turns off for good when the
+	// kernel refuses a segmented send that it takes unsegmented.
+	gso, gro bool
+	// Offload counters, for tests: segmented sends and the datagrams in
+	// them; coalesced buffers read and the datagrams in them.
+	gsoSends, gsoDgrams, groReads, groDgrams int
+
+	rh      []mmsghdr
+	riov    []unix.Iovec
+	rname   []unix.RawSockaddrInet6
+	rctl    []cmsgBuf
+	rctlLen int // of each rctl the kernel may fill (less in a test)
 
 	wh    []mmsghdr
 	wiov  []unix.Iovec
 	wname []unix.RawSockaddrInet6
+	wctl  []cmsgBuf
+	wrun  []int // how many datagrams each of wh carries
 }
+
+// cmsgBuf is room for the control messages of one datagram: UDP_SEGMENT
+// out, UDP_GRO in (24 bytes each) and room to spare, 8-byte aligned as
+// cmsghdr needs.
+type cmsgBuf [8]uint64
+
+func (c *cmsgBuf) bytes() []byte { return unsafe.Slice((*byte)(unsafe.Pointer(c)), len(c)*8) }
 
 // mmsghdr is struct mmsghdr of <sys/socket.h> on 64-bit Linux: a msghdr,
 // the byte count the kernel fills in, and padding to 8 bytes.
@@ -48,17 +69,30 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-const maxBatch = 64
+const (
+	maxBatch = 64
+	// maxIovs bounds the datagrams of one sendmmsg, however many of its
+	// messages are segmented runs.
+	maxIovs = 1024
+)
 
-// set points h at one datagram buffer b (through iov) and an address.
-func (h *mmsghdr) set(iov *unix.Iovec, b []byte, name *unix.RawSockaddrInet6, namelen uint32) {
-	iov.Base = unsafe.SliceData(b)
-	iov.SetLen(len(b))
+// set points h at the datagram buffers iovs (already filled in), an
+// address and, when ctl is not nil, a control buffer of ctlLen bytes.
+func (h *mmsghdr) set(iovs []unix.Iovec, name *unix.RawSockaddrInet6, namelen uint32, ctl *cmsgBuf, ctlLen int) {
 	*h = mmsghdr{}
 	h.hdr.Name = (*byte)(unsafe.Pointer(name))
 	h.hdr.Namelen = namelen
-	h.hdr.Iov = iov
-	h.hdr.SetIovlen(1)
+	h.hdr.Iov = &iovs[0]
+	h.hdr.SetIovlen(len(iovs))
+	if ctl != nil {
+		h.hdr.Control = (*byte)(unsafe.Pointer(ctl))
+		h.hdr.SetControllen(ctlLen)
+	}
+}
+
+func setIov(iov *unix.Iovec, b []byte) {
+	iov.Base = unsafe.SliceData(b)
+	iov.SetLen(len(b))
 }
 
 // mmsg runs recvmmsg or sendmmsg (trap) on hs without blocking (the socket
@@ -68,23 +102,84 @@ func mmsg(trap, fd uintptr, hs []mmsghdr) (int, syscall.Errno) {
 	return int(r), e
 }
 
-// newRawBatchIO returns nil where the raw calls are not available.
-func newRawBatchIO(uc *net.UDPConn, v6 bool) batchIO {
+// newRawBatchIO returns nil where the raw calls are not available. gso and
+// gro ask for the offloads, which are used where the kernel has them.
+func newRawBatchIO(uc *net.UDPConn, v6, gso, gro bool) batchIO {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	return &rawMmsgIO{
+	m := &rawMmsgIO{
 		rc: rc, v6: v6,
 		rh: make([]mmsghdr, maxBatch), riov: make([]unix.Iovec, maxBatch), rname: make([]unix.RawSockaddrInet6, maxBatch),
-		wh: make([]mmsghdr, maxBatch), wiov: make([]unix.Iovec, maxBatch), wname: make([]unix.RawSockaddrInet6, maxBatch),
+		wh: make([]mmsghdr, maxBatch), wiov: make([]unix.Iovec, maxIovs), wname: make([]unix.RawSockaddrInet6, maxBatch),
+		wctl: make([]cmsgBuf, maxBatch), wrun: make([]int, maxBatch),
 	}
+	_ = rc.Control(func(fd uintptr) {
+		// Linux 4.18 has UDP_SEGMENT; the option reads back 0 (no
+		// default segment size) where it exists.
+		_, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+		m.gso = gso && err == nil
+		m.gro = gro && unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
+	})
+	if m.gro {
+		m.rctl, m.rctlLen = make([]cmsgBuf, maxBatch), int(unsafe.Sizeof(cmsgBuf{}))
+	}
+	return m
 }
 
+func (m *rawMmsgIO) groOn() bool { return m.gro }
+
+// read fills msgs' own buffers, one datagram each. It is for sockets
+// without GRO, whose datagrams never exceed those buffers.
 func (m *rawMmsgIO) read(msgs []rxMsg) (int, error) {
 	k := min(len(msgs), maxBatch)
 	for i := range k {
-		m.rh[i].set(&m.riov[i], msgs[i].buf, &m.rname[i], unix.SizeofSockaddrInet6)
+		setIov(&m.riov[i], msgs[i].buf)
+	}
+	n, err := m.recv(k)
+	for i := range n {
+		msgs[i].n = int(m.rh[i].n)
+		msgs[i].addr = sockaddrToAddrPort(&m.rname[i])
+	}
+	return n, err
+}
+
+// readGRO reads into bufs, each a datagram or a coalesced run of them,
+// and splits them into msgs, which point into bufs.
+func (m *rawMmsgIO) readGRO(bufs []*[groBufSize]byte, msgs []rxMsg) (int, error) {
+	k := min(len(bufs), maxBatch)
+	for i := range k {
+		setIov(&m.riov[i], bufs[i][:])
+	}
+	n, err := m.recv(k)
+	j := 0
+	for i := range n {
+		if m.rh[i].hdr.Flags&unix.MSG_CTRUNC != 0 {
+			// The segment size may be what was cut: the buffer cannot
+			// be split, and one datagram of it would carry the others'
+			// bytes as its payload.
+			continue
+		}
+		seg := groSegSize(m.rctl[i].bytes(), int(m.rh[i].hdr.Controllen))
+		got := splitGRO(msgs[j:], bufs[i][:m.rh[i].n], seg, sockaddrToAddrPort(&m.rname[i]))
+		if got > 1 {
+			m.groReads++
+			m.groDgrams += got
+		}
+		j += got
+	}
+	return j, err
+}
+
+// recv runs recvmmsg on the first k of riov, which point at the buffers.
+func (m *rawMmsgIO) recv(k int) (int, error) {
+	for i := range k {
+		var ctl *cmsgBuf
+		if m.gro {
+			ctl = &m.rctl[i]
+		}
+		m.rh[i].set(m.riov[i:i+1], &m.rname[i], unix.SizeofSockaddrInet6, ctl, m.rctlLen)
 	}
 	var n int
 	var errno syscall.Errno
@@ -101,22 +196,50 @@ func (m *rawMmsgIO) read(msgs []rxMsg) (int, error) {
 	if errno != 0 {
 		return 0, &net.OpError{Op: "read", Net: "udp", Err: errno}
 	}
-	for i := range n {
-		msgs[i].n = int(m.rh[i].n)
-		msgs[i].addr = sockaddrToAddrPort(&m.rname[i])
-	}
 	return n, nil
 }
 
+// write sends msgs in order, runs of them as one segmented datagram where
+// gsoRun allows. A datagram the kernel refuses (EMSGSIZE for an MTU probe,
+// an unreachable address) is skipped; a refused run is sent again
+// datagram by datagram, and if that works, segmentation was the problem
+// (EIO: no checksum offload on the device; EINVAL: something else this
+// kernel does not do) and stays off. A segment larger than the device MTU
+// is refused with EINVAL too, but then the datagrams alone fail as well.
 func (m *rawMmsgIO) write(msgs []txMsg) {
+	m.send(msgs)
+	for i := range m.wiov {
+		m.wiov[i].Base = nil
+	}
+}
+
+// send is write without the clean-up; it returns how many datagrams the
+// kernel took.
+func (m *rawMmsgIO) send(msgs []txMsg) int {
+	sent := 0
 	for len(msgs) > 0 {
-		k := min(len(msgs), maxBatch)
-		for i := range k {
-			ap := msgs[i].addr
-			if msgs[i].uaddr != nil {
-				ap = msgs[i].uaddr.AddrPort()
+		k, iv := 0, 0
+		for i := 0; i < len(msgs) && k < maxBatch; k++ {
+			r := 1
+			if m.gso {
+				r = gsoRun(msgs[i:], min(maxGSOSegments, len(m.wiov)-iv), maxGSOBytes)
 			}
-			m.wh[i].set(&m.wiov[i], msgs[i].b, &m.wname[i], m.putSockaddr(&m.wname[i], ap))
+			if r == 0 || iv+r > len(m.wiov) {
+				break
+			}
+			for j := range r {
+				setIov(&m.wiov[iv+j], msgs[i+j].b)
+			}
+			var ctl *cmsgBuf
+			ctlLen := 0
+			if r > 1 {
+				ctl = &m.wctl[k]
+				ctlLen = putUDPCmsg(ctl.bytes(), unix.UDP_SEGMENT, uint32(len(msgs[i].b)), 2)
+			}
+			m.wh[k].set(m.wiov[iv:iv+r], &m.wname[k], m.putSockaddr(&m.wname[k], msgs[i].dest()), ctl, ctlLen)
+			m.wrun[k] = r
+			i += r
+			iv += r
 		}
 		var n int
 		var errno syscall.Errno
@@ -124,17 +247,28 @@ func (m *rawMmsgIO) write(msgs []txMsg) {
 			n, errno = mmsg(unix.SYS_SENDMMSG, fd, m.wh[:k])
 			return errno != unix.EAGAIN && errno != unix.EINTR
 		})
-		if err != nil || errno != 0 || n <= 0 {
-			// Skip the datagram the kernel refused (e.g. EMSGSIZE for an
-			// MTU probe, or an unreachable address) and go on; a closed
-			// socket fails every datagram the same way.
-			n = 1
+		if err == nil && errno == 0 && n > 0 {
+			for _, r := range m.wrun[:n] {
+				if r > 1 {
+					m.gsoSends++
+					m.gsoDgrams += r
+				}
+				sent += r
+				msgs = msgs[r:]
+			}
+			continue
 		}
-		msgs = msgs[n:]
+		r := m.wrun[0]
+		if r > 1 && err == nil {
+			m.gso = false
+			ok := m.send(msgs[:r])
+			m.gso = ok == 0 || (errno != unix.EIO && errno != unix.EINVAL)
+			sent += ok
+		}
+		// A closed socket fails every datagram the same way.
+		msgs = msgs[r:]
 	}
-	for i := range m.wiov {
-		m.wiov[i].Base = nil
-	}
+	return sent
 }
 
 // putSockaddr writes ap as the socket's address family expects: an IPv6
@@ -171,4 +305,59 @@ func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port)
 	}
 	return netip.AddrPort{}
+}
+
+// A control message on 64-bit Linux (struct cmsghdr, <sys/socket.h>), in
+// native byte order:
+//
+//	0   8  cmsg_len: 16 + the data's length (padding not counted)
+//	8   4  cmsg_level: IPPROTO_UDP (17) for both offloads
+//	12  4  cmsg_type: UDP_SEGMENT (103) or UDP_GRO (104)
+//	16  n  data: UDP_SEGMENT a uint16 segment size; UDP_GRO an int
+//	16+n   zero padding to a multiple of 8, before the next message
+const cmsgHdrLen = 16
+
+// putUDPCmsg writes an IPPROTO_UDP control message of type typ whose data
+// is v in n (2 or 4) bytes at the start of b, and returns the space it
+// takes.
+func putUDPCmsg(b []byte, typ int32, v uint32, n int) int {
+	space := unix.CmsgSpace(n)
+	clear(b[:space])
+	binary.NativeEndian.PutUint64(b[0:], uint64(unix.CmsgLen(n)))
+	binary.NativeEndian.PutUint32(b[8:], uint32(unix.IPPROTO_UDP))
+	binary.NativeEndian.PutUint32(b[12:], uint32(typ))
+	if n == 2 {
+		binary.NativeEndian.PutUint16(b[cmsgHdrLen:], uint16(v))
+	} else {
+		binary.NativeEndian.PutUint32(b[cmsgHdrLen:], v)
+	}
+	return space
+}
+
+// groSegSize finds the UDP_GRO control message among the first n bytes of
+// ctl (n as the kernel reported it) and returns its segment size, or 0
+// when the datagram was not coalesced. Malformed messages end the search.
+func groSegSize(ctl []byte, n int) int {
+	if n < 0 || n > len(ctl) {
+		return 0
+	}
+	ctl = ctl[:n]
+	for len(ctl) >= cmsgHdrLen {
+		l := binary.NativeEndian.Uint64(ctl[0:])
+		if l < cmsgHdrLen || l > uint64(len(ctl)) {
+			return 0
+		}
+		level := int32(binary.NativeEndian.Uint32(ctl[8:]))
+		typ := int32(binary.NativeEndian.Uint32(ctl[12:]))
+		if level == unix.IPPROTO_UDP && typ == unix.UDP_GRO && l >= cmsgHdrLen+4 {
+			seg := int32(binary.NativeEndian.Uint32(ctl[cmsgHdrLen:]))
+			return int(max(seg, 0))
+		}
+		next := (l + 7) &^ 7
+		if next >= uint64(len(ctl)) {
+			return 0
+		}
+		ctl = ctl[next:]
+	}
+	return 0
 }

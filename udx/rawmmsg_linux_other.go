@@ -5,5 +5,5 @@ package udx
 import "net"
 
 // newRawBatchIO: struct mmsghdr is laid out for 64-bit Linux only; other
-// architectures use golang.org/x/net's batches.
-func newRawBatchIO(*net.UDPConn, bool) batchIO { return nil }
+// architectures use golang.org/x/net's batches, without offloads.
+func newRawBatchIO(*net.UDPConn, bool, bool, bool) batchIO { return nil }

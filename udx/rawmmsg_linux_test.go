@@ -26,7 +26,7 @@ func TestBatchIORoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := listenUDP(t, tc.network, tc.laddr)
 			b := listenUDP(t, "udp4", "127.0.0.1:0")
-			bio := newBatchIO(a, tc.v6)
+			bio := newBatchIO(a, tc.v6, false, false)
 			if bio == nil {
 				t.Skip("no batch I/O on this platform")
 			}

@@ -9,3 +9,5 @@ const lossyDefault = 256 << 20
 const interopDefault = 256 << 20
 
 const interopLimit = 240 * time.Second
+
+const raceOn = false

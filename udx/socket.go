@@ -24,6 +24,7 @@ type Socket struct {
 	pc   net.PacketConn
 	uc   *net.UDPConn
 	bio  batchIO
+	gro  groReader // bio, when the socket has UDP GRO on
 	ipv6 bool
 
 	laddr netip.AddrPort
@@ -61,6 +62,7 @@ type rxBatch struct {
 	sock *Socket
 	msgs []rxMsg
 	n    int
+	big  []*[groBufSize]byte // with GRO: the buffers msgs point into
 }
 
 type txMsg struct {
@@ -85,18 +87,22 @@ func NewSocket(pc net.PacketConn) (*Socket, error) {
 // NewSocket attaches pc to the instance. The socket owns pc from now on and
 // starts its reader goroutine.
 func (u *UDX) NewSocket(pc net.PacketConn) (*Socket, error) {
-	return u.newSocket(pc, rxBatchCount, rxBatchSize)
+	return u.newSocket(pc, rxBatchCount, rxBatchSize, true)
 }
 
 // NewSmallSocket is NewSocket with a receive ring of a few datagrams
-// instead of 256 (512 KiB). Holepunching opens up to 256 sockets at once
-// for the birthday strategy; one of them at most ends up carrying a
-// stream, at a modest rate.
+// instead of 256 (512 KiB), and without receive offload, whose reader
+// would hold 512 KiB. Holepunching opens up to 256 sockets at once for
+// the birthday strategy; one of them at most ends up carrying a stream,
+// at a modest rate.
 func (u *UDX) NewSmallSocket(pc net.PacketConn) (*Socket, error) {
-	return u.newSocket(pc, 2, 8)
+	return u.newSocket(pc, 2, 8, false)
 }
 
-func (u *UDX) newSocket(pc net.PacketConn, batches, batchSize int) (*Socket, error) {
+// newSocket attaches pc with batches receive batches of batchSize
+// datagrams, or, where the socket gets UDP GRO (gro, and the kernel has
+// it), of groBufs coalesced buffers.
+func (u *UDX) newSocket(pc net.PacketConn, batches, batchSize int, gro bool) (*Socket, error) {
 	s := &Socket{u: u, pc: pc, free: make(chan *rxBatch, batches),
 		dgrams: make(chan datagram, dgramQueue), closed: make(chan struct{}),
 		readerDone: make(chan struct{})}
@@ -109,13 +115,22 @@ func (u *UDX) newSocket(pc net.PacketConn, batches, batchSize int) (*Socket, err
 	}
 	if uc, ok := pc.(*net.UDPConn); ok {
 		s.uc = uc
-		s.bio = newBatchIO(uc, s.ipv6)
+		s.bio = newBatchIO(uc, s.ipv6, true, gro)
+		if g, ok := s.bio.(groReader); ok && g.groOn() {
+			s.gro = g
+		}
 		setSocketOptions(uc, s.ipv6)
 	}
 	for range batches {
-		b := &rxBatch{sock: s, msgs: make([]rxMsg, batchSize)}
-		for i := range b.msgs {
-			b.msgs[i].buf = make([]byte, recvBufferSize)
+		b := &rxBatch{sock: s}
+		if s.gro != nil {
+			// The datagrams point into big, taken at each read.
+			b.msgs = make([]rxMsg, groBufs*groSegs)
+		} else {
+			b.msgs = make([]rxMsg, batchSize)
+			for i := range b.msgs {
+				b.msgs[i].buf = make([]byte, recvBufferSize)
+			}
 		}
 		s.free <- b
 	}
@@ -150,7 +165,12 @@ func (s *Socket) reader() {
 			return
 		}
 		var err error
-		if s.bio != nil {
+		if s.gro != nil {
+			for len(b.big) < groBufs {
+				b.big = append(b.big, groPool.Get().(*[groBufSize]byte))
+			}
+			b.n, err = s.gro.readGRO(b.big, b.msgs)
+		} else if s.bio != nil {
 			b.n, err = s.bio.read(b.msgs)
 		} else {
 			m := &b.msgs[0]
@@ -188,6 +208,16 @@ func (s *Socket) reader() {
 }
 
 func (s *Socket) recycle(b *rxBatch) {
+	if b.big != nil {
+		for i := range b.n {
+			b.msgs[i].buf = nil
+		}
+		for i, p := range b.big {
+			groPool.Put(p)
+			b.big[i] = nil
+		}
+		b.big = b.big[:0]
+	}
 	b.n = 0
 	select {
 	case s.free <- b:
