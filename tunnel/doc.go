@@ -67,8 +67,24 @@
 // sends a request and shuts its write side still gets the whole response;
 // both sides are closed when both directions are done or either fails.
 // Nothing in this package buffers beyond that: a slow reader fills the
-// yamux stream window (256 KiB), and then the sender's Write blocks, back to
-// the TCP connection that feeds it.
+// yamux stream window (256 KiB, growing to 2 MiB while the reader keeps
+// up), and then the sender's Write blocks, back to the TCP connection that
+// feeds it.
+//
+// # Budgets
+//
+// Anyone who learns an exposed key can connect, so an Exposer caps what
+// peers may take (Budget, after libp2p's resource manager and quic-go's
+// stream limits): concurrent peer sessions, streams per session and in
+// total, and the memory of stream windows across all sessions. Windows
+// grow past yamux's initial 256 KiB only while the memory budget has room
+// and the session holds less than a quarter of it, so with many streams
+// open new windows stay small, and one greedy peer leaves room for the
+// others. Over a cap, the new session is refused (a reason for keytunnel
+// clients) or the new stream reset; what is already open goes on, and a
+// log line and a refused Event name the peer. The multiplexer is
+// libp2p/go-yamux, which speaks hashicorp/yamux's protocol and adds the
+// memory manager, stream caps and resets this needs.
 //
 // # Reconnection
 //

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // ForwardOptions tune a Forwarder and Pipe. The zero value is usable.
@@ -113,7 +113,7 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			}
 			return
 		}
-		st, err := sess.OpenStream()
+		st, err := sess.OpenStream(f.ctx)
 		if err != nil {
 			sess.Close() // make sure sessionLoop notices
 			continue
@@ -271,7 +271,7 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.
 		}
 		return nil, err
 	}
-	sess, err := yamux.Client(pc, muxConfig(log))
+	sess, err := yamux.Client(pc, muxConfig(log), nil)
 	if err != nil {
 		pc.Close()
 		return nil, err
