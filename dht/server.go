@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -163,6 +164,7 @@ func (l *Listener) announce(ctx context.Context) error {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var committed []netip.AddrPort
+	var signErr error // the last signing failure, reported when nothing was stored
 	picked := 0
 	for _, r := range q.Closest() {
 		if picked == announceRelays {
@@ -178,6 +180,9 @@ func (l *Listener) announce(ctx context.Context) error {
 			ann := &wire.Announce{Peer: &wire.Peer{PublicKey: l.kp.Public}}
 			sig, err := l.signer.SignRecord(ctx, wire.NSAnnounce, l.target, [32]byte(*r.FromID), *r.Token, ann.Peer)
 			if err != nil {
+				mu.Lock()
+				signErr = err
+				mu.Unlock()
 				return
 			}
 			ann.Signature = &sig
@@ -194,6 +199,11 @@ func (l *Listener) announce(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if len(committed) == 0 && signErr != nil {
+		// A listener whose key cannot sign its announce (a non-custodial
+		// signer that fails or lies) must not hold the key on this node.
+		return fmt.Errorf("%w: %w", ErrAnnounceNotSigned, signErr)
+	}
 	l.mu.Lock()
 	prev := l.announced
 	l.relays, l.relayAddrs, l.announced = relays, addrs, committed

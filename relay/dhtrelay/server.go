@@ -778,7 +778,7 @@ func (c *serverClient) onListen(v Listen, alias uint32) {
 			// The protocol has no failure message for listen: answer
 			// listening then closed, which ends a Node client's listen()
 			// and its server.
-			c.s.log.Debug("dhtrelay: listen failed", "remote", c.remote, "key", v.PublicKey, "err", err)
+			c.s.log.Info("dhtrelay: listen failed", "remote", c.remote, "key", v.PublicKey, "err", err)
 			_ = c.sendLocked(Listening{Alias: alias, RemoteAlias: v.Alias, Address: ipv4(c.s.node.LocalAddr())})
 			delete(c.servers, alias)
 			_ = c.sendLocked(Closed{Alias: alias})
@@ -839,6 +839,9 @@ func (c *serverClient) listen(v Listen, alias uint32) (*dht.Listener, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	if !v.Custodial {
+		if err := c.proveKey(ctx, v.Alias, v.PublicKey); err != nil {
+			return nil, err
+		}
 		// The client's firewall runs inside its Noise responder.
 		return c.s.node.Listen(ctx, key.KeyPair{Public: v.PublicKey}, &dht.ListenOptions{
 			Handshakes: func() dht.Handshaker { return c.newHandshake(false, 0, alias, key.PublicKey{}) },
