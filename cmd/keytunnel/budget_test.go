@@ -90,8 +90,10 @@ func TestE2EBudgetNeverReadingTarget(t *testing.T) {
 	}
 	// The admitted streams were untouched: the target holds them (plus
 	// expose's startup check that it listens), up to the per-session cap.
-	if h := held.Load() - 1; h < 50 || h > 100 {
-		t.Errorf("target holds %d tunnelled connections, want up to the session's 100", h)
+	// held counts every connection the target got, so a stream that ended
+	// early and left its place to another counts twice: allow a few.
+	if h := held.Load() - 1; h < 50 || h > 103 {
+		t.Errorf("target got %d tunnelled connections, want about the session's cap of 100", h)
 	}
 }
 
