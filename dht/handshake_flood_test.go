@@ -12,18 +12,25 @@ import (
 	"github.com/keytunnel/keytunnel/internal/key"
 )
 
+// denyingListener listens on seedKey(seed+1) on a node of a small test
+// network, with a firewall that refuses everyone.
+func denyingListener(t *testing.T, seed byte) *Listener {
+	t.Helper()
+	tn := testnet(t, 3)
+	ctx := testCtx(t, 30*time.Second)
+	l, err := peerNode(t, tn, seedKey(seed)).Listen(ctx, seedKey(seed+1), &ListenOptions{Firewall: func(key.PublicKey, netip.AddrPort) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // A handshake the firewall refuses frees its slot at once (issue #13: it
 // held one of the 4096 for 10 s), and a repeat of the same msg1 gets the
 // same refusal without a slot or new work.
 func TestRefusedHandshakeFreesSlot(t *testing.T) {
-	tn := testnet(t, 3)
-	ctx := testCtx(t, 30*time.Second)
-	srv := peerNode(t, tn, seedKey(0xe1))
-	l, err := srv.Listen(ctx, seedKey(0xe2), &ListenOptions{Firewall: func(key.PublicKey, netip.AddrPort) bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := denyingListener(t, 0xe1)
 	from := &rpc.Request{From: netip.MustParseAddrPort("198.51.100.1:10")}
 	hs, msg1 := clientHello(t, seedKey(0xe3), l.kp.Public)
 	first, ok := l.onHandshake(msg1, netip.MustParseAddrPort("198.51.100.1:4000"), from)
@@ -51,14 +58,7 @@ func TestRefusedHandshakeFreesSlot(t *testing.T) {
 // one address gets silence before any key work, while another source's
 // handshake still gets its answer.
 func TestHandshakeRateLimitPerSource(t *testing.T) {
-	tn := testnet(t, 3)
-	ctx := testCtx(t, 60*time.Second)
-	srv := peerNode(t, tn, seedKey(0xe4))
-	l, err := srv.Listen(ctx, seedKey(0xe5), &ListenOptions{Firewall: func(key.PublicKey, netip.AddrPort) bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := denyingListener(t, 0xe4)
 	// A bucket that does not refill within the test (the race detector
 	// makes each handshake slow enough to refill the real one).
 	const burst = 10

@@ -38,15 +38,7 @@ func requireConnect(t *testing.T) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	node := func() *dht.Node {
-		udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := dht.New(dht.Config{Conn: udp, Bootstrap: strings.Split(bs, ",")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close(); udp.Close() })
+		n := loopbackNode(t, bs)
 		if err := n.WaitReady(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,15 +38,7 @@ func TestE2EHandshakeFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := dht.New(dht.Config{Conn: udp, Bootstrap: strings.Split(bs, ",")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client := loopbackNode(t, bs)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var server string // the expose's UDP address, where the flood goes
