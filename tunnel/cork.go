@@ -14,11 +14,11 @@ import (
 // of costing a packet of its own on the connection's critical path (and a
 // second arrival at the forwarder, which then also answers with an
 // immediate udx ACK instead of a delayed one). The opener never waits for
-// the ACK: StreamOpenTimeout is off and both ends start from yamux's
-// initial window.
+// the ACK (go-yamux's OpenStream returns once the SYN is queued), and both
+// ends start from yamux's initial window.
 const ackDelay = time.Millisecond
 
-// A yamux frame header (hashicorp/yamux spec.md), 12 bytes, big-endian:
+// A yamux frame header (the yamux spec, go-yamux's spec.md), 12 bytes, big-endian:
 //
 //	0  version (0)
 //	1  type: 0 data, 1 window update, 2 ping, 3 go away

@@ -11,7 +11,7 @@
 // # Two modes on the wire
 //
 // Mux (keytunnel to keytunnel): one peer connection carries every TCP
-// connection as a hashicorp/yamux stream, so opening a connection through
+// connection as a yamux stream (libp2p/go-yamux), so opening a connection through
 // an established tunnel costs one yamux frame, not a DHT lookup and hole
 // punch. The client starts the peer connection with a 16-byte preamble
 // ("\x00keytunnel/mux1\n"); the server answers with a short reply (ok, or
