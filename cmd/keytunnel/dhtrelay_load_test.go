@@ -62,6 +62,7 @@ func silentFlood(t *testing.T, ws bool) {
 	pub, _ := proctest.JSON(t, ex.Line(`"event":"listening"`, 60*time.Second))["public_key"].(string)
 	_, local := proctest.Forward(t, bs, pub)
 	proctest.EchoOnce(t, local, "through a relay that survived a flood")
+	t.Logf("relay: %d accept failures retried", relay.Err.Count("accept failed; retrying"))
 	// The relay is still up and still logs nothing fatal.
 	if relay.Err.Count(`"level":"ERROR"`) != 0 {
 		t.Fatalf("relay logged errors:\n%s", relay.Err)
