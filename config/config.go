@@ -17,6 +17,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/tunnel"
 )
 
 // File is a parsed, validated configuration.
@@ -40,6 +41,10 @@ type Expose struct {
 	Allow   []key.PublicKey // empty: anyone who knows the key
 	Raw     bool
 	Relay   Relay
+	// Budget caps what peers may take (max_sessions,
+	// max_streams_per_session, max_streams, max_buffer_mib); zero fields
+	// mean the defaults.
+	Budget tunnel.Budget
 }
 
 // Relay is an entry's own relay_through. When the entry has the field
@@ -89,6 +94,11 @@ type rawExpose struct {
 	Allow   []string `toml:"allow"`
 	Raw     *bool    `toml:"raw"`
 	Relay   []string `toml:"relay_through"`
+
+	MaxSessions          *int64 `toml:"max_sessions"`
+	MaxStreamsPerSession *int64 `toml:"max_streams_per_session"`
+	MaxStreams           *int64 `toml:"max_streams"`
+	MaxBufferMiB         *int64 `toml:"max_buffer_mib"`
 }
 
 type rawForward struct {
@@ -252,6 +262,22 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 	e.Raw = r.Raw != nil && *r.Raw
 	if r.Relay != nil {
 		e.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
+	}
+	limit := func(v *int64, name string, max int64) int64 {
+		if v == nil {
+			return 0
+		}
+		if *v < 1 || *v > max {
+			p.fail(at(name), field+"."+name, fmt.Sprintf("%d is out of range (1-%d; leave it out for the default)", *v, max))
+			return 0
+		}
+		return *v
+	}
+	e.Budget = tunnel.Budget{
+		Sessions:          int(limit(r.MaxSessions, "max_sessions", 1<<20)),
+		StreamsPerSession: int(limit(r.MaxStreamsPerSession, "max_streams_per_session", 1<<20)),
+		Streams:           int(limit(r.MaxStreams, "max_streams", 1<<20)),
+		Memory:            limit(r.MaxBufferMiB, "max_buffer_mib", 1<<20) << 20,
 	}
 	if r.Name != nil {
 		e.Name = p.checkName(at("name"), field, *r.Name)
@@ -469,7 +495,7 @@ func Diff(old, cur *File) Change {
 
 func exposeEqual(a, b Expose) bool {
 	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
-		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay)
+		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay) && a.Budget == b.Budget
 }
 
 func forwardEqual(a, b Forward) bool {

@@ -12,6 +12,10 @@
 //	allow = ["<public key>", ...]     # optional: only these clients
 //	raw   = false                     # hypertele/holesail wire mode
 //	relay_through = ["<relay key>"]   # optional: this entry's relays ([] for none)
+//	max_sessions = 32                 # optional caps on what peers may take (these are
+//	max_streams_per_session = 100     # the defaults; see tunnel.Budget): concurrent
+//	max_streams = 256                 # sessions, connections per peer, connections in
+//	max_buffer_mib = 64               # all, MiB buffered for slow targets in all
 //
 //	[[forward]]
 //	name   = "web"                    # unique; defaults to "forward-<port>"

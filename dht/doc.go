@@ -20,6 +20,17 @@
 // Testnet starts a local network the way testnet.js does, for tests and
 // `keytunnel testnet`.
 //
+// # Floods
+//
+// A listener's key is public, so anyone can make it run handshakes. Fresh
+// handshakes are limited per client source (an IPv4 address or IPv6 /64,
+// whatever the port, loopback included): 50 a second after a burst of
+// 100; the rest get silence before any key work. A handshake the firewall
+// refuses frees its slot at once; its answer is remembered (up to 1024,
+// for 10 s) so that repeats of the same first message, a client trying
+// several relays, cost nothing. DHT requests are limited per source too
+// (dht/rpc), except that loopback senders keep one limit per port.
+//
 // # Concurrency
 //
 // Requests are handled on the rpc loop goroutine, which passes its time to

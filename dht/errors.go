@@ -19,6 +19,9 @@ var (
 	ErrNoCommit = errors.New("dht: no node accepted the request")
 	// ErrBadConfig is returned by New for an unusable configuration.
 	ErrBadConfig = errors.New("dht: bad config")
+	// ErrAnnounceNotSigned: Listen's first announce stored nothing because
+	// the listener's Signer failed for every node; the key is not held.
+	ErrAnnounceNotSigned = errors.New("dht: the announce could not be signed by the listener's key")
 	// ErrRaw is AcceptConn on a Listener whose handshakes run elsewhere
 	// (ListenOptions.Handshakes): its connections are RawConns.
 	ErrRaw = errors.New("dht: the listener's connections are raw; use AcceptRaw")

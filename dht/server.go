@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -30,6 +31,13 @@ const (
 	relayPingInterval    = 3 * time.Second
 	relayPingRounds      = 100 // ≈ 5 min between re-announces
 	maxHandshakeSlots    = 4096
+	// Fresh handshakes one client source (an IPv4 address or IPv6 /64,
+	// whatever the port, loopback included) may make the listener run: each costs
+	// Ed25519 and X25519 work before the firewall can say no. An honest
+	// client makes a few; over the limit, a handshake gets silence.
+	handshakeRate    = 50
+	handshakeBurst   = 100
+	maxRefusalMemory = 1024 // refused msg1s remembered, so repeats cost nothing
 )
 
 // Listener accepts encrypted connections to one key pair.
@@ -50,6 +58,8 @@ type Listener struct {
 	mu         sync.Mutex
 	slots      []*slot
 	connects   map[string]*slot
+	refused    map[string]refusal // answers to refused msg1s, which hold no slot
+	limiter    *rpc.RateLimiter   // fresh handshakes per client source
 	relays     []wire.RelayInfo
 	relayAddrs []netip.AddrPort
 	announced  []netip.AddrPort // nodes holding our current announce
@@ -98,7 +108,8 @@ func (n *Node) listen(ctx context.Context, kp key.KeyPair, opts *ListenOptions) 
 	if n.sock == nil {
 		return nil, ErrNoStreams
 	}
-	l := &Listener{n: n, kp: kp, target: Hash(kp.Public[:]), accept: make(chan *Conn, 64), connects: make(map[string]*slot)}
+	l := &Listener{n: n, kp: kp, target: Hash(kp.Public[:]), accept: make(chan *Conn, 64), connects: make(map[string]*slot),
+		refused: make(map[string]refusal), limiter: rpc.NewRateLimiter(handshakeRate, handshakeBurst, maxHandshakeSlots)}
 	if opts != nil {
 		l.opts = *opts
 	}
@@ -163,6 +174,7 @@ func (l *Listener) announce(ctx context.Context) error {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var committed []netip.AddrPort
+	var signErr error // the last signing failure, reported when nothing was stored
 	picked := 0
 	for _, r := range q.Closest() {
 		if picked == announceRelays {
@@ -178,6 +190,9 @@ func (l *Listener) announce(ctx context.Context) error {
 			ann := &wire.Announce{Peer: &wire.Peer{PublicKey: l.kp.Public}}
 			sig, err := l.signer.SignRecord(ctx, wire.NSAnnounce, l.target, [32]byte(*r.FromID), *r.Token, ann.Peer)
 			if err != nil {
+				mu.Lock()
+				signErr = err
+				mu.Unlock()
 				return
 			}
 			ann.Signature = &sig
@@ -194,6 +209,11 @@ func (l *Listener) announce(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if len(committed) == 0 && signErr != nil {
+		// A listener whose key cannot sign its announce (a non-custodial
+		// signer that fails or lies) must not hold the key on this node.
+		return fmt.Errorf("%w: %w", ErrAnnounceNotSigned, signErr)
+	}
 	l.mu.Lock()
 	prev := l.announced
 	l.relays, l.relayAddrs, l.announced = relays, addrs, committed
@@ -234,8 +254,15 @@ func (l *Listener) background() {
 			if !sleepCtx(l.ctx.Done(), relayPingInterval) {
 				return
 			}
+			now := time.Now()
 			l.mu.Lock()
 			relays := slices.Clone(l.announced)
+			l.limiter.Sweep(now)
+			for k, r := range l.refused {
+				if now.Sub(r.at) >= handshakeClearWait {
+					delete(l.refused, k)
+				}
+			}
 			l.mu.Unlock()
 			var alive sync.WaitGroup
 			var mu sync.Mutex
@@ -377,10 +404,26 @@ func (l *Listener) onHandshake(msg1 []byte, peerAddress netip.AddrPort, r *rpc.R
 		return nil, false
 	}
 	k := string(msg1)
+	client := peerAddress
+	if !client.IsValid() {
+		client = r.From
+	}
+	now := time.Now()
 	l.mu.Lock()
 	s := l.connects[k]
 	fresh := s == nil
 	if fresh {
+		if ref, ok := l.refused[k]; ok && now.Sub(ref.at) < handshakeClearWait {
+			l.mu.Unlock()
+			return ref.msg2, true
+		}
+		// Keyed by address even on loopback (rpc.Source keeps loopback
+		// ports apart, for local DHT networks): handshakes are what a
+		// flood makes expensive, and a local sender is one sender too.
+		if !l.limiter.Allow(now, netip.AddrPortFrom(client.Addr(), 0)) {
+			l.mu.Unlock()
+			return nil, false
+		}
 		id := slices.Index(l.slots, nil)
 		if id < 0 {
 			if len(l.slots) >= maxHandshakeSlots {
@@ -533,7 +576,12 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	}
 	s.msg2, s.res = msg2, res
 	if code != wire.ErrorNone {
-		l.abortSlot(s, true)
+		// A refusal frees its slot at once (a flood of refused clients
+		// must not fill the table for the allowed ones); its answer is
+		// remembered for repeats of the same msg1 (a client trying
+		// several relays), which get it without new work.
+		l.rememberRefusal(s.key, msg2)
+		l.abortSlot(s, false)
 		return
 	}
 	if remote.Firewall == wire.FirewallOpen || direct {
@@ -763,6 +811,31 @@ func (l *Listener) abortSlot(s *slot, later bool) {
 	} else {
 		l.clear(s)
 	}
+}
+
+// refusal is the answer to a refused handshake and when it was given.
+type refusal struct {
+	msg2 []byte
+	at   time.Time
+}
+
+func (l *Listener) rememberRefusal(k string, msg2 []byte) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.refused) >= maxRefusalMemory {
+		for k, r := range l.refused {
+			if now.Sub(r.at) >= handshakeClearWait {
+				delete(l.refused, k)
+			}
+		}
+		if len(l.refused) >= maxRefusalMemory {
+			// All recent: a flood. Forgetting costs repeats new work,
+			// which the per-source limit bounds.
+			clear(l.refused)
+		}
+	}
+	l.refused[k] = refusal{msg2: msg2, at: now}
 }
 
 func (l *Listener) clearLater(s *slot) {

@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/hashicorp/yamux"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // Client opens connections to peers for callers that want them as
@@ -65,7 +65,7 @@ func (c *Client) Open(ctx context.Context, remote key.PublicKey) (PeerConn, erro
 			return nil, err
 		}
 		var st *yamux.Stream
-		if st, err = sess.OpenStream(); err == nil {
+		if st, err = sess.OpenStream(ctx); err == nil {
 			return streamConn{muxStream{st}, remote}, nil
 		}
 		sess.Close()

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // bufSize bounds what one direction of one connection holds in flight inside
@@ -28,23 +28,18 @@ type conn interface {
 	SetDeadline(time.Time) error
 }
 
-// muxStream adapts a yamux stream. In hashicorp/yamux v0.1.2 Stream.Close
-// sends FIN and moves the stream to "local close", in which Read still
-// delivers what the peer sends until its FIN: so Close is exactly a
-// CloseWrite. A full close therefore also sets a past deadline, which wakes
-// our own blocked Read or Write; the stream's state is freed when the peer's
-// FIN arrives (it will: the peer's join closes its side in turn) or after
-// StreamCloseTimeout.
+// muxStream adapts a yamux stream. Its Close ends both directions (FIN
+// out, later input dropped) and frees the stream at once; a past deadline
+// also wakes our own blocked Read or Write. Reset is for failures, so that
+// the peer sees a truncated stream as an error rather than an end.
 type muxStream struct{ *yamux.Stream }
 
-func (s muxStream) CloseWrite() error { return s.Stream.Close() }
-
 // Read tells a stream cut off by the death of its session from one its
-// peer ended: yamux reports both as EOF, and passing the first on as a
-// clean end would let a truncated transfer look complete.
+// peer ended or reset: the local side of a connection whose data may be
+// cut short gets ErrSessionLost, which join turns into a TCP reset.
 func (s muxStream) Read(b []byte) (int, error) {
 	n, err := s.Stream.Read(b)
-	if err == io.EOF && s.Stream.Session().IsClosed() {
+	if err != nil && err != io.EOF && s.Stream.Session().IsClosed() {
 		return n, ErrSessionLost
 	}
 	return n, err
@@ -55,6 +50,9 @@ func (s muxStream) Close() error {
 	s.Stream.SetDeadline(time.Now())
 	return err
 }
+
+// SetLinger(0) is join's way of asking for a reset on Close (as for TCP).
+func (s muxStream) SetLinger(int) error { return s.Stream.Reset() }
 
 // join copies a to b and b to a until both directions have seen EOF, one
 // fails, or ctx ends. An EOF in one direction is passed on as CloseWrite of
@@ -104,7 +102,8 @@ func join(ctx context.Context, a, b conn) error {
 	return firstErr
 }
 
-// resetOnClose makes Close send a TCP RST (linger 0) where c is TCP.
+// resetOnClose makes Close send a TCP RST (linger 0) where c is TCP, and
+// resets c at once where it is a yamux stream.
 func resetOnClose(c conn) {
 	if l, ok := c.(interface{ SetLinger(int) error }); ok {
 		_ = l.SetLinger(0)

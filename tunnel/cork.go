@@ -14,11 +14,11 @@ import (
 // of costing a packet of its own on the connection's critical path (and a
 // second arrival at the forwarder, which then also answers with an
 // immediate udx ACK instead of a delayed one). The opener never waits for
-// the ACK: StreamOpenTimeout is off and both ends start from yamux's
-// initial window.
+// the ACK (go-yamux's OpenStream returns once the SYN is queued), and both
+// ends start from yamux's initial window.
 const ackDelay = time.Millisecond
 
-// A yamux frame header (hashicorp/yamux spec.md), 12 bytes, big-endian:
+// A yamux frame header (the yamux spec, go-yamux's spec.md), 12 bytes, big-endian:
 //
 //	0  version (0)
 //	1  type: 0 data, 1 window update, 2 ping, 3 go away
@@ -27,10 +27,8 @@ const ackDelay = time.Millisecond
 //	8  length (4 bytes): data length, or window delta for a window update
 const (
 	muxHeaderSize       = 12
-	muxTypeData         = 0
 	muxTypeWindowUpdate = 1
 	muxFlagACK          = 2
-	muxFlagRST          = 8
 )
 
 // isAckOnly reports whether b is exactly one window-update frame whose
@@ -55,12 +53,6 @@ type corkConn struct {
 	held  []byte
 	timer corkTimer
 	err   error // of a flush by the timer, returned by the next Write
-
-	// yamux writes a data frame's header and body in two Writes; body
-	// says the next Write is a body, so that a frame of ours (reset)
-	// waits in queued until the frame on the wire is complete.
-	body   bool
-	queued []byte
 }
 
 // corkTimer is the part of *time.Timer corkConn uses.
@@ -79,17 +71,6 @@ func (c *corkConn) Write(b []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if c.body {
-		c.body = false
-		if len(c.queued) > 0 {
-			out := append(append([]byte(nil), b...), c.queued...)
-			c.queued = c.queued[:0]
-			n, err := c.PeerConn.Write(out)
-			return min(n, len(b)), err
-		}
-		return c.PeerConn.Write(b)
-	}
-	c.body = len(b) == muxHeaderSize && b[1] == muxTypeData && binary.BigEndian.Uint32(b[8:12]) > 0
 	if isAckOnly(b) {
 		c.held = append(c.held, b...)
 		if c.timer == nil {
@@ -119,32 +100,6 @@ func (c *corkConn) flush() {
 	}
 	_, c.err = c.PeerConn.Write(c.held)
 	c.held = c.held[:0]
-}
-
-// reset sends a yamux RST for stream id, which yamux has no API for: the
-// peer's reads and writes on it then fail with "connection reset", where
-// a Close would look like a service that answered nothing. It goes out
-// between frames, after any held ACK.
-func (c *corkConn) reset(id uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return
-	}
-	var rst [muxHeaderSize]byte
-	rst[1] = muxTypeWindowUpdate
-	binary.BigEndian.PutUint16(rst[2:4], muxFlagRST)
-	binary.BigEndian.PutUint32(rst[4:8], id)
-	if c.body {
-		c.queued = append(c.queued, rst[:]...)
-		return
-	}
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	out := append(c.held, rst[:]...)
-	c.held = c.held[:0]
-	_, c.err = c.PeerConn.Write(out)
 }
 
 // Close stops the timer; ACKs still held are dropped with the session.

@@ -11,7 +11,7 @@
 // # Two modes on the wire
 //
 // Mux (keytunnel to keytunnel): one peer connection carries every TCP
-// connection as a hashicorp/yamux stream, so opening a connection through
+// connection as a yamux stream (libp2p/go-yamux), so opening a connection through
 // an established tunnel costs one yamux frame, not a DHT lookup and hole
 // punch. The client starts the peer connection with a 16-byte preamble
 // ("\x00keytunnel/mux1\n"); the server answers with a short reply (ok, or
@@ -67,8 +67,24 @@
 // sends a request and shuts its write side still gets the whole response;
 // both sides are closed when both directions are done or either fails.
 // Nothing in this package buffers beyond that: a slow reader fills the
-// yamux stream window (256 KiB), and then the sender's Write blocks, back to
-// the TCP connection that feeds it.
+// yamux stream window (256 KiB, growing to 2 MiB while the reader keeps
+// up), and then the sender's Write blocks, back to the TCP connection that
+// feeds it.
+//
+// # Budgets
+//
+// Anyone who learns an exposed key can connect, so an Exposer caps what
+// peers may take (Budget, after libp2p's resource manager and quic-go's
+// stream limits): concurrent peer sessions, streams per session and in
+// total, and the memory of stream windows across all sessions. Windows
+// grow past yamux's initial 256 KiB only while the memory budget has room
+// and the session holds less than a quarter of it, so with many streams
+// open new windows stay small, and one greedy peer leaves room for the
+// others. Over a cap, the new session is refused (a reason for keytunnel
+// clients) or the new stream reset; what is already open goes on, and a
+// log line and a refused Event name the peer. The multiplexer is
+// libp2p/go-yamux, which speaks hashicorp/yamux's protocol and adds the
+// memory manager, stream caps and resets this needs.
 //
 // # Reconnection
 //

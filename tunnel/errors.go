@@ -21,4 +21,9 @@ var (
 	// under it (the peer connection failed or was closed): the data may
 	// be cut short, so the local side gets a reset rather than an end.
 	ErrSessionLost = errors.New("tunnel: peer session lost")
+	// ErrOverBudget is why Expose refused a session or stream: the
+	// Budget cap it names is reached. Existing sessions and streams go on.
+	ErrOverBudget = errors.New("tunnel: over budget")
+	// ErrBadBudget reports a Budget that cannot be applied.
+	ErrBadBudget = errors.New("tunnel: invalid budget")
 )

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // DefaultDetectTimeout is how long Expose waits for a peer's first bytes
@@ -36,8 +36,11 @@ type ExposeOptions struct {
 	// DialTarget connects to the target; nil means a net.Dialer over TCP
 	// (with TCP keepalive only if the target is on another host).
 	DialTarget func(ctx context.Context, addr string) (net.Conn, error)
-	Logger     *slog.Logger
-	OnEvent    func(Event)
+	// Budget caps the sessions, streams and buffer memory peers may take;
+	// zero fields take the defaults (see Budget).
+	Budget  Budget
+	Logger  *slog.Logger
+	OnEvent func(Event)
 }
 
 // Exposer serves a local TCP service to the peers of a PeerListener.
@@ -50,6 +53,7 @@ type Exposer struct {
 	// deliver, when set, takes each tunnelled connection instead of a
 	// connection to target (a Listener's Accept); false means nobody will.
 	deliver func(context.Context, PeerConn) bool
+	acct    *accountant
 
 	serving
 }
@@ -63,6 +67,7 @@ func NewExposer(ln PeerListener, target string, opts ExposeOptions) *Exposer {
 func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func(context.Context, PeerConn) bool) *Exposer {
 	opts.DetectTimeout = orDefault(opts.DetectTimeout, DefaultDetectTimeout)
 	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
+	opts.Budget = opts.Budget.withDefaults()
 	if opts.DialTarget == nil {
 		d := net.Dialer{KeepAlive: -1}
 		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
@@ -80,6 +85,7 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 		log:     loggerOr(opts.Logger).With("key", ln.PublicKey().String(), "target", target),
 		emit:    emitter(opts.OnEvent),
 		deliver: deliver,
+		acct:    newAccountant(opts.Budget),
 	}
 	e.init(ln)
 	startAccepting(&e.serving, e.log, "peer", ln.Accept, e.servePeer)
@@ -118,6 +124,15 @@ func (e *Exposer) servePeer(pc PeerConn) {
 		}
 		return
 	}
+	if err := e.acct.admitSession(); err != nil {
+		log.Warn("refused peer: "+err.Error(), "mode", mode)
+		e.emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: err})
+		if mux {
+			refuse(pc, "too many peer sessions on this service; try again later")
+		}
+		return
+	}
+	defer e.acct.endSession()
 	e.emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
 	log.Info("peer connected", "mode", mode)
 	if mux {
@@ -250,29 +265,57 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 	if err := writeReply(pc, replyOK, ""); err != nil {
 		return err
 	}
-	cork := newCorkConn(pc)
-	sess, err := yamux.Server(cork, muxConfig(log))
+	mem := e.acct.session()
+	sess, err := yamux.Server(newCorkConn(pc), serverMuxConfig(log, e.opts.Budget), mem.newSpan)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var refusals refusalLog
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			// The session is over (peer gone, or our ctx closed pc).
 			return nil
 		}
+		if err := e.acct.admitStream(mem); err != nil {
+			st.Reset()
+			if n, ok := refusals.due(time.Now()); ok {
+				log.Warn("refused stream: "+err.Error(), "refused", n)
+				e.emit.emit(Event{Kind: EventRefused, Remote: pc.RemotePublicKey(), Mode: "mux", Err: err})
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.serveStream(cork, muxStream{st}, pc.RemotePublicKey(), log)
+			defer e.acct.endStream(mem)
+			e.serveStream(muxStream{st}, pc.RemotePublicKey(), log)
 		}()
 	}
 }
 
-func (e *Exposer) serveStream(cork *corkConn, st muxStream, remote key.PublicKey, log *slog.Logger) {
+// refusalLog keeps a peer that opens streams over its cap in a loop from
+// turning each reset into a log line: the first refusal is logged at once,
+// later ones at most once a second, with how many were refused since.
+type refusalLog struct {
+	last  time.Time
+	count int
+}
+
+func (r *refusalLog) due(now time.Time) (int, bool) {
+	r.count++
+	if !r.last.IsZero() && now.Sub(r.last) < time.Second {
+		return 0, false
+	}
+	n := r.count
+	r.last, r.count = now, 0
+	return n, true
+}
+
+func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logger) {
 	if e.deliver != nil {
 		if !e.deliver(e.ctx, streamConn{st, remote}) {
 			st.Close()
@@ -284,8 +327,7 @@ func (e *Exposer) serveStream(cork *corkConn, st muxStream, remote key.PublicKey
 		log.Warn("cannot reach target; resetting the peer's connection", "err", err)
 		// A reset, so that the client's connection fails as a TCP
 		// connection to a closed port would, rather than end empty.
-		cork.reset(st.StreamID())
-		st.Close()
+		st.Reset()
 		return
 	}
 	_ = join(e.ctx, st, asConn(tc))

@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/libp2p/go-yamux/v5"
 )
 
 // ForwardOptions tune a Forwarder and Pipe. The zero value is usable.
@@ -113,12 +113,12 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			}
 			return
 		}
-		st, err := sess.OpenStream()
+		st, err := sess.OpenStream(f.ctx)
 		if err != nil {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
-		if err := join(f.ctx, local, muxStream{st}); errors.Is(err, yamux.ErrConnectionReset) {
+		if err := join(f.ctx, local, muxStream{st}); errors.Is(err, yamux.ErrStreamReset) {
 			f.log.Warn("the exposing side reset the connection: its target is probably down (its log says why)", "client", c.RemoteAddr().String())
 		}
 		return
@@ -273,7 +273,7 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.
 		}
 		return nil, err
 	}
-	sess, err := yamux.Client(pc, muxConfig(log))
+	sess, err := yamux.Client(pc, muxConfig(log), nil)
 	if err != nil {
 		pc.Close()
 		return nil, err

@@ -5,38 +5,47 @@ import (
 	"net"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/libp2p/go-yamux/v5"
 )
 
-// muxConfig is the yamux configuration of both ends. The stream window is
-// the backpressure unit: a stream whose reader stalls holds at most that
-// much in the receiver before the sender's Write blocks, and other
-// streams on the session keep flowing.
+// muxConfig is the yamux configuration of both ends (libp2p/go-yamux,
+// which speaks the same protocol as hashicorp/yamux and adds what a
+// server facing strangers needs: a cap on incoming streams, stream resets,
+// and receive windows that grow only as a MemoryManager allows; see
+// Budget). The stream window is the backpressure unit: a stream whose
+// reader stalls holds at most that much in the receiver before the
+// sender's Write blocks, and other streams on the session keep flowing.
 func muxConfig(log *slog.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()
 	// yamux logs a line for every session that ends with a closed conn;
 	// that is routine here, so it goes to debug.
-	c.LogOutput = nil
-	c.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	c.LogOutput = slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer()
 	// Keepalives notice a session whose peer vanished without a close
 	// (NAT mapping gone, laptop suspended), so that Forward redials instead
 	// of opening streams into the void.
 	c.KeepAliveInterval = 15 * time.Second
-	// A half-closed stream whose peer never answers with FIN would
-	// otherwise pin its buffers for yamux's default 5 minutes.
-	c.StreamCloseTimeout = time.Minute
-	// yamux's 256 KiB default window caps one stream at window/RTT, well
-	// under what udx carries (98 vs 166 MB/s through a loopback tunnel).
-	// 2 MiB is the per-stream bound on what a stalled reader leaves
-	// buffered in the receiver.
+	// Windows start at yamux's 256 KiB and double (while the reader keeps
+	// up within a few round trips) up to 2 MiB: 256 KiB caps one stream at
+	// window/RTT, well under what udx carries (98 vs 166 MB/s through a
+	// loopback tunnel), and 2 MiB is the per-stream bound on what a
+	// stalled reader leaves buffered in the receiver. An Exposer's Budget
+	// stops the growth when many streams are open.
+	c.InitialStreamWindowSize = initialWindow
 	c.MaxStreamWindowSize = 2 << 20
-	// yamux's open timeout starts a goroutine and a timer for every
-	// stream until the peer's ACK, one more wake-up on the path of each
-	// new connection. It guards against a peer that answers pings but
-	// never ACKs a stream; an Exposer ACKs every stream it is given (or
-	// resets it when its backlog is full), and keepalives catch a peer
-	// that is gone.
-	c.StreamOpenTimeout = 0
+	return c
+}
+
+// serverMuxConfig is muxConfig for an Exposer's sessions: streams over the
+// session cap are reset by the accept loop, which logs them. yamux's own
+// caps, which reset silently (logging at debug), are a backstop for a
+// burst of SYNs the accept loop has not seen yet: its default backlog
+// (256; a burst of 100 new connections under the race detector overflows
+// 64), and the admitted streams plus that backlog. Streams waiting there
+// hold initial windows, which count against the memory budget, so that a
+// burst that overdraws it gets its streams refused when they are accepted.
+func serverMuxConfig(log *slog.Logger, b Budget) *yamux.Config {
+	c := muxConfig(log)
+	c.MaxIncomingStreams = uint32(b.StreamsPerSession + c.AcceptBacklog)
 	return c
 }
 

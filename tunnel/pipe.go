@@ -42,7 +42,7 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 			return err
 		}
 		defer sess.Close()
-		st, err := sess.OpenStream()
+		st, err := sess.OpenStream(ctx)
 		if err != nil {
 			return err
 		}

@@ -123,6 +123,24 @@ func keyFlags() []cli.Flag {
 	}
 }
 
+// budgetFlags are expose's caps on what peers may take (tunnel.Budget);
+// 0 means the default, which the usage line names.
+func budgetFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "max-sessions", Usage: fmt.Sprintf("at most `N` concurrent peer sessions (default %d)", app.DefaultBudget.Sessions)},
+		&cli.IntFlag{Name: "max-streams-per-session", Usage: fmt.Sprintf("at most `N` concurrent connections of one peer (default %d)", app.DefaultBudget.StreamsPerSession)},
+		&cli.IntFlag{Name: "max-streams", Usage: fmt.Sprintf("at most `N` concurrent connections of all peers (default %d)", app.DefaultBudget.Streams)},
+		&cli.IntFlag{Name: "max-buffer-mib", Usage: fmt.Sprintf("`N` MiB peers may make expose buffer for a slow target, all streams together (default %d)", app.DefaultBudget.MemoryMiB)},
+	}
+}
+
+func budgetOptions(c *cli.Context) app.BudgetOptions {
+	return app.BudgetOptions{
+		Sessions: c.Int("max-sessions"), StreamsPerSession: c.Int("max-streams-per-session"),
+		Streams: c.Int("max-streams"), MemoryMiB: c.Int("max-buffer-mib"),
+	}
+}
+
 func keyOptions(c *cli.Context) app.KeyOptions {
 	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed"), SeedFile: c.String("seed-file"), SeedEnv: os.Getenv(app.SeedEnvVar)}
 }
@@ -181,15 +199,16 @@ func exposeCommand(env *app.Env) *cli.Command {
 		Name:      "expose",
 		Usage:     "serve a local TCP service under a public key (printed first)",
 		ArgsUsage: "PORT|HOST:PORT",
-		Flags: append(keyFlags(),
+		Flags: append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
-		),
+		), budgetFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1); err != nil {
 				return err
 			}
 			return app.Expose(c.Context, env, app.ExposeOptions{
 				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
+				Budget: budgetOptions(c),
 			})
 		},
 	}

@@ -17,19 +17,27 @@ import (
 
 func TestMain(m *testing.M) { proctest.MainNoLeaks(m, "os/exec.") }
 
-// joinable checks that a fresh node bootstrapping from bs alone joins.
-func joinable(t *testing.T, bs string) {
+// loopbackNode is a DHT node on 127.0.0.1 bootstrapping from bs, closed
+// with the test.
+func loopbackNode(t *testing.T, bs string) *dht.Node {
 	t.Helper()
 	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer udp.Close()
 	n, err := dht.New(dht.Config{Conn: udp, Bootstrap: strings.Split(bs, ",")})
 	if err != nil {
+		udp.Close()
 		t.Fatal(err)
 	}
-	defer n.Close()
+	t.Cleanup(func() { n.Close(); udp.Close() })
+	return n
+}
+
+// joinable checks that a fresh node bootstrapping from bs alone joins.
+func joinable(t *testing.T, bs string) {
+	t.Helper()
+	n := loopbackNode(t, bs)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := n.WaitReady(ctx); err != nil || n.State().Nodes == 0 {

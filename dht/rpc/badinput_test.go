@@ -192,12 +192,12 @@ func TestBadInput(t *testing.T) {
 // TestRateLimiterBounded checks that a flood from many (spoofed) sources
 // costs bounded memory.
 func TestRateLimiterBounded(t *testing.T) {
-	r := newRateLimiter(100, 200, 1000)
+	r := NewRateLimiter(100, 200, 1000)
 	now := time.Now()
 	allowed := 0
 	for i := range 100000 {
 		a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 1)
-		if r.allow(now, a) {
+		if r.Allow(now, a) {
 			allowed++
 		}
 	}
@@ -207,7 +207,7 @@ func TestRateLimiterBounded(t *testing.T) {
 	if allowed > 1000+800 {
 		t.Fatalf("%d of 100000 spoofed sources allowed", allowed)
 	}
-	r.sweep(now.Add(10 * time.Second))
+	r.Sweep(now.Add(10 * time.Second))
 	if len(r.buckets) != 0 {
 		t.Fatalf("sweep left %d buckets", len(r.buckets))
 	}

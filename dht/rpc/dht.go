@@ -90,7 +90,7 @@ type Config struct {
 	// It must not block.
 	Events func(Event)
 
-	// RequestRate and RequestBurst bound incoming requests per source
+	// RequestRate and RequestBurst bound incoming requests per Source
 	// address (default 100/s, burst 200); a negative rate disables it.
 	RequestRate  float64
 	RequestBurst int
@@ -188,7 +188,7 @@ type DHT struct {
 	secrets      tokenSecrets
 	rotate       int
 	nat          *natSampler
-	limiter      *rateLimiter
+	limiter      *RateLimiter
 	firewalled   bool
 	ephemeral    bool
 	adaptive     bool
@@ -293,7 +293,7 @@ func New(cfg Config) (*DHT, error) {
 		ready:    make(chan struct{}),
 		inflight: make(map[uint16]*outReq),
 		nat:      &natSampler{},
-		limiter:  newRateLimiter(cfg.RequestRate, cfg.RequestBurst, 16384),
+		limiter:  NewRateLimiter(cfg.RequestRate, cfg.RequestBurst, 16384),
 		queries:  make(map[*Query]struct{}),
 	}
 	d.conns[sockServer] = cfg.Conn
@@ -646,7 +646,7 @@ func (d *DHT) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
 	err := d.call(ctx, func(time.Time) {
 		s = d.stats
-		s.Dropped = d.limiter.dropped
+		s.Dropped = d.limiter.Dropped()
 	})
 	return s, err
 }

@@ -55,7 +55,8 @@
 //
 // # Differences from the reference
 //
-// Incoming requests are rate limited per source address (default 100/s,
+// Incoming requests are rate limited per source (an IPv4 address or IPv6
+// /64, whatever the port; see Source) (default 100/s,
 // burst 200), which the reference does not do. Bootstrap hostnames are
 // resolved once at start. Network-health tracking (online/degraded) and
 // suspend/resume are not implemented. A response tid that collides with an

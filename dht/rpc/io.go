@@ -200,7 +200,7 @@ func (d *DHT) drain(now time.Time) {
 	if d.rotate--; d.rotate == 0 {
 		d.rotate = 10
 		d.secrets.rotate()
-		d.limiter.sweep(now)
+		d.limiter.Sweep(now)
 	}
 	d.cong.drain()
 	for len(d.pending) > 0 && !d.cong.full() {
@@ -242,7 +242,7 @@ func (d *DHT) onMessage(now time.Time, dg datagram) {
 	external := dg.sock != d.expectedSock() && !d.same
 	switch dg.b[0] {
 	case typeRequest:
-		if !d.limiter.allow(now, dg.from) {
+		if !d.limiter.Allow(now, dg.from) {
 			return
 		}
 		m, err := DecodeRequest(dg.b)

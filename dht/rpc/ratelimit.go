@@ -5,12 +5,29 @@ import (
 	"time"
 )
 
-// rateLimiter bounds the requests processed per source address with a
-// token bucket each. It holds at most maxEntries buckets; addresses beyond
-// that share one overflow bucket, so a flood of spoofed sources costs
-// bounded memory. The reference has no such limit; the defaults are far
-// above what any honest peer sends.
-type rateLimiter struct {
+// Source is the key that rate limits count under for a remote address: an
+// IPv4 address or an IPv6 /64, with the port dropped, since a sender that
+// rotates source ports (or addresses within its /64, which one host
+// usually has to itself) is still one sender. Loopback addresses keep
+// their port: they are this host's own processes (a local test network,
+// co-hosted peers), not one remote sender.
+func Source(a netip.AddrPort) netip.AddrPort {
+	ip := a.Addr().Unmap()
+	if ip.IsLoopback() {
+		return netip.AddrPortFrom(ip, a.Port())
+	}
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
+	return netip.AddrPortFrom(ip, 0)
+}
+
+// RateLimiter bounds the events counted per Source with a token bucket
+// each. It holds at most maxEntries buckets; sources beyond that share
+// one overflow bucket (with four times the rate), so a flood of spoofed
+// sources costs bounded memory. It is not safe for concurrent use.
+type RateLimiter struct {
 	rate       float64 // tokens per second
 	burst      float64
 	maxEntries int
@@ -24,8 +41,10 @@ type bucket struct {
 	last   time.Time
 }
 
-func newRateLimiter(rate float64, burst, maxEntries int) *rateLimiter {
-	return &rateLimiter{rate: rate, burst: float64(burst), maxEntries: maxEntries, buckets: make(map[netip.AddrPort]*bucket)}
+// NewRateLimiter allows rate events per second and source, in bursts of up
+// to burst; a rate <= 0 allows everything.
+func NewRateLimiter(rate float64, burst, maxEntries int) *RateLimiter {
+	return &RateLimiter{rate: rate, burst: float64(burst), maxEntries: maxEntries, buckets: make(map[netip.AddrPort]*bucket)}
 }
 
 func (b *bucket) take(now time.Time, rate, burst float64) bool {
@@ -42,12 +61,13 @@ func (b *bucket) take(now time.Time, rate, burst float64) bool {
 	return true
 }
 
-// allow reports whether a request from addr may be processed at now.
-func (r *rateLimiter) allow(now time.Time, addr netip.AddrPort) bool {
+// Allow reports whether an event from addr may be processed at now.
+func (r *RateLimiter) Allow(now time.Time, addr netip.AddrPort) bool {
 	if r.rate <= 0 {
 		return true
 	}
-	b := r.buckets[addr]
+	src := Source(addr)
+	b := r.buckets[src]
 	if b == nil {
 		if len(r.buckets) >= r.maxEntries {
 			if r.overflow.take(now, r.rate*4, r.burst*4) {
@@ -57,7 +77,7 @@ func (r *rateLimiter) allow(now time.Time, addr netip.AddrPort) bool {
 			return false
 		}
 		b = &bucket{}
-		r.buckets[addr] = b
+		r.buckets[src] = b
 	}
 	if b.take(now, r.rate, r.burst) {
 		return true
@@ -66,8 +86,11 @@ func (r *rateLimiter) allow(now time.Time, addr netip.AddrPort) bool {
 	return false
 }
 
-// sweep forgets buckets that have refilled completely.
-func (r *rateLimiter) sweep(now time.Time) {
+// Dropped is how many events Allow refused.
+func (r *RateLimiter) Dropped() uint64 { return r.dropped }
+
+// Sweep forgets buckets that have refilled completely.
+func (r *RateLimiter) Sweep(now time.Time) {
 	for a, b := range r.buckets {
 		if b.tokens+now.Sub(b.last).Seconds()*r.rate >= r.burst {
 			delete(r.buckets, a)

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/key"
@@ -69,9 +67,7 @@ func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
 	errc := make(chan error, 1)
 	if o.WS {
 		scheme = "ws"
-		hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- hs.Serve(l) }()
-		defer hs.Close()
+		go func() { errc <- srv.ServeWebSocket(l) }()
 	} else {
 		go func() { errc <- srv.Serve(l) }()
 	}

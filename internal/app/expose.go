@@ -14,6 +14,7 @@ type ExposeOptions struct {
 	Target string // PORT (on 127.0.0.1) or HOST:PORT
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
+	Budget BudgetOptions
 }
 
 // Expose serves the TCP service at o.Target under a key pair until ctx
@@ -28,6 +29,10 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		return err
 	}
 	allow, err := parseAllow(o.Allow)
+	if err != nil {
+		return err
+	}
+	budget, err := o.Budget.budget()
 	if err != nil {
 		return err
 	}
@@ -59,6 +64,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	checkTarget(env, target)
 	err = tunnel.Expose(ctx, ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),
+		Budget:  budget,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})

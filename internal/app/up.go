@@ -174,6 +174,7 @@ func bindForwards(fs []config.Forward, reuse map[string]bool) ([]net.Listener, e
 func (r *runner) startExpose(e config.Expose, pl tunnel.PeerListener) {
 	ex := tunnel.NewExposer(pl, e.Target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(e.Allow...),
+		Budget:  e.Budget,
 		Logger:  r.env.logger.With("entry", e.Name),
 		OnEvent: r.env.onEvent(e.Name),
 	})

@@ -524,7 +524,16 @@ func (c *Client) Listen(ctx context.Context, kp key.KeyPair, opts *dht.ListenOpt
 		return nil, ctx.Err()
 	}
 	if !c.custodial {
-		if err := c.checkAnnounced(ctx, kp.Public); err != nil {
+		err := c.checkAnnounced(ctx, kp.Public)
+		// The protocol has no failure reply to listen: a relay whose
+		// listen failed answers listening and closes at once, which the
+		// lookup's round trip has let arrive.
+		select {
+		case <-l.done:
+			return nil, ErrListenRefused
+		default:
+		}
+		if err != nil {
 			l.Close()
 			return nil, err
 		}

@@ -140,4 +140,16 @@
 // ServerProxy sends destroy without paired/remoteAlias, which throws; a
 // Go relay sends destroy{paired, C}. The client's Handshake computes
 // remoteId as the initiator's stream id on both sides.
+//
+// # Admission
+//
+// A relay open to the internet meets connections that never speak. Serve
+// and ServeWebSocket count a connection as pending until its first
+// exchange (secret-stream handshake, WebSocket upgrade) is done, cap
+// pending connections in total and per source (an IPv4 address or IPv6
+// /64) and close the excess at once, before any handshake work; the first
+// bytes must come within FirstMessageTimeout. Clients are capped in total
+// (pending ones count, so the cap holds before the handshake) and per
+// source. A failed Accept, such as EMFILE, is retried with a backoff, as
+// net/http does, instead of ending Serve. See admit.go.
 package dhtrelay

@@ -45,6 +45,11 @@ var (
 	// The Node relay (@hyperswarm/dht-relay 0.4.3) does this: it cannot
 	// encode the signAnnounce request a non-custodial announce needs.
 	ErrNotAnnounced = errors.New("dhtrelay: the relay did not announce the key")
+	// ErrListenRefused: the relay closed a non-custodial listener as soon
+	// as it confirmed it. A keytunnel relay does so when it cannot verify
+	// a signature by the key (the client does not hold it) or its node
+	// already listens on the key.
+	ErrListenRefused = errors.New("dhtrelay: the relay refused to listen on the key: it could not verify a signature by this key, or the key already listens through that relay")
 )
 
 // What a non-custodial client's answers can go wrong with (noncustodial.go);

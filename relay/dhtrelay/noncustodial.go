@@ -2,6 +2,7 @@ package dhtrelay
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"time"
@@ -250,6 +251,24 @@ func (s *relaySigner) SignRecord(ctx context.Context, ns, target, nodeID, token 
 		return [64]byte{}, errBadSignature
 	}
 	return [64]byte(sig), nil
+}
+
+// proveKey makes a non-custodial client prove it holds the secret key of
+// pk before the relay's node listens on it: the client signs an announce
+// record for a random node id and token (what it signs for any announce,
+// so Node and Go clients answer it as they are), and the relay verifies
+// the signature. Without it, anyone could make the relay's node listen on
+// a key they do not own, and the owner's own listen through this relay
+// would then fail with KEYPAIR_ALREADY_USED.
+func (c *serverClient) proveKey(ctx context.Context, signee uint32, pk key.PublicKey) error {
+	var nodeID, token [32]byte
+	rand.Read(nodeID[:])
+	rand.Read(token[:])
+	_, err := c.signer(signee, pk).SignRecord(ctx, wire.NSAnnounce, dht.Hash(pk[:]), nodeID, token, &wire.Peer{PublicKey: pk})
+	if err != nil {
+		return fmt.Errorf("dhtrelay: the client did not prove it holds the key it listens on: %w", err)
+	}
+	return nil
 }
 
 // dialNonCustodial dials for a non-custodial client (c.mu held): the

@@ -2,6 +2,7 @@ package dhtrelay
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -61,8 +62,20 @@ type ServerOptions struct {
 	// RequestTimeout bounds the wait for a non-custodial client's
 	// noiseReply or signature (default 10 s; the reference waits forever).
 	RequestTimeout time.Duration
+	// MaxClientsPerSource bounds the clients of one source (an IPv4
+	// address or IPv6 /64; default 32).
+	MaxClientsPerSource int
+	// MaxPending and MaxPendingPerSource bound connections that have not
+	// completed their first exchange, in total (default 128) and per
+	// source (8); more are closed at once, before any handshake work.
+	MaxPending          int
+	MaxPendingPerSource int
+	// FirstMessageTimeout bounds the wait for a new connection's first
+	// bytes (default 3 s).
+	FirstMessageTimeout time.Duration
 	// BehindProxy takes a WebSocket client's address from
-	// X-Forwarded-For (for logs only).
+	// X-Forwarded-For (for logs and the per-source client cap; the
+	// pending caps see the proxy's address).
 	BehindProxy bool
 	Logger      *slog.Logger
 }
@@ -80,6 +93,9 @@ type Server struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	pending counter // connections before their first exchange
+	sources counter // clients, per source
 
 	mu      sync.Mutex
 	clients map[*serverClient]struct{}
@@ -111,6 +127,10 @@ func NewServer(node *dht.Node, opts ServerOptions) *Server {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 10 * time.Second
 	}
+	opts.MaxClientsPerSource = cmp.Or(max(opts.MaxClientsPerSource, 0), DefaultMaxClientsPerSource)
+	opts.MaxPending = cmp.Or(max(opts.MaxPending, 0), DefaultMaxPending)
+	opts.MaxPendingPerSource = cmp.Or(max(opts.MaxPendingPerSource, 0), DefaultMaxPendingPerSource)
+	opts.FirstMessageTimeout = cmp.Or(max(opts.FirstMessageTimeout, 0), DefaultFirstMessageTimeout)
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -142,38 +162,57 @@ func (s *Server) Close() error {
 
 // Serve accepts TCP clients on l (the reference's TCP transport,
 // secret-stream as responder) until l or the server closes. It closes l.
+// Accept errors (such as running out of file descriptors) are retried
+// with a backoff; connections over the pending caps are closed at once,
+// and a connection must send its first bytes within FirstMessageTimeout.
 func (s *Server) Serve(l net.Listener) error {
 	stop := context.AfterFunc(s.ctx, func() { l.Close() })
 	defer stop()
 	defer l.Close()
 	for {
-		c, err := l.Accept()
+		c, err := acceptRetrying(s.ctx, l, s.log)
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return ErrClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
 			return err
 		}
-		go func() { _ = s.ServeTCP(s.ctx, c) }()
+		src := sourceOf(c.RemoteAddr().String())
+		if err := s.admitPending(src); err != nil {
+			s.log.Debug("dhtrelay: connection refused", "remote", c.RemoteAddr(), "err", err)
+			c.Close()
+			continue
+		}
+		go func() {
+			f, err := s.handshakeTCP(s.ctx, withFirstMessageTimeout(c, s.opts.FirstMessageTimeout), c.RemoteAddr())
+			s.pending.release(src)
+			if err == nil {
+				_ = s.ServeFramed(s.ctx, f, c.RemoteAddr().String())
+			}
+		}()
 	}
 }
 
 // ServeTCP runs one TCP client on raw until it leaves; it closes raw.
 func (s *Server) ServeTCP(ctx context.Context, raw net.Conn) error {
+	f, err := s.handshakeTCP(ctx, raw, raw.RemoteAddr())
+	if err != nil {
+		return err
+	}
+	return s.ServeFramed(ctx, f, raw.RemoteAddr().String())
+}
+
+func (s *Server) handshakeTCP(ctx context.Context, raw net.Conn, remote net.Addr) (protomux.Framed, error) {
 	hctx, cancel := context.WithTimeout(ctx, s.opts.TransportTimeout)
 	stop := context.AfterFunc(s.ctx, cancel)
 	f, _, err := TCP(hctx, raw, false, TCPOptions{})
 	stop()
 	cancel()
 	if err != nil {
-		s.log.Debug("dhtrelay: tcp transport failed", "remote", raw.RemoteAddr(), "err", err)
-		return err
+		s.log.Debug("dhtrelay: tcp transport failed", "remote", remote, "err", err)
+		return nil, err
 	}
-	return s.ServeFramed(ctx, f, raw.RemoteAddr().String())
+	return f, nil
 }
 
 // ServeHTTP upgrades a request to the reference's WebSocket transport and
@@ -209,6 +248,14 @@ func (s *Server) ServeFramed(ctx context.Context, f protomux.Framed, remote stri
 		s.log.Warn("dhtrelay: too many clients", "remote", remote, "max", s.opts.MaxClients)
 		return fmt.Errorf("%w: %d clients", ErrLimit, s.opts.MaxClients)
 	}
+	src := sourceOf(remote)
+	if !s.sources.acquire(src, s.opts.MaxClients, s.opts.MaxClientsPerSource) {
+		s.mu.Unlock()
+		f.Close()
+		s.log.Warn("dhtrelay: too many clients from one source", "remote", remote, "source", src, "max", s.opts.MaxClientsPerSource)
+		return fmt.Errorf("%w: %d clients from %s", ErrLimit, s.opts.MaxClientsPerSource, src)
+	}
+	defer s.sources.release(src)
 	c := &serverClient{s: s, remote: remote, sess: NewSession(RoleRelay, s.opts.Limits),
 		streams: map[uint32]*relayStream{}, servers: map[uint32]*relayServer{}, firewall: map[uint32]chan bool{},
 		queries: map[uint32]context.CancelFunc{}, noise: map[uint32]*relayHandshake{}, signatures: map[uint32]chan []byte{},
@@ -731,7 +778,7 @@ func (c *serverClient) onListen(v Listen, alias uint32) {
 			// The protocol has no failure message for listen: answer
 			// listening then closed, which ends a Node client's listen()
 			// and its server.
-			c.s.log.Debug("dhtrelay: listen failed", "remote", c.remote, "key", v.PublicKey, "err", err)
+			c.s.log.Info("dhtrelay: listen failed", "remote", c.remote, "key", v.PublicKey, "err", err)
 			_ = c.sendLocked(Listening{Alias: alias, RemoteAlias: v.Alias, Address: ipv4(c.s.node.LocalAddr())})
 			delete(c.servers, alias)
 			_ = c.sendLocked(Closed{Alias: alias})
@@ -792,6 +839,9 @@ func (c *serverClient) listen(v Listen, alias uint32) (*dht.Listener, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
 	if !v.Custodial {
+		if err := c.proveKey(ctx, v.Alias, v.PublicKey); err != nil {
+			return nil, err
+		}
 		// The client's firewall runs inside its Noise responder.
 		return c.s.node.Listen(ctx, key.KeyPair{Public: v.PublicKey}, &dht.ListenOptions{
 			Handshakes: func() dht.Handshaker { return c.newHandshake(false, 0, alias, key.PublicKey{}) },
