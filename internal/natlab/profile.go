@@ -27,12 +27,15 @@ func symmetric(name string, rtt, jitter time.Duration, rate int64, loss float64)
 // The named profiles. Loss applies to each direction. Queues hold 100 ms
 // at the link's rate.
 //
-// Rates are what the issue asks for: the forwarder reaches them on this
-// 2-core machine (see TestWANForwarderRate, which measures the forwarder's
-// ceiling and fails when a profile's rate is above it).
+// The forwarder is one process's user-space copy loop: on the 2-core
+// development machine, shared with other builds, BenchmarkWANForwarder
+// measured 494, 690 and 1080 Mbit/s (42k-94k packets/s) of one kernel TCP
+// stream through an unlimited link. A 1 Gbit/s LAN is beyond it, so LAN
+// is scaled down to 500 Mbit/s; the others are as issue #12 gives them.
 var (
-	// LAN: 1 ms RTT, 1 Gbit/s, no loss.
-	LAN = symmetric("lan", time.Millisecond, 0, 1e9, 0)
+	// LAN: 1 ms RTT, 500 Mbit/s (scaled down from 1 Gbit/s, see above),
+	// no loss.
+	LAN = symmetric("lan", time.Millisecond, 0, 500e6, 0)
 	// Fiber: 20 ms RTT, 200 Mbit/s, 0.01 % loss.
 	Fiber = symmetric("fiber", 20*time.Millisecond, 0, 200e6, 0.0001)
 	// Transatlantic: 100 ms RTT, 100 Mbit/s, 0.1 % loss.

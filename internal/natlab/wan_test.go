@@ -5,52 +5,13 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
-
-// Ping sends count ICMP echo requests from h to dst, one after another, and
-// returns the round-trip times sorted (the far end's kernel answers, so no
-// user-space scheduling is in the measurement).
-func Ping(t testing.TB, h *Host, dst netip.Addr, count int) []time.Duration {
-	t.Helper()
-	var c *icmp.PacketConn
-	h.lab.must(h.Run(func() (err error) {
-		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
-	}))
-	defer c.Close()
-	var rtts []time.Duration
-	buf := make([]byte, 1500)
-	for seq := 1; seq <= count; seq++ {
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x6b74, Seq: seq, Data: []byte("natlab")}}
-		b, _ := msg.Marshal(nil)
-		start := time.Now()
-		if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
-			t.Fatalf("ping %v: %v", dst, err)
-		}
-		c.SetReadDeadline(start.Add(2 * time.Second))
-		for {
-			n, _, err := c.ReadFrom(buf)
-			if err != nil {
-				t.Fatalf("ping %v seq %d: no reply: %v", dst, seq, err)
-			}
-			m, err := icmp.ParseMessage(1, buf[:n])
-			if e, ok := m.Body.(*icmp.Echo); err == nil && m.Type == ipv4.ICMPTypeEchoReply && ok && e.Seq == seq {
-				break
-			}
-		}
-		rtts = append(rtts, time.Since(start))
-	}
-	slices.Sort(rtts)
-	return rtts
-}
 
 // TestWANPing: the RTT across an emulated link is the configured one within
 // 1 ms, for a public host on a WAN link, for a host behind a NAT whose
@@ -68,7 +29,10 @@ func TestWANPing(t *testing.T) {
 		{lab.Host(lab.NAT(Random), WAN(LAN)), LAN.RTT},
 	}
 	for _, c := range cases {
-		rtts := Ping(t, c.h, far.Addr(), 20)
+		rtts, err := c.h.Ping(far.Addr(), 20)
+		if err != nil {
+			t.Fatal(err)
+		}
 		med := rtts[len(rtts)/2]
 		t.Logf("%v -> %v: RTT min %v median %v max %v, configured %v", c.h.Addr(), far.Addr(), rtts[0], med, rtts[len(rtts)-1], c.rtt)
 		if d := med - c.rtt; d < 0 || d > time.Millisecond {
@@ -93,6 +57,18 @@ func TestWANGoodput(t *testing.T) {
 	im := Impair{Delay: 5 * time.Millisecond, Rate: rate}
 	rx := lab.Host(lab.Public(), WAN(Profile{Name: "test", RTT: 10 * time.Millisecond, Rate: rate, Up: im, Down: im}))
 	tx := lab.Host(lab.Public())
+	goodput := tcpGoodput(t, tx, rx, time.Second, 2*time.Second)
+	wire := goodput * 1500 / 1448
+	t.Logf("goodput %.2f Mbit/s (%.2f on the wire) on a %.0f Mbit/s link; down: %+v", goodput/1e6, wire/1e6, rate/1e6, statLine(rx.WAN().Stats(Down)))
+	if wire < 0.95*rate || wire > 1.02*rate {
+		t.Errorf("TCP through the link: %.2f Mbit/s on the wire, want within 5 %% of %.0f", wire/1e6, rate/1e6)
+	}
+}
+
+// tcpGoodput runs one kernel TCP stream from tx to rx and returns its
+// goodput in bit/s over measure, after warm (slow start, queues filling).
+func tcpGoodput(t testing.TB, tx, rx *Host, warm, measure time.Duration) float64 {
+	t.Helper()
 	ln := rx.ListenTCP(0)
 	var got atomic.Int64
 	go func() {
@@ -132,21 +108,16 @@ func TestWANGoodput(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(time.Second) // slow start and the queue filling
+	time.Sleep(warm)
 	b0, t0 := got.Load(), time.Now()
-	time.Sleep(2 * time.Second)
+	time.Sleep(measure)
 	b1, t1 := got.Load(), time.Now()
 	close(stop)
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
-	goodput := float64(b1-b0) * 8 / t1.Sub(t0).Seconds()
-	wire := goodput * 1500 / 1448
-	t.Logf("goodput %.2f Mbit/s (%.2f on the wire) on a %.0f Mbit/s link; down: %+v", goodput/1e6, wire/1e6, rate/1e6, statLine(rx.WAN().Stats(Down)))
-	if wire < 0.95*rate || wire > 1.02*rate {
-		t.Errorf("TCP through the link: %.2f Mbit/s on the wire, want within 5 %% of %.0f", wire/1e6, rate/1e6)
-	}
+	return float64(b1-b0) * 8 / t1.Sub(t0).Seconds()
 }
 
 // statLine is a PipeStats without its histogram.
@@ -257,5 +228,46 @@ func TestWANMTU(t *testing.T) {
 				t.Errorf("MTU %d: %d MTU drops, want %d", c.mtu, s.MTUDrops, want)
 			}
 		}
+	}
+}
+
+// BenchmarkWANForwarder measures the forwarder's ceiling on this machine:
+// one kernel TCP stream for 3 s through a link with no rate limit and
+// 1 ms RTT (Mbit/s of goodput, and packets per second each way).
+//
+//	go test -run XXX -bench WANForwarder -benchtime 1x ./internal/natlab/
+func BenchmarkWANForwarder(b *testing.B) {
+	lab := New(b)
+	im := Impair{Delay: 500 * time.Microsecond}
+	rx := lab.Host(lab.Public(), WAN(Profile{Name: "unlimited", RTT: time.Millisecond, Up: im, Down: im}))
+	tx := lab.Host(lab.Public())
+	for range b.N {
+		bps := tcpGoodput(b, tx, rx, 500*time.Millisecond, 3*time.Second)
+		s := rx.WAN().Stats(Down)
+		b.ReportMetric(bps/1e6, "Mbit/s")
+		b.ReportMetric(float64(s.Out)/3.5, "pkt/s")
+	}
+}
+
+// TestLoopbackUDP: a datagram to 127.0.0.1:port inside a host reaches the
+// lab address LoopbackUDP names, from the host's address, and the reply
+// comes back from 127.0.0.1:port.
+func TestLoopbackUDP(t *testing.T) {
+	lab := New(t)
+	far := lab.Host(lab.Public())
+	to := echoServer(t, far, 7000)
+	h := lab.Host(lab.Public(), WAN(LAN))
+	h.LoopbackUDP(7000, to)
+	c := h.ListenUDP(0)
+	send(t, c, netip.MustParseAddrPort("127.0.0.1:7000"), "hi")
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 256)
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := string(buf[:n]), "hi "+h.Addr().String()+":"
+	if !strings.HasPrefix(got, want) || from.String() != "127.0.0.1:7000" {
+		t.Fatalf("reply %q from %v, want %q... from 127.0.0.1:7000", got, from, want)
 	}
 }
