@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"hash"
@@ -12,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -263,6 +265,27 @@ func (w *wanLab) download(tb testing.TB, addr string, cc byte, size int64, h has
 	return time.Since(start)
 }
 
+// pull downloads from addr (sent with congestion control cc) for d and
+// returns the goodput in MB/s, counted from the request.
+func (w *wanLab) pull(tb testing.TB, addr string, cc byte, d time.Duration) float64 {
+	tb.Helper()
+	c := w.dial(tb, addr)
+	defer c.Close()
+	var req [10]byte
+	req[0], req[1] = cmdDown, cc
+	binary.BigEndian.PutUint64(req[2:], 1<<50)
+	start := time.Now()
+	c.SetReadDeadline(start.Add(d))
+	if _, err := c.Write(req[:]); err != nil {
+		tb.Fatal(err)
+	}
+	n, err := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		tb.Fatalf("download through %s: %v after %d bytes", addr, err, n)
+	}
+	return float64(n) / time.Since(start).Seconds() / 1e6
+}
+
 // patternHash is the SHA-256 of a size-byte download.
 func patternHash(size int64) []byte {
 	h := sha256.New()
@@ -328,67 +351,118 @@ func TestWANSmoke(t *testing.T) {
 	}
 }
 
-// wanSize is how much a goodput measurement downloads: about 5 s at the
-// link's rate, at most 128 MiB.
+// wanPull is how long a TCP goodput measurement downloads. The raw udx
+// streams send wanSize bytes instead: about 5 s at the link's rate, at
+// most 128 MiB.
+const wanPull = 6 * time.Second
+
 func wanSize(p natlab.Profile) int64 { return min(p.Rate/8*5, 128<<20) }
 
-// udxGo sends size bytes over one Go udx stream from the server host to
-// the client host and returns the time from the first byte received to
-// the last.
+func mbps(size int64, d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+
+// udxGo is udxNode with Go udx: this test binary started again in each
+// host as the sender or the receiver (runUDX), so that, like udx-native,
+// each end is a process of its own and not sharing this one's scheduler
+// with the link's forwarder.
 func (w *wanLab) udxGo(tb testing.TB, size int64) time.Duration {
 	tb.Helper()
-	sock := func(h *natlab.Host) (*udx.Socket, netip.AddrPort) {
-		pc := h.ListenUDP(0)
-		s, err := udx.NewSocket(pc)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { s.Close() })
-		return s, h.AddrPort(uint16(pc.LocalAddr().(*net.UDPAddr).Port))
-	}
-	ss, saddr := sock(w.srv)
-	cs, caddr := sock(w.cli)
-	tx, err := ss.NewStream(1, nil)
+	const sport, cport = 41003, 41004
+	exe, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rx, err := cs.NewStream(2, nil)
+	start := func(h *natlab.Host, role string, port int, peer netip.AddrPort) *proctest.Proc {
+		env := append(os.Environ(), fmt.Sprintf("%s=%s %d %s %d", udxRoleEnv, role, port, peer, size))
+		return proctest.StartCmd(tb, h.Command(exe, "-test.run=^$"), env)
+	}
+	rx := start(w.cli, "recv", cport, w.srv.AddrPort(sport))
+	rx.Line("ready", 30*time.Second)
+	start(w.srv, "send", sport, w.cli.AddrPort(cport))
+	return parseUDXBench(tb, "Go udx", rx.Line("bench ", 5*time.Minute), size)
+}
+
+func parseUDXBench(tb testing.TB, who, line string, size int64) time.Duration {
+	tb.Helper()
+	f := strings.Fields(line)
+	got, _ := strconv.ParseInt(f[1], 10, 64)
+	secs, _ := strconv.ParseFloat(f[2], 64)
+	if got != size {
+		tb.Fatalf("%s: %d of %d bytes", who, got, size)
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+const udxRoleEnv = "KEYTUNNEL_BENCH_UDX"
+
+// runUDX is one end of udxGo's stream, if the environment asks for it
+// ("send|recv PORT PEER SIZE"), and reports whether it ran. The
+// receiver prints "ready", then "bench BYTES SECONDS" timed from its
+// first data to the end, as interop/udx-wan.js does.
+func runUDX() bool {
+	v := os.Getenv(udxRoleEnv)
+	if v == "" {
+		return false
+	}
+	var role, peerS string
+	var port int
+	var size int64
+	if _, err := fmt.Sscan(v, &role, &port, &peerS, &size); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	peer, err := netip.ParseAddrPort(peerS)
 	if err != nil {
-		tb.Fatal(err)
+		fail(err)
 	}
-	if err := tx.Connect(ss, 2, caddr); err != nil {
-		tb.Fatal(err)
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
+	if err != nil {
+		fail(err)
 	}
-	if err := rx.Connect(cs, 1, saddr); err != nil {
-		tb.Fatal(err)
+	sock, err := udx.NewSocket(pc)
+	if err != nil {
+		fail(err)
 	}
-	defer tx.Close()
-	defer rx.Close()
-	go func() {
+	id, rid := uint32(2), uint32(1)
+	if role == "send" {
+		id, rid = 1, 2
+	}
+	st, err := sock.NewStream(id, nil)
+	if err != nil {
+		fail(err)
+	}
+	if err := st.Connect(sock, rid, peer); err != nil {
+		fail(err)
+	}
+	if role == "send" {
 		buf := make([]byte, 64<<10)
 		for left := size; left > 0; {
-			n, err := tx.Write(buf[:min(left, int64(len(buf)))])
+			n, err := st.Write(buf[:min(left, int64(len(buf)))])
 			left -= int64(n)
 			if err != nil {
-				return
+				fail(err)
 			}
 		}
-		tx.CloseWrite()
-	}()
+		st.CloseWrite()
+		io.Copy(io.Discard, st)
+		return true
+	}
+	fmt.Println("ready")
 	buf := make([]byte, 256<<10)
-	rx.SetReadDeadline(time.Now().Add(5 * time.Minute))
-	n, err := rx.Read(buf)
+	n, err := st.Read(buf)
 	start := time.Now()
 	got := int64(n)
 	for err == nil {
-		n, err = rx.Read(buf)
+		n, err = st.Read(buf)
 		got += int64(n)
 	}
-	d := time.Since(start)
-	if err != io.EOF || got != size {
-		tb.Fatalf("Go udx: %d of %d bytes: %v", got, size, err)
-	}
-	return d
+	fmt.Printf("bench %d %f\n", got, time.Since(start).Seconds())
+	st.Close()
+	sock.Close()
+	return true
 }
 
 // udxNode is udxGo with udx-native processes.
@@ -398,13 +472,7 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 	rx := nodetest.StartIn(tb, w.cli.ExecPrefix(), "udx-wan.js", "--role", "recv", "--port", fmt.Sprint(cport), "--peer", w.srv.AddrPort(sport).String())
 	rx.Expect("ready", 30*time.Second)
 	nodetest.StartIn(tb, w.srv.ExecPrefix(), "udx-wan.js", "--role", "send", "--port", fmt.Sprint(sport), "--peer", w.cli.AddrPort(cport).String(), "--size", fmt.Sprint(size))
-	f := strings.Fields(rx.Expect("bench ", 5*time.Minute))
-	got, _ := strconv.ParseInt(f[0], 10, 64)
-	secs, _ := strconv.ParseFloat(f[1], 64)
-	if got != size {
-		tb.Fatalf("udx-native: %d of %d bytes", got, size)
-	}
-	return time.Duration(secs * float64(time.Second))
+	return parseUDXBench(tb, "udx-native", "bench "+rx.Expect("bench ", 5*time.Minute), size)
 }
 
 // BenchmarkWAN runs every named profile and, per profile in one lab,
@@ -413,7 +481,8 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 // Go udx beside udx-native for the raw stream. Metrics (RTTs in units of
 // the link's base RTT, the median ICMP RTT across it):
 //
-//	goodput-MB/s  one download of about 5 s at the link's rate
+//	goodput-MB/s  one download of 6 s (raw udx: about 5 s at the link's
+//	              rate), from request to the last byte
 //	x-link        goodput over the link's rate
 //	x-tcpbbr      goodput over kernel TCP BBR's
 //	x-hypertele   keytunnel's goodput over hypertele's
@@ -440,8 +509,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 	size := wanSize(prof)
 	goodput := map[string]float64{}
 	inRTT := func(d time.Duration) float64 { return float64(d) / float64(rtt) }
-	report := func(b *testing.B, name string, d time.Duration) {
-		g := float64(size) / d.Seconds() / 1e6
+	report := func(b *testing.B, name string, g float64) {
 		goodput[name] = g
 		b.ReportMetric(g, "goodput-MB/s")
 		b.ReportMetric(g*8e6/float64(prof.Rate), "x-link")
@@ -457,7 +525,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		b.Run(name, func(b *testing.B) {
 			addr := w.srv.AddrPort(w.svcPort).String()
 			w.link().ResetSojourn()
-			report(b, name, w.download(b, addr, cc, size, nil))
+			report(b, name, w.pull(b, addr, cc, wanPull))
 			var nc []time.Duration
 			for range 20 {
 				c, d := w.echoConn(b, addr)
@@ -475,11 +543,11 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 	tcpPath("tcp-cubic", 'c')
 	b.Run("udx-native", func(b *testing.B) {
 		w.link().ResetSojourn()
-		report(b, "udx-native", w.udxNode(b, size))
+		report(b, "udx-native", mbps(size, w.udxNode(b, size)))
 	})
 	b.Run("udx-go", func(b *testing.B) {
 		w.link().ResetSojourn()
-		report(b, "udx-go", w.udxGo(b, size))
+		report(b, "udx-go", mbps(size, w.udxGo(b, size)))
 		if n := goodput["udx-native"]; n > 0 {
 			b.ReportMetric(goodput["udx-go"]/n, "x-udxnative")
 		}
@@ -491,7 +559,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 			c.Close()
 			b.ReportMetric(inRTT(dial), "dial-rtt")
 			w.link().ResetSojourn()
-			report(b, name, w.download(b, addr, '-', size, nil))
+			report(b, name, w.pull(b, addr, '-', wanPull))
 			if h := goodput["hypertele"]; h > 0 && name != "hypertele" {
 				b.ReportMetric(goodput[name]/h, "x-hypertele")
 			}
