@@ -265,6 +265,15 @@ func (w *wanLab) download(tb testing.TB, addr string, cc byte, size int64, h has
 	return time.Since(start)
 }
 
+// capacity is 1.2 times what the link can carry in d: a download asks for
+// that much, not for an endless stream, because hypertele has no
+// backpressure and would buffer whatever the service sends faster than
+// the link (1 GB and more, README's backpressure row), slowing every
+// process on the machine.
+func (w *wanLab) capacity(d time.Duration) uint64 {
+	return uint64(float64(w.prof.Rate) / 8 * d.Seconds() * 1.2)
+}
+
 // pull downloads from addr (sent with congestion control cc) for d and
 // returns the goodput in MB/s, counted from the request.
 func (w *wanLab) pull(tb testing.TB, addr string, cc byte, d time.Duration) float64 {
@@ -273,14 +282,14 @@ func (w *wanLab) pull(tb testing.TB, addr string, cc byte, d time.Duration) floa
 	defer c.Close()
 	var req [10]byte
 	req[0], req[1] = cmdDown, cc
-	binary.BigEndian.PutUint64(req[2:], 1<<50)
+	binary.BigEndian.PutUint64(req[2:], w.capacity(d))
 	start := time.Now()
 	c.SetReadDeadline(start.Add(d))
 	if _, err := c.Write(req[:]); err != nil {
 		tb.Fatal(err)
 	}
-	n, err := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
+	n, err := io.CopyBuffer(io.Discard, io.LimitReader(c, int64(w.capacity(d))), make([]byte, 256<<10))
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		tb.Fatalf("download through %s: %v after %d bytes", addr, err, n)
 	}
 	return float64(n) / time.Since(start).Seconds() / 1e6
@@ -296,7 +305,8 @@ func patternHash(size int64) []byte {
 }
 
 // loaded measures a second connection's echo RTT while one connection
-// through addr downloads without end.
+// through addr downloads. The download asks for what the link could carry
+// in the time n echoes take at up to 4 RTT each (see capacity).
 func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) []time.Duration {
 	tb.Helper()
 	ec, _ := w.echoConn(tb, addr)
@@ -304,7 +314,7 @@ func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) []time.Durat
 	bulk := w.dial(tb, addr)
 	var req [10]byte
 	req[0], req[1] = cmdDown, cc
-	binary.BigEndian.PutUint64(req[2:], 1<<50)
+	binary.BigEndian.PutUint64(req[2:], w.capacity(time.Second+time.Duration(4*(n+1))*w.rtt))
 	if _, err := bulk.Write(req[:]); err != nil {
 		tb.Fatal(err)
 	}
