@@ -531,22 +531,26 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		b.ReportMetric(float64(rtt)/1e6, "base-rtt-ms")
 		b.ReportMetric(0, "ns/op")
 	}
+	// latency reports newconn-rtt and loaded-*-rtt of an established path.
+	latency := func(b *testing.B, addr string, cc byte) {
+		var nc []time.Duration
+		for range 20 {
+			c, d := w.echoConn(b, addr)
+			c.Close()
+			nc = append(nc, d)
+		}
+		slices.Sort(nc)
+		b.ReportMetric(inRTT(nc[len(nc)/2]), "newconn-rtt")
+		l := w.loaded(b, addr, cc, *wanEchoes)
+		b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
+		b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
+	}
 	tcpPath := func(name string, cc byte) {
 		b.Run(name, func(b *testing.B) {
 			addr := w.srv.AddrPort(w.svcPort).String()
 			w.link().ResetSojourn()
 			report(b, name, w.pull(b, addr, cc, wanPull))
-			var nc []time.Duration
-			for range 20 {
-				c, d := w.echoConn(b, addr)
-				c.Close()
-				nc = append(nc, d)
-			}
-			slices.Sort(nc)
-			b.ReportMetric(inRTT(nc[len(nc)/2]), "newconn-rtt")
-			l := w.loaded(b, addr, cc, *wanEchoes)
-			b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
-			b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
+			latency(b, addr, cc)
 		})
 	}
 	tcpPath("tcp-bbr", 'b')
@@ -573,17 +577,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 			if h := goodput["hypertele"]; h > 0 && name != "hypertele" {
 				b.ReportMetric(goodput[name]/h, "x-hypertele")
 			}
-			var nc []time.Duration
-			for range 20 {
-				c, d := w.echoConn(b, addr)
-				c.Close()
-				nc = append(nc, d)
-			}
-			slices.Sort(nc)
-			b.ReportMetric(inRTT(nc[len(nc)/2]), "newconn-rtt")
-			l := w.loaded(b, addr, '-', *wanEchoes)
-			b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
-			b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
+			latency(b, addr, '-')
 		})
 	}
 	tunnel("hypertele", w.hypertele)
