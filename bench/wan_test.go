@@ -39,6 +39,9 @@ import (
 //
 //	go test -run XXX -bench WAN -benchtime 1x ./bench/
 //	go test -run XXX -bench WAN/transatlantic -benchtime 1x ./bench/ -wan.echoes 50
+//
+// RTT metrics are in units of the link's base RTT: the fastest of ten
+// pings across it, or the profile's RTT if that is more.
 var wanEchoes = flag.Int("wan.echoes", 200, "WAN benchmark: 1-byte echoes per loaded-rtt measurement")
 
 // The service's protocol, one request per connection: 'E' echoes
@@ -122,11 +125,12 @@ func setCC(c net.Conn, cc string) error {
 type wanLab struct {
 	prof     natlab.Profile
 	lab      *natlab.Lab
-	boot     string       // the lab DHT's bootstrap, host:port
-	srv, cli *natlab.Host // srv: plain link; cli: behind the WAN link
-	svcPort  uint16       // the service, on every address of srv
-	rtt      time.Duration
-	hyper    bool // LoopbackUDP set up for hypertele
+	boot     string        // the lab DHT's bootstrap, host:port
+	srv, cli *natlab.Host  // srv: plain link; cli: behind the WAN link
+	svcPort  uint16        // the service, on every address of srv
+	rtt      time.Duration // base RTT, the unit of the *-rtt metrics
+	ping     time.Duration // median ICMP RTT across the link
+	hyper    bool          // LoopbackUDP set up for hypertele
 }
 
 func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
@@ -142,7 +146,11 @@ func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w.rtt = rtts[len(rtts)/2]
+	w.ping = rtts[len(rtts)/2]
+	// The base RTT is the fastest ping (the median picks up scheduling
+	// noise from a loaded machine: 1.2 or 2.6 ms for lan), but never
+	// below the profile's own, which jitter can undercut.
+	w.rtt = max(rtts[0], prof.RTT)
 	return w
 }
 
@@ -337,9 +345,9 @@ func TestWANSmoke(t *testing.T) {
 	natlab.Require(t)
 	proctest.Binary(t)
 	w := newWANLab(t, natlab.Fiber)
-	t.Logf("%v: ICMP RTT median %v", w.prof, w.rtt)
-	if d := w.rtt - w.prof.RTT; d < 0 || d > time.Millisecond {
-		t.Errorf("ICMP RTT %v across %v, want %v + [0, 1 ms]", w.rtt, w.prof, w.prof.RTT)
+	t.Logf("%v: ICMP RTT median %v", w.prof, w.ping)
+	if d := w.ping - w.prof.RTT; d < 0 || d > time.Millisecond {
+		t.Errorf("ICMP RTT %v across %v, want %v + [0, 1 ms]", w.ping, w.prof, w.prof.RTT)
 	}
 	addr := w.keytunnel(t)
 	c, dial := w.echoConn(t, addr)
@@ -489,7 +497,7 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 // measures kernel TCP (BBR and CUBIC, set per socket) straight over the
 // link, one TCP stream through keytunnel's and hypertele's processes, and
 // Go udx beside udx-native for the raw stream. Metrics (RTTs in units of
-// the link's base RTT, the median ICMP RTT across it):
+// the link's base RTT; base-rtt-ms is that RTT):
 //
 //	goodput-MB/s  one download of 6 s (raw udx: about 5 s at the link's
 //	              rate), from request to the last byte
