@@ -8,6 +8,13 @@
 //
 // TestHarness runs the same code at a small size, so that CI keeps it
 // working.
+//
+// BenchmarkWAN (wan_test.go) measures the same paths, kernel TCP and raw
+// udx over the NAT lab's emulated WAN links, one lab per named profile:
+//
+//	go test -run XXX -bench WAN -benchtime 1x ./bench/
+//
+// TestWANSmoke keeps its set-up working in CI.
 package bench
 
 import (
@@ -32,7 +39,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if runFloor() {
+	if runFloor() || runUDX() {
 		return
 	}
 	proctest.Main(m)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -17,45 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keytunnel/keytunnel/dht"
-	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/natlab"
 	"github.com/keytunnel/keytunnel/internal/proctest"
 )
-
-// labDHT starts a small public HyperDHT in the lab: a bootstrap node and
-// four persistent nodes on public hosts, in this process. It returns the
-// bootstrap address.
-func labDHT(t *testing.T, lab *natlab.Lab) string {
-	t.Helper()
-	bh := lab.Host(lab.Public())
-	bc := bh.ListenUDP(0)
-	baddr := bh.AddrPort(uint16(bc.LocalAddr().(*net.UDPAddr).Port))
-	start := func(c *net.UDPConn, cfg dht.Config) *dht.Node {
-		cfg.Conn = c
-		n, err := dht.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	nodes := []*dht.Node{start(bc, dht.Config{Bootstrapper: baddr, Bootstrap: []string{}, Mode: rpc.Persistent, NotFirewalled: true})}
-	for range 2 {
-		h := lab.Host(lab.Public())
-		for range 2 {
-			nodes = append(nodes, start(h.ListenUDP(0), dht.Config{Bootstrap: []string{baddr.String()}, Mode: rpc.Persistent, NotFirewalled: true}))
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, n := range nodes {
-		if err := n.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return baddr.String()
-}
 
 // udpGetsThrough sends a datagram from h to to and reports whether it
 // arrived within a second.
@@ -133,7 +96,7 @@ func TestNATLabRelayedNoUDP(t *testing.T) {
 	bin := proctest.Binary(t)
 	deadline := time.Now().Add(4 * time.Minute)
 	lab := natlab.New(t)
-	boot := labDHT(t, lab)
+	boot := proctest.LabDHT(t, lab)
 
 	// Two relays on one public host, each with its own DHT node.
 	r := lab.Host(lab.Public())

@@ -8,6 +8,7 @@
 //	c := a.ListenUDP(0)                   // a socket inside a, usable from any goroutine
 //	cmd := b.Command("node", "peer.js")   // a process inside b (ip netns exec)
 //	a.SetLoss(0.3); b.DropUDP()           // link impairments
+//	w := lab.Host(lab.Public(), natlab.WAN(natlab.Fiber)) // an emulated WAN link
 //
 // # Topology
 //
@@ -53,8 +54,29 @@
 // SetLoss, SetLossIn and SetLossOut drop packets on a host's link with
 // iptables' statistic match; DropUDP drops all UDP on it (loopback inside the
 // host is untouched). The same methods on a NAT impair its uplink, shared by
-// all its hosts but not carrying their LAN traffic. There is no delay or reordering: the kernel here has no
-// netem.
+// all its hosts but not carrying their LAN traffic.
+//
+// # WAN links
+//
+// The kernel here has no netem (nor fq or fq_codel), so delay, jitter,
+// rate, queueing, reordering, duplication and MTU are emulated in user
+// space. With the WAN option a host's or NAT's link is two TUN devices
+// (the router's port and the host's eth0, or the NAT's wan) instead of a
+// veth pair, joined by a forwarder in the test process that runs each
+// direction through a Pipe, a pure state machine with the clock passed
+// in:
+//
+//	h := lab.Host(lab.Public(), natlab.WAN(natlab.Transatlantic))
+//	nat := lab.NAT(natlab.Random, natlab.WAN(natlab.Mobile)) // the NAT's uplink
+//	h.WAN().Stats(natlab.Down).Sojourn.Quantile(0.95)        // queueing delay
+//
+// Everything else (NATs, iptables impairments on the router's side of the
+// link, DHT nodes and relays on public hosts) composes with it. Profiles
+// lists the named profiles (lan, fiber, transatlantic, mobile, wifi-bad).
+// The forwarder waits on a timerfd, not a Go timer: the runtime rounds
+// waits below a millisecond up to one. A packet longer than the link's
+// MTU vanishes without an ICMP error (a black hole, as on paths whose
+// ICMP is filtered).
 //
 // # Running code inside a host
 //

@@ -249,8 +249,14 @@ func (l *Lab) Public() *Net { return l.public }
 // connection (so unsolicited packets never reach the LAN, and never leave a
 // conntrack entry that would steal a mapping a holepunch needs), and it does
 // not hairpin: LAN hosts reach each other by their LAN addresses.
-func (l *Lab) NAT(kind Kind) *Net {
+//
+// With the WAN option its uplink is an emulated WAN link (see Net.WAN).
+func (l *Lab) NAT(kind Kind, opts ...Option) *Net {
 	l.t.Helper()
+	var o attachOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if kind != Consistent && kind != Random {
 		l.t.Fatalf("natlab: NAT(%v): want Consistent or Random", kind)
 	}
@@ -265,7 +271,12 @@ func (l *Lab) NAT(kind Kind) *Net {
 	lanAddr := netip.AddrFrom4([4]byte{10, byte(k), 0, 1})
 	ns := l.addNetns(fmt.Sprintf("nat%d", k))
 	port := fmt.Sprintf("n%d", k)
-	l.attach(l.public.ns, port, ns, "wan", wanAddr, PublicPrefix.Bits())
+	var wan *Link
+	if o.wan != nil {
+		wan = l.attachWAN(l.public.ns, port, ns, "wan", wanAddr, PublicPrefix.Bits(), *o.wan)
+	} else {
+		l.attach(l.public.ns, port, ns, "wan", wanAddr, PublicPrefix.Bits())
+	}
 	l.must(writeSysctl(ns, "ipv4.ip_forward", "1"))
 	l.must(l.ip(ns, "addr add "+lanAddr.String()+"/32 dev lo"))
 	masq := "-A POSTROUTING -o wan -j MASQUERADE"
@@ -282,7 +293,7 @@ COMMIT
 -A FORWARD -i wan -j DROP
 COMMIT
 `))
-	return &Net{lab: l, kind: kind, ns: ns, addr: wanAddr, lan: lanAddr,
+	return &Net{lab: l, kind: kind, ns: ns, addr: wanAddr, lan: lanAddr, emu: wan,
 		wanLink: link{lab: l, rns: l.public.ns, port: port}}
 }
 
@@ -322,8 +333,13 @@ type Net struct {
 	lan   netip.Addr // NAT: router's LAN address
 	hosts int
 
-	wanLink link // NAT: its link to the internet
+	wanLink link  // NAT: its link to the internet
+	emu     *Link // NAT: its uplink's WAN emulation, if any
 }
+
+// WAN is the emulated WAN link of a NAT made with the WAN option (Up is
+// towards the internet), or nil.
+func (n *Net) WAN() *Link { return n.emu }
 
 // Kind says whether n is the internet or which NAT.
 func (n *Net) Kind() Kind { return n.kind }
@@ -348,8 +364,13 @@ func (n *Net) Namespace() string { return n.ns }
 // to n's router. On the internet it gets a public address (198.18.0.x/15)
 // and no default route; behind a NAT it gets 10.<k>.0.x/24 with a default
 // route through the NAT. Either way nothing outside the lab is reachable.
-func (l *Lab) Host(n *Net) *Host {
+// With the WAN option the link is an emulated WAN link (see Host.WAN).
+func (l *Lab) Host(n *Net, opts ...Option) *Host {
 	l.t.Helper()
+	var o attachOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if n == nil || n.lab != l {
 		l.t.Fatalf("natlab: Host: net belongs to another lab")
 	}
@@ -379,11 +400,16 @@ func (l *Lab) Host(n *Net) *Host {
 	l.mu.Unlock()
 	ns := l.addNetns(fmt.Sprintf("h%d", id))
 	port := fmt.Sprintf("h%d", id)
-	l.attach(n.ns, port, ns, "eth0", addr, bits)
+	var wan *Link
+	if o.wan != nil {
+		wan = l.attachWAN(n.ns, port, ns, "eth0", addr, bits, *o.wan)
+	} else {
+		l.attach(n.ns, port, ns, "eth0", addr, bits)
+	}
 	if n.kind != Public {
 		l.must(l.ip(ns, "route add default via "+n.lan.String()))
 	}
-	return &Host{lab: l, net: n, ns: ns, port: port, addr: addr,
+	return &Host{lab: l, net: n, ns: ns, port: port, addr: addr, emu: wan,
 		link: link{lab: l, rns: n.ns, port: port}}
 }
 
@@ -405,7 +431,12 @@ type Host struct {
 	port string // the router's interface facing this host
 	addr netip.Addr
 	link link
+	emu  *Link // WAN emulation of its link, if any
 }
+
+// WAN is the emulated WAN link of a host made with the WAN option (Up is
+// from the host), or nil.
+func (h *Host) WAN() *Link { return h.emu }
 
 // Addr is the host's own address (public, or 10.<k>.0.x behind a NAT).
 func (h *Host) Addr() netip.Addr { return h.addr }

@@ -26,7 +26,9 @@ import (
 	"time"
 
 	"github.com/keytunnel/keytunnel/dht"
+	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/natlab"
 )
 
 var (
@@ -154,6 +156,40 @@ func Testnet(t testing.TB, n int) string {
 	}
 	t.Cleanup(func() { tn.Close() })
 	return strings.Join(tn.Bootstrap, ",")
+}
+
+// LabDHT starts a small public HyperDHT in a NAT lab: a bootstrap node
+// and four persistent nodes on three public hosts, in this process. It
+// returns the bootstrap address.
+func LabDHT(t testing.TB, lab *natlab.Lab) string {
+	t.Helper()
+	bh := lab.Host(lab.Public())
+	bc := bh.ListenUDP(0)
+	baddr := bh.AddrPort(uint16(bc.LocalAddr().(*net.UDPAddr).Port))
+	start := func(c *net.UDPConn, cfg dht.Config) *dht.Node {
+		cfg.Conn = c
+		n, err := dht.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	nodes := []*dht.Node{start(bc, dht.Config{Bootstrapper: baddr, Bootstrap: []string{}, Mode: rpc.Persistent, NotFirewalled: true})}
+	for range 2 {
+		h := lab.Host(lab.Public())
+		for range 2 {
+			nodes = append(nodes, start(h.ListenUDP(0), dht.Config{Bootstrap: []string{baddr.String()}, Mode: rpc.Persistent, NotFirewalled: true}))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return baddr.String()
 }
 
 // FirstPort is the port of the first node of a bootstrap list, for tools
@@ -466,8 +502,8 @@ func Serve(t testing.TB, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-// ServeOn is Serve on a listener of the caller's (which it closes in the
-// test's cleanup).
+// ServeOn is Serve on a listener of the caller's (one inside a NAT-lab
+// host, say), which it closes in the test's cleanup.
 func ServeOn(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	t.Helper()
 	var wg sync.WaitGroup

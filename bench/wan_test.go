@@ -1,0 +1,622 @@
+package bench
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"hash"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/natlab"
+	"github.com/keytunnel/keytunnel/internal/nodetest"
+	"github.com/keytunnel/keytunnel/internal/proctest"
+	"github.com/keytunnel/keytunnel/udx"
+	"golang.org/x/sys/unix"
+)
+
+// The WAN benchmark runs each named natlab profile in a NAT lab of its
+// own: a small DHT on public hosts, a server host (plain link) with the
+// service, `keytunnel expose` and hypertele's server, and a client host
+// whose link is the emulated WAN link, with `keytunnel forward`,
+// hypertele's client and the benchmark's connections. Every transfer is
+// a download (server to client), as a user pulling through forward and
+// expose would see it, so the bottleneck queue is the link's Down side.
+//
+//	go test -run XXX -bench WAN -benchtime 1x ./bench/
+//	go test -run XXX -bench WAN/transatlantic -benchtime 1x ./bench/ -wan.echoes 50
+//
+// RTT metrics are in units of the link's base RTT: the fastest of ten
+// pings across it, or the profile's RTT if that is more.
+var wanEchoes = flag.Int("wan.echoes", 200, "WAN benchmark: 1-byte echoes per loaded-rtt measurement")
+
+// The service's protocol, one request per connection: 'E' echoes
+// everything; 'D', a congestion-control byte ('b' BBR, 'c' CUBIC, '-' the
+// default) and an 8-byte big-endian size sends that many bytes of
+// wanPattern repeated, then waits for the client to close (hypertele
+// drops what it still holds for a connection whose other side closed).
+const (
+	cmdEcho = 'E'
+	cmdDown = 'D'
+)
+
+// wanPattern is what downloads carry: 256 KiB of random bytes, repeated.
+var wanPattern = func() []byte {
+	b := make([]byte, 256<<10)
+	r := mrand.NewChaCha8([32]byte{'w', 'a', 'n'})
+	r.Read(b)
+	return b
+}()
+
+func serveWAN(c net.Conn) {
+	c.SetDeadline(time.Now().Add(10 * time.Minute))
+	var cmd [1]byte
+	if _, err := io.ReadFull(c, cmd[:]); err != nil {
+		return
+	}
+	switch cmd[0] {
+	case cmdEcho:
+		io.Copy(c, c)
+	case cmdDown:
+		var hdr [9]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		if cc := ccName(hdr[0]); cc != "" {
+			if err := setCC(c, cc); err != nil {
+				return
+			}
+		}
+		for left := int64(binary.BigEndian.Uint64(hdr[1:])); left > 0; {
+			n, err := c.Write(wanPattern[:min(left, int64(len(wanPattern)))])
+			left -= int64(n)
+			if err != nil {
+				return
+			}
+		}
+		io.Copy(io.Discard, c)
+	}
+}
+
+func ccName(b byte) string {
+	switch b {
+	case 'b':
+		return "bbr"
+	case 'c':
+		return "cubic"
+	}
+	return ""
+}
+
+// setCC sets a TCP connection's congestion control (TCP_CONGESTION).
+func setCC(c net.Conn, cc string) error {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return fmt.Errorf("not TCP")
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// wanLab is one profile's lab.
+type wanLab struct {
+	prof     natlab.Profile
+	lab      *natlab.Lab
+	boot     string        // the lab DHT's bootstrap, host:port
+	srv, cli *natlab.Host  // srv: plain link; cli: behind the WAN link
+	svcPort  uint16        // the service, on every address of srv
+	rtt      time.Duration // base RTT, the unit of the *-rtt metrics
+	ping     time.Duration // median ICMP RTT across the link
+	hyper    bool          // LoopbackUDP set up for hypertele
+}
+
+func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
+	tb.Helper()
+	lab := natlab.New(tb)
+	w := &wanLab{prof: prof, lab: lab, boot: proctest.LabDHT(tb, lab)}
+	w.srv = lab.Host(lab.Public())
+	w.cli = lab.Host(lab.Public(), natlab.WAN(prof))
+	ln := w.srv.ListenTCP(0)
+	w.svcPort = uint16(ln.Addr().(*net.TCPAddr).Port)
+	proctest.ServeOn(tb, ln, serveWAN)
+	rtts, err := w.cli.Ping(w.srv.Addr(), 10)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w.ping = rtts[len(rtts)/2]
+	// The base RTT is the fastest ping (the median picks up scheduling
+	// noise from a loaded machine: 1.2 or 2.6 ms for lan), but never
+	// below the profile's own, which jitter can undercut.
+	w.rtt = max(rtts[0], prof.RTT)
+	return w
+}
+
+// link is the client's WAN link.
+func (w *wanLab) link() *natlab.Link { return w.cli.WAN() }
+
+// dial connects from the client host.
+func (w *wanLab) dial(tb testing.TB, addr string) net.Conn {
+	tb.Helper()
+	var c net.Conn
+	err := w.cli.Run(func() (err error) {
+		c, err = net.DialTimeout("tcp4", addr, 30*time.Second)
+		return err
+	})
+	if err != nil {
+		tb.Fatalf("dial %s from %v: %v", addr, w.cli.Addr(), err)
+	}
+	return c
+}
+
+// keytunnel starts expose on the server and forward on the client and
+// returns forward's address on the client.
+func (w *wanLab) keytunnel(tb testing.TB) string {
+	tb.Helper()
+	bin := proctest.Binary(tb)
+	target := fmt.Sprintf("127.0.0.1:%d", w.svcPort)
+	exp := proctest.StartCmd(tb, w.srv.Command(bin, "--json", "expose", target), proctest.Env(tb, w.boot))
+	ev := proctest.JSON(tb, exp.Line(`"event":"listening"`, 60*time.Second))
+	pub, _ := ev["public_key"].(string)
+	if len(pub) != 64 {
+		tb.Fatalf("expose: %v", ev)
+	}
+	fwd := proctest.StartCmd(tb, w.cli.Command(bin, "--json", "forward", pub, "0"), proctest.Env(tb, w.boot))
+	ev = proctest.JSON(tb, fwd.Line(`"event":"forwarding"`, 60*time.Second))
+	return fmt.Sprint(ev["listen"])
+}
+
+// hypertele starts hypertele's server and client and returns the
+// client's address. hypertele takes its bootstrap as a port on 127.0.0.1,
+// which LoopbackUDP sends on to the lab's bootstrap node.
+func (w *wanLab) hypertele(tb testing.TB) string {
+	tb.Helper()
+	nodetest.Require(tb)
+	bap := netip.MustParseAddrPort(w.boot)
+	if !w.hyper {
+		w.srv.LoopbackUDP(bap.Port(), bap)
+		w.cli.LoopbackUDP(bap.Port(), bap)
+		w.hyper = true
+	}
+	bport := strconv.Itoa(int(bap.Port()))
+	var seed key.Seed
+	rand.Read(seed[:])
+	seed[0] = 0xab // a letter first: minimist keeps it a string
+	srv := nodetest.StartIn(tb, w.srv.ExecPrefix(), "node_modules/hypertele/server.js", "-l", strconv.Itoa(int(w.svcPort)), "--seed", hex.EncodeToString(seed[:]), "--bootstrap", bport)
+	srv.Expect("hypertele:", 60*time.Second)
+	cli := nodetest.StartIn(tb, w.cli.ExecPrefix(), "node_modules/hypertele/client.js", "-p", "0", "-s", key.FromSeed(seed).Public.String(), "--bootstrap", bport)
+	return cli.Expect("Server ready @", 60*time.Second)
+}
+
+// echoConn opens a connection to addr from the client, has one byte
+// echoed, and returns the connection and the time that took.
+func (w *wanLab) echoConn(tb testing.TB, addr string) (net.Conn, time.Duration) {
+	tb.Helper()
+	start := time.Now()
+	c, err := w.tryEcho(tb, addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c, time.Since(start)
+}
+
+func (w *wanLab) tryEcho(tb testing.TB, addr string) (net.Conn, error) {
+	c := w.dial(tb, addr)
+	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	var b [1]byte
+	_, err := c.Write([]byte{cmdEcho, 'x'})
+	if err == nil {
+		_, err = io.ReadFull(c, b[:])
+	}
+	if err != nil || b[0] != 'x' {
+		c.Close()
+		return nil, fmt.Errorf("echo through %s: %q %v", addr, b, err)
+	}
+	return c, nil
+}
+
+// firstEcho is echoConn for a tunnel's first connection: a failed one
+// (hypertele's sometimes closes at once on a lossy long link) is logged
+// and retried, up to three times, and the time counts them all, as it
+// would for a user who retries.
+func (w *wanLab) firstEcho(b *testing.B, addr string) (net.Conn, time.Duration) {
+	b.Helper()
+	start := time.Now()
+	for try := 1; ; try++ {
+		c, err := w.tryEcho(b, addr)
+		if err == nil {
+			return c, time.Since(start)
+		}
+		if try == 3 {
+			b.Fatal(err)
+		}
+		b.Logf("first connection, try %d, failed after %v: %v", try, time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// echoes has n 1-byte echoes made on c one after another and returns
+// their round-trip times sorted.
+func echoes(tb testing.TB, c net.Conn, n int) []time.Duration {
+	tb.Helper()
+	ds := make([]time.Duration, n)
+	var b [1]byte
+	for i := range ds {
+		start := time.Now()
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != byte(i) {
+			tb.Fatalf("echo %d: %v %v", i, b, err)
+		}
+		ds[i] = time.Since(start)
+	}
+	slices.Sort(ds)
+	return ds
+}
+
+// download asks addr for size bytes (sent with congestion control cc)
+// and returns the time from the request to the last byte; h, when not
+// nil, gets the bytes.
+func (w *wanLab) download(tb testing.TB, addr string, cc byte, size int64, h hash.Hash) time.Duration {
+	tb.Helper()
+	c := w.dial(tb, addr)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	var req [10]byte
+	req[0], req[1] = cmdDown, cc
+	binary.BigEndian.PutUint64(req[2:], uint64(size))
+	start := time.Now()
+	if _, err := c.Write(req[:]); err != nil {
+		tb.Fatal(err)
+	}
+	dst := io.Discard
+	if h != nil {
+		dst = h
+	}
+	n, err := io.CopyBuffer(dst, io.LimitReader(c, size), make([]byte, 256<<10))
+	if err != nil || n != size {
+		tb.Fatalf("download through %s: %d of %d bytes: %v", addr, n, size, err)
+	}
+	return time.Since(start)
+}
+
+// capacity is 1.2 times what the link can carry in d: a download asks for
+// that much, not for an endless stream, because hypertele has no
+// backpressure and would buffer whatever the service sends faster than
+// the link (1 GB and more, README's backpressure row), slowing every
+// process on the machine.
+func (w *wanLab) capacity(d time.Duration) uint64 {
+	return uint64(float64(w.prof.Rate) / 8 * d.Seconds() * 1.2)
+}
+
+// pull downloads from addr (sent with congestion control cc) for d and
+// returns the goodput in MB/s, counted from the request.
+func (w *wanLab) pull(tb testing.TB, addr string, cc byte, d time.Duration) float64 {
+	tb.Helper()
+	c := w.dial(tb, addr)
+	defer c.Close()
+	var req [10]byte
+	req[0], req[1] = cmdDown, cc
+	binary.BigEndian.PutUint64(req[2:], w.capacity(d))
+	start := time.Now()
+	c.SetReadDeadline(start.Add(d))
+	if _, err := c.Write(req[:]); err != nil {
+		tb.Fatal(err)
+	}
+	n, err := io.CopyBuffer(io.Discard, io.LimitReader(c, int64(w.capacity(d))), make([]byte, 256<<10))
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		tb.Fatalf("download through %s: %v after %d bytes", addr, err, n)
+	}
+	return float64(n) / time.Since(start).Seconds() / 1e6
+}
+
+// patternHash is the SHA-256 of a size-byte download.
+func patternHash(size int64) []byte {
+	h := sha256.New()
+	for left := size; left > 0; left -= int64(len(wanPattern)) {
+		h.Write(wanPattern[:min(left, int64(len(wanPattern)))])
+	}
+	return h.Sum(nil)
+}
+
+// loaded measures a second connection's echo RTT while one connection
+// through addr downloads. The download asks for what the link could carry
+// in the time n echoes take at up to 4 RTT each (see capacity).
+func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) []time.Duration {
+	tb.Helper()
+	ec, _ := w.echoConn(tb, addr)
+	defer ec.Close()
+	bulk := w.dial(tb, addr)
+	var req [10]byte
+	req[0], req[1] = cmdDown, cc
+	binary.BigEndian.PutUint64(req[2:], w.capacity(time.Second+time.Duration(4*(n+1))*w.rtt))
+	if _, err := bulk.Write(req[:]); err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.CopyBuffer(io.Discard, bulk, make([]byte, 256<<10))
+	}()
+	defer wg.Wait()
+	defer bulk.Close()
+	time.Sleep(time.Second + 4*w.rtt) // the bulk transfer ramps up and fills the queue
+	return echoes(tb, ec, n)
+}
+
+// TestWANSmoke: one tunnel (expose and forward processes) over the fiber
+// profile carries 8 MiB intact (SHA-256), and the RTT measured across the
+// link and through the tunnel is the profile's.
+func TestWANSmoke(t *testing.T) {
+	natlab.Require(t)
+	proctest.Binary(t)
+	w := newWANLab(t, natlab.Fiber)
+	t.Logf("%v: ICMP RTT median %v", w.prof, w.ping)
+	if d := w.ping - w.prof.RTT; d < 0 || d > time.Millisecond {
+		t.Errorf("ICMP RTT %v across %v, want %v + [0, 1 ms]", w.ping, w.prof, w.prof.RTT)
+	}
+	addr := w.keytunnel(t)
+	c, dial := w.echoConn(t, addr)
+	defer c.Close()
+	const size = 8 << 20
+	h := sha256.New()
+	d := w.download(t, addr, '-', size, h)
+	if string(h.Sum(nil)) != string(patternHash(size)) {
+		t.Fatal("8 MiB through the tunnel: SHA-256 differs")
+	}
+	rtts := echoes(t, c, 10)
+	p50 := rtts[len(rtts)/2]
+	t.Logf("first dial %v; 8 MiB intact in %v (%.1f MB/s); tunnelled echo RTT p50 %v max %v", dial.Round(time.Millisecond), d.Round(time.Millisecond), size/d.Seconds()/1e6, p50, rtts[len(rtts)-1])
+	if p50 < w.prof.RTT || p50 > w.prof.RTT+10*time.Millisecond {
+		t.Errorf("echo RTT through the tunnel %v, want %v + [0, 10 ms]", p50, w.prof.RTT)
+	}
+	if err := w.link().Err(); err != nil {
+		t.Error(err)
+	}
+}
+
+// wanPull is how long a TCP goodput measurement downloads. The raw udx
+// streams send wanSize bytes instead: about 5 s at the link's rate, at
+// most 128 MiB.
+const wanPull = 6 * time.Second
+
+func wanSize(p natlab.Profile) int64 { return min(p.Rate/8*5, 128<<20) }
+
+func mbps(size int64, d time.Duration) float64 { return float64(size) / d.Seconds() / 1e6 }
+
+// udxGo is udxNode with Go udx: this test binary started again in each
+// host as the sender or the receiver (runUDX), so that, like udx-native,
+// each end is a process of its own and not sharing this one's scheduler
+// with the link's forwarder.
+func (w *wanLab) udxGo(tb testing.TB, size int64) time.Duration {
+	tb.Helper()
+	const sport, cport = 41003, 41004
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	start := func(h *natlab.Host, role string, port int, peer netip.AddrPort) *proctest.Proc {
+		env := append(os.Environ(), fmt.Sprintf("%s=%s %d %s %d", udxRoleEnv, role, port, peer, size))
+		return proctest.StartCmd(tb, h.Command(exe, "-test.run=^$"), env)
+	}
+	rx := start(w.cli, "recv", cport, w.srv.AddrPort(sport))
+	rx.Line("ready", 30*time.Second)
+	start(w.srv, "send", sport, w.cli.AddrPort(cport))
+	return parseUDXBench(tb, "Go udx", rx.Line("bench ", 5*time.Minute), size)
+}
+
+func parseUDXBench(tb testing.TB, who, line string, size int64) time.Duration {
+	tb.Helper()
+	f := strings.Fields(line)
+	got, _ := strconv.ParseInt(f[1], 10, 64)
+	secs, _ := strconv.ParseFloat(f[2], 64)
+	if got != size {
+		tb.Fatalf("%s: %d of %d bytes", who, got, size)
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+const udxRoleEnv = "KEYTUNNEL_BENCH_UDX"
+
+// runUDX is one end of udxGo's stream, if the environment asks for it
+// ("send|recv PORT PEER SIZE"), and reports whether it ran. The
+// receiver prints "ready", then "bench BYTES SECONDS" timed from its
+// first data to the end, as interop/udx-wan.js does.
+func runUDX() bool {
+	v := os.Getenv(udxRoleEnv)
+	if v == "" {
+		return false
+	}
+	var role, peerS string
+	var port int
+	var size int64
+	if _, err := fmt.Sscan(v, &role, &port, &peerS, &size); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	peer, err := netip.ParseAddrPort(peerS)
+	if err != nil {
+		fail(err)
+	}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{Port: port})
+	if err != nil {
+		fail(err)
+	}
+	sock, err := udx.NewSocket(pc)
+	if err != nil {
+		fail(err)
+	}
+	id, rid := uint32(2), uint32(1)
+	if role == "send" {
+		id, rid = 1, 2
+	}
+	st, err := sock.NewStream(id, nil)
+	if err != nil {
+		fail(err)
+	}
+	if err := st.Connect(sock, rid, peer); err != nil {
+		fail(err)
+	}
+	if role == "send" {
+		buf := make([]byte, 64<<10)
+		for left := size; left > 0; {
+			n, err := st.Write(buf[:min(left, int64(len(buf)))])
+			left -= int64(n)
+			if err != nil {
+				fail(err)
+			}
+		}
+		st.CloseWrite()
+		io.Copy(io.Discard, st)
+		return true
+	}
+	fmt.Println("ready")
+	buf := make([]byte, 256<<10)
+	n, err := st.Read(buf)
+	start := time.Now()
+	got := int64(n)
+	for err == nil {
+		n, err = st.Read(buf)
+		got += int64(n)
+	}
+	fmt.Printf("bench %d %f\n", got, time.Since(start).Seconds())
+	st.Close()
+	sock.Close()
+	return true
+}
+
+// udxNode is udxGo with udx-native processes.
+func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
+	tb.Helper()
+	const sport, cport = 41001, 41002
+	rx := nodetest.StartIn(tb, w.cli.ExecPrefix(), "udx-wan.js", "--role", "recv", "--port", fmt.Sprint(cport), "--peer", w.srv.AddrPort(sport).String())
+	rx.Expect("ready", 30*time.Second)
+	nodetest.StartIn(tb, w.srv.ExecPrefix(), "udx-wan.js", "--role", "send", "--port", fmt.Sprint(sport), "--peer", w.cli.AddrPort(cport).String(), "--size", fmt.Sprint(size))
+	return parseUDXBench(tb, "udx-native", "bench "+rx.Expect("bench ", 5*time.Minute), size)
+}
+
+// BenchmarkWAN runs every named profile and, per profile in one lab,
+// measures kernel TCP (BBR and CUBIC, set per socket) straight over the
+// link, one TCP stream through keytunnel's and hypertele's processes, and
+// Go udx beside udx-native for the raw stream. Metrics (RTTs in units of
+// the link's base RTT; base-rtt-ms is that RTT):
+//
+//	goodput-MB/s  one download of 6 s (raw udx: about 5 s at the link's
+//	              rate), from request to the last byte
+//	x-link        goodput over the link's rate
+//	x-tcpbbr      goodput over kernel TCP BBR's
+//	x-hypertele   keytunnel's goodput over hypertele's
+//	x-udxnative   Go udx's goodput over udx-native's
+//	queue-p95-ms  the link's own measure of the bottleneck queue's sojourn
+//	              time (95th percentile) during the download
+//	newconn-rtt   median of 20 new connections through the established
+//	              path, dial to first echoed byte (direct TCP: 2 RTT)
+//	dial-rtt      the first connection through a freshly started tunnel
+//	              (DHT lookup, connect, first echo)
+//	loaded-p50-rtt, loaded-p95-rtt  a second connection's 1-byte echo
+//	              RTT while one connection downloads without end
+func BenchmarkWAN(b *testing.B) {
+	for _, prof := range natlab.Profiles {
+		b.Run(prof.Name, func(b *testing.B) {
+			benchWANProfile(b, prof)
+		})
+	}
+}
+
+func benchWANProfile(b *testing.B, prof natlab.Profile) {
+	w := newWANLab(b, prof)
+	rtt := w.rtt
+	size := wanSize(prof)
+	goodput := map[string]float64{}
+	inRTT := func(d time.Duration) float64 { return float64(d) / float64(rtt) }
+	report := func(b *testing.B, name string, g float64) {
+		goodput[name] = g
+		b.ReportMetric(g, "goodput-MB/s")
+		b.ReportMetric(g*8e6/float64(prof.Rate), "x-link")
+		if bbr := goodput["tcp-bbr"]; bbr > 0 && name != "tcp-bbr" {
+			b.ReportMetric(g/bbr, "x-tcpbbr")
+		}
+		s := w.link().Stats(natlab.Down)
+		b.ReportMetric(float64(s.Sojourn.Quantile(0.95))/1e6, "queue-p95-ms")
+		b.ReportMetric(float64(rtt)/1e6, "base-rtt-ms")
+		b.ReportMetric(0, "ns/op")
+	}
+	// latency reports newconn-rtt and loaded-*-rtt of an established path.
+	latency := func(b *testing.B, addr string, cc byte) {
+		var nc []time.Duration
+		for range 20 {
+			c, d := w.echoConn(b, addr)
+			c.Close()
+			nc = append(nc, d)
+		}
+		slices.Sort(nc)
+		b.ReportMetric(inRTT(nc[len(nc)/2]), "newconn-rtt")
+		l := w.loaded(b, addr, cc, *wanEchoes)
+		b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
+		b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
+	}
+	tcpPath := func(name string, cc byte) {
+		b.Run(name, func(b *testing.B) {
+			addr := w.srv.AddrPort(w.svcPort).String()
+			w.link().ResetSojourn()
+			report(b, name, w.pull(b, addr, cc, wanPull))
+			latency(b, addr, cc)
+		})
+	}
+	tcpPath("tcp-bbr", 'b')
+	tcpPath("tcp-cubic", 'c')
+	b.Run("udx-native", func(b *testing.B) {
+		w.link().ResetSojourn()
+		report(b, "udx-native", mbps(size, w.udxNode(b, size)))
+	})
+	b.Run("udx-go", func(b *testing.B) {
+		w.link().ResetSojourn()
+		report(b, "udx-go", mbps(size, w.udxGo(b, size)))
+		if n := goodput["udx-native"]; n > 0 {
+			b.ReportMetric(goodput["udx-go"]/n, "x-udxnative")
+		}
+	})
+	tunnel := func(name string, start func(testing.TB) string) {
+		b.Run(name, func(b *testing.B) {
+			addr := start(b)
+			c, dial := w.firstEcho(b, addr)
+			c.Close()
+			b.ReportMetric(inRTT(dial), "dial-rtt")
+			w.link().ResetSojourn()
+			report(b, name, w.pull(b, addr, '-', wanPull))
+			if h := goodput["hypertele"]; h > 0 && name != "hypertele" {
+				b.ReportMetric(goodput[name]/h, "x-hypertele")
+			}
+			latency(b, addr, '-')
+		})
+	}
+	tunnel("hypertele", w.hypertele)
+	tunnel("keytunnel", w.keytunnel)
+}
