@@ -130,6 +130,7 @@ type wanLab struct {
 	svcPort  uint16        // the service, on every address of srv
 	rtt      time.Duration // base RTT, the unit of the *-rtt metrics
 	ping     time.Duration // median ICMP RTT across the link
+	minPing  time.Duration // fastest ICMP RTT across the link
 	hyper    bool          // LoopbackUDP set up for hypertele
 }
 
@@ -146,7 +147,7 @@ func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w.ping = rtts[len(rtts)/2]
+	w.ping, w.minPing = rtts[len(rtts)/2], rtts[0]
 	// The base RTT is the fastest ping (the median picks up scheduling
 	// noise from a loaded machine: 1.2 or 2.6 ms for lan), but never
 	// below the profile's own, which jitter can undercut.
@@ -374,9 +375,11 @@ func TestWANSmoke(t *testing.T) {
 	natlab.Require(t)
 	proctest.Binary(t)
 	w := newWANLab(t, natlab.Fiber)
-	t.Logf("%v: ICMP RTT median %v", w.prof, w.ping)
-	if d := w.ping - w.prof.RTT; d < 0 || d > time.Millisecond {
-		t.Errorf("ICMP RTT %v across %v, want %v + [0, 1 ms]", w.ping, w.prof, w.prof.RTT)
+	t.Logf("%v: ICMP RTT fastest %v, median %v", w.prof, w.minPing, w.ping)
+	// The fastest echo is the link's precision; the median also carries
+	// the scheduling delays of a loaded machine (CI saw +1.6 ms).
+	if d := w.minPing - w.prof.RTT; d < 0 || d > time.Millisecond {
+		t.Errorf("fastest ICMP RTT %v across %v, want %v + [0, 1 ms]", w.minPing, w.prof, w.prof.RTT)
 	}
 	addr := w.keytunnel(t)
 	c, dial := w.echoConn(t, addr)

@@ -123,14 +123,15 @@ func keyFlags() []cli.Flag {
 	}
 }
 
-// budgetFlags are expose's caps on what peers may take (tunnel.Budget);
-// 0 means the default, which the usage line names.
+// budgetFlags are expose's caps on what peers may take (tunnel.Budget),
+// with the defaults as values so that help shows them.
 func budgetFlags() []cli.Flag {
+	b := app.DefaultBudget
 	return []cli.Flag{
-		&cli.IntFlag{Name: "max-sessions", Usage: fmt.Sprintf("at most `N` concurrent peer sessions (default %d)", app.DefaultBudget.Sessions)},
-		&cli.IntFlag{Name: "max-streams-per-session", Usage: fmt.Sprintf("at most `N` concurrent connections of one peer (default %d)", app.DefaultBudget.StreamsPerSession)},
-		&cli.IntFlag{Name: "max-streams", Usage: fmt.Sprintf("at most `N` concurrent connections of all peers (default %d)", app.DefaultBudget.Streams)},
-		&cli.IntFlag{Name: "max-buffer-mib", Usage: fmt.Sprintf("`N` MiB peers may make expose buffer for a slow target, all streams together (default %d)", app.DefaultBudget.MemoryMiB)},
+		&cli.IntFlag{Name: "max-sessions", Value: b.Sessions, Usage: "at most `N` concurrent peer sessions"},
+		&cli.IntFlag{Name: "max-streams-per-session", Value: b.StreamsPerSession, Usage: "at most `N` concurrent connections of one peer"},
+		&cli.IntFlag{Name: "max-streams", Value: b.Streams, Usage: "at most `N` concurrent connections of all peers"},
+		&cli.IntFlag{Name: "max-buffer-mib", Value: b.MemoryMiB, Usage: "at most `N` MiB that peers may make expose buffer for a slow target, all connections together"},
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // TestWANPing: the RTT across an emulated link is the configured one within
-// 1 ms, for a public host on a WAN link, for a host behind a NAT whose
+// 1 ms (its fastest of 20 echoes), for a public host on a WAN link, for a host behind a NAT whose
 // uplink is a WAN link (NAT and WAN compose), and for the named profiles
 // without jitter.
 func TestWANPing(t *testing.T) {
@@ -35,8 +35,16 @@ func TestWANPing(t *testing.T) {
 		}
 		med := rtts[len(rtts)/2]
 		t.Logf("%v -> %v: RTT min %v median %v max %v, configured %v", c.h.Addr(), far.Addr(), rtts[0], med, rtts[len(rtts)-1], c.rtt)
-		if d := med - c.rtt; d < 0 || d > time.Millisecond {
-			t.Errorf("%v: median RTT %v, want %v + [0, 1 ms]", c.h.Addr(), med, c.rtt)
+		// The fastest echo is the link's own precision: the forwarder never
+		// delivers early and adds under 1 ms. Slower ones also carry the
+		// scheduling delays of a loaded 2-core machine (under CI's race
+		// suite a median of +6 ms was seen), so the median is only checked
+		// for gross errors.
+		if d := rtts[0] - c.rtt; d < 0 || d > time.Millisecond {
+			t.Errorf("%v: fastest RTT %v, want %v + [0, 1 ms]", c.h.Addr(), rtts[0], c.rtt)
+		}
+		if d := med - c.rtt; d < 0 || d > 10*time.Millisecond {
+			t.Errorf("%v: median RTT %v, want %v + [0, 10 ms]", c.h.Addr(), med, c.rtt)
 		}
 	}
 	if s := cases[0].h.WAN().Stats(Up); s.In < 20 || s.Out != s.In {
