@@ -87,3 +87,49 @@ func FuzzPull(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenDatagram: OpenDatagram never panics on an arbitrary envelope,
+// accepts only what SealDatagram made under the key (its re-sealing under
+// the envelope's counter gives the envelope back), and leaves dst as it
+// was when it refuses. The input is also sealed as a plaintext, which
+// must open to itself under the receiving side's Datagrams.
+func FuzzOpenDatagram(f *testing.F) {
+	key := [32]byte{1, 2, 3}
+	for i, n := range []int{0, 1, 16, 100, 1200} {
+		f.Add(SealDatagram(nil, &key, [DatagramCounterSize]byte{byte(i), 0xff}, bytes.Repeat([]byte{byte(n)}, n)))
+	}
+	f.Add(make([]byte, minEnvelope-1))
+	f.Add(make([]byte, minEnvelope))
+	var hash [HashSize]byte
+	send, err := NewDatagrams(&hash, true, bytes.NewReader(make([]byte, 8)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	recv, err := NewDatagrams(&hash, false, bytes.NewReader(make([]byte, 8)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		dst := []byte("dst")
+		out, ok := OpenDatagram(dst, &key, in)
+		if !ok {
+			if !bytes.Equal(out, []byte("dst")) {
+				t.Fatalf("refused envelope changed dst to %x", out)
+			}
+		} else {
+			if len(in) < DatagramOverhead || len(out) != len(dst)+len(in)-DatagramOverhead {
+				t.Fatalf("envelope of %d bytes opened to %d", len(in), len(out)-len(dst))
+			}
+			if re := SealDatagram(nil, &key, [DatagramCounterSize]byte(in[:DatagramCounterSize]), out[len(dst):]); !bytes.Equal(re, in) {
+				t.Fatalf("opened %x, which re-seals to %x", in, re)
+			}
+		}
+		env, err := send.Seal(nil, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pt, ok := recv.Open(nil, env); !ok || !bytes.Equal(pt, in) {
+			t.Fatalf("sealed %x did not open to itself (ok %v)", in, ok)
+		}
+	})
+}

@@ -85,15 +85,19 @@ func SealDatagram(dst []byte, key *[32]byte, counter [DatagramCounterSize]byte, 
 // OpenDatagram authenticates an envelope made by SealDatagram and appends
 // its plaintext to dst. ok is false for envelopes shorter than 24 bytes
 // (which secret-stream ignores, such as hyperdht's empty path-confirmation
-// MESSAGE) and for envelopes that fail authentication. There is no replay
-// protection, as in Node.
+// MESSAGE) and for envelopes that fail authentication; out is then dst
+// as given (secretbox.Open would return nil, losing a caller's buffer).
+// There is no replay protection, as in Node.
 func OpenDatagram(dst []byte, key *[32]byte, envelope []byte) (out []byte, ok bool) {
 	if len(envelope) < minEnvelope {
 		return dst, false
 	}
 	var nonce [24]byte
 	copy(nonce[:], envelope[:DatagramCounterSize])
-	return secretbox.Open(dst, envelope[DatagramCounterSize:], &nonce, key)
+	if out, ok = secretbox.Open(dst, envelope[DatagramCounterSize:], &nonce, key); !ok {
+		return dst, false
+	}
+	return out, true
 }
 
 // Datagrams holds the per-connection state of secret-stream's unordered

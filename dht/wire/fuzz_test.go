@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -50,6 +51,34 @@ func FuzzDecodeMutablePutRequest(f *testing.F)  { fuzzDecoder(f, "mutablePutRequ
 func FuzzDecodeMutableGetResponse(f *testing.F) { fuzzDecoder(f, "mutableGetResponse") }
 func FuzzDecodePluginRequest(f *testing.F)      { fuzzDecoder(f, "pluginRequest") }
 func FuzzDecodeAddress(f *testing.F)            { fuzzDecoder(f, "address") }
+
+// FuzzDecodeMutableGetRequest: the request is one uint; what decodes
+// re-encodes canonically to bytes that decode to the same seq and are no
+// longer than what was read.
+func FuzzDecodeMutableGetRequest(f *testing.F) {
+	for _, v := range randUints {
+		f.Add(AppendMutableGetRequest(nil, v))
+	}
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0xfd, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		seq, err := DecodeMutableGetRequest(b)
+		if err != nil {
+			if !errors.Is(err, ErrDecode) {
+				t.Fatalf("error %v does not wrap ErrDecode", err)
+			}
+			return
+		}
+		re := AppendMutableGetRequest(nil, seq)
+		seq2, err := DecodeMutableGetRequest(re)
+		if err != nil || seq2 != seq {
+			t.Fatalf("%x: seq %d re-encodes to %x, which decodes to %d (%v)", b, seq, re, seq2, err)
+		}
+		if len(re) > len(b) {
+			t.Fatalf("%x: re-encoding %x is longer", b, re)
+		}
+	})
+}
 
 func FuzzSecurePayloadDecrypt(f *testing.F) {
 	sp := NewSecurePayload(fill32(1), fill32(2))

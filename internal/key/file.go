@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,25 +15,42 @@ import (
 // `keytunnel keygen` writes. ReadSeedFile also accepts exactly 32 raw bytes,
 // the form some tools of the ecosystem store.
 
+// maxSeedFile bounds what ReadSeedFile reads: a seed file is 65 bytes, and
+// a path given by mistake (a log, an image) must not be read whole.
+const maxSeedFile = 4096
+
 // ReadSeedFile reads a seed file and returns the key pair it holds. The
 // file must be private (see CheckPrivate).
 func ReadSeedFile(path string) (KeyPair, error) {
 	if err := CheckPrivate(path); err != nil {
 		return KeyPair{}, err
 	}
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return KeyPair{}, fmt.Errorf("key: reading seed file: %w", err)
 	}
-	if len(b) == Size && !isHexText(b) {
-		s, _ := SeedFromBytes(b)
-		return FromSeed(s), nil
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSeedFile+1))
+	if err != nil {
+		return KeyPair{}, fmt.Errorf("key: reading seed file: %w", err)
 	}
-	s, err := ParseSeed(string(bytes.TrimSpace(b)))
+	s, err := decodeSeedFile(b)
 	if err != nil {
 		return KeyPair{}, fmt.Errorf("key: seed file %s: %w", path, err)
 	}
 	return FromSeed(s), nil
+}
+
+// decodeSeedFile decodes a seed file's contents: 64 hex characters with
+// white space around them, or exactly 32 bytes that are not all hex text.
+func decodeSeedFile(b []byte) (Seed, error) {
+	if len(b) > maxSeedFile {
+		return Seed{}, fmt.Errorf("%w: more than %d bytes", ErrSeedLength, maxSeedFile)
+	}
+	if len(b) == Size && !isHexText(b) {
+		return SeedFromBytes(b)
+	}
+	return ParseSeed(string(bytes.TrimSpace(b)))
 }
 
 // CheckPrivate returns a *PermissionError when other users may read or

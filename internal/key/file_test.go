@@ -1,9 +1,12 @@
 package key
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -67,4 +70,54 @@ func TestSeedFilePermissions(t *testing.T) {
 	if _, err := ReadSeedFile(p); err != nil {
 		t.Errorf("mode 0400 in a 0775 directory: %v", err)
 	}
+}
+
+// FuzzReadSeedFile writes fuzzed contents to a private file and reads it
+// back: no panic; what is accepted is either 32 raw bytes or hex text of
+// the seed, and the file WriteSeedFile makes of that seed reads back to
+// the same key pair.
+func FuzzReadSeedFile(f *testing.F) {
+	dir := f.TempDir()
+	kp := FromSeed(Seed{1, 2, 3, 0xfe})
+	written := filepath.Join(dir, "written.key")
+	if err := WriteSeedFile(written, kp.Seed()); err != nil {
+		f.Fatal(err)
+	}
+	line, err := os.ReadFile(written)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed := kp.Seed()
+	f.Add(line)
+	f.Add(seed[:])
+	f.Add([]byte(" " + strings.ToUpper(string(line[:64])) + "\r\n"))
+	f.Add(line[:32])
+	f.Add([]byte("not a seed\n"))
+	f.Add(bytes.Repeat([]byte{' '}, maxSeedFile+1))
+	file := filepath.Join(dir, "fuzz.key")
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if err := os.WriteFile(file, in, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadSeedFile(file)
+		s, derr := decodeSeedFile(in)
+		if (err == nil) != (derr == nil) || err == nil && got.Public != FromSeed(s).Public {
+			t.Fatalf("%q: ReadSeedFile %v, decodeSeedFile %v", in, err, derr)
+		}
+		if err != nil {
+			return
+		}
+		raw := len(in) == Size && bytes.Equal(s[:], in)
+		text := strings.EqualFold(fmt.Sprintf("%x", s[:]), strings.TrimSpace(string(in)))
+		if !raw && !text {
+			t.Fatalf("%q accepted as seed %x", in, s[:])
+		}
+		again := filepath.Join(t.TempDir(), "again.key")
+		if err := WriteSeedFile(again, s); err != nil {
+			t.Fatal(err)
+		}
+		if kp2, err := ReadSeedFile(again); err != nil || kp2.Public != got.Public || kp2.Seed() != s {
+			t.Fatalf("seed %x does not round trip through WriteSeedFile: %v", s[:], err)
+		}
+	})
 }

@@ -144,7 +144,10 @@ func ParseFrame(frame []byte) (msgs []Msg, batched bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return msgs, len(msgs) > 1 && frame[0] == 0 && frame[1] == TypeBatch, nil
+	// Only a BATCH yields more than one message. Its header need not be
+	// the bytes 00 00: channel 0 may come as a longer varint (fd 00 00),
+	// which the reference decodes as 0 too.
+	return msgs, len(msgs) > 1, nil
 }
 
 // parseOne reads "uint(type) body" (body = the rest of d) for channel ch.
