@@ -9,3 +9,6 @@ const (
 	bpRate   = 40e6
 	bpMaxRSS = 64 << 20
 )
+
+// budgetMaxRSS bounds expose in the 300 x 4 MiB budget test.
+const budgetMaxRSS = 64 << 20

@@ -22,7 +22,7 @@ func TestE2EBudgetNeverReadingTarget(t *testing.T) {
 	const (
 		streams = 300
 		each    = 4 << 20
-		maxRSS  = 64 << 20
+		maxRSS  = budgetMaxRSS
 	)
 	stop := make(chan struct{})
 	var held atomic.Int64
