@@ -34,6 +34,15 @@ type conn interface {
 // the peer sees a truncated stream as an error rather than an end.
 type muxStream struct{ *yamux.Stream }
 
+// PeerReset reports whether err ended a tunnelled connection because the
+// exposing side reset it (its target refused the connection, or a budget
+// refused the stream), rather than because the peer session was lost,
+// which go-yamux also reports as a reset.
+func PeerReset(err error) bool {
+	var se *yamux.StreamError
+	return errors.As(err, &se) && se.Remote
+}
+
 // Read tells a stream cut off by the death of its session from one its
 // peer ended or reset: the local side of a connection whose data may be
 // cut short gets ErrSessionLost, which join turns into a TCP reset.

@@ -118,8 +118,8 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
-		if err := join(f.ctx, local, muxStream{st}); errors.Is(err, yamux.ErrStreamReset) {
-			f.log.Warn("the exposing side reset the connection: its target is probably down (its log says why)", "client", c.RemoteAddr().String())
+		if err := join(f.ctx, local, muxStream{st}); PeerReset(err) {
+			f.log.Warn("the exposing side reset the connection: its target is down, or its limits refused this connection (its log says why)", "client", c.RemoteAddr().String())
 		}
 		return
 	}

@@ -22,7 +22,7 @@ func TestTargetDown(t *testing.T) {
 	ex, pub := proctest.Expose(t, bs, down)
 
 	out, stderr, err := runConnect(t, proctest.Env(t, bs), "hello", pub)
-	want := "keytunnel: " + pub + " reset the connection: the service behind it is probably down (the exposing side's log says why)\n"
+	want := "keytunnel: " + pub + " reset the connection: the service behind it is down, or its limits refused this connection (the exposing side's log says why)\n"
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || len(out) != 0 || stderr != want {
 		t.Fatalf("connect: %v, stdout %q\nstderr %q\nwant   %q", err, out, stderr, want)

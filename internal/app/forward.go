@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-yamux/v5"
 
 	"github.com/keytunnel/keytunnel/tunnel"
 )
@@ -112,8 +111,8 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 		return nil
 	case errors.Is(err, tunnel.ErrRefused):
 		return fmt.Errorf("%s refused us: %w", remote, err)
-	case errors.Is(err, yamux.ErrStreamReset):
-		return fmt.Errorf("%s reset the connection: the service behind it is probably down (the exposing side's log says why)", remote)
+	case tunnel.PeerReset(err):
+		return fmt.Errorf("%s reset the connection: the service behind it is down, or its limits refused this connection (the exposing side's log says why)", remote)
 	}
 	return fmt.Errorf("cannot reach %s: %w", remote, err)
 }
