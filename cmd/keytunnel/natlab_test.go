@@ -290,7 +290,7 @@ func TestNATLabRelayThrough(t *testing.T) {
 	bin := proctest.Binary(t)
 	deadline := time.Now().Add(3 * time.Minute)
 	lab := natlab.New(t)
-	env := proctest.Env(t, labDHT(t, lab))
+	env := proctest.Env(t, proctest.LabDHT(t, lab))
 
 	r := lab.Host(lab.Public())
 	relay := proctest.StartCmd(t, r.Command(bin, "--json", "relay"), env)
