@@ -67,9 +67,11 @@
 // sends a request and shuts its write side still gets the whole response;
 // both sides are closed when both directions are done or either fails.
 // Nothing in this package buffers beyond that: a slow reader fills the
-// yamux stream window (256 KiB, growing to 2 MiB while the reader keeps
-// up), and then the sender's Write blocks, back to the TCP connection that
-// feeds it.
+// yamux stream window (256 KiB, growing to 16 MiB, a few times a long
+// fast path's bandwidth-delay product, while the reader keeps up and the
+// memory budget has room: an Exposer's Budget, or a Forwarder session's
+// own 64 MiB), and then the sender's Write blocks, back to the TCP
+// connection that feeds it.
 //
 // # Budgets
 //
