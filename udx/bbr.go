@@ -478,6 +478,7 @@ func (s *Stream) bbrMain(rs *rateSample, now int64) {
 	bw := s.bbrBW()
 	s.bbrSetPacingRate(bw, s.bbr.pacingGain)
 	s.bbrSetCwnd(rs, rs.ackedSacked, bw, s.bbr.cwndGain)
+	s.notsentMax.Store(notsentLimit(s.pacingRate, s.opts.SendBuffer))
 }
 
 // bbrOnRTO fakes a loss round so the full-bandwidth test restarts.
