@@ -777,6 +777,9 @@ func (s *Stream) Stats() Stats {
 	return st
 }
 
+// RTT is the smoothed round-trip time, 0 before the first sample.
+func (s *Stream) RTT() time.Duration { return s.Stats().RTT }
+
 func (s *Stream) LocalAddr() net.Addr {
 	if a := s.sockAddr.Load(); a != nil {
 		return net.UDPAddrFromAddrPort(*a)
