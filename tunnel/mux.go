@@ -40,6 +40,12 @@ func muxConfig(log *slog.Logger) *yamux.Config {
 	// so many open streams keep small windows.
 	c.InitialStreamWindowSize = initialWindow
 	c.MaxStreamWindowSize = maxWindow
+	// go-yamux queues up to 64 frames in front of the connection, in the
+	// order streams wrote them; with the default 64 KiB frames (32 KiB
+	// from a tunnel's copy buffer) a small write of one stream waits
+	// behind up to 2 MiB of another's, 160 ms at 100 Mbit/s. 16 KiB frames
+	// halve that for some 20% more CPU per byte in the sender.
+	c.MaxMessageSize = 16 << 10
 	return c
 }
 
