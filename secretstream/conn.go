@@ -726,6 +726,15 @@ func (c *Conn) RemoteAddr() net.Addr {
 // Raw returns the underlying connection.
 func (c *Conn) Raw() RawConn { return c.raw }
 
+// RTT is the raw connection's smoothed round-trip time when it measures
+// one (a udx stream does), else 0.
+func (c *Conn) RTT() time.Duration {
+	if r, ok := c.raw.(interface{ RTT() time.Duration }); ok {
+		return r.RTT()
+	}
+	return 0
+}
+
 // IsInitiator reports the role given in Options.
 func (c *Conn) IsInitiator() bool { return c.opts.IsInitiator }
 

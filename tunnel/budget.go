@@ -30,7 +30,7 @@ type Budget struct {
 	// all sessions: what peers may make this process buffer for targets
 	// slower than they are. Every stream holds yamux's fixed initial
 	// window (256 KiB) from its first frame, so Memory also caps streams
-	// at Memory/256 KiB; windows grow beyond that (up to 2 MiB, for
+	// at Memory/256 KiB; windows grow beyond that (up to 16 MiB, for
 	// throughput on long paths) only while the budget has room, and one
 	// session may take at most a quarter of it, so that one greedy peer
 	// cannot leave nothing to grow into for the others. With many streams
@@ -79,6 +79,9 @@ func (b Budget) Validate() error {
 // sessionMemory, one span per stream.
 type accountant struct {
 	b Budget
+	// perSession caps what one session's windows may grow into
+	// (Memory/4 on an Exposer).
+	perSession int64
 
 	mu       sync.Mutex
 	sessions int
@@ -86,7 +89,19 @@ type accountant struct {
 	memory   int64
 }
 
-func newAccountant(b Budget) *accountant { return &accountant{b: b.withDefaults()} }
+func newAccountant(b Budget) *accountant {
+	b = b.withDefaults()
+	return &accountant{b: b, perSession: b.Memory / 4}
+}
+
+// clientMemory bounds a Forwarder session's stream windows: its one
+// session may use the whole DefaultMemory, since its peer is the service
+// it chose to reach, but windows still grow only while that has room.
+func clientMemory() *sessionMemory {
+	a := newAccountant(Budget{})
+	a.perSession = a.b.Memory
+	return a.session()
+}
 
 // admitSession counts a new peer session, or says which cap it is over.
 func (a *accountant) admitSession() error {
@@ -159,7 +174,7 @@ func (sp *span) ReserveMemory(size int, prio uint8) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := int64(size)
-	if prio < 255 && (a.memory+n > a.b.Memory || sp.s.memory+n > a.b.Memory/4) {
+	if prio < 255 && (a.memory+n > a.b.Memory || sp.s.memory+n > a.perSession) {
 		return ErrOverBudget
 	}
 	a.memory += n

@@ -31,7 +31,9 @@
 //   - a byte differs from the preamble, or the peer half-closes first: raw,
 //     and the bytes read so far are replayed into the target connection;
 //   - nothing (or only a prefix of the preamble) within DetectTimeout
-//     (default 400 ms): raw. This is for raw clients of protocols in which
+//     (default 400 ms; on a path whose transport measures its RTT, as a
+//     secret stream over udx does, at least three smoothed RTTs and
+//     200 ms): raw. This is for raw clients of protocols in which
 //     the server speaks first (SMTP, MySQL, SSH banners): the target is
 //     connected only then, and its banner reaches the client.
 //
@@ -47,8 +49,10 @@
 // open) is closed and the peer gets its mux session. Only if the target
 // spoke first (a server-speaks-first service) is the late client taken for
 // raw: it then gets ErrProtocol instead of a session. 400 ms is well above
-// one-way delays of working paths; raise ExposeOptions.DetectTimeout for
-// worse ones.
+// one-way delays of working paths, and the wait grows with the measured
+// RTT of slow ones (a preamble lost once on a lossy or relayed path
+// arrives a retransmission late); raise ExposeOptions.DetectTimeout for
+// paths worse than that.
 //
 // # Access control
 //
@@ -67,9 +71,11 @@
 // sends a request and shuts its write side still gets the whole response;
 // both sides are closed when both directions are done or either fails.
 // Nothing in this package buffers beyond that: a slow reader fills the
-// yamux stream window (256 KiB, growing to 2 MiB while the reader keeps
-// up), and then the sender's Write blocks, back to the TCP connection that
-// feeds it.
+// yamux stream window (256 KiB, growing to 16 MiB, a few times a long
+// fast path's bandwidth-delay product, while the reader keeps up and the
+// memory budget has room: an Exposer's Budget, or a Forwarder session's
+// own 64 MiB), and then the sender's Write blocks, back to the TCP
+// connection that feeds it.
 //
 // # Budgets
 //

@@ -24,12 +24,26 @@ import (
 // seconds by their clients) to see the banner only 0.4 s late.
 const DefaultDetectTimeout = 400 * time.Millisecond
 
+// detectWait is how long servePeer waits for pc's preamble: DetectTimeout,
+// or on a path whose transport measures its round trip (a secret stream
+// over udx) and is slow, three smoothed RTTs and 200 ms, so that a
+// keytunnel client on a long, lossy or relayed path (a preamble lost once
+// costs a retransmission) is not taken for a raw one and failed with "peer
+// did not answer the keytunnel preamble".
+func detectWait(base time.Duration, pc PeerConn) time.Duration {
+	if r, ok := pc.(interface{ RTT() time.Duration }); ok && r.RTT() > 0 {
+		return max(base, 3*r.RTT()+200*time.Millisecond)
+	}
+	return base
+}
+
 // ExposeOptions tune an Exposer. The zero value is usable.
 type ExposeOptions struct {
 	// Allow lists the keys that may connect; empty allows everyone.
 	Allow AllowList
-	// DetectTimeout is the wait before a silent peer is treated as raw.
-	// Zero means DefaultDetectTimeout.
+	// DetectTimeout is the wait before a silent peer is treated as raw;
+	// on a path that reports a slower RTT the wait is 3 RTT + 200 ms
+	// (detectWait). Zero means DefaultDetectTimeout.
 	DetectTimeout time.Duration
 	// DialTimeout bounds each connection to the target. Zero means 10 s.
 	DialTimeout time.Duration
@@ -105,7 +119,7 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	remote := pc.RemotePublicKey()
 	log := e.log.With("remote", remote.String())
 
-	pc.SetReadDeadline(time.Now().Add(e.opts.DetectTimeout))
+	pc.SetReadDeadline(time.Now().Add(detectWait(e.opts.DetectTimeout, pc)))
 	mux, got, eof, err := detect(pc)
 	pc.SetReadDeadline(time.Time{})
 	if err != nil {

@@ -273,7 +273,7 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.
 		}
 		return nil, err
 	}
-	sess, err := yamux.Client(pc, muxConfig(log), nil)
+	sess, err := yamux.Client(pc, muxConfig(log), clientMemory().newSpan)
 	if err != nil {
 		pc.Close()
 		return nil, err

@@ -103,3 +103,79 @@ func TestMuxForwardToRawServer(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// rttConn reports a path's smoothed RTT, as a secret stream over udx does.
+type rttConn struct {
+	PeerConn
+	rtt time.Duration
+}
+
+func (c rttConn) RTT() time.Duration { return c.rtt }
+
+type rttListener struct {
+	PeerListener
+	rtt time.Duration
+}
+
+func (l rttListener) Accept() (PeerConn, error) {
+	pc, err := l.PeerListener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return rttConn{pc, l.rtt}, nil
+}
+
+func TestDetectWait(t *testing.T) {
+	const base = 400 * time.Millisecond
+	for _, c := range []struct {
+		pc   PeerConn
+		want time.Duration
+	}{
+		{fakeConn{}, base},                                 // no RTT to go by
+		{rttConn{fakeConn{}, 0}, base},                     // no sample yet
+		{rttConn{fakeConn{}, 20 * time.Millisecond}, base}, // short path
+		{rttConn{fakeConn{}, 300 * time.Millisecond}, 1100 * time.Millisecond},
+	} {
+		if got := detectWait(base, c.pc); got != c.want {
+			t.Errorf("detectWait(%v, %T) = %v, want %v", base, c.pc, got, c.want)
+		}
+	}
+}
+
+// On a slow path the Exposer waits for the preamble in proportion to the
+// RTT: a client whose preamble arrives 300 ms late on a 200 ms path still
+// gets its mux session though the target speaks first (so the late
+// preamble could not be rescued), where the bare 50 ms wait would have
+// taken it for a raw client.
+func TestDetectWaitSlowPath(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	tg := newTarget(t, func(c *net.TCPConn) {
+		io.WriteString(c, "banner\n")
+		io.Copy(c, c)
+	})
+	n := newFakeNet(t)
+	srv := genKey(t)
+	lg := &syncBuffer{}
+	e := NewExposer(rttListener{n.listen(srv), 200 * time.Millisecond}, tg.addr(),
+		ExposeOptions{DetectTimeout: 50 * time.Millisecond, Logger: testLogger(t, lg)})
+	t.Cleanup(func() { e.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewForwarder(slowStartDialer{n.dialer(genKey(t)), 300 * time.Millisecond}, srv.Public, ln, ForwardOptions{Logger: testLogger(t, nil)})
+	t.Cleanup(func() { f.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 7)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "banner\n" {
+		t.Fatalf("read %q, %v; server log:\n%s", got, err, lg.String())
+	}
+	if !strings.Contains(lg.String(), "mode=mux") {
+		t.Fatalf("the peer was not served as mux; server log:\n%s", lg.String())
+	}
+}

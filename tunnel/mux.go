@@ -15,6 +15,10 @@ import (
 // Budget). The stream window is the backpressure unit: a stream whose
 // reader stalls holds at most that much in the receiver before the
 // sender's Write blocks, and other streams on the session keep flowing.
+// maxWindow is the largest a stream's receive window grows: 3x the BDP
+// of 100 ms at 400 Mbit/s.
+const maxWindow = 16 << 20
+
 func muxConfig(log *slog.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()
 	// yamux logs a line for every session that ends with a closed conn;
@@ -25,13 +29,23 @@ func muxConfig(log *slog.Logger) *yamux.Config {
 	// of opening streams into the void.
 	c.KeepAliveInterval = 15 * time.Second
 	// Windows start at yamux's 256 KiB and double (while the reader keeps
-	// up within a few round trips) up to 2 MiB: 256 KiB caps one stream at
-	// window/RTT, well under what udx carries (98 vs 166 MB/s through a
-	// loopback tunnel), and 2 MiB is the per-stream bound on what a
-	// stalled reader leaves buffered in the receiver. An Exposer's Budget
-	// stops the growth when many streams are open.
+	// up within a few round trips) up to maxWindow: 256 KiB caps one stream
+	// at window/RTT, well under what udx carries (98 vs 166 MB/s through a
+	// loopback tunnel), and a window must cover a few times the path's
+	// bandwidth-delay product, since udx's queue and its BBR STARTUP
+	// overshoot sit inside it too: at 100 ms and 100 Mbit/s (1.25 MB BDP)
+	// a 2 MiB window left the link part idle. A stalled reader never grows
+	// its window, and growth past the initial window is granted only from
+	// a memory budget (Budget on an Exposer, clientMemory on a Forwarder),
+	// so many open streams keep small windows.
 	c.InitialStreamWindowSize = initialWindow
-	c.MaxStreamWindowSize = 2 << 20
+	c.MaxStreamWindowSize = maxWindow
+	// go-yamux queues up to 64 frames in front of the connection, in the
+	// order streams wrote them; with the default 64 KiB frames (32 KiB
+	// from a tunnel's copy buffer) a small write of one stream waits
+	// behind up to 2 MiB of another's, 160 ms at 100 Mbit/s. 16 KiB frames
+	// halve that for some 20% more CPU per byte in the sender.
+	c.MaxMessageSize = 16 << 10
 	return c
 }
 

@@ -28,7 +28,15 @@ const (
 	bbrFullBWCount     = 3
 	bbrExtraAckedRTTs  = 5
 	bbrExtraAckedMaxUs = 100_000
-	initialCwnd        = 10
+	// STARTUP also ends after a round that lost more than 1/50 of its
+	// packets (BBRv2's 2%), at least bbrStartupLossMin of them, while a
+	// queue stood the whole round: its smallest RTT sample exceeded the
+	// min RTT by a quarter (and 2 ms, for jitter). See bbrCheckStartupLoss.
+	bbrStartupLossDiv    = 50
+	bbrStartupLossMin    = 8
+	bbrStartupQueueDiv   = 4
+	bbrStartupQueueMinUs = 2_000
+	initialCwnd          = 10
 )
 
 var bbrPacingGain = [bbrCycleLen]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
@@ -137,6 +145,11 @@ type bbr struct {
 	extraAckedRTTs   int
 	extraAckedIdx    int
 	extraAcked       [2]uint32
+	// The current round's loss accounting for bbrCheckStartupLoss:
+	// delivered and lostCount when it began, its smallest RTT sample.
+	roundDelivered0 uint32
+	roundLost0      uint32
+	roundMinRTT     int64 // µs, -1 none yet
 }
 
 func (s *Stream) maxPayload() int {
@@ -148,7 +161,7 @@ func (s *Stream) maxPayload() int {
 
 func (s *Stream) bbrInit(now int64) {
 	b := &s.bbr
-	*b = bbr{minRTT: -1, minRTTStamp: now, prevCA: caOpen, ackEpochStart: now}
+	*b = bbr{minRTT: -1, minRTTStamp: now, prevCA: caOpen, ackEpochStart: now, roundMinRTT: -1}
 	s.ssthresh = 0xffff
 	b.nextRTTDelivered = s.delivered
 	s.bbrInitPacingFromRTT()
@@ -354,6 +367,34 @@ func (s *Stream) bbrCheckFullBW(rs *rateSample) {
 	b.fullBWReached = b.fullBWCount >= bbrFullBWCount
 }
 
+// bbrCheckStartupLoss ends STARTUP after a round that overflowed the
+// bottleneck: more than 2% of its packets lost while a queue stood all
+// round. The bandwidth plateau test (bbrCheckFullBW) cannot see this when
+// the flow is app-limited: a window above udx (a yamux stream's) runs out
+// while STARTUP's 2.89x cwnd is still filling, the send queue drains,
+// every sample is marked app-limited and skipped, and STARTUP paces at
+// 2.89x the bottleneck for good, dropping packets at the router round
+// after round. Loss alone is not enough, since random loss (wifi, mobile)
+// would end STARTUP before the pipe is full; a standing queue is what a
+// sender that overshoots builds.
+func (s *Stream) bbrCheckStartupLoss(rs *rateSample) {
+	b := &s.bbr
+	if rs.rtt >= 0 && (b.roundMinRTT < 0 || rs.rtt < b.roundMinRTT) {
+		b.roundMinRTT = rs.rtt
+	}
+	if !b.roundStart {
+		return
+	}
+	lost := s.lostCount - b.roundLost0
+	sent := s.delivered - b.roundDelivered0 + lost
+	queued := b.minRTT > 0 && b.roundMinRTT > b.minRTT+max(b.minRTT/bbrStartupQueueDiv, bbrStartupQueueMinUs)
+	if b.state == bbrStartup && !b.fullBWReached && queued &&
+		lost >= bbrStartupLossMin && uint64(lost)*bbrStartupLossDiv > uint64(sent) {
+		b.fullBWReached = true
+	}
+	b.roundDelivered0, b.roundLost0, b.roundMinRTT = s.delivered, s.lostCount, -1
+}
+
 func (s *Stream) bbrCheckDrain() {
 	if s.bbr.state == bbrStartup && s.bbr.fullBWReached {
 		s.bbr.state = bbrDrain
@@ -430,12 +471,14 @@ func (s *Stream) bbrMain(rs *rateSample, now int64) {
 		s.bbrAdvanceCycle()
 	}
 	s.bbrCheckFullBW(rs)
+	s.bbrCheckStartupLoss(rs)
 	s.bbrCheckDrain()
 	s.bbrUpdateMinRTT(rs, now)
 	s.bbrUpdateGains()
 	bw := s.bbrBW()
 	s.bbrSetPacingRate(bw, s.bbr.pacingGain)
 	s.bbrSetCwnd(rs, rs.ackedSacked, bw, s.bbr.cwndGain)
+	s.notsentMax.Store(notsentLimit(s.pacingRate, s.opts.SendBuffer))
 }
 
 // bbrOnRTO fakes a loss round so the full-bandwidth test restarts.

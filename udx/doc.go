@@ -12,8 +12,18 @@
 //
 // The protocol code takes the current time as an argument; only the loop
 // reads the clock. Congestion control is BBR v1 as libudx implements it,
-// kept in microseconds; loss recovery is RACK-TLP with SACK; RTO follows
-// RFC 6298 with libudx's 1 s floor and its non-compounding 2·RTO re-arm.
+// kept in microseconds, plus BBRv2's loss exit from STARTUP (a round that
+// lost over 2% of its packets while a queue stood all round ends it: a
+// sender held back by a window above udx, whose samples are all
+// app-limited, otherwise never leaves STARTUP's 2.89x pacing); loss
+// recovery is RACK-TLP with SACK; RTO follows RFC 6298 with libudx's 1 s
+// floor and its non-compounding 2·RTO re-arm.
+//
+// Write queues at most a few milliseconds of the pacing rate (at least
+// 64 KiB, at most StreamOptions.SendBuffer) ahead of the wire, like
+// TCP_NOTSENT_LOWAT; bytes in flight do not count. A stream shared by
+// many writers (a tunnel's yamux session) then keeps a small write from
+// one of them behind that much of another's bulk, not behind megabytes.
 //
 // Known deviations from libudx that are invisible on the wire: ACKs are sent
 // once per received batch of datagrams rather than once per DATA packet,

@@ -48,8 +48,9 @@ type StreamOptions struct {
 	// RecvWindow is the maximum advertised receive window in bytes
 	// (libudx recv_rwnd_max, default 4 MiB).
 	RecvWindow uint32
-	// SendBuffer bounds bytes queued by Write that are not yet in packets
-	// (default 4 MiB).
+	// SendBuffer caps the bytes queued by Write that are not yet in
+	// packets (default 4 MiB); below it, Write holds back to a few
+	// milliseconds of the pacing rate (notsentLimit).
 	SendBuffer int
 	// MTUMax caps path MTU probing (default 1500). Set it to 1200 to
 	// disable probing.
@@ -154,10 +155,14 @@ type Stream struct {
 	stats       Stats
 
 	// ---- shared with user goroutines ----
-	mu         sync.Mutex
-	wq         [][]byte
-	wqOff      int
-	wqBytes    atomic.Int64
+	mu      sync.Mutex
+	wq      [][]byte
+	wqOff   int
+	wqBytes atomic.Int64
+	// notsentMax bounds wqBytes for Write (TCP_NOTSENT_LOWAT): bytes
+	// written but not yet in packets. The loop keeps it at
+	// notsentLimit(pacingRate).
+	notsentMax atomic.Int64
 	endReq     atomic.Bool
 	wclosed    bool
 	rq         [][]byte
@@ -192,7 +197,24 @@ const (
 	// (UDX_TLP_MAX_ACK_DELAY), and so does ours; with more in flight we
 	// ACK at once (see flush).
 	ackDelay = 1_000 // µs
+	// Write blocks while more than max(notsentMin, notsentTime of the
+	// pacing rate) bytes wait unsent (see notsentLimit).
+	notsentMin  = 64 << 10
+	notsentTime = 5_000 // µs
 )
+
+// notsentLimit is how many written bytes may wait unsent in the queue, like
+// Linux's TCP_NOTSENT_LOWAT: a few milliseconds of sending, at least
+// 64 KiB. Bytes in flight do not count, so the window stays full, but
+// what a writer queues ahead of the wire is bounded in time: a small write
+// from another user of the stream (another yamux stream of a tunnel)
+// waits behind at most that much, rather than behind the whole send
+// buffer. A writer with more data blocks and finds room again as packets
+// leave, within the pacing.
+func notsentLimit(pacingRate float64, sendBuffer int) int64 {
+	n := max(int64(pacingRate*notsentTime), notsentMin)
+	return min(n, int64(sendBuffer))
+}
 
 // NewStream creates an unconnected stream with a local id unique within u.
 func (u *UDX) NewStream(id uint32, opts *StreamOptions) (*Stream, error) {
@@ -215,6 +237,7 @@ func (u *UDX) NewStream(id uint32, opts *StreamOptions) (*Stream, error) {
 		s.opts.MTUMax = mtuBase
 	}
 	s.firewall = s.opts.Firewall
+	s.notsentMax.Store(notsentLimit(0, s.opts.SendBuffer))
 	s.rwndMax = s.opts.RecvWindow
 	s.lastAdv.Store(s.rwndMax)
 	s.seq, s.remoteAcked, s.ack = s.opts.Seq, s.opts.Seq, s.opts.Ack
@@ -590,7 +613,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 }
 
-// Write queues p for sending; it blocks while the send buffer is full.
+// Write queues p for sending; it blocks while the bytes queued and not yet
+// sent exceed the stream's not-sent limit (a few ms of its pacing rate, at
+// least 64 KiB, at most StreamOptions.SendBuffer).
 func (s *Stream) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
@@ -608,8 +633,12 @@ func (s *Stream) Write(p []byte) (int, error) {
 			s.mu.Unlock()
 			return n, &StreamError{ID: s.id, Err: ErrClosed}
 		}
-		room := s.opts.SendBuffer - int(s.wqBytes.Load())
-		if room <= 0 {
+		// Wait for half the limit to be free (or room for the rest of
+		// p): topping the queue up one packet at a time would wake the
+		// writer for every packet the loop takes.
+		limit := s.notsentMax.Load()
+		room := int(limit - s.wqBytes.Load())
+		if room <= 0 || room < min(int(limit/2), len(p)-n) {
 			dl := s.wdl
 			s.mu.Unlock()
 			if err := s.wait(s.writable, dl); err != nil {
@@ -659,10 +688,10 @@ func (s *Stream) takeWrite(dst []byte) (int, bool) {
 			s.wqOff = 0
 		}
 	}
-	s.wqBytes.Add(-int64(n))
+	left := s.wqBytes.Add(-int64(n))
 	end := len(s.wq) == 0 && s.endReq.Load()
 	s.mu.Unlock()
-	if n > 0 {
+	if n > 0 && left <= s.notsentMax.Load()/2 {
 		signal(s.writable)
 	}
 	return n, end
@@ -747,6 +776,9 @@ func (s *Stream) Stats() Stats {
 	})
 	return st
 }
+
+// RTT is the smoothed round-trip time, 0 before the first sample.
+func (s *Stream) RTT() time.Duration { return s.Stats().RTT }
 
 func (s *Stream) LocalAddr() net.Addr {
 	if a := s.sockAddr.Load(); a != nil {

@@ -3,6 +3,7 @@ package udx
 import (
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 )
@@ -87,5 +88,34 @@ func TestDestroySeenByPeer(t *testing.T) {
 	}
 	if _, err := b.Read(buf); !errors.Is(err, ErrReset) {
 		t.Fatalf("read after reset: %v", err)
+	}
+}
+
+// Write holds back once notsentMin bytes wait unsent, though the send
+// buffer has room for far more: a peer that never ACKs lets the initial
+// window (10 packets) leave, and then Write may queue only the not-sent
+// limit, so another writer's bytes would wait behind 64 KiB, not 4 MiB.
+func TestWriteNotSentLimit(t *testing.T) {
+	sock := udpSocket(t)
+	raw := rawPeer(t)
+	st, _ := sock.NewStream(5, nil)
+	st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort())
+	st.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	n, err := st.Write(make([]byte, 1<<20))
+	if !errors.Is(err, errDeadline) {
+		t.Fatalf("write: %d bytes, %v; want a deadline error", n, err)
+	}
+	if most := notsentMin + 2*initialCwnd*mtuMax; n < notsentMin || n > most {
+		t.Fatalf("write took %d bytes before blocking, want %d to %d", n, notsentMin, most)
+	}
+	// 100 MB/s: 5 ms of it; a slow link: the 64 KiB floor; a fast one: the
+	// send buffer.
+	for _, c := range []struct {
+		rate float64
+		want int64
+	}{{100, 500_000}, {1, notsentMin}, {10_000, defaultSendBuffer}} {
+		if got := notsentLimit(c.rate, defaultSendBuffer); got != c.want {
+			t.Errorf("notsentLimit(%v B/µs) = %d, want %d", c.rate, got, c.want)
+		}
 	}
 }

@@ -1,0 +1,94 @@
+package udx
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// bbrPath is a synthetic bottleneck, one round trip at a time: the sender
+// offers min(cwnd, window) packets (window: a flow-control window above
+// udx, such as a yamux stream's); the link carries bdp of them per base
+// RTT, queues up to queue more, which add to the RTT, and drops the rest;
+// randomLoss then drops that share of what got through. Everything offered
+// in a round is acknowledged (or lost) by one ACK at its end.
+type bbrPath struct {
+	bdp, queue, window int
+	randomLoss         float64
+	baseRTT            int64 // µs
+}
+
+// run drives a fresh stream's BBR for rounds round trips and returns it.
+func (p bbrPath) run(rounds int) *Stream {
+	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
+	now := int64(1_000_000)
+	s.bbrInit(now)
+	lossCarry := 0.0
+	for range rounds {
+		sent := min(int(s.cwnd), p.window)
+		q := min(max(sent-p.bdp, 0), p.queue)
+		lost := max(sent-p.bdp-p.queue, 0)
+		lossCarry += float64(sent-lost) * p.randomLoss
+		lost += int(lossCarry)
+		lossCarry -= float64(int(lossCarry))
+		rtt := p.baseRTT + p.baseRTT*int64(q)/int64(p.bdp)
+		rs := rateSample{
+			priorDelivered: s.delivered,
+			priorTime:      now,
+			interval:       rtt,
+			delivered:      int64(sent - lost),
+			ackedSacked:    uint32(sent - lost),
+			losses:         uint32(lost),
+			rtt:            rtt,
+			isAppLimited:   sent < int(s.cwnd),
+		}
+		now += rtt
+		s.delivered += uint32(sent - lost)
+		s.lostCount += uint32(lost)
+		s.srtt = rtt
+		s.bbrMain(&rs, now)
+	}
+	return s
+}
+
+func TestBBRStartupEnds(t *testing.T) {
+	const bdp = 1000
+	for _, tc := range []struct {
+		name    string
+		path    bbrPath
+		startup bool // still in STARTUP after 40 rounds
+	}{
+		// Not app-limited: the plateau test ends STARTUP (BBR v1).
+		{"cwnd-limited", bbrPath{bdp: bdp, queue: bdp / 2, window: 1 << 30}, false},
+		// The case the loss exit is for: a window of 1.6 BDP above udx makes
+		// every sample app-limited once STARTUP's cwnd passes it; the
+		// router's queue overflows every round.
+		{"window-limited-overflow", bbrPath{bdp: bdp, queue: bdp * 4 / 10, window: bdp * 16 / 10}, false},
+		// Random loss on an empty queue is no reason to stop probing.
+		{"random-loss-no-queue", bbrPath{bdp: bdp, queue: bdp, window: bdp * 9 / 10, randomLoss: 0.05}, true},
+		// A standing queue with loss under 2%.
+		{"queue-little-loss", bbrPath{bdp: bdp, queue: bdp, window: bdp * 16 / 10, randomLoss: 0.01}, true},
+		// A standing queue and no loss: nothing tells STARTUP the pipe is
+		// full, as before (the window caps what it can overshoot).
+		{"queue-no-loss", bbrPath{bdp: bdp, queue: bdp, window: bdp * 16 / 10}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.path.baseRTT = 100_000
+			s := tc.path.run(40)
+			if got := s.bbr.state == bbrStartup; got != tc.startup {
+				t.Fatalf("in STARTUP after 40 rounds: %v, want %v (state %d, pacing gain %.2f, cwnd %d)",
+					got, tc.startup, s.bbr.state, s.bbr.pacingGain, s.cwnd)
+			}
+			if !tc.startup {
+				// Out of STARTUP the bandwidth estimate is the bottleneck's,
+				// and pacing is no longer at the 2.89x gain.
+				bw := s.bbrBW() * float64(tc.path.baseRTT)
+				if bw < bdp*0.9 || bw > bdp*1.1 {
+					t.Fatalf("bandwidth estimate %.0f packets per RTT, want about %d", bw, bdp)
+				}
+				if s.bbr.pacingGain > 1.25 {
+					t.Fatalf("pacing gain %.2f after STARTUP", s.bbr.pacingGain)
+				}
+			}
+		})
+	}
+}
