@@ -35,7 +35,7 @@ func TestDeadBootstrapNode(t *testing.T) {
 	}
 
 	p := proctest.Start(t, proctest.Env(t, "127.0.0.1:9"), "connect", pub)
-	waitStderr(t, p, "still joining the DHT: waiting for an answer from 127.0.0.1:9", 20*time.Second)
+	p.ErrLine("still joining the DHT: waiting for an answer from 127.0.0.1:9", 20*time.Second)
 	p.Cmd.Process.Signal(syscall.SIGINT)
 	if code := p.Wait(5 * time.Second); code != 0 || strings.Contains(p.Err.String(), "canceled") {
 		t.Fatalf("exit %d after SIGINT while joining:\n%s", code, p.Err)

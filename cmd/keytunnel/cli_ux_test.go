@@ -169,15 +169,3 @@ func runConnect(t *testing.T, env []string, stdin string, args ...string) (stdou
 	out, err := proctest.RunBounded(cmd, 60*time.Second)
 	return string(out), e.String(), err
 }
-
-// waitStderr waits up to d for p's stderr to contain sub.
-func waitStderr(t *testing.T, p *proctest.Proc, sub string, d time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !strings.Contains(p.Err.String(), sub) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no %q on stderr within %v:\n%s", p.Name, sub, d, p.Err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

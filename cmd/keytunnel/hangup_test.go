@@ -19,7 +19,7 @@ func TestHangupIgnored(t *testing.T) {
 		p.Cmd.Process.Signal(syscall.SIGHUP)
 	}
 	for _, p := range []*proctest.Proc{ex, fw} {
-		waitStderr(t, p, "SIGHUP ignored", 10*time.Second)
+		p.ErrLine("SIGHUP ignored", 10*time.Second)
 	}
 	proctest.EchoOnce(t, addr, "after SIGHUP")
 	for _, p := range []*proctest.Proc{fw, ex} {

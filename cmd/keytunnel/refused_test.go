@@ -46,7 +46,7 @@ func TestAllowRefusal(t *testing.T) {
 		t.Fatalf("local connection through a refused forward: %q, %v", b, err)
 	}
 	// The log line may follow the local connection's reset by a moment.
-	waitStderr(t, fw, "the service does not allow this client's key "+sk, 5*time.Second)
+	fw.ErrLine("the service does not allow this client's key "+sk, 5*time.Second)
 	// Idle, it does not redial (at most the one retry the closed
 	// connection's wait asked for).
 	time.Sleep(3 * time.Second)

@@ -39,6 +39,6 @@ func TestTargetDown(t *testing.T) {
 	if b, err := io.ReadAll(c); len(b) != 0 || !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("forwarded connection: %q, %v; want a reset", b, err)
 	}
-	waitStderr(t, fw, "the exposing side reset the connection", 10*time.Second)
-	waitStderr(t, ex, "cannot reach target", 10*time.Second)
+	fw.ErrLine("the exposing side reset the connection", 10*time.Second)
+	ex.ErrLine("cannot reach target", 10*time.Second)
 }

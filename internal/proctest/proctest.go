@@ -375,20 +375,34 @@ func (p *Proc) First(d time.Duration) string { return p.Line("", d) }
 // Line waits for a stdout line containing sub and returns it.
 func (p *Proc) Line(sub string, d time.Duration) string {
 	p.t.Helper()
+	return p.waitLine(p.Out, "stdout", sub, d)
+}
+
+// ErrLine waits for a stderr line containing sub and returns it.
+func (p *Proc) ErrLine(sub string, d time.Duration) string {
+	p.t.Helper()
+	return p.waitLine(p.Err, "stderr", sub, d)
+}
+
+// waitLine waits for a line of buf (the process's stream named name)
+// containing sub, failing the test when the process exits first or d
+// runs out.
+func (p *Proc) waitLine(buf *Lines, name, sub string, d time.Duration) string {
+	p.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		for _, l := range p.Out.All() {
+		for _, l := range buf.All() {
 			if strings.Contains(l, sub) {
 				return l
 			}
 		}
 		select {
 		case <-p.exited:
-			p.t.Fatalf("%s exited (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.Name, p.werr, sub, p.Out, p.Err)
+			p.t.Fatalf("%s exited (%v) before printing %q on %s\nstdout:\n%s\nstderr:\n%s", p.Name, p.werr, sub, name, p.Out, p.Err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: no line with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Name, sub, d, p.Out, p.Err)
+			p.t.Fatalf("%s: no %s line with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Name, name, sub, d, p.Out, p.Err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
