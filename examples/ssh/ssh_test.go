@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -92,13 +91,7 @@ PermitRootLogin prohibit-password
 	}
 	p := proctest.StartCmd(t, exec.Command(sshd, "-D", "-e", "-f", cfg), os.Environ())
 	addr = fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.Err.String(), "Server listening on 127.0.0.1") {
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not start:\n%s", p.Err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p.ErrLine("Server listening on 127.0.0.1", 10*time.Second)
 	return addr, filepath.Join(dir, "client_key"), u.Username
 }
 
