@@ -106,8 +106,18 @@ func TestListenerClientAndForwarder(t *testing.T) {
 	tc.Close()
 	fwd.Close()
 
-	// A lost session is dialed again by the next Open.
+	// A lost session is dialed again by the next Open. An Open racing the
+	// loss may still get a stream on the dying session (yamux opens without
+	// a round trip), so wait until the Client's session has seen it.
+	c.mu.Lock()
+	lost := c.sess[server.Public].sess
+	c.mu.Unlock()
 	n.killAll()
+	select {
+	case <-lost.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Client's session did not see its connection close")
+	}
 	pc, err := c.Open(context.Background(), server.Public)
 	if err != nil {
 		t.Fatal(err)
