@@ -21,18 +21,24 @@ var examples = map[string][]string{
 	"expose": {
 		"keytunnel expose 8080                               # prints this service's public key",
 		"keytunnel expose --key web.key --allow KEY 10.0.0.5:80",
+		"keytunnel expose --private 8080                     # prints the private string (a secret)",
+		"keytunnel expose --holesail 8080                    # holesail clients find the port by themselves",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",
 		"keytunnel forward --key me.key KEY 0.0.0.0:9000",
+		"keytunnel forward hs://0000KEY                      # holesail's public string; port from its record",
+		"keytunnel forward --secret-file web.secret 9000     # a private string (hs://s000...) kept out of ps",
 	},
 	"connect": {
 		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY",
 		"echo hello | keytunnel connect KEY",
+		"KEYTUNNEL_SECRET=$(cat web.secret) keytunnel connect KEY   # a private service",
 	},
 	"ssh": {
 		"keytunnel ssh user@KEY",
 		"keytunnel ssh --key me.key -p 22 -L 5432:localhost:5432 user@KEY",
+		"keytunnel ssh --secret-file ssh.secret user@KEY     # a private service: KEY is its public key",
 	},
 	"up": {
 		"keytunnel up -c keytunnel.toml                      # kill -HUP PID re-reads the file",

@@ -142,6 +142,29 @@ func budgetOptions(c *cli.Context) app.BudgetOptions {
 	}
 }
 
+// secretFlags name a private connection string (holesail's secure mode).
+func secretFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "private", Usage: what, DisableDefaultText: true},
+		&cli.StringFlag{Name: "secret-file", Usage: "read the private connection string (hs://s000…) or secret from `FILE`, or from stdin if FILE is -; also $" + app.SecretEnvVar},
+	}
+}
+
+func secretOptions(c *cli.Context) app.SecretOptions {
+	return app.SecretOptions{Private: c.Bool("private"), File: c.String("secret-file"), Env: os.Getenv(app.SecretEnvVar)}
+}
+
+// remoteArgs splits forward's KEY [PORT]: with the private string in
+// --secret-file or $KEYTUNNEL_SECRET, a lone argument that is a port
+// rather than a key is the port.
+func remoteArgs(c *cli.Context, o app.SecretOptions) (remote, listen string) {
+	remote, listen = c.Args().Get(0), c.Args().Get(1)
+	if c.NArg() == 1 && (o.File != "" || o.Env != "") && app.IsListenAddress(remote) {
+		return "", remote
+	}
+	return remote, listen
+}
+
 func keyOptions(c *cli.Context) app.KeyOptions {
 	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed"), SeedFile: c.String("seed-file"), SeedEnv: os.Getenv(app.SeedEnvVar)}
 }
@@ -200,16 +223,17 @@ func exposeCommand(env *app.Env) *cli.Command {
 		Name:      "expose",
 		Usage:     "serve a local TCP service under a public key (printed first)",
 		ArgsUsage: "PORT|HOST:PORT",
-		Flags: append(append(keyFlags(),
+		Flags: append(append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
-		), budgetFlags()...),
+			&cli.BoolFlag{Name: "holesail", Usage: "publish holesail's DHT record (port, protocol) for holesail clients and print the holesail connection string", DisableDefaultText: true},
+		), secretFlags("serve under a key pair derived from a secret and admit only clients holding it (holesail's secure mode); prints the private connection string")...), budgetFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1); err != nil {
 				return err
 			}
 			return app.Expose(c.Context, env, app.ExposeOptions{
 				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
-				Budget: budgetOptions(c),
+				Budget: budgetOptions(c), Secret: secretOptions(c), Holesail: c.Bool("holesail"),
 			})
 		},
 	}
@@ -219,20 +243,22 @@ func forwardCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "forward",
 		Usage:     "make the service behind a public key reachable on a local port",
-		ArgsUsage: "KEY [PORT|HOST:PORT]",
-		Flags: append(keyFlags(),
+		ArgsUsage: "KEY|hs://… [PORT|HOST:PORT]",
+		Flags: append(append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection)", DisableDefaultText: true},
-		),
+		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
 		Action: func(c *cli.Context) error {
-			if err := args(c, 1, 2); err != nil {
+			sec := secretOptions(c)
+			min := 1
+			if sec.File != "" || sec.Env != "" {
+				min = 0
+			}
+			if err := args(c, min, 2); err != nil {
 				return err
 			}
-			listen := "0"
-			if c.NArg() == 2 {
-				listen = c.Args().Get(1)
-			}
+			remote, listen := remoteArgs(c, sec)
 			return app.Forward(c.Context, env, app.ForwardOptions{
-				Remote: c.Args().First(), Listen: listen, Key: keyOptions(c), Raw: c.Bool("raw"),
+				Remote: remote, Listen: listen, Key: keyOptions(c), Raw: c.Bool("raw"), Secret: sec,
 			})
 		},
 	}
@@ -242,16 +268,21 @@ func connectCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "connect",
 		Usage:     "join stdin/stdout to the service behind a public key (ssh ProxyCommand)",
-		ArgsUsage: "KEY",
-		Flags: append(keyFlags(),
+		ArgsUsage: "KEY|hs://…",
+		Flags: append(append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
-		),
+		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
 		Action: func(c *cli.Context) error {
-			if err := args(c, 1, 1); err != nil {
+			sec := secretOptions(c)
+			min := 1
+			if sec.File != "" || sec.Env != "" {
+				min = 0
+			}
+			if err := args(c, min, 1); err != nil {
 				return err
 			}
 			return app.Connect(c.Context, env, app.ConnectOptions{
-				Remote: c.Args().First(), Key: keyOptions(c), Raw: c.Bool("raw"),
+				Remote: c.Args().First(), Key: keyOptions(c), Raw: c.Bool("raw"), Secret: sec,
 			})
 		},
 	}
@@ -261,7 +292,7 @@ func sshCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "ssh",
 		Usage:     "run ssh through keytunnel connect (keytunnel's options first, then ssh's)",
-		ArgsUsage: "[--key FILE|--seed HEX] [--raw] [ssh options] [user@]KEY [command]",
+		ArgsUsage: "[--key FILE|--seed HEX] [--secret-file FILE|-] [--raw] [ssh options] [user@]KEY [command]",
 		// ssh's own options (-p, -L, ...) must reach ssh untouched;
 		// app.ParseSSHArgs takes keytunnel's from the front. Flags are
 		// declared for help only.
@@ -270,6 +301,7 @@ func sshCommand(env *app.Env) *cli.Command {
 		Flags: append(keyFlags()[1:],
 			&cli.StringFlag{Name: "key", Usage: "`FILE` holding the key pair's seed (keytunnel keygen --out FILE writes one)"},
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
+			&cli.StringFlag{Name: "secret-file", Usage: "the private connection string of the service whose public key is KEY, from `FILE` or stdin (-); also $" + app.SecretEnvVar},
 		),
 		Action: func(c *cli.Context) error {
 			if a := c.Args().First(); a == "--help" || a == "-h" {

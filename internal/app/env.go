@@ -126,6 +126,10 @@ type Event struct {
 	Nodes        int    `json:"nodes,omitempty"`
 	Error        string `json:"error,omitempty"`
 	Seed         string `json:"seed,omitempty"` // keygen without --out
+	// Connection is the holesail connection string (listening, with
+	// --holesail or --private; a private one carries the secret).
+	Connection string `json:"connection,omitempty"`
+	Private    bool   `json:"private,omitempty"`
 	// reloaded: the entries by name.
 	Started []string `json:"started,omitempty"`
 	Stopped []string `json:"stopped,omitempty"`

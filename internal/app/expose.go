@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/holesail"
+	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -15,6 +18,14 @@ type ExposeOptions struct {
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
 	Budget BudgetOptions
+	// Secret: with Secret.Private, the key pair is derived from a private
+	// connection string (holesail's secure mode), and only clients
+	// dialing with that same key pair get in.
+	Secret SecretOptions
+	// Holesail publishes holesail-server's DHT record (host, port, udp),
+	// so that holesail clients find the port by themselves, and prints
+	// the holesail connection string.
+	Holesail bool
 }
 
 // Expose serves the TCP service at o.Target under a key pair until ctx
@@ -36,9 +47,30 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return err
 	}
-	kp, file, created, err := env.exposeKey(o.Key, target)
-	if err != nil {
-		return err
+	var (
+		kp      key.KeyPair
+		file    string
+		created bool
+		conn    holesail.Conn
+	)
+	switch {
+	case o.Secret.Private:
+		if o.Key.File != "" || o.Key.Seed != "" || o.Key.SeedFile != "" {
+			return errors.New("--private derives the key pair from the private connection string; drop --key, --seed and --seed-file")
+		}
+		if conn, file, created, err = env.privateKey(o.Secret, target); err != nil {
+			return err
+		}
+		kp = conn.KeyPair
+		// holesail-server's private firewall: only the key pair itself.
+		allow = append(allow, kp.Public)
+	case o.Secret.File != "":
+		return errors.New("--secret-file names a private connection string; it needs --private")
+	default:
+		if kp, file, created, err = env.exposeKey(o.Key, target); err != nil {
+			return err
+		}
+		conn = holesail.Public(kp.Public)
 	}
 	defer env.ignoreHangup("expose")()
 	nw, err := env.openNetwork(ctx)
@@ -50,17 +82,44 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}
-	env.out.emit(kp.Public.String(), Event{
+	if o.Holesail {
+		stop, err := env.publishRecord(ctx, nw, kp, recordFor(target), "")
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
+	}
+	ev := Event{
 		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target,
-		KeyFile: file, Created: created,
-	})
+		KeyFile: file, Created: created, Private: conn.Private,
+	}
+	if conn.Private || o.Holesail {
+		ev.Connection = conn.String()
+	}
+	env.out.emit(kp.Public.String(), ev)
+	what := "key"
+	switch {
+	case conn.Private:
+		env.out.text("private: " + conn.String())
+		what = "secret"
+	case o.Holesail:
+		env.out.text("holesail: " + conn.String())
+	}
 	switch {
 	case created:
-		env.out.text("new key saved in " + file + " (used again the next time this target is exposed)")
-	case file != "" && !o.Key.given():
-		env.out.text("key from " + file)
+		env.out.text("new " + what + " saved in " + file + " (used again the next time this target is exposed)")
+	case file != "" && !o.Key.given() && o.Secret.File == "":
+		env.out.text(what + " from " + file)
 	}
-	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "allow", len(allow))
+	access := "anyone who has the key (--allow or --private restrict it)"
+	switch {
+	case conn.Private:
+		access = "holders of the private string"
+	case len(allow) > 0:
+		access = "the --allow list"
+	}
+	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
 	checkTarget(env, target)
 	err = tunnel.Expose(ctx, ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),

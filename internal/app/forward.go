@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,10 +18,16 @@ import (
 
 // ForwardOptions are forward's arguments.
 type ForwardOptions struct {
-	Remote string     // the service's public key
-	Listen string     // PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one
+	// Remote is the service: a public key or a holesail connection
+	// string; empty or "-" when Secret names a private one.
+	Remote string
+	// Listen is PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one. Empty:
+	// the port of the service's holesail record, if it has one, else a
+	// free one.
+	Listen string
 	Key    KeyOptions // our identity (for the service's allow list)
 	Raw    bool       // hypertele/holesail servers
+	Secret SecretOptions
 }
 
 // Forward opens o.Listen and tunnels every connection to the service
@@ -28,35 +35,59 @@ type ForwardOptions struct {
 // connection, and again when the session is lost.
 func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	env.init()
-	remote, err := parsePublicKey(o.Remote)
+	conn, err := env.remote(o.Remote, o.Secret)
 	if err != nil {
 		return err
 	}
-	addr, err := hostPort("listen address", o.Listen, true)
+	remote := conn.PublicKey
+	listen := o.Listen
+	if listen == "" {
+		listen = "0"
+	}
+	addr, err := hostPort("listen address", listen, true)
 	if err != nil {
 		return err
 	}
-	kp, err := env.loadKey(o.Key)
+	kp, err := env.dialIdentity(conn, o.Key)
 	if err != nil {
 		return err
 	}
-	ln, err := listenTCP(addr)
-	if err != nil {
-		return err
+	// As holesail-client, a forward of a holesail string without a port
+	// listens where the service's record says, which takes the DHT;
+	// otherwise a taken port fails before joining it.
+	fromRecord := o.Listen == "" && holesailMode(conn)
+	var ln net.Listener
+	if !fromRecord {
+		if ln, err = listenTCP(addr); err != nil {
+			return err
+		}
 	}
 	defer env.ignoreHangup("forward")()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
-		ln.Close()
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
 	defer nw.Close()
+	if fromRecord {
+		if r, ok := env.lookupRecord(ctx, nw, remote); ok {
+			if r.UDP {
+				return fmt.Errorf("%s is a UDP service (its holesail record says so); keytunnel forward carries TCP", remote)
+			}
+			addr = recordListen(r)
+		}
+		if ln, err = listenTCP(addr); err != nil {
+			return err
+		}
+	}
 	local := ln.Addr().String()
 	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
 		Event: EvForwarding, Listen: local, Remote: remote.String(),
 	})
 	err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
-		Raw:     o.Raw,
+		Raw:     o.Raw || holesailMode(conn),
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
@@ -68,9 +99,10 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 
 // ConnectOptions are connect's arguments.
 type ConnectOptions struct {
-	Remote string
+	Remote string // as ForwardOptions.Remote
 	Key    KeyOptions
 	Raw    bool
+	Secret SecretOptions
 }
 
 // Connect joins stdin and stdout to the service behind o.Remote, for ssh's
@@ -82,14 +114,18 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 		// Under ssh, stderr is the user's terminal: only problems.
 		env.setLevel(slog.LevelWarn)
 	}
-	remote, err := parsePublicKey(o.Remote)
-	if err != nil {
-		return err
-	}
 	if o.Key.SeedFile == "-" {
 		return errors.New("connect: --seed-file - cannot read the seed from stdin, which is the tunnel; use --key FILE or " + SeedEnvVar)
 	}
-	kp, err := env.loadKey(o.Key)
+	if o.Secret.File == "-" {
+		return errors.New("connect: --secret-file - cannot read the string from stdin, which is the tunnel; use --secret-file FILE or " + SecretEnvVar)
+	}
+	conn, err := env.remote(o.Remote, o.Secret)
+	if err != nil {
+		return err
+	}
+	remote := conn.PublicKey
+	kp, err := env.dialIdentity(conn, o.Key)
 	if err != nil {
 		return err
 	}
@@ -99,7 +135,7 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	}
 	defer nw.Close()
 	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
-		Raw:     o.Raw,
+		Raw:     o.Raw || holesailMode(conn),
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
@@ -158,6 +194,11 @@ type SSHOptions struct {
 	Args []string
 	Key  KeyOptions
 	Raw  bool
+	// Secret: a private connection string (--secret-file or
+	// $KEYTUNNEL_SECRET) for the service whose public key is the
+	// destination's host; it reaches ProxyCommand's connect in
+	// $KEYTUNNEL_SECRET, never on its command line.
+	Secret SecretOptions
 }
 
 // ExitError ends the program with Code and no message (the command that
@@ -193,6 +234,16 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 		// through its command line.
 		seed := kp.Seed()
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%x", SeedEnvVar, seed[:]))
+	}
+	if o.Secret.File != "" {
+		sec, _, err := env.secret(o.Secret)
+		if err != nil {
+			return err
+		}
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, SecretEnvVar+"="+sec.String())
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
 	cmd.WaitDelay = 5 * time.Second
@@ -249,7 +300,8 @@ func shellQuote(s string) string {
 }
 
 // ParseSSHArgs takes keytunnel's options (--key FILE, --seed HEX,
-// --seed-file FILE|-, --raw, also as --key=FILE) from the front of args;
+// --seed-file FILE|-, --secret-file FILE|-, --raw, also as --key=FILE)
+// from the front of args;
 // the rest are ssh's.
 func ParseSSHArgs(args []string) (SSHOptions, error) {
 	var o SSHOptions
@@ -264,7 +316,7 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 			o.Raw = true
 			args = args[1:]
 			continue
-		case "--key", "--seed", "--seed-file":
+		case "--key", "--seed", "--seed-file", "--secret-file":
 			if !hasVal {
 				if len(args) < 2 {
 					return o, fmt.Errorf("ssh: %s needs a value", name)
@@ -277,6 +329,8 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 				o.Key.Seed = val
 			case "--seed-file":
 				o.Key.SeedFile = val
+			case "--secret-file":
+				o.Secret.File = val
 			default:
 				o.Key.File = val
 			}

@@ -3,6 +3,7 @@ package holesail
 import (
 	"bytes"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -255,4 +256,39 @@ func FuzzParseRecord(f *testing.F) {
 			t.Fatalf("%q -> %+v -> %+v, %v", b, r, again, err)
 		}
 	})
+}
+
+func TestSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := FromSecret(vecSecret)
+	p := dir + "/s/x.secret"
+	if err := WriteSecretFile(p, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSecretFile(p, c); err == nil {
+		t.Fatal("WriteSecretFile overwrote a file")
+	}
+	got, err := ReadSecretFile(p)
+	if err != nil || got.PublicKey != c.PublicKey || got.String() != c.String() {
+		t.Fatalf("read back %+v, %v", got, err)
+	}
+	if err := WriteSecretFile(dir+"/pub", Public(c.PublicKey)); err == nil {
+		t.Fatal("wrote a public string as a secret")
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadSecretFile(p); !errors.Is(err, key.ErrPermissions) {
+		t.Fatalf("a world-readable secret file: %v", err)
+	}
+	big := dir + "/big"
+	os.WriteFile(big, bytes.Repeat([]byte("a"), 5000), 0o600)
+	if _, err := ReadSecretFile(big); !errors.Is(err, ErrSecretTooLong) {
+		t.Fatalf("a 5000-byte secret file: %v", err)
+	}
+	seedFile := dir + "/seed"
+	os.WriteFile(seedFile, []byte(vecSeedZ32+"\n"), 0o600)
+	if got, err := ReadSecretFile(seedFile); err != nil || got.PublicKey != pk(t, vecSeedPub) {
+		t.Fatalf("z32 seed file: %+v, %v", got, err)
+	}
 }
