@@ -277,3 +277,49 @@ func mustAtoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// up: an [[expose]] with secret_file and holesail = true, a [[forward]]
+// with the same secret_file, and a holesail client with the string that
+// learns the port from the record.
+func TestE2EUpPrivateHolesail(t *testing.T) {
+	nodetest.Require(t)
+	bs := proctest.Testnet(t, 4)
+	echo, port := echoOn127002(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "web.secret")
+	s, _ := holesail.NewSecret(nil)
+	c, _ := holesail.FromSecret(s)
+	if err := holesail.WriteSecretFile(secret, c); err != nil {
+		t.Fatal(err)
+	}
+	fport := proctest.FreeTCP(t)
+	cfg := filepath.Join(dir, "keytunnel.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+[[expose]]
+name = "web"
+address = %q
+secret_file = "web.secret"
+holesail = true
+
+[[forward]]
+name = "web-here"
+secret_file = "web.secret"
+port = %d
+`, echo, fport)), 0o600)
+	up := proctest.Start(t, proctest.Env(t, bs), "--json", "up", "-c", cfg)
+	ev := proctest.JSON(t, up.Line(`"entry":"web"`, 60*time.Second))
+	if ev["public_key"] != c.PublicKey.String() || ev["private"] != true || ev["connection"] != nil {
+		t.Fatalf("up's private expose: %v (want its public key %s, no string printed)", ev, c.PublicKey)
+	}
+	up.Line(`"entry":"web-here"`, 60*time.Second)
+	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", fport), 2, 256<<10)
+	listen, proto := holesailClient(t, bs, c.String())
+	if listen != "127.0.0.1:"+port || proto != "tcp" {
+		t.Fatalf("holesail client listens on %s %s, want 127.0.0.1:%s tcp", listen, proto, port)
+	}
+	echoThrough(t, listen, 2, 256<<10)
+	noSecretIn(t, s, up)
+	if strings.Contains(up.Out.String(), s) {
+		t.Fatal("up printed the secret")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/keytunnel/keytunnel/config"
+	"github.com/keytunnel/keytunnel/internal/holesail"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
@@ -113,7 +114,7 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 		pls[i] = pl
 	}
 	for i, e := range cfg.Expose {
-		r.startExpose(e, pls[i])
+		r.startExpose(ctx, e, pls[i])
 	}
 	for i, f := range cfg.Forward {
 		r.startForward(f, lns[i])
@@ -130,8 +131,16 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 }
 
 type runningExpose struct {
-	cfg config.Expose
-	ex  *tunnel.Exposer
+	cfg    config.Expose
+	ex     *tunnel.Exposer
+	record func() // stops publishing its holesail record; nil if none
+}
+
+func (e *runningExpose) close() {
+	e.ex.Close()
+	if e.record != nil {
+		e.record()
+	}
 }
 
 type runningForward struct {
@@ -171,21 +180,45 @@ func bindForwards(fs []config.Forward, reuse map[string]bool) ([]net.Listener, e
 	return lns, nil
 }
 
-func (r *runner) startExpose(e config.Expose, pl tunnel.PeerListener) {
+func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.PeerListener) {
 	ex := tunnel.NewExposer(pl, e.Target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(e.Allow...),
 		Budget:  e.Budget,
 		Logger:  r.env.logger.With("entry", e.Name),
 		OnEvent: r.env.onEvent(e.Name),
 	})
-	r.exposes[e.Name] = &runningExpose{cfg: e, ex: ex}
-	r.env.out.emit(fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public), Event{
+	re := &runningExpose{cfg: e, ex: ex}
+	r.exposes[e.Name] = re
+	ev := Event{
 		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile,
-	})
+		Private: e.Private,
+	}
+	text := fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public)
+	switch {
+	case e.Private:
+		// The private string stays in its file: up's output often goes
+		// to a journal.
+		text += " (private: the string in " + e.KeyFile + ")"
+	case e.Holesail:
+		ev.Connection = holesail.Public(e.KeyPair.Public).String()
+		text += " (holesail: " + ev.Connection + ")"
+	}
+	if e.Holesail {
+		stop, err := r.env.publishRecord(ctx, r.nw, e.KeyPair, recordFor(e.Target), e.Name)
+		if err != nil {
+			r.env.logger.Warn("no holesail record", "entry", e.Name, "err", err)
+		}
+		re.record = stop
+	}
+	r.env.out.emit(text, ev)
 }
 
 func (r *runner) startForward(f config.Forward, ln net.Listener) {
-	fw := tunnel.NewForwarder(r.nw.Dialer(r.id, f.Relay.Override()), f.Key, ln, tunnel.ForwardOptions{
+	id := r.id
+	if !f.KeyPair.Public.IsZero() {
+		id = f.KeyPair // a private service admits only its own key pair
+	}
+	fw := tunnel.NewForwarder(r.nw.Dialer(id, f.Relay.Override()), f.Key, ln, tunnel.ForwardOptions{
 		Raw:     f.Raw,
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
@@ -199,7 +232,7 @@ func (r *runner) startForward(f config.Forward, ln net.Listener) {
 
 func (r *runner) stopExpose(name string) {
 	if e, ok := r.exposes[name]; ok {
-		e.ex.Close()
+		e.close()
 		delete(r.exposes, name)
 		r.env.out.emit(name+": stopped", Event{Event: EvStopped, Entry: name})
 	}
@@ -215,7 +248,7 @@ func (r *runner) stopForward(name string) {
 
 func (r *runner) stopAll() {
 	for name, e := range r.exposes {
-		e.ex.Close()
+		e.close()
 		delete(r.exposes, name)
 	}
 	for name, f := range r.forwards {
@@ -318,7 +351,7 @@ func (r *runner) reload(ctx context.Context) {
 			failed = append(failed, e.Name)
 			continue
 		}
-		r.startExpose(e, pl)
+		r.startExpose(ctx, e, pl)
 		started = append(started, e.Name)
 	}
 	var stopped []string
