@@ -94,10 +94,13 @@ func (e *Env) remote(arg string, s SecretOptions) (holesail.Conn, error) {
 	}
 	c, err := holesail.Parse(arg, s.Private)
 	if err != nil {
-		if holesail.LooksPrivate(arg) || s.Private {
-			return c, err
+		switch {
+		case holesail.LooksPrivate(arg) || s.Private:
+			return c, err // never quote a secret
+		case holesail.IsURL(arg):
+			return c, fmt.Errorf("%q: %w", arg, err)
 		}
-		return c, fmt.Errorf("%q: %w", arg, err)
+		return c, fmt.Errorf("%q is not a public key (want 64 hex or 52 z-base-32 characters) or holesail connection string (hs://…)", arg)
 	}
 	if c.Private {
 		e.logger.Warn(argvSecretWarning)
