@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/holesail"
 	"github.com/keytunnel/keytunnel/internal/key"
 )
@@ -256,4 +258,62 @@ func dialAddr(t *testing.T, addr string) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// The DHT network stores holesail records as holesail-server does: the
+// same value again keeps its seq, a new one takes the next, and another
+// node reads the latest.
+func TestRecordsOnDHT(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tn, err := dht.Testnet(ctx, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tn.Close()
+	env, _, _ := testEnv(t, nil)
+	env.Bootstrap = tn.Bootstrap
+	a, err := OpenDHT(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := OpenDHT(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ra, ok := records(a)
+	rb, ok2 := records(b)
+	if !ok || !ok2 {
+		t.Fatal("a DHT network has no records")
+	}
+	kp, _ := key.Generate(nil)
+	if _, err := rb.GetRecord(ctx, kp.Public); !errors.Is(err, dht.ErrNotFound) {
+		t.Fatalf("record before any put: %v", err)
+	}
+	if _, ok := env.lookupRecord(ctx, b, kp.Public); ok {
+		t.Fatal("lookupRecord found a record that is not there")
+	}
+	v1, v2 := recordFor("127.0.0.1:8080").Marshal(), recordFor("127.0.0.1:8081").Marshal()
+	for i, v := range [][]byte{v1, v1, v2} {
+		if err := ra.PutRecord(ctx, kp, v); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+		got, err := rb.GetRecord(ctx, kp.Public)
+		if err != nil || string(got) != string(v) {
+			t.Fatalf("after put %d: %q, %v; want %q", i, got, err, v)
+		}
+	}
+	if r, ok := env.lookupRecord(ctx, b, kp.Public); !ok || r.Port != 8081 || recordListen(r) != "127.0.0.1:8081" {
+		t.Fatalf("lookupRecord: %+v %v", r, ok)
+	}
+	// Not a holesail record: ignored with a warning.
+	other, _ := key.Generate(nil)
+	if err := ra.PutRecord(ctx, other, []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := env.lookupRecord(ctx, b, other.Public); ok {
+		t.Fatal("lookupRecord took a value that is not a holesail record")
+	}
 }
