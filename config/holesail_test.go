@@ -12,11 +12,7 @@ import (
 
 func writeSecretFile(t *testing.T, dir, name string) holesail.Conn {
 	t.Helper()
-	s, err := holesail.NewSecret(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := holesail.FromSecret(s)
+	c, err := holesail.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -287,8 +287,8 @@ func TestE2EUpPrivateHolesail(t *testing.T) {
 	echo, port := echoOn127002(t)
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "web.secret")
-	s, _ := holesail.NewSecret(nil)
-	c, _ := holesail.FromSecret(s)
+	c, _ := holesail.New(nil)
+	s := strings.TrimPrefix(c.String(), "hs://s000")
 	if err := holesail.WriteSecretFile(secret, c); err != nil {
 		t.Fatal(err)
 	}

@@ -154,6 +154,15 @@ func secretOptions(c *cli.Context) app.SecretOptions {
 	return app.SecretOptions{Private: c.Bool("private"), File: c.String("secret-file"), Env: os.Getenv(app.SecretEnvVar)}
 }
 
+// keyArgs is how many arguments name the service at least: none when
+// the private string comes from --secret-file or $KEYTUNNEL_SECRET.
+func keyArgs(o app.SecretOptions) int {
+	if o.File != "" || o.Env != "" {
+		return 0
+	}
+	return 1
+}
+
 // remoteArgs splits forward's KEY [PORT]: with the private string in
 // --secret-file or $KEYTUNNEL_SECRET, a lone argument that is a port
 // rather than a key is the port.
@@ -249,11 +258,7 @@ func forwardCommand(env *app.Env) *cli.Command {
 		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
 		Action: func(c *cli.Context) error {
 			sec := secretOptions(c)
-			min := 1
-			if sec.File != "" || sec.Env != "" {
-				min = 0
-			}
-			if err := args(c, min, 2); err != nil {
+			if err := args(c, keyArgs(sec), 2); err != nil {
 				return err
 			}
 			remote, listen := remoteArgs(c, sec)
@@ -274,11 +279,7 @@ func connectCommand(env *app.Env) *cli.Command {
 		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
 		Action: func(c *cli.Context) error {
 			sec := secretOptions(c)
-			min := 1
-			if sec.File != "" || sec.Env != "" {
-				min = 0
-			}
-			if err := args(c, min, 1); err != nil {
+			if err := args(c, keyArgs(sec), 1); err != nil {
 				return err
 			}
 			return app.Connect(c.Context, env, app.ConnectOptions{

@@ -273,11 +273,7 @@ func (e *Env) privateKey(s SecretOptions, target string) (c holesail.Conn, file 
 		c, err = readSecretFile(file, file)
 		return c, file, false, err
 	}
-	secret, err := holesail.NewSecret(nil)
-	if err != nil {
-		return c, "", false, err
-	}
-	if c, err = holesail.FromSecret(secret); err != nil {
+	if c, err = holesail.New(nil); err != nil {
 		return c, "", false, err
 	}
 	if err = holesail.WriteSecretFile(file, c); err != nil {

@@ -17,11 +17,7 @@ import (
 
 func secretConn(t *testing.T) holesail.Conn {
 	t.Helper()
-	s, err := holesail.NewSecret(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := holesail.FromSecret(s)
+	c, err := holesail.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,23 +262,7 @@ func dialAddr(t *testing.T, addr string) net.Conn {
 func TestRecordsOnDHT(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tn, err := dht.Testnet(ctx, 4, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tn.Close()
-	env, _, _ := testEnv(t, nil)
-	env.Bootstrap = tn.Bootstrap
-	a, err := OpenDHT(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := OpenDHT(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	env, a, b := dhtPair(t, ctx)
 	ra, ok := records(a)
 	rb, ok2 := records(b)
 	if !ok || !ok2 {

@@ -93,6 +93,15 @@ func NewSecret(rnd io.Reader) (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
+// New makes a private Conn from a new secret (NewSecret).
+func New(rnd io.Reader) (Conn, error) {
+	s, err := NewSecret(rnd)
+	if err != nil {
+		return Conn{}, err
+	}
+	return FromSecret(s)
+}
+
 func checkSecret(s string) error {
 	switch {
 	case s == "":
