@@ -293,7 +293,7 @@ func sshCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "ssh",
 		Usage:     "run ssh through keytunnel connect (keytunnel's options first, then ssh's)",
-		ArgsUsage: "[--key FILE|--seed HEX] [--secret-file FILE|-] [--raw] [ssh options] [user@]KEY [command]",
+		ArgsUsage: "[--key FILE|--seed HEX] [--secret-file FILE|-] [--raw] [ssh options] [user@]KEY|hs://… [command]",
 		// ssh's own options (-p, -L, ...) must reach ssh untouched;
 		// app.ParseSSHArgs takes keytunnel's from the front. Flags are
 		// declared for help only.

@@ -219,6 +219,10 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 	if err != nil {
 		return err
 	}
+	o, private, err := env.sshHolesail(o)
+	if err != nil {
+		return err
+	}
 	proxy, err := env.proxyCommand(o)
 	if err != nil {
 		return err
@@ -235,15 +239,18 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 		seed := kp.Seed()
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%x", SeedEnvVar, seed[:]))
 	}
-	if o.Secret.File != "" {
+	if private == "" && o.Secret.File != "" {
 		sec, _, err := env.secret(o.Secret)
 		if err != nil {
 			return err
 		}
+		private = sec.String()
+	}
+	if private != "" {
 		if cmd.Env == nil {
 			cmd.Env = os.Environ()
 		}
-		cmd.Env = append(cmd.Env, SecretEnvVar+"="+sec.String())
+		cmd.Env = append(cmd.Env, SecretEnvVar+"="+private)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
 	cmd.WaitDelay = 5 * time.Second

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -290,4 +291,41 @@ func IsListenAddress(s string) bool {
 	}
 	_, err := hostPort("", s, true)
 	return err == nil
+}
+
+// sshHolesail rewrites a destination written as a holesail string
+// ([user@]hs://…, which ssh cannot take as a host name) to the service's
+// public key, with raw mode as for any holesail string; a private string
+// is returned to be handed to ProxyCommand's connect in the environment.
+// Only the first argument that is such a destination is rewritten.
+func (e *Env) sshHolesail(o SSHOptions) (SSHOptions, string, error) {
+	for i, a := range o.Args {
+		at := strings.Index(a, "@"+holesail.Scheme)
+		if !strings.HasPrefix(a, holesail.Scheme) && at < 0 {
+			continue
+		}
+		user, str := "", a
+		if at >= 0 && !strings.HasPrefix(a, holesail.Scheme) {
+			user, str = a[:at+1], a[at+1:]
+		}
+		c, err := holesail.Parse(str, false)
+		if err != nil {
+			if holesail.LooksPrivate(str) {
+				return o, "", fmt.Errorf("ssh destination: %w", err)
+			}
+			return o, "", fmt.Errorf("ssh destination %q: %w", str, err)
+		}
+		args := append([]string(nil), o.Args...)
+		args[i] = user + c.PublicKey.Z32()
+		o.Args, o.Raw = args, true
+		if !c.Private {
+			return o, "", nil
+		}
+		e.logger.Warn(argvSecretWarning)
+		if o.Secret.File != "" {
+			return o, "", errors.New("give the private connection string once: on the command line or with --secret-file")
+		}
+		return o, c.String(), nil
+	}
+	return o, "", nil
 }

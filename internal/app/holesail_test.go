@@ -297,3 +297,48 @@ func TestRecordsOnDHT(t *testing.T) {
 		t.Fatal("lookupRecord took a value that is not a holesail record")
 	}
 }
+
+// keytunnel ssh user@hs://…: ssh gets the public key as its host and
+// ProxyCommand's connect --raw, a private string only in the environment.
+func TestSSHHolesailDestination(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	fake := filepath.Join(dir, "ssh")
+	script := "#!/bin/sh\n{ for a in \"$@\"; do printf '%s\\n' \"$a\"; done; printf 'env %s\\n' \"$" + SecretEnvVar + "\"; } > " + out + "\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	priv := secretConn(t)
+	pub := key.FromSeed(key.Seed{5}).Public
+	for _, c := range []struct {
+		args    []string
+		host    string
+		env     string
+		warning bool
+	}{
+		{[]string{"-p", "22", "alice@" + priv.String(), "uptime"}, "alice@" + priv.PublicKey.Z32(), priv.String(), true},
+		{[]string{"hs://0000" + pub.Z32()}, pub.Z32(), "", false},
+	} {
+		env, _, errb := testEnv(t, nil)
+		env.SSH, env.Self = fake, "/bin/keytunnel"
+		if err := SSH(context.Background(), env, SSHOptions{Args: c.args}); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(out)
+		got := string(b)
+		if !strings.Contains(got, "connect --raw %h\n") || !strings.Contains(got, "\n"+c.host+"\n") || !strings.HasSuffix(got, "env "+c.env+"\n") {
+			t.Fatalf("ssh %q ran with:\n%s", c.args, got)
+		}
+		if strings.Contains(strings.TrimSuffix(got, "env "+c.env+"\n"), secretOf(priv)) {
+			t.Fatalf("the secret is on ssh's command line:\n%s", got)
+		}
+		if w := strings.Contains(errb.String(), "shows its secret"); w != c.warning {
+			t.Fatalf("warning %v: %s", w, errb)
+		}
+	}
+	env, _, _ := testEnv(t, nil)
+	env.SSH = fake
+	if err := SSH(context.Background(), env, SSHOptions{Args: []string{"bob@hs://0000short"}}); err == nil || !strings.Contains(err.Error(), "ssh destination") {
+		t.Fatalf("bad holesail destination: %v", err)
+	}
+}
