@@ -212,6 +212,17 @@ func TestE2EExposeHolesailToHolesailClient(t *testing.T) {
 	}
 	echoThrough(t, listen, 1, 1<<20)
 	echoThrough(t, listen, 4, 128<<10)
+	if n, raw := ex.Out.Count(`"event":"connected"`), connected(ex, "raw"); n != 5 || raw != 5 {
+		t.Fatalf("expose saw %d connections, %d raw; want the holesail client's 5, raw", n, raw)
+	}
+
+	// keytunnel's forward of the same string reads the record's keytunnel
+	// field and speaks one mux session (a holesail server gets raw).
+	_, fev := forwarding(t, proctest.Env(t, bs), url, "0")
+	echoThrough(t, fev["listen"].(string), 3, 64<<10)
+	if mux, raw := connected(ex, "mux"), connected(ex, "raw"); mux != 1 || raw != 5 {
+		t.Fatalf("keytunnel's forward of 3 connections: expose saw %d mux sessions and %d more raw connections, want one session", mux, raw-5)
+	}
 }
 
 // keytunnel expose --private --holesail: a holesail client with the
@@ -267,6 +278,17 @@ func TestE2EExposePrivateToHolesailAndForward(t *testing.T) {
 	if st, err := os.Stat(ev2["key_file"].(string)); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("secret file %v: %v %v", ev2["key_file"], st, err)
 	}
+}
+
+// connected counts expose's connected events in mode.
+func connected(ex *proctest.Proc, mode string) int {
+	n := 0
+	for _, l := range ex.Out.All() {
+		if strings.Contains(l, `"event":"connected"`) && strings.Contains(l, `"mode":"`+mode+`"`) {
+			n++
+		}
+	}
+	return n
 }
 
 func mustAtoi(t *testing.T, s string) int {

@@ -19,13 +19,13 @@ import (
 func TestE2EPrivateKeytunnel(t *testing.T) {
 	bs := proctest.Testnet(t, 3)
 	echo := proctest.Echo(t)
-	ex := proctest.Start(t, proctest.Env(t, bs), "expose", "--private", echo)
-	pub := ex.First(60 * time.Second)
-	line := ex.Line("private: ", 10*time.Second)
-	str := strings.TrimPrefix(line, "private: ")
+	ex := proctest.Start(t, proctest.Env(t, bs), "--json", "expose", "--private", echo)
+	ev := proctest.JSON(t, ex.First(60*time.Second))
+	pub, _ := ev["public_key"].(string)
+	str, _ := ev["connection"].(string)
 	secret := strings.TrimPrefix(str, "hs://s000")
-	if len(pub) != 64 || len(secret) != 64 || !strings.HasPrefix(str, "hs://s000") {
-		t.Fatalf("expose --private printed %q and %q", pub, line)
+	if len(pub) != 64 || len(secret) != 64 || !strings.HasPrefix(str, "hs://s000") || ev["private"] != true {
+		t.Fatalf("expose --private: %v", ev)
 	}
 	file := filepath.Join(t.TempDir(), "svc.secret")
 	os.WriteFile(file, []byte(str+"\n"), 0o600)
@@ -34,6 +34,11 @@ func TestE2EPrivateKeytunnel(t *testing.T) {
 	fw := proctest.Start(t, proctest.Env(t, bs), "forward", "--secret-file", file, fmt.Sprint(port))
 	fw.Line(fmt.Sprintf("forwarding 127.0.0.1:%d to %s", port, pub), 60*time.Second)
 	proctest.EchoOnce(t, fmt.Sprintf("127.0.0.1:%d", port), "private hello")
+	// The private string is holesail's, but expose's record says it is a
+	// keytunnel expose: forward speaks one mux session, not raw streams.
+	if l := ex.Line(`"event":"connected"`, 10*time.Second); !strings.Contains(l, `"mode":"mux"`) {
+		t.Fatalf("forward of a keytunnel private string did not use mux: %s", l)
+	}
 
 	cmd := exec.Command(proctest.Binary(t), "connect", pub)
 	cmd.Stdin = strings.NewReader("hello via connect")

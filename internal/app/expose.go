@@ -82,13 +82,20 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}
-	if o.Holesail {
+	// The record tells holesail clients the port (--holesail), and
+	// keytunnel clients given a holesail string that we speak mux
+	// (--private strings are holesail strings).
+	if o.Holesail || conn.Private {
 		stop, err := env.publishRecord(ctx, nw, kp, recordFor(target), "")
-		if err != nil {
+		switch {
+		case err == nil:
+			defer stop()
+		case o.Holesail:
 			ln.Close()
 			return err
+		default:
+			env.logger.Debug("no record: clients of the private string will speak raw", "err", err)
 		}
-		defer stop()
 	}
 	ev := Event{
 		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target,

@@ -71,12 +71,16 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		return err
 	}
 	defer nw.Close()
+	raw, rec, err := env.holesailService(ctx, nw, conn, o.Raw)
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
 	if fromRecord {
-		if r, ok := env.lookupRecord(ctx, nw, remote); ok {
-			if r.UDP {
-				return fmt.Errorf("%s is a UDP service (its holesail record says so); keytunnel forward carries TCP", remote)
-			}
-			addr = recordListen(r)
+		if rec != nil {
+			addr = recordListen(*rec)
 		}
 		if ln, err = listenTCP(addr); err != nil {
 			return err
@@ -87,7 +91,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		Event: EvForwarding, Listen: local, Remote: remote.String(),
 	})
 	err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
-		Raw:     o.Raw || holesailMode(conn),
+		Raw:     raw,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
@@ -134,8 +138,12 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 		return err
 	}
 	defer nw.Close()
+	raw, _, err := env.holesailService(ctx, nw, conn, o.Raw)
+	if err != nil {
+		return err
+	}
 	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
-		Raw:     o.Raw || holesailMode(conn),
+		Raw:     raw,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})

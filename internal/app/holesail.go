@@ -135,11 +135,35 @@ func (e *Env) dialIdentity(c holesail.Conn, k KeyOptions) (key.KeyPair, error) {
 	return c.KeyPair, nil
 }
 
-// holesailMode says whether a connection to c should speak raw mode: a
-// holesail connection string names a holesail server (raw) or a keytunnel
-// expose (which serves raw clients too).
+// holesailMode says whether c is written as holesail writes it (an hs://
+// string, or a private one): then the service may be a holesail server,
+// which speaks only raw streams.
 func holesailMode(c holesail.Conn) bool {
 	return c.Private || c.Form == holesail.FormURL
+}
+
+// muxRecord is what a keytunnel expose puts in its record's keytunnel
+// field: it speaks tunnel's mux sessions (and holesail's raw streams).
+const muxRecord = "mux1"
+
+// holesailService looks up the record of a service named by a holesail
+// string and says whether to speak raw mode to it: raw when asked, and
+// for a holesail string unless the record says the service is a
+// keytunnel expose (a holesail server takes only raw streams; a keytunnel
+// expose takes both, and one mux session is much cheaper than a DHT
+// connection per TCP connection). rec is the record, if any.
+func (e *Env) holesailService(ctx context.Context, nw Network, c holesail.Conn, raw bool) (bool, *holesail.Record, error) {
+	if !holesailMode(c) {
+		return raw, nil, nil
+	}
+	r, ok := e.lookupRecord(ctx, nw, c.PublicKey)
+	if !ok {
+		return true, nil, nil
+	}
+	if r.UDP {
+		return true, nil, fmt.Errorf("%s is a UDP service (its holesail record says so); keytunnel forward and connect carry TCP", c.PublicKey)
+	}
+	return raw || r.Keytunnel != muxRecord, &r, nil
 }
 
 // records is nw's record store, if it has one (a dht-relay client has
@@ -195,7 +219,7 @@ func recordFor(target string) holesail.Record {
 	_, p, _ := net.SplitHostPort(target)
 	var port int
 	fmt.Sscan(p, &port)
-	return holesail.Record{Host: "127.0.0.1", Port: port}
+	return holesail.Record{Host: "127.0.0.1", Port: port, Keytunnel: muxRecord}
 }
 
 // recordRefresh is how often the record is put again (holesail-server:

@@ -203,9 +203,9 @@ func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.Pee
 		ev.Connection = holesail.Public(e.KeyPair.Public).String()
 		text += " (holesail: " + ev.Connection + ")"
 	}
-	if e.Holesail {
+	if e.Holesail || e.Private {
 		stop, err := r.env.publishRecord(ctx, r.nw, e.KeyPair, recordFor(e.Target), e.Name)
-		if err != nil {
+		if err != nil && e.Holesail {
 			r.env.logger.Warn("no holesail record", "entry", e.Name, "err", err)
 		}
 		re.record = stop

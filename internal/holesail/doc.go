@@ -38,5 +38,7 @@
 // so stored under H(public key)): the UTF-8 JSON
 // {"host":HOST,"udp":BOOL,"port":PORT}. holesail-client reads it to pick
 // its local listen address and protocol when it is not told them. Record
-// and ParseRecord write and read that value.
+// and ParseRecord write and read that value, with one field of
+// keytunnel's own that holesail ignores ("keytunnel": the protocol a
+// keytunnel expose speaks besides holesail's raw streams).
 package holesail

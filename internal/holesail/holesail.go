@@ -201,6 +201,12 @@ type Record struct {
 	Host string `json:"host"`
 	UDP  bool   `json:"udp"`
 	Port int    `json:"port"`
+	// Keytunnel is keytunnel's own addition (holesail's clients ignore
+	// it): the tunnel protocol the service speaks besides holesail's raw
+	// streams, so that keytunnel clients given a holesail string can use
+	// one multiplexed session instead of a DHT connection per TCP
+	// connection. Empty for a holesail server.
+	Keytunnel string `json:"keytunnel,omitempty"`
 }
 
 // MaxRecord bounds the record's size (hyperdht's mutable values are at
@@ -208,7 +214,7 @@ type Record struct {
 const MaxRecord = 1000
 
 // Marshal encodes r as holesail-server does: JSON with the keys in its
-// order (host, udp, port).
+// order (host, udp, port), then keytunnel's if set.
 func (r Record) Marshal() []byte {
 	b, _ := json.Marshal(r) // cannot fail: strings, a bool and an int
 	return b
@@ -222,9 +228,10 @@ func ParseRecord(b []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %d bytes", ErrRecord, len(b))
 	}
 	var raw struct {
-		Host *string         `json:"host"`
-		UDP  *bool           `json:"udp"`
-		Port json.RawMessage `json:"port"`
+		Host      *string         `json:"host"`
+		UDP       *bool           `json:"udp"`
+		Port      json.RawMessage `json:"port"`
+		Keytunnel json.RawMessage `json:"keytunnel"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return Record{}, fmt.Errorf("%w: %v", ErrRecord, err)
@@ -238,6 +245,10 @@ func ParseRecord(b []byte) (Record, error) {
 	}
 	if raw.UDP != nil {
 		r.UDP = *raw.UDP
+	}
+	// Not ours to insist on: anything but a short string is ignored.
+	if json.Unmarshal(raw.Keytunnel, &r.Keytunnel) != nil || len(r.Keytunnel) > 32 {
+		r.Keytunnel = ""
 	}
 	var port any
 	if err := json.Unmarshal(raw.Port, &port); err != nil {

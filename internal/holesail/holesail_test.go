@@ -187,15 +187,22 @@ func TestRecordMarshal(t *testing.T) {
 	if want := `{"host":"127.0.0.1","udp":false,"port":8080}`; got != want {
 		t.Fatalf("%s, want %s", got, want)
 	}
+	got = string(Record{Host: "127.0.0.1", Port: 8080, Keytunnel: "mux1"}.Marshal())
+	if want := `{"host":"127.0.0.1","udp":false,"port":8080,"keytunnel":"mux1"}`; got != want {
+		t.Fatalf("%s, want %s", got, want)
+	}
 }
 
 func TestParseRecord(t *testing.T) {
 	valid := map[string]Record{
-		`{"host":"127.0.0.1","udp":false,"port":8080}`: {"127.0.0.1", false, 8080},
-		`{"host":"127.0.0.1","port":8080}`:             {"127.0.0.1", false, 8080}, // udp undefined
-		`{"host":"localhost","udp":true,"port":"53"}`:  {"localhost", true, 53},
-		`{"port":1}`: {"", false, 1},
-		`{"host":"::1","port":65535,"extra":[1,2]}`: {"::1", false, 65535},
+		`{"host":"127.0.0.1","udp":false,"port":8080}`: {Host: "127.0.0.1", Port: 8080},
+		`{"host":"127.0.0.1","port":8080}`:             {Host: "127.0.0.1", Port: 8080}, // udp undefined
+		`{"host":"localhost","udp":true,"port":"53"}`:  {Host: "localhost", UDP: true, Port: 53},
+		`{"port":1}`: {Port: 1},
+		`{"host":"::1","port":65535,"extra":[1,2]}`:                 {Host: "::1", Port: 65535},
+		`{"port":80,"keytunnel":"mux1"}`:                            {Port: 80, Keytunnel: "mux1"},
+		`{"port":80,"keytunnel":1}`:                                 {Port: 80},
+		`{"port":80,"keytunnel":"` + strings.Repeat("x", 33) + `"}`: {Port: 80},
 	}
 	for in, want := range valid {
 		got, err := ParseRecord([]byte(in))
@@ -245,6 +252,7 @@ func FuzzParse(f *testing.F) {
 func FuzzParseRecord(f *testing.F) {
 	f.Add(Record{Host: "127.0.0.1", Port: 8080}.Marshal())
 	f.Add(Record{Host: "localhost", UDP: true, Port: 53}.Marshal())
+	f.Add(Record{Host: "127.0.0.1", Port: 80, Keytunnel: "mux1"}.Marshal())
 	f.Add([]byte(`{"host":"127.0.0.1","port":"8080"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseRecord(b)
