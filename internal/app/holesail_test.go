@@ -212,16 +212,24 @@ func TestRecordAddresses(t *testing.T) {
 	}
 }
 
-// ssh hands a private string from --secret-file to ProxyCommand's connect
-// in the environment, never on its command line.
-func TestSSHSecretFile(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	fake := filepath.Join(dir, "ssh")
+// fakeSSH writes an ssh that writes its arguments, one a line, then
+// "env $KEYTUNNEL_SECRET", to out.
+func fakeSSH(t *testing.T) (dir, fake, out string) {
+	t.Helper()
+	dir = t.TempDir()
+	out = filepath.Join(dir, "out")
+	fake = filepath.Join(dir, "ssh")
 	script := "#!/bin/sh\n{ for a in \"$@\"; do printf '%s\\n' \"$a\"; done; printf 'env %s\\n' \"$" + SecretEnvVar + "\"; } > " + out + "\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return dir, fake, out
+}
+
+// ssh hands a private string from --secret-file to ProxyCommand's connect
+// in the environment, never on its command line.
+func TestSSHSecretFile(t *testing.T) {
+	dir, fake, out := fakeSSH(t)
 	priv := secretConn(t)
 	file := filepath.Join(dir, "s.secret")
 	holesail.WriteSecretFile(file, priv)
@@ -301,13 +309,7 @@ func TestRecordsOnDHT(t *testing.T) {
 // keytunnel ssh user@hs://…: ssh gets the public key as its host and
 // ProxyCommand's connect --raw, a private string only in the environment.
 func TestSSHHolesailDestination(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	fake := filepath.Join(dir, "ssh")
-	script := "#!/bin/sh\n{ for a in \"$@\"; do printf '%s\\n' \"$a\"; done; printf 'env %s\\n' \"$" + SecretEnvVar + "\"; } > " + out + "\n"
-	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	_, fake, out := fakeSSH(t)
 	priv := secretConn(t)
 	pub := key.FromSeed(key.Seed{5}).Public
 	for _, c := range []struct {
