@@ -111,7 +111,7 @@ func TestE2EHolesailPublicServerToForward(t *testing.T) {
 func TestE2EHolesailSecureServerToForward(t *testing.T) {
 	nodetest.Require(t)
 	bs := proctest.Testnet(t, 4)
-	echo, port := echoOn127002(t)
+	_, port := echoOn127002(t)
 	url := holesailServer(t, bs, "127.0.0.2", port, "secure")
 	if !holesail.LooksPrivate(url) {
 		t.Fatalf("holesail secure url %q", url)
@@ -146,7 +146,6 @@ func TestE2EHolesailSecureServerToForward(t *testing.T) {
 	// Without the secret: the public key alone is turned away.
 	_, ev = forwarding(t, proctest.Env(t, bs), "--raw", conn.PublicKey.String(), "0")
 	noEcho(t, ev["listen"].(string))
-	_ = echo
 }
 
 // noEcho checks that a connection through addr gets nothing back: the
