@@ -57,7 +57,8 @@ type dialer struct {
 
 	reusable     bool // DialOptions.ReusableSocket
 	report       *DialReport
-	directErr    error // why the direct attempt failed, when it did
+	directErr    error         // why the direct attempt failed, when it did
+	theirFW      atomic.Uint64 // the server's NAT class from the punch rounds (wire.Firewall)
 	relayThrough RelayThrough
 	relayPK      key.PublicKey
 	relayToken   [32]byte
@@ -258,6 +259,9 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 		*r = DialReport{Path: chosen.how, Server: from, Theirs: FirewallName(c.payload.Firewall)}
 		fw, _ := n.natState()
 		r.Ours = FirewallName(fw)
+		if c.payload.Firewall == wire.FirewallUnknown {
+			r.Theirs = FirewallName(wire.Firewall(d.theirFW.Load()))
+		}
 		if link != nil {
 			r.Path, r.Relay, r.DirectErr = PathRelay, d.relayPK, d.directErr
 			if rt := c.payload.RelayThrough; rt != nil {
@@ -827,6 +831,9 @@ func (p *clientPunch) update(ctx context.Context, peerAddress, relay netip.AddrP
 	echoed := remote.RemoteToken != nil && pl.Token != nil && *remote.RemoteToken == *pl.Token
 	p.mu.Lock()
 	p.remoteFirewall = remote.Firewall
+	if remote.Firewall != wire.FirewallUnknown {
+		p.d.theirFW.Store(uint64(remote.Firewall))
+	}
 	p.remotePunching = remote.Punching
 	p.remoteAddrs = updateRemotes(remote.Addresses, p.remoteAddrs, echoed, peerAddress.Addr())
 	for _, a := range remote.Addresses {

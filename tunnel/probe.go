@@ -131,6 +131,12 @@ func Check(ctx context.Context, d Dialer, remote key.PublicKey, pings, size int)
 	return r, err
 }
 
+// probeChunks is how many pieces a sample is sent in; the rate is taken
+// from the end of the first to the end of the last, so that the
+// transport's start-up (a fresh udx stream's congestion control ramping up)
+// does not count.
+const probeChunks = 4
+
 // probe opens a probe connection and times an upload and a download of
 // size bytes each.
 func probe(ctx context.Context, d Dialer, remote key.PublicKey, size int) (up, down float64, _ error) {
@@ -147,35 +153,65 @@ func probe(ctx context.Context, d Dialer, remote key.PublicKey, size int) (up, d
 	if dl, ok := ctx.Deadline(); ok {
 		pc.SetDeadline(dl)
 	}
+	chunk := max(size/probeChunks, 1)
 	cmd := func(c byte) []byte {
-		return binary.BigEndian.AppendUint64([]byte{c}, uint64(size))
+		return binary.BigEndian.AppendUint64([]byte{c}, uint64(chunk))
 	}
+	// Upload: the server acknowledges each chunk once it has read it.
+	acks := make(chan []time.Time, 1)
+	go func() {
+		var at []time.Time
+		var b [1]byte
+		for range probeChunks {
+			if _, err := io.ReadFull(pc, b[:]); err != nil || b[0] != 'u' {
+				break
+			}
+			at = append(at, time.Now())
+		}
+		acks <- at
+	}()
 	buf := make([]byte, bufSize)
-	start := time.Now()
-	if _, err := pc.Write(cmd('u')); err != nil {
-		return 0, 0, err
-	}
-	for left := size; left > 0; {
-		m, err := pc.Write(buf[:min(left, len(buf))])
-		if err != nil {
+	for range probeChunks {
+		if _, err := pc.Write(cmd('u')); err != nil {
 			return 0, 0, err
 		}
-		left -= m
+		for left := chunk; left > 0; {
+			m, err := pc.Write(buf[:min(left, len(buf))])
+			if err != nil {
+				return 0, 0, err
+			}
+			left -= m
+		}
 	}
-	var ack [1]byte
-	if _, err := io.ReadFull(pc, ack[:]); err != nil || ack[0] != 'u' {
-		return 0, 0, fmt.Errorf("tunnel: probe upload not acknowledged: %v", err)
+	at := <-acks
+	if len(at) != probeChunks {
+		return 0, 0, fmt.Errorf("tunnel: probe upload: %d of %d chunks acknowledged", len(at), probeChunks)
 	}
-	up = float64(size) / time.Since(start).Seconds()
-	start = time.Now()
-	if _, err := pc.Write(cmd('d')); err != nil {
-		return up, 0, err
+	up = rate(chunk, at)
+	// Download: the server sends the chunks back to back.
+	for range probeChunks {
+		if _, err := pc.Write(cmd('d')); err != nil {
+			return up, 0, err
+		}
 	}
-	if n, err := io.CopyBuffer(io.Discard, io.LimitReader(pc, int64(size)), buf); err != nil || n != int64(size) {
-		return up, 0, fmt.Errorf("tunnel: probe download ended after %d of %d bytes: %v", n, size, err)
+	at = at[:0]
+	for range probeChunks {
+		if n, err := io.CopyBuffer(io.Discard, io.LimitReader(pc, int64(chunk)), buf); err != nil || n != int64(chunk) {
+			return up, 0, fmt.Errorf("tunnel: probe download ended early (%d of %d bytes of a chunk): %v", n, chunk, err)
+		}
+		at = append(at, time.Now())
 	}
-	down = float64(size) / time.Since(start).Seconds()
-	return up, down, nil
+	return up, rate(chunk, at), nil
+}
+
+// rate is the bytes per second between the first and the last of at,
+// chunk bytes apart.
+func rate(chunk int, at []time.Time) float64 {
+	el := at[len(at)-1].Sub(at[0]).Seconds()
+	if el <= 0 {
+		el = 1e-6
+	}
+	return float64(chunk*(len(at)-1)) / el
 }
 
 // timeLeft is ctx's remaining time, or def without a deadline.

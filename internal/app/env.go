@@ -126,6 +126,10 @@ type Event struct {
 	Nodes        int    `json:"nodes,omitempty"`
 	Error        string `json:"error,omitempty"`
 	Seed         string `json:"seed,omitempty"` // keygen without --out
+	// doctor: the check, whether it passed, its line.
+	Check   string `json:"check,omitempty"`
+	OK      *bool  `json:"ok,omitempty"`
+	Message string `json:"message,omitempty"`
 	// reloaded: the entries by name.
 	Started []string `json:"started,omitempty"`
 	Stopped []string `json:"stopped,omitempty"`
