@@ -124,13 +124,13 @@ func Doctor(ctx context.Context, env *Env, o DoctorOptions) error {
 	}
 	defer n.Close()
 
-	seen := d.pingBootstrap(ctx, n, list)
+	seen, tried := d.pingBootstrap(ctx, n, list)
 	if ctx.Err() != nil {
 		return nil
 	}
 	if len(seen) == 0 {
 		d.fail("udp", "UDP looks blocked here: use a dht-relay, keytunnel --relay tcp://HOST:49443 (see keytunnel help dht-relay), or allow outgoing UDP",
-			"no bootstrap node answered over UDP within %v: UDP is blocked on this network (or every bootstrap node is down)", doctorPingWait)
+			"no bootstrap node answered over UDP in %v: UDP is blocked on this network (or every bootstrap node is down)", waited(tried))
 		if !remote.IsZero() {
 			d.say("peer", false, "not tested: no DHT")
 		}
@@ -173,6 +173,7 @@ type answer struct {
 	addr  netip.AddrPort
 	rtt   time.Duration
 	to    netip.AddrPort // us, as it saw us
+	took  time.Duration  // until the answer, or until the PING gave up
 	err   error
 }
 
@@ -187,8 +188,9 @@ func countAnswered(as []answer) int {
 }
 
 // pingBootstrap pings every bootstrap node at once and prints each one's
-// round trip. It returns the answers, or nil when no node answered.
-func (d *doctor) pingBootstrap(ctx context.Context, n *stack.Node, list []string) []answer {
+// round trip. It returns the answers (nil when no node answered) and
+// every try.
+func (d *doctor) pingBootstrap(ctx context.Context, n *stack.Node, list []string) (answered, tried []answer) {
 	ctx, cancel := context.WithTimeout(ctx, doctorPingWait)
 	defer cancel()
 	out := make([]answer, len(list))
@@ -198,23 +200,24 @@ func (d *doctor) pingBootstrap(ctx context.Context, n *stack.Node, list []string
 		go func() {
 			defer wg.Done()
 			a := answer{entry: e}
+			start := time.Now()
+			defer func() { a.took = time.Since(start); out[i] = a }()
 			a.addr, a.err = resolveEntry(ctx, e)
 			if a.err == nil {
-				start := time.Now()
+				sent := time.Now()
 				var r *rpc.Response
 				r, a.err = n.RPC().Ping(ctx, a.addr)
 				if a.err == nil {
-					a.rtt, a.to = time.Since(start), r.To
+					a.rtt, a.to = time.Since(sent), r.To
 					if r.RTT > 0 {
 						a.rtt = r.RTT
 					}
 				}
 			}
-			out[i] = a
 		}()
 	}
 	wg.Wait()
-	answered := false
+	ok := false
 	for _, a := range out {
 		name := a.entry
 		if a.addr.IsValid() && a.addr.String() != a.entry {
@@ -222,18 +225,27 @@ func (d *doctor) pingBootstrap(ctx context.Context, n *stack.Node, list []string
 		}
 		switch {
 		case a.err == nil:
-			answered = true
+			ok = true
 			d.say("bootstrap", true, "%s answered in %v, sees this host as %v", name, ms(a.rtt), a.to)
 		case errors.Is(a.err, context.DeadlineExceeded) || errors.Is(a.err, rpc.ErrTimeout):
-			d.say("bootstrap", false, "%s: no answer within %v", name, doctorPingWait)
+			d.say("bootstrap", false, "%s: no answer (gave up after %v)", name, a.took.Round(100*time.Millisecond))
 		default:
 			d.say("bootstrap", false, "%s: %v", name, a.err)
 		}
 	}
-	if !answered {
-		return nil
+	if !ok {
+		return nil, out
 	}
-	return out
+	return out, out
+}
+
+// waited is how long the longest of as took.
+func waited(as []answer) time.Duration {
+	var w time.Duration
+	for _, a := range as {
+		w = max(w, a.took)
+	}
+	return w.Round(100 * time.Millisecond)
 }
 
 // resolveEntry turns a bootstrap entry (HOST:PORT, or hyperdht's
@@ -476,7 +488,8 @@ func connectAdvice(err error) string {
 		return "it is not a keytunnel expose (a hypertele or holesail server? use forward --raw)"
 	case errors.Is(err, dht.ErrPeerNotFound):
 		return "check that its expose runs"
-	case errors.Is(err, dht.ErrCannotHolepunch), errors.Is(err, dht.ErrHolepunchAborted), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, dht.ErrCannotHolepunch), errors.Is(err, dht.ErrHolepunchAborted), errors.Is(err, dht.ErrDoubleRandomized),
+		errors.Is(err, context.DeadlineExceeded):
 		return "holepunching failed (when both NATs randomize it cannot work): run keytunnel relay on a host with a public UDP port and give both sides --relay-through KEY"
 	}
 	return "check that its expose runs; if both sides are behind strict NATs, use --relay-through KEY"
