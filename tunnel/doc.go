@@ -103,14 +103,18 @@
 // A Forwarder dials lazily and keeps one session. When it dies, the local
 // port stays open; the next local connection dials at once, and
 // connections that arrive meanwhile wait for that dial (up to WaitTimeout).
-// A failed dial fails the connections waiting for it at once with its
-// error (ErrUnreachable), rather than holding them: the peer is known to
-// be unreachable. After it a backoff runs (exponential with jitter, capped
-// at BackoffMax, 5 s by default) during which new connections fail at
-// once without a dial; the first connection after it dials again. So a
-// peer that comes back is reached by the next connection after at most
-// one backoff, and a client that keeps connecting costs at most one DHT
-// lookup per backoff. Refusals fail connections at once too.
+// Once the peer is known to be unreachable (the Dialer's error is
+// ErrUnreachable, as for a key no DHT node holds, or two dials in a row
+// failed) the connections waiting fail at once with the dial's error,
+// rather than being held; one other failure may be a lost packet, and the
+// connections wait for one more dial after a short backoff. After a
+// failed dial a backoff runs (exponential with jitter, capped at
+// BackoffMax, 5 s by default); while the peer is known to be unreachable,
+// new connections during it fail at once without a dial, and the first
+// connection after it dials again. So a peer that comes back is reached by
+// the next connection after at most one backoff, and a client that keeps
+// connecting costs at most one DHT lookup per backoff. Refusals fail
+// connections at once too.
 //
 // # Lifetimes and events
 //

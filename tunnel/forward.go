@@ -58,6 +58,7 @@ type Forwarder struct {
 	sess    *yamux.Session
 	lastErr error         // of the latest failed dial, for waiters
 	failAt  time.Time     // when that dial failed
+	failed  int           // dials failed in a row
 	next    time.Time     // no dial before this (the backoff)
 	dials   int           // dials finished, so that a waiter knows its dial ended
 	dialing bool          // a dial is under way
@@ -135,13 +136,14 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	}
 }
 
-// session returns the live peer session, or why there is none. A local
-// connection never waits out a backoff: when no session is up it either
-// makes sessionLoop dial at once and waits for that dial (up to
-// WaitTimeout), or, while the backoff after a failed dial runs, fails at
-// once with that dial's error, since the peer is known to be unreachable
-// right now. Refusals and non-keytunnel peers fail at once as well: they
-// do not heal within a wait, and the user should see why.
+// session returns the live peer session, or why there is none. When no
+// session is up a local connection makes sessionLoop dial at once and
+// waits for that dial (up to WaitTimeout). Once the peer is known to be
+// unreachable (knownUnreachable) it never waits out a backoff: the
+// connections waiting for the dial that showed it fail with its error, and
+// so do those that arrive during the backoff after it. Refusals and
+// non-keytunnel peers fail at once as well: they do not heal within a
+// wait, and the user should see why.
 func (f *Forwarder) session() (*yamux.Session, error) {
 	timer := time.NewTimer(f.opts.WaitTimeout)
 	defer timer.Stop()
@@ -152,6 +154,7 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 		f.mu.Lock()
 		sess, lastErr, changed := f.sess, f.lastErr, f.changed
 		dialing, ended, failAt, next := f.dialing, f.dials > start, f.failAt, f.next
+		known := knownUnreachable(lastErr, f.failed)
 		f.mu.Unlock()
 		if sess != nil && !sess.IsClosed() {
 			return sess, nil
@@ -162,9 +165,9 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 			case lastErr != nil && (errors.Is(lastErr, ErrRefused) || errors.Is(lastErr, ErrProtocol)):
 				f.wantDial() // a changed allow list is seen by later connections
 				return nil, lastErr
-			case lastErr != nil && ended:
-				return nil, fmt.Errorf("%w: %w", ErrUnreachable, lastErr)
-			case lastErr != nil && wait > 0:
+			case known && ended:
+				return nil, unreachable(lastErr)
+			case known && wait > 0:
 				return nil, fmt.Errorf("%w (a dial %v ago failed: %w; next dial in %v)", ErrUnreachable,
 					time.Since(failAt).Round(100*time.Millisecond), lastErr, wait.Round(100*time.Millisecond))
 			}
@@ -181,6 +184,23 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 			return nil, ErrClosed
 		}
 	}
+}
+
+// knownUnreachable says whether a peer whose latest dial failed with err,
+// the failed-th failure in a row, is known to be unreachable, so that
+// local connections fail rather than wait: the Dialer said so
+// (ErrUnreachable: the peer is not announced, say), or two dials in a row
+// failed. One other failure may be transient (a lost packet, a loaded
+// host), and the connections waiting for it wait for one more dial.
+func knownUnreachable(err error, failed int) bool {
+	return err != nil && (errors.Is(err, ErrUnreachable) || failed >= 2)
+}
+
+func unreachable(err error) error {
+	if errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
 }
 
 // wantDial asks sessionLoop for a session.
@@ -212,7 +232,8 @@ func (f *Forwarder) publish(sess *yamux.Session, err error) {
 // local connection after the backoff, without waiting for a timer.
 func (f *Forwarder) sessionLoop() {
 	defer f.wg.Done()
-	failures := 0
+	failures := 0      // for the backoff: failed dials and sessions that died at once
+	failedDials := 0   // in a row, for knownUnreachable
 	var hold time.Time // after a session that died at once: no dial before this
 	for {
 		select {
@@ -221,13 +242,16 @@ func (f *Forwarder) sessionLoop() {
 			return
 		}
 		f.mu.Lock()
-		early := time.Now().Before(f.next)
+		next := f.next
+		early := time.Now().Before(next) && knownUnreachable(f.lastErr, f.failed)
 		f.mu.Unlock()
 		if early {
 			continue // the connection that asked failed at once
 		}
+		// Connections wait out a backoff (or hold) that is no sign the
+		// peer is unreachable: they see dialing.
 		f.update(func() { f.dialing = true })
-		if !f.sleepUntil(hold) {
+		if !f.sleepUntil(next) || !f.sleepUntil(hold) {
 			return
 		}
 		sess, err := f.dial()
@@ -236,6 +260,7 @@ func (f *Forwarder) sessionLoop() {
 				return
 			}
 			failures++
+			failedDials++
 			delay := backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax)
 			if errors.Is(err, ErrRefused) {
 				f.log.Error("peer refused us", "err", err)
@@ -246,16 +271,18 @@ func (f *Forwarder) sessionLoop() {
 			now := time.Now()
 			f.update(func() {
 				f.sess, f.lastErr, f.failAt, f.next = nil, err, now, now.Add(delay)
+				f.failed = failedDials
 				f.dials++
 				f.dialing = false
 			})
 			continue
 		}
 		up := time.Now()
+		failedDials = 0
 		f.log.Info("peer session up", "after_failures", failures)
 		f.emit.emit(Event{Kind: EventConnected, Remote: f.remote, Mode: "mux"})
 		f.update(func() {
-			f.sess, f.lastErr = sess, nil
+			f.sess, f.lastErr, f.failed = sess, nil, 0
 			f.dials++
 			f.dialing = false
 		})

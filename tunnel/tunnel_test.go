@@ -431,6 +431,7 @@ func TestRedialOnDemand(t *testing.T) {
 	const base, maxB = 40 * time.Millisecond, 400 * time.Millisecond
 	r := newRig(t, tg.addr(), ExposeOptions{}, &ForwardOptions{BackoffBase: base, BackoffMax: maxB, WaitTimeout: 20 * time.Second})
 	const failing = 4
+	r.dialer.definitive = true
 	r.dialer.fail.Store(failing)
 	attempts := func() int64 { return failing - max(r.dialer.fail.Load(), 0) }
 	for i := range failing {
@@ -476,6 +477,43 @@ func TestRedialOnDemand(t *testing.T) {
 	t.Logf("after %d failed dials the peer was reached %v after the backoff", failing, time.Since(start).Round(time.Millisecond))
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("reaching the peer took %v", el)
+	}
+}
+
+// A dial failure that may be transient (not ErrUnreachable) does not fail
+// the connection waiting for it: one more dial follows after the backoff,
+// and if that succeeds so does the connection. Two failures in a row make
+// the peer unreachable: the waiting connection fails after the second,
+// and a connection during the backoff that follows fails without a dial.
+func TestRedialTransient(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	tg := newTarget(t, echo)
+	r := newRig(t, tg.addr(), ExposeOptions{}, &ForwardOptions{BackoffBase: 100 * time.Millisecond, BackoffMax: 2 * time.Second, WaitTimeout: 20 * time.Second})
+	r.dialer.fail.Store(1)
+	if err := echoRoundTrip(r.fwdAddr, 100); err != nil {
+		t.Fatalf("one transient failure failed the connection: %v", err)
+	}
+	if n := len(r.events.of(EventRedialing)); n != 1 {
+		t.Fatalf("%d failed dials, want 1", n)
+	}
+
+	r.n.killAll()
+	waitFor(t, "the session to be seen lost", func() bool { return len(r.events.of(EventDisconnected)) == 1 })
+	time.Sleep(2100 * time.Millisecond) // past any hold after the loss
+	r.dialer.fail.Store(3)
+	start := time.Now()
+	if err := echoRoundTrip(r.fwdAddr, 100); err == nil {
+		t.Fatal("a connection got through two failing dials")
+	}
+	if ev := r.events.of(EventRedialing); len(ev) != 3 || r.dialer.fail.Load() != 1 {
+		t.Fatalf("%d failed dials in all (%d left), want 3 (2 for this connection)", len(ev), r.dialer.fail.Load())
+	}
+	t.Logf("the connection failed after two dials, in %v", time.Since(start).Round(time.Millisecond))
+	if err := echoRoundTrip(r.fwdAddr, 100); err == nil {
+		t.Fatal("a connection during the backoff got through")
+	}
+	if n := len(r.events.of(EventRedialing)); n != 3 {
+		t.Fatalf("a connection during the backoff dialed (%d failed dials)", n)
 	}
 }
 
@@ -605,5 +643,16 @@ func TestCloseIdempotent(t *testing.T) {
 	c.Close()
 	if r.fwd.Err() != nil || r.exposer.Err() != nil {
 		t.Fatal(r.fwd.Err(), r.exposer.Err())
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

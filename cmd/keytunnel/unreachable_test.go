@@ -34,7 +34,8 @@ func closeTime(t *testing.T, addr string, limit time.Duration) time.Duration {
 // connections during the backoff that follows fail at once without a
 // dial; and once the service is up, the first connection after the
 // backoff dials at once and gets through (not after a backoff of up to
-// 30 s, as before).
+// 30 s, as before). When the service is then killed (its announce stays
+// on the DHT), a new connection is closed after two unanswered dials.
 func TestForwardUnreachablePeer(t *testing.T) {
 	bs := proctest.Testnet(t, 3)
 	seed, kp := proctest.WriteSeed(t, "svc.key")
@@ -64,7 +65,7 @@ func TestForwardUnreachablePeer(t *testing.T) {
 	// The service comes up; after the backoff (at most 5 s) one
 	// connection reaches it.
 	time.Sleep(5500 * time.Millisecond)
-	proctest.Expose(t, bs, proctest.Echo(t), "--key", seed)
+	ex, _ := proctest.Expose(t, bs, proctest.Echo(t), "--key", seed)
 	start := time.Now()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -79,5 +80,26 @@ func TestForwardUnreachablePeer(t *testing.T) {
 	}
 	if n := fw.Out.Count(`"event":"connected"`); n != 1 {
 		t.Fatalf("%d connected events, want 1", n)
+	}
+	c.Close()
+
+	// The service dies without a word (SIGKILL): its announce stays on
+	// the DHT, so dials find it and go unanswered. A new connection is
+	// closed after two such dials, not held for the 30 s wait.
+	ex.Cmd.Process.Kill()
+	fw.Line(`"event":"disconnected"`, 60*time.Second)
+	gone := closeTime(t, addr, 60*time.Second)
+	var last string
+	for _, l := range fw.Err.All() {
+		if strings.Contains(l, "dropping local connection: cannot reach the peer") {
+			last = l
+		}
+	}
+	t.Logf("after the service was killed, a new connection was closed after %v: %s", gone.Round(time.Millisecond), last)
+	if gone > 28*time.Second {
+		t.Fatalf("a connection to a killed service was held %v", gone)
+	}
+	if !strings.Contains(last, "PEER_CONNECTION_FAILED") {
+		t.Fatalf("the last drop does not say the peer did not answer: %s", last)
 	}
 }
