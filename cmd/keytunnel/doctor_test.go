@@ -80,6 +80,30 @@ func TestNATLabDoctor(t *testing.T) {
 			}
 			wantLines(t, out, `^bootstrap: `+regexp.QuoteMeta(boot)+` answered in [0-9.]+[µm]?s, sees this host as `, `^udp: works \(1 of 1 bootstrap nodes answered\)`,
 				`^dht: joined`, c.nat, `^doctor: all checks passed$`)
+			if c.name != "consistent" {
+				return
+			}
+			// --json: one doctor event per check, the same facts.
+			out, _, code, _ = doctorRun(t, bin, env, h, 90*time.Second, "--json", "doctor")
+			if code != 0 {
+				t.Fatalf("--json: exit %d", code)
+			}
+			checks := map[string]bool{}
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				ev := proctest.JSON(t, l)
+				check, _ := ev["check"].(string)
+				msg, _ := ev["message"].(string)
+				if ev["event"] != "doctor" || ev["ok"] != true || msg == "" {
+					t.Fatalf("--json line %s", l)
+				}
+				checks[check] = true
+				if check == "nat" && !strings.HasPrefix(msg, "consistent: ") {
+					t.Fatalf("--json nat: %s", l)
+				}
+			}
+			if !checks["bootstrap"] || !checks["udp"] || !checks["dht"] || !checks["nat"] {
+				t.Fatalf("--json checks %v", checks)
+			}
 		})
 	}
 
