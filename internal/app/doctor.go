@@ -110,9 +110,10 @@ func Doctor(ctx context.Context, env *Env, o DoctorOptions) error {
 
 	list := env.Bootstrap
 	if list == nil {
+		// A public node whose name does not resolve is a finding of
+		// its own (one bootstrap line), not a usage error.
 		list = wire.BootstrapNodes
-	}
-	if err := stack.CheckBootstrap(ctx, list); err != nil {
+	} else if err := stack.CheckBootstrap(ctx, list); err != nil {
 		return err
 	}
 	n, err := stack.Open(stack.Options{
