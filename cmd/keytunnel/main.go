@@ -308,7 +308,7 @@ func doctorCommand(env *app.Env) *cli.Command {
 		Usage:     "test the connectivity keytunnel needs (bootstrap nodes, UDP, NAT) and, with KEY, the path to that service",
 		ArgsUsage: "[KEY]",
 		Flags: append(keyFlags(),
-			&cli.IntFlag{Name: "sample-mib", Value: 4, Usage: "throughput sample of `N` MiB each way (with KEY)"},
+			&cli.IntFlag{Name: "sample-mib", Value: 4, Usage: "with KEY, a throughput sample of `N` MiB each way"},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 1); err != nil {
