@@ -298,7 +298,7 @@ func (d *doctor) checkNAT(ctx context.Context, n *stack.Node, boot []answer) {
 		d.say("nat", true, "consistent: the DHT sees this host at %v (%s); holepunching works with peers behind consistent and randomizing NATs",
 			netip.AddrPortFrom(s.Host, s.Port), ports)
 	case rpc.FirewallRandom:
-		d.say("nat", true, "randomizing: the DHT sees this host at %v with a new port per peer (%s); holepunching works only with peers behind consistent NATs; "+
+		d.say("nat", true, "randomizing: the DHT sees this host at %v with a new port per peer (%s); holepunching works only with peers that are open or behind consistent NATs; "+
 			"for peers behind randomizing NATs give both sides --relay-through KEY of a keytunnel relay", s.Host, ports)
 	default:
 		d.fail("nat", "the DHT could not classify this host's NAT: UDP answers are unreliable here; if connections fail, use --relay-through KEY or --relay URL",
