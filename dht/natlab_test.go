@@ -159,7 +159,8 @@ func TestNATMatrix(t *testing.T) {
 			}
 			echo(t, l)
 			start := time.Now()
-			c, err := cli.Dial(ctx, skp.Public, nil)
+			var dr DialReport
+			c, err := cli.Dial(ctx, skp.Public, &DialOptions{Report: &dr})
 			took := time.Since(start)
 			if ck == natlab.Random && sk == natlab.Random {
 				if !errors.Is(err, ErrDoubleRandomized) {
@@ -176,9 +177,13 @@ func TestNATMatrix(t *testing.T) {
 				if ra.Addr() != publicHost(sh, sk) {
 					t.Errorf("%s: connected to %v, want the server's public address %v", name, ra, publicHost(sh, sk))
 				}
+				// The report names the path and its end, and our class.
+				if (dr.Path != PathDirect && dr.Path != PathHolepunch && dr.Path != PathPeerFirst) || dr.Server != ra || dr.Ours == "unknown" {
+					t.Errorf("%s: dial report %+v for a direct connection to %v", name, dr, ra)
+				}
 				roundTrip(t, c, 256<<10)
 				c.Close()
-				report = append(report, fmt.Sprintf("%s: direct to %v in %v", name, ra, took.Round(time.Millisecond)))
+				report = append(report, fmt.Sprintf("%s: direct to %v in %v (report: %s, ours %s, theirs %s)", name, ra, took.Round(time.Millisecond), dr.Path, dr.Ours, dr.Theirs))
 			}
 			l.Close()
 			cancel()

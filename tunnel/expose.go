@@ -120,15 +120,19 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	log := e.log.With("remote", remote.String())
 
 	pc.SetReadDeadline(time.Now().Add(detectWait(e.opts.DetectTimeout, pc)))
-	mux, got, eof, err := detect(pc)
+	kind, got, eof, err := detect(pc)
 	pc.SetReadDeadline(time.Time{})
 	if err != nil {
 		log.Debug("peer failed before speaking", "err", err)
 		return
 	}
 	mode := "raw"
-	if mux {
+	mux := kind != kindRaw // a probe gets replies as a mux client does
+	switch kind {
+	case kindMux:
 		mode = "mux"
+	case kindProbe:
+		mode = "probe"
 	}
 	if !e.opts.Allow.Allows(remote) {
 		log.Warn("refused peer: key not in allow list", "mode", mode)
@@ -149,8 +153,10 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	defer e.acct.endSession()
 	e.emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
 	log.Info("peer connected", "mode", mode)
-	if mux {
+	if kind == kindMux {
 		err = e.serveMux(pc, log)
+	} else if kind == kindProbe {
+		err = e.serveProbe(pc)
 	} else if e.deliver != nil {
 		err = e.deliverRaw(pc, got, eof)
 	} else {
@@ -181,16 +187,20 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 	target := asConn(tc)
 	if len(got) == 0 && !eof {
 		// The peer was silent for the whole detection wait.
-		var late bool
+		var late peerKind
 		target, got, eof, late, err = e.settleSilent(pc, target)
 		if err != nil {
 			tc.Close()
 			return err
 		}
-		if late {
+		switch late {
+		case kindMux:
 			tc.Close()
 			log.Info("late preamble: keytunnel client after all")
 			return e.serveMux(pc, log)
+		case kindProbe:
+			tc.Close()
+			return e.serveProbe(pc)
 		}
 	}
 	// The bytes detect consumed go to the target first; after a peer EOF
@@ -206,11 +216,12 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 // reached it yet, it can still get its mux session: the target only saw a
 // connection open and close. Bytes read on either side are handed back for
 // replay.
-func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, eof, late bool, err error) {
+func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, eof bool, late peerKind, err error) {
 	type peerRes struct {
-		mux, eof bool
-		got      []byte
-		err      error
+		kind peerKind
+		eof  bool
+		got  []byte
+		err  error
 	}
 	type targetRes struct {
 		b   []byte
@@ -219,8 +230,8 @@ func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, e
 	pch := make(chan peerRes, 1)
 	tch := make(chan targetRes, 1)
 	go func() {
-		mux, got, eof, err := detect(pc)
-		pch <- peerRes{mux, eof, got, err}
+		kind, got, eof, err := detect(pc)
+		pch <- peerRes{kind, eof, got, err}
 	}()
 	go func() {
 		b := make([]byte, bufSize)
@@ -244,18 +255,18 @@ func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, e
 	pc.SetReadDeadline(time.Time{})
 	tc.SetDeadline(time.Time{})
 	if p.err != nil {
-		return nil, nil, false, false, p.err
+		return nil, nil, false, kindRaw, p.err
 	}
-	if p.mux {
+	if p.kind != kindRaw {
 		// Whatever the target said meanwhile never reached the peer, so
 		// it can be dropped with the target connection.
-		return nil, nil, false, true, nil
+		return nil, nil, false, p.kind, nil
 	}
 	tEOF := errors.Is(tr.err, io.EOF)
 	if tr.err != nil && !tEOF && !isTimeout(tr.err) {
-		return nil, nil, false, false, tr.err
+		return nil, nil, false, kindRaw, tr.err
 	}
-	return replay(tc, tr.b, tEOF), p.got, p.eof, false, nil
+	return replay(tc, tr.b, tEOF), p.got, p.eof, kindRaw, nil
 }
 
 // replay returns c with got in front of what it reads, and only got if c
@@ -276,7 +287,7 @@ type replayConn struct {
 func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
-	if err := writeReply(pc, replyOK, ""); err != nil {
+	if err := writeReply(pc, replyOK, featureProbe); err != nil {
 		return err
 	}
 	mem := e.acct.session()

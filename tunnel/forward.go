@@ -25,8 +25,10 @@ type ForwardOptions struct {
 	// DialTimeout bounds one Dial, including the preamble exchange. Zero
 	// means 30 s: DHT lookups and hole punching can take several seconds.
 	DialTimeout time.Duration
-	// BackoffBase and BackoffMax shape the redial backoff (see backoff).
-	// Zero means 500 ms and 30 s.
+	// BackoffBase and BackoffMax shape the redial backoff (see backoff):
+	// after a failed dial, local connections that arrive within the
+	// backoff fail at once with the dial's error; the first one after it
+	// dials again at once. Zero means 500 ms and 5 s.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 	Logger      *slog.Logger
@@ -37,7 +39,7 @@ func (o *ForwardOptions) defaults() {
 	o.WaitTimeout = orDefault(o.WaitTimeout, 30*time.Second)
 	o.DialTimeout = orDefault(o.DialTimeout, 30*time.Second)
 	o.BackoffBase = orDefault(o.BackoffBase, 500*time.Millisecond)
-	o.BackoffMax = orDefault(o.BackoffMax, 30*time.Second)
+	o.BackoffMax = orDefault(o.BackoffMax, 5*time.Second)
 }
 
 // Forwarder makes a remote peer's service reachable on a local listener.
@@ -55,7 +57,12 @@ type Forwarder struct {
 	mu      sync.Mutex
 	sess    *yamux.Session
 	lastErr error         // of the latest failed dial, for waiters
-	changed chan struct{} // closed and replaced when sess or lastErr change
+	failAt  time.Time     // when that dial failed
+	failed  int           // dials failed in a row
+	next    time.Time     // no dial before this (the backoff)
+	dials   int           // dials finished, so that a waiter knows its dial ended
+	dialing bool          // a dial is under way
+	changed chan struct{} // closed and replaced when any of the above change
 }
 
 // NewForwarder starts accepting on ln and tunnelling every connection to
@@ -108,7 +115,11 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	for range 2 {
 		sess, err := f.session()
 		if err != nil {
-			if f.ctx.Err() == nil {
+			switch {
+			case f.ctx.Err() != nil:
+			case errors.Is(err, ErrUnreachable):
+				f.log.Warn("dropping local connection: cannot reach the peer; check that its expose runs (keytunnel doctor KEY tests the path)", "client", c.RemoteAddr().String(), "err", err)
+			default:
 				f.log.Warn("dropping local connection", "client", c.RemoteAddr().String(), "err", err)
 			}
 			return
@@ -125,29 +136,42 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	}
 }
 
-// session returns the live peer session, waiting up to WaitTimeout for
-// one. It fails at once if the latest dial was refused or reached a
-// non-keytunnel peer: those do not heal within a wait, and the user should
-// see why.
+// session returns the live peer session, or why there is none. When no
+// session is up a local connection makes sessionLoop dial at once and
+// waits for that dial (up to WaitTimeout). Once the peer is known to be
+// unreachable (knownUnreachable) it never waits out a backoff: the
+// connections waiting for the dial that showed it fail with its error, and
+// so do those that arrive during the backoff after it. Refusals and
+// non-keytunnel peers fail at once as well: they do not heal within a
+// wait, and the user should see why.
 func (f *Forwarder) session() (*yamux.Session, error) {
 	timer := time.NewTimer(f.opts.WaitTimeout)
 	defer timer.Stop()
+	f.mu.Lock()
+	start := f.dials
+	f.mu.Unlock()
 	for {
 		f.mu.Lock()
 		sess, lastErr, changed := f.sess, f.lastErr, f.changed
+		dialing, ended, failAt, next := f.dialing, f.dials > start, f.failAt, f.next
+		known := knownUnreachable(lastErr, f.failed)
 		f.mu.Unlock()
 		if sess != nil && !sess.IsClosed() {
 			return sess, nil
 		}
-		// Asking for a session also makes sessionLoop redial (after its
-		// backoff) when the last dial was refused, so that a change of the
-		// peer's allow list is picked up by later connections.
-		select {
-		case f.want <- struct{}{}:
-		default:
-		}
-		if lastErr != nil && (errors.Is(lastErr, ErrRefused) || errors.Is(lastErr, ErrProtocol)) {
-			return nil, lastErr
+		if !dialing {
+			wait := time.Until(next)
+			switch {
+			case lastErr != nil && (errors.Is(lastErr, ErrRefused) || errors.Is(lastErr, ErrProtocol)):
+				f.wantDial() // a changed allow list is seen by later connections
+				return nil, lastErr
+			case known && ended:
+				return nil, unreachable(lastErr)
+			case known && wait > 0:
+				return nil, fmt.Errorf("%w (a dial %v ago failed: %w; next dial in %v)", ErrUnreachable,
+					time.Since(failAt).Round(100*time.Millisecond), lastErr, wait.Round(100*time.Millisecond))
+			}
+			f.wantDial()
 		}
 		select {
 		case <-changed:
@@ -162,29 +186,72 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 	}
 }
 
-func (f *Forwarder) publish(sess *yamux.Session, err error) {
+// knownUnreachable says whether a peer whose latest dial failed with err,
+// the failed-th failure in a row, is known to be unreachable, so that
+// local connections fail rather than wait: the Dialer said so
+// (ErrUnreachable: the peer is not announced, say), or two dials in a row
+// failed. One other failure may be transient (a lost packet, a loaded
+// host), and the connections waiting for it wait for one more dial.
+func knownUnreachable(err error, failed int) bool {
+	return err != nil && (errors.Is(err, ErrUnreachable) || failed >= 2)
+}
+
+func unreachable(err error) error {
+	if errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
+}
+
+// wantDial asks sessionLoop for a session.
+func (f *Forwarder) wantDial() {
+	select {
+	case f.want <- struct{}{}:
+	default:
+	}
+}
+
+// update changes the published state under f.mu and wakes the waiters.
+func (f *Forwarder) update(change func()) {
 	f.mu.Lock()
-	f.sess, f.lastErr = sess, err
+	change()
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
 }
 
+func (f *Forwarder) publish(sess *yamux.Session, err error) {
+	f.update(func() { f.sess, f.lastErr = sess, err })
+}
+
 // sessionLoop owns the peer session: it dials when a local connection wants
-// one, backs off between failures, and notices when the session dies. Only
-// demand triggers a dial, so an idle forward to a peer that went away does
-// not keep dialing the DHT.
+// one, unless the backoff after a failed dial runs (session then fails the
+// connection at once), and notices when the session dies. Only demand
+// triggers a dial, so an idle forward to a peer that went away does not
+// keep dialing the DHT, and a peer that comes back is reached by the first
+// local connection after the backoff, without waiting for a timer.
 func (f *Forwarder) sessionLoop() {
 	defer f.wg.Done()
-	failures := 0
-	var next time.Time // no dial before this
+	failures := 0      // for the backoff: failed dials and sessions that died at once
+	failedDials := 0   // in a row, for knownUnreachable
+	var hold time.Time // after a session that died at once: no dial before this
 	for {
 		select {
 		case <-f.want:
 		case <-f.ctx.Done():
 			return
 		}
-		if !f.sleepUntil(next) {
+		f.mu.Lock()
+		next := f.next
+		early := time.Now().Before(next) && knownUnreachable(f.lastErr, f.failed)
+		f.mu.Unlock()
+		if early {
+			continue // the connection that asked failed at once
+		}
+		// Connections wait out a backoff (or hold) that is no sign the
+		// peer is unreachable: they see dialing.
+		f.update(func() { f.dialing = true })
+		if !f.sleepUntil(next) || !f.sleepUntil(hold) {
 			return
 		}
 		sess, err := f.dial()
@@ -193,22 +260,32 @@ func (f *Forwarder) sessionLoop() {
 				return
 			}
 			failures++
+			failedDials++
 			delay := backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax)
-			next = time.Now().Add(delay)
 			if errors.Is(err, ErrRefused) {
 				f.log.Error("peer refused us", "err", err)
 				f.emit.emit(Event{Kind: EventRefused, Remote: f.remote, Mode: "mux", Err: err})
 			}
-			f.log.Warn("dial failed; will redial on demand", "err", err, "attempt", failures, "delay", delay)
+			f.log.Warn("cannot reach the peer; the next local connection dials again", "err", err, "attempt", failures, "not_before", delay.Round(time.Millisecond))
 			f.emit.emit(Event{Kind: EventRedialing, Remote: f.remote, Mode: "mux", Attempt: failures, Delay: delay, Err: err})
-			f.publish(nil, err)
-			// Waiters re-announce demand after seeing the change.
+			now := time.Now()
+			f.update(func() {
+				f.sess, f.lastErr, f.failAt, f.next = nil, err, now, now.Add(delay)
+				f.failed = failedDials
+				f.dials++
+				f.dialing = false
+			})
 			continue
 		}
 		up := time.Now()
+		failedDials = 0
 		f.log.Info("peer session up", "after_failures", failures)
 		f.emit.emit(Event{Kind: EventConnected, Remote: f.remote, Mode: "mux"})
-		f.publish(sess, nil)
+		f.update(func() {
+			f.sess, f.lastErr, f.failed = sess, nil, 0
+			f.dials++
+			f.dialing = false
+		})
 		select {
 		case <-sess.CloseChan():
 		case <-f.ctx.Done():
@@ -216,19 +293,20 @@ func (f *Forwarder) sessionLoop() {
 			f.publish(nil, ErrClosed)
 			return
 		}
-		f.publish(nil, nil)
-		f.log.Warn("peer session lost; will redial on demand", "lived", time.Since(up).Round(time.Millisecond))
+		f.log.Warn("peer session lost; the next local connection dials again", "lived", time.Since(up).Round(time.Millisecond))
 		f.emit.emit(Event{Kind: EventDisconnected, Remote: f.remote, Mode: "mux"})
 		// A session that stayed up for a while resets the backoff; one
 		// that died at once counts as a failure, so that a peer which
 		// accepts and drops us is not redialed in a tight loop.
+		// Connections wait out this hold (it is no sign that the peer is
+		// unreachable): they see dialing.
 		if time.Since(up) >= f.opts.BackoffMax {
-			failures = 0
-			next = time.Time{}
+			failures, hold = 0, time.Time{}
 		} else {
 			failures++
-			next = time.Now().Add(backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax))
+			hold = time.Now().Add(backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax))
 		}
+		f.publish(nil, nil)
 	}
 }
 

@@ -35,20 +35,26 @@ func FuzzDetect(f *testing.F) {
 	f.Add([]byte(preamble[:7]), uint8(3))
 	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"), uint8(4))
 	f.Add([]byte("\x00keytunnel/mux2\n"), uint8(5))
+	f.Add([]byte(probePreamble+"p"), uint8(3))
+	f.Add([]byte("\x00keytunnel/prb"), uint8(2))
 	f.Add([]byte{}, uint8(0))
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
 		c, peer := net.Pipe()
 		defer c.Close()
 		go sendChunked(peer, in, chunk)
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		mux, got, eof, err := detect(c)
+		kind, got, eof, err := detect(c)
+		mux := kind == kindMux
 		if err != nil {
 			t.Fatalf("detect: %v", err)
 		}
 		if want := bytes.HasPrefix(in, []byte(preamble)); mux != want {
 			t.Fatalf("%q: mux %v, want %v", in, mux, want)
 		}
-		if mux {
+		if want := bytes.HasPrefix(in, []byte(probePreamble)); (kind == kindProbe) != want {
+			t.Fatalf("%q: probe %v, want %v", in, kind == kindProbe, want)
+		}
+		if kind != kindRaw {
 			if got != nil || eof {
 				t.Fatalf("mux with got %q eof %v", got, eof)
 			}
@@ -57,7 +63,7 @@ func FuzzDetect(f *testing.F) {
 		if !bytes.HasPrefix(in, got) || len(got) > len(preamble) {
 			t.Fatalf("%q: replay %q is not a prefix of it", in, got)
 		}
-		isPrefix := strings.HasPrefix(preamble, string(got))
+		isPrefix := strings.HasPrefix(preamble, string(got)) || strings.HasPrefix(probePreamble, string(got))
 		switch {
 		case !eof && len(got) == 0:
 			t.Fatalf("%q: neither bytes nor eof", in)
@@ -90,6 +96,7 @@ func replyBytes(t testing.TB, status byte, reason string) []byte {
 // ErrProtocol. A complete reply re-encodes (writeReply) to the bytes read.
 func FuzzClientHandshake(f *testing.F) {
 	f.Add(replyBytes(f, replyOK, ""), uint8(5))
+	f.Add(replyBytes(f, replyOK, featureProbe), uint8(4))
 	f.Add(replyBytes(f, replyRefused, ""), uint8(1))
 	f.Add(replyBytes(f, replyRefused, "key 00ff is not in the allow list"), uint8(7))
 	f.Add(replyBytes(f, replyRefused, strings.Repeat("r", 300)), uint8(0))
@@ -107,7 +114,7 @@ func FuzzClientHandshake(f *testing.F) {
 			heard <- b[:n]
 			sendChunked(peer, reply, chunk)
 		}()
-		err := clientHandshake(c, 10*time.Second)
+		features, err := handshakeWith(c, preamble, 10*time.Second)
 		if b := <-heard; string(b) != preamble {
 			t.Fatalf("client sent %q", b)
 		}
@@ -121,8 +128,8 @@ func FuzzClientHandshake(f *testing.F) {
 		}
 		status, reason := reply[len(replyMagic)], string(reply[hdr:hdr+int(reply[hdr-1])])
 		switch {
-		case status == replyOK && err != nil:
-			t.Fatalf("%q: %v", reply, err)
+		case status == replyOK && (err != nil || features != reason):
+			t.Fatalf("%q: %v, features %q, want %q", reply, err, features, reason)
 		case status == replyRefused && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), reason)):
 			t.Fatalf("%q: %v, want ErrRefused with %q", reply, err, reason)
 		case status != replyOK && status != replyRefused && !errors.Is(err, ErrProtocol):

@@ -56,6 +56,11 @@ var examples = map[string][]string{
 	"dht-relay": {
 		"keytunnel dht-relay --port 49443                    # then elsewhere: keytunnel --relay tcp://HOST:49443 forward KEY 9000",
 	},
+	"doctor": {
+		"keytunnel doctor                                    # bootstrap nodes, UDP, this host's NAT",
+		"keytunnel doctor KEY                                # and the path to a service: direct or relayed, RTT, throughput",
+		"keytunnel --relay-through RELAYKEY doctor KEY       # the same with a blind relay to fall back to",
+	},
 	"version": {
 		"keytunnel version",
 	},

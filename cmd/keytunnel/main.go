@@ -107,6 +107,7 @@ func newApp(env *app.Env) *cli.App {
 			nodeCommand(env),
 			relayCommand(env),
 			dhtRelayCommand(env),
+			doctorCommand(env),
 			versionCommand(),
 			completionCommand(),
 		},
@@ -330,6 +331,28 @@ func upCommand(env *app.Env) *cli.Command {
 				return err
 			}
 			return app.Up(c.Context, env, app.UpOptions{ConfigFile: c.String("config"), Key: keyOptions(c)})
+		},
+	}
+}
+
+func doctorCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "doctor",
+		Usage:     "test the connectivity keytunnel needs (bootstrap nodes, UDP, NAT) and, with KEY, the path to that service",
+		ArgsUsage: "[KEY]",
+		Flags: append(keyFlags(),
+			&cli.IntFlag{Name: "sample-mib", Value: 4, Usage: "with KEY, a throughput sample of `N` MiB each way"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 1); err != nil {
+				return err
+			}
+			if n := c.Int("sample-mib"); n < 1 || n > 64 {
+				return fmt.Errorf("--sample-mib %d: want 1 to 64", n)
+			}
+			return app.Doctor(c.Context, env, app.DoctorOptions{
+				Remote: c.Args().First(), Key: keyOptions(c), Sample: c.Int("sample-mib") << 20,
+			})
 		},
 	}
 }

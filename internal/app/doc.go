@@ -17,4 +17,11 @@
 // the default binds a UDP socket with dht.ListenUDP, starts a dht.Node on
 // Env.Bootstrap and waits until it has joined. Tests replace it with a
 // fake that pairs loopback TCP connections.
+//
+// # doctor
+//
+// Doctor is the exception to that: it opens its node with stack.Open and
+// watches the join itself (bootstrap PINGs, NAT classification) so that
+// every step is bounded and reported, and dials with a dht.DialReport to
+// say which path a connection took.
 package app

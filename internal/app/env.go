@@ -130,6 +130,10 @@ type Event struct {
 	// --holesail or --private; a private one carries the secret).
 	Connection string `json:"connection,omitempty"`
 	Private    bool   `json:"private,omitempty"`
+	// doctor: the check, whether it passed, its line.
+	Check   string `json:"check,omitempty"`
+	OK      *bool  `json:"ok,omitempty"`
+	Message string `json:"message,omitempty"`
 	// reloaded: the entries by name.
 	Started []string `json:"started,omitempty"`
 	Stopped []string `json:"stopped,omitempty"`

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -89,10 +90,28 @@ func (d dialer[C]) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerC
 	opts := d.opts
 	c, err := d.dial(ctx, remote, &opts)
 	if err != nil {
-		return nil, err // not c: a nil *Conn in an interface is not nil
+		return nil, definitive(err) // not c: a nil *Conn in an interface is not nil
 	}
 	return c, nil
 }
+
+// definitive marks the dial failures that say the peer is unreachable
+// for now, rather than that a packet was lost: no node holds its announce,
+// or both NATs randomize and no relay was given. A Forwarder then fails
+// local connections at once instead of dialing again for them.
+func definitive(err error) error {
+	if errors.Is(err, dht.ErrPeerNotFound) || errors.Is(err, dht.ErrDoubleRandomized) {
+		return unreachableErr{err}
+	}
+	return err
+}
+
+// unreachableErr is a dial error that is also tunnel.ErrUnreachable, with
+// the dial error's message.
+type unreachableErr struct{ error }
+
+func (e unreachableErr) Is(target error) bool { return target == tunnel.ErrUnreachable }
+func (e unreachableErr) Unwrap() error        { return e.error }
 
 // listener adapts a *dht.Listener or a *dhtrelay.Listener.
 type listener[C tunnel.PeerConn] struct {
