@@ -48,6 +48,7 @@ type Forwarder struct {
 	opts   ForwardOptions
 	log    *slog.Logger
 	emit   emitter
+	stats  *counters
 
 	serving
 	want chan struct{} // a local connection needs a session
@@ -70,6 +71,7 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 		opts:    opts,
 		log:     loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()),
 		emit:    emitter(opts.OnEvent),
+		stats:   newCounters(),
 		want:    make(chan struct{}, 1),
 		changed: make(chan struct{}),
 	}
@@ -81,6 +83,9 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 	}
 	return f
 }
+
+// Stats returns a snapshot of the Forwarder's counters.
+func (f *Forwarder) Stats() Stats { return f.stats.snapshot() }
 
 // Forward tunnels ln's connections to remote until ctx ends or ln fails,
 // and returns after every connection it started is closed.
@@ -100,7 +105,9 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			f.log.Warn("dropping local connection: dial failed", "client", c.RemoteAddr().String(), "err", err)
 			return
 		}
-		_ = join(f.ctx, local, pc)
+		defer f.stats.addPeer(pc, "raw")()
+		defer f.stats.connOpened()()
+		_ = join(f.ctx, local, pc, &f.stats.sent, &f.stats.received)
 		return
 	}
 	// Two tries: the session we get may die between the check and
@@ -118,7 +125,10 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
-		if err := join(f.ctx, local, muxStream{st}); PeerReset(err) {
+		closed := f.stats.connOpened()
+		err = join(f.ctx, local, muxStream{st}, &f.stats.sent, &f.stats.received)
+		closed()
+		if PeerReset(err) {
 			f.log.Warn("the exposing side reset the connection: its target is down, or its limits refused this connection (its log says why)", "client", c.RemoteAddr().String())
 		}
 		return
@@ -177,6 +187,7 @@ func (f *Forwarder) publish(sess *yamux.Session, err error) {
 func (f *Forwarder) sessionLoop() {
 	defer f.wg.Done()
 	failures := 0
+	dialed := false
 	var next time.Time // no dial before this
 	for {
 		select {
@@ -187,7 +198,11 @@ func (f *Forwarder) sessionLoop() {
 		if !f.sleepUntil(next) {
 			return
 		}
-		sess, err := f.dial()
+		if dialed {
+			f.stats.redials.Add(1)
+		}
+		dialed = true
+		sess, pc, err := f.dial()
 		if err != nil {
 			if f.ctx.Err() != nil {
 				return
@@ -209,13 +224,16 @@ func (f *Forwarder) sessionLoop() {
 		f.log.Info("peer session up", "after_failures", failures)
 		f.emit.emit(Event{Kind: EventConnected, Remote: f.remote, Mode: "mux"})
 		f.publish(sess, nil)
+		gone := f.stats.addPeer(pc, "mux")
 		select {
 		case <-sess.CloseChan():
 		case <-f.ctx.Done():
+			gone()
 			sess.Close()
 			f.publish(nil, ErrClosed)
 			return
 		}
+		gone()
 		f.publish(nil, nil)
 		f.log.Warn("peer session lost; will redial on demand", "lived", time.Since(up).Round(time.Millisecond))
 		f.emit.emit(Event{Kind: EventDisconnected, Remote: f.remote, Mode: "mux"})
@@ -247,18 +265,18 @@ func (f *Forwarder) sleepUntil(t time.Time) bool {
 	}
 }
 
-func (f *Forwarder) dial() (*yamux.Session, error) {
+func (f *Forwarder) dial() (*yamux.Session, PeerConn, error) {
 	ctx, cancel := context.WithTimeout(f.ctx, f.opts.DialTimeout)
 	defer cancel()
 	return dialSession(ctx, f.d, f.remote, f.log)
 }
 
 // dialSession dials remote, exchanges the preamble and starts a yamux
-// client on the connection.
-func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.Logger) (*yamux.Session, error) {
+// client on the connection, which it returns too.
+func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.Logger) (*yamux.Session, PeerConn, error) {
 	pc, err := d.Dial(ctx, remote)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	timeout := 30 * time.Second
@@ -271,12 +289,12 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.
 		if err == nil {
 			err = ctx.Err()
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	sess, err := yamux.Client(pc, muxConfig(log), clientMemory().newSpan)
 	if err != nil {
 		pc.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return sess, nil
+	return sess, pc, nil
 }
