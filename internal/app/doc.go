@@ -17,4 +17,14 @@
 // the default binds a UDP socket with dht.ListenUDP, starts a dht.Node on
 // Env.Bootstrap and waits until it has joined. Tests replace it with a
 // fake that pairs loopback TCP connections.
+//
+// # Status and metrics
+//
+// expose, forward, connect and up register what they run in the Env's
+// registry: each tunnel with a function returning its tunnel.Stats, and
+// the Network, whose DHT node reports dht.Stats. The control socket
+// (control.go; one Unix socket per process, read by `keytunnel status`)
+// and the Prometheus collector (metrics.go, --metrics) both read one
+// snapshot of it; the packages below keep plain atomic counters and know
+// neither.
 package app
