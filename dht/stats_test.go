@@ -3,28 +3,15 @@ package dht
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/keytunnel/keytunnel/internal/key"
 )
 
 // A listener counts its handshakes by outcome, a client its dials and
 // failures, and PathOf names a direct connection's address.
 func TestStatsHandshakesAndPath(t *testing.T) {
-	tn := testnet(t, 5)
 	ctx := testCtx(t, 60*time.Second)
-	srv := peerNode(t, tn, seedKey(1))
-	cli := peerNode(t, tn, seedKey(2))
-	allowed := seedKey(7).Public
-	l, err := srv.Listen(ctx, seedKey(3), &ListenOptions{Firewall: func(remote key.PublicKey, _ netip.AddrPort) bool {
-		return remote != allowed
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	srv, cli, l := firewalledPair(t, ctx)
 	echo(t, l)
 	if _, err := cli.Dial(ctx, seedKey(3).Public, nil); !errors.Is(err, ErrRefused) {
 		t.Fatalf("denied dial: %v", err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -281,4 +282,82 @@ func scrape(t *testing.T, url string) map[string]float64 {
 		m[l[:i]] = v
 	}
 	return m
+}
+
+// TestE2EStatusUpAndConnect: an `up` process lists its entries by name,
+// each with its own counters, and a running `connect` is listed with its
+// peer.
+func TestE2EStatusUpAndConnect(t *testing.T) {
+	bs := e2eTestnet(t)
+	run := t.TempDir()
+	env := func() []string { return append(proctest.Env(t, bs), "XDG_RUNTIME_DIR="+run) }
+	echo := proctest.Echo(t)
+	keyFile, kp := proctest.WriteSeed(t, "svc.key")
+	port := proctest.FreeTCP(t)
+	cfg := filepath.Join(t.TempDir(), "keytunnel.toml")
+	toml := fmt.Sprintf("[[expose]]\nname = \"svc\"\naddress = %q\nkey = %q\n\n[[forward]]\nname = \"a\"\nkey = %q\nport = %d\n",
+		echo, keyFile, kp.Public.String(), port)
+	if err := os.WriteFile(cfg, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up := proctest.Start(t, env(), "--json", "up", "-c", cfg)
+	up.Line(`"entry":"a"`, 60*time.Second)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := strings.Repeat("x", 1000)
+	proctest.RoundTrip(t, c, msg)
+
+	// connect, with a stdin that stays open.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cmd := exec.Command(proctest.Binary(t), "connect", kp.Public.String())
+	cmd.Stdin = r
+	conn := proctest.StartCmd(t, cmd, env())
+	r.Close()
+	io.WriteString(w, "hello\n")
+	conn.Line("hello", 60*time.Second)
+
+	var last app.StatusReport
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		last = statusJSON(t, env())
+		var ok bool
+		if len(last.Processes) == 2 {
+			u, cn := processOf2(last, up.Pid()), processOf2(last, conn.Pid())
+			ok = u != nil && cn != nil && u.Command == "up" && len(u.Tunnels) == 2 && cn.Command == "connect" && len(cn.Tunnels) == 1
+			if ok {
+				byName := map[string]app.TunnelStatus{}
+				for _, tn := range u.Tunnels {
+					byName[tn.Name] = tn
+				}
+				svc, a, ct := byName["svc"], byName["a"], cn.Tunnels[0]
+				ok = svc.Role == "expose" && svc.PublicKey == kp.Public.String() && svc.Target == echo &&
+					svc.BytesReceived == 1006 && svc.BytesSent == 1006 && svc.ConnectionsTotal == 2 && len(svc.Peers) == 2 &&
+					a.Role == "forward" && a.Remote == kp.Public.String() && a.BytesSent == 1000 && a.BytesReceived == 1000 &&
+					a.ConnectionsOpen == 1 && len(a.Peers) == 1 &&
+					ct.Role == "connect" && ct.Remote == kp.Public.String()
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("status: %+v", last)
+		}
+	}
+	t.Logf("keytunnel status:\n%s", runStatus(t, env(), "status"))
+}
+
+func processOf2(rep app.StatusReport, pid int) *app.ProcessStatus {
+	for i := range rep.Processes {
+		if rep.Processes[i].PID == pid {
+			return &rep.Processes[i]
+		}
+	}
+	return nil
 }

@@ -78,7 +78,7 @@ func writeStatus(w io.Writer, rep StatusReport, now time.Time) {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "pid %d: %s, up %s\n", p.PID, p.Command, ago(now, p.Started))
+		fmt.Fprintf(w, "pid %d: %s, running for %s\n", p.PID, p.Command, ago(now, p.Started))
 		for _, t := range p.Tunnels {
 			name := ""
 			if t.Name != "" && t.Name != t.Target && t.Name != t.Listen && t.Role != "connect" {

@@ -84,7 +84,7 @@ func TestControlSocketAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := out.String()
-	if !strings.HasPrefix(text, "pid "+strconv.Itoa(os.Getpid())+": forward, up ") {
+	if !strings.HasPrefix(text, "pid "+strconv.Itoa(os.Getpid())+": forward, running for ") {
 		t.Errorf("status begins %q", text)
 	}
 	for _, want := range []string{"  db: forward 127.0.0.1:5433 to " + peer.Public.String(),
