@@ -361,3 +361,25 @@ func processOf2(rep app.StatusReport, pid int) *app.ProcessStatus {
 	}
 	return nil
 }
+
+// TestE2EStatusPathThroughDHTRelay: a forward that reaches the DHT
+// through a dht-relay names the relay as its peer's path, and reports no
+// DHT node of its own (the relay's is not its to report).
+func TestE2EStatusPathThroughDHTRelay(t *testing.T) {
+	bs := e2eTestnet(t)
+	run := t.TempDir()
+	env := func() []string { return append(proctest.Env(t, bs), "XDG_RUNTIME_DIR="+run) }
+	relay := proctest.Start(t, proctest.Env(t, bs), "--json", "dht-relay", "--host", "127.0.0.1", "--port", strconv.Itoa(proctest.FreeTCP(t)))
+	url := proctest.JSON(t, relay.Line(`"event":"dht-relay"`, 60*time.Second))["address"].(string)
+	_, pub := proctest.Expose(t, bs, proctest.Echo(t))
+	fw := proctest.Start(t, env(), "--relay", url, "--json", "forward", pub, "0")
+	local, _ := proctest.JSON(t, fw.Line(`"event":"forwarding"`, 60*time.Second))["listen"].(string)
+	proctest.EchoOnce(t, local, "through a dht-relay")
+	rep := statusJSON(t, env())
+	p := processOf(t, rep, fw.Pid())
+	tn := p.Tunnels[0]
+	if len(tn.Peers) != 1 || tn.Peers[0].Path != "dht-relay "+url || tn.Peers[0].PublicKey != pub || p.DHT != nil {
+		t.Fatalf("forward through %s: %+v, dht %+v", url, tn, p.DHT)
+	}
+	t.Logf("keytunnel status:\n%s", runStatus(t, env(), "status"))
+}
