@@ -269,6 +269,9 @@ func TestRelayUpgrade(t *testing.T) {
 			t.Errorf("server asks %v: path after the upgrade %v, want direct to %v", serverAsks, p, sn.Addr())
 		}
 		checkRelayStats(t, ctx, cli, 1, 1)
+		if s, err := cli.Stats(ctx); err != nil || s.HolepunchAttempts < 1 || s.HolepunchSuccesses < 1 {
+			t.Errorf("server asks %v: the punch that upgraded is not counted: %+v, %v", serverAsks, s, err)
+		}
 		c.Close()
 		l.Close()
 	}

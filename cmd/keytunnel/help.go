@@ -38,7 +38,7 @@ var examples = map[string][]string{
 		"keytunnel up -c keytunnel.toml                      # kill -HUP PID re-reads the file",
 	},
 	"status": {
-		"keytunnel status                                    # every expose, forward, connect and up of this user",
+		"keytunnel status                                    # every expose, forward, connect, up and node of this user",
 		"keytunnel status --json | jq '.processes[].tunnels[].bytes_sent'",
 	},
 	"testnet": {

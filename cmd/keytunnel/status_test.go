@@ -383,3 +383,21 @@ func TestE2EStatusPathThroughDHTRelay(t *testing.T) {
 	}
 	t.Logf("keytunnel status:\n%s", runStatus(t, env(), "status"))
 }
+
+// TestE2EStatusNode: a `keytunnel node` is listed with its DHT's health,
+// and its metrics show its routing table.
+func TestE2EStatusNode(t *testing.T) {
+	bs := e2eTestnet(t)
+	env := append(proctest.Env(t, bs), "XDG_RUNTIME_DIR="+t.TempDir())
+	node := proctest.Start(t, env, "--bootstrap", bs, "--json", "--metrics", "127.0.0.1:0", "node")
+	node.First(60 * time.Second)
+	url := metricsURL(t, node)
+	rep := statusJSON(t, env)
+	if len(rep.Processes) != 1 || rep.Processes[0].Command != "node" || len(rep.Processes[0].Tunnels) != 0 ||
+		rep.Processes[0].DHT == nil || rep.Processes[0].DHT.RoutingNodes == 0 {
+		t.Fatalf("status: %+v", rep)
+	}
+	if m := scrape(t, url); m["keytunnel_dht_routing_table_nodes"] == 0 || m["keytunnel_dht_requests_total"] == 0 {
+		t.Fatalf("node's metrics: %v", m)
+	}
+}
