@@ -40,7 +40,7 @@ const (
 	controlSuffix   = ".sock"
 	runDirName      = "keytunnel"
 	runDirFallback  = "run" // under the config dir, without XDG_RUNTIME_DIR
-	controlGetStats = "status"
+	controlGetStatus = "status"
 )
 
 var errNoDHT = errors.New("no DHT node of its own (a dht-relay client)")
@@ -136,7 +136,9 @@ func (s *controlServer) serve() {
 func (s *controlServer) answer(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(controlTimeout))
-	line, err := bufio.NewReader(&limitedReader{c, controlMaxReq}).ReadSlice('\n')
+	// ReadSlice fails on a line longer than the buffer: requests are
+	// small.
+	line, err := bufio.NewReaderSize(c, controlMaxReq).ReadSlice('\n')
 	if err != nil {
 		return
 	}
@@ -145,7 +147,7 @@ func (s *controlServer) answer(c net.Conn) {
 	switch err := json.Unmarshal(line, &req); {
 	case err != nil:
 		reply = map[string]string{"error": "bad request: " + err.Error()}
-	case req.Get == controlGetStats:
+	case req.Get == controlGetStatus:
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		reply = s.reg.snapshot(ctx)
 		cancel()
@@ -154,24 +156,6 @@ func (s *controlServer) answer(c net.Conn) {
 	}
 	b, _ := json.Marshal(reply)
 	c.Write(append(b, '\n'))
-}
-
-// limitedReader reads at most n bytes, then EOF.
-type limitedReader struct {
-	c net.Conn
-	n int
-}
-
-func (l *limitedReader) Read(b []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, errors.New("request too long")
-	}
-	if len(b) > l.n {
-		b = b[:l.n]
-	}
-	n, err := l.c.Read(b)
-	l.n -= n
-	return n, err
 }
 
 // queryProcess asks the process behind the control socket at path for its
@@ -189,7 +173,7 @@ func queryProcess(ctx context.Context, path string) (ProcessStatus, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	req, _ := json.Marshal(controlRequest{Get: controlGetStats})
+	req, _ := json.Marshal(controlRequest{Get: controlGetStatus})
 	if _, err := c.Write(append(req, '\n')); err != nil {
 		return ps, err
 	}
