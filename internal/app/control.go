@@ -34,13 +34,14 @@ type controlRequest struct {
 }
 
 const (
-	controlTimeout  = 5 * time.Second
-	controlMaxReq   = 4 << 10
-	controlPrefix   = "keytunnel-"
-	controlSuffix   = ".sock"
-	runDirName      = "keytunnel"
-	runDirFallback  = "run" // under the config dir, without XDG_RUNTIME_DIR
+	controlTimeout   = 5 * time.Second
+	controlMaxReq    = 4 << 10
+	controlPrefix    = "keytunnel-"
+	controlSuffix    = ".sock"
+	runDirName       = "keytunnel"
+	runDirFallback   = "run" // under the config dir, without XDG_RUNTIME_DIR
 	controlGetStatus = "status"
+	maxSocketPath    = 108 // sun_path on Linux, with its terminating NUL
 )
 
 var errNoDHT = errors.New("no DHT node of its own (a dht-relay client)")
@@ -72,8 +73,14 @@ type controlServer struct {
 }
 
 // startControl opens the control socket. A process that cannot (no
-// writable run directory) still runs; status just cannot see it.
-func (e *Env) startControl() (stop func()) {
+// writable run directory, a path too long for a Unix socket) still runs;
+// status just cannot see it, which a warning says, or a debug line for
+// connect, whose stderr under ssh is for the session's problems.
+func (e *Env) startControl(quiet bool) (stop func()) {
+	warn := e.logger.Warn
+	if quiet {
+		warn = e.logger.Debug
+	}
 	dir, err := e.runDir()
 	if err == nil {
 		err = os.MkdirAll(dir, 0o700)
@@ -84,10 +91,14 @@ func (e *Env) startControl() (stop func()) {
 		err = os.Chmod(dir, 0o700)
 	}
 	if err != nil {
-		e.logger.Warn("no control socket: keytunnel status will not list this process", "err", err)
+		warn("no control socket: keytunnel status will not list this process", "err", err)
 		return func() {}
 	}
 	path := filepath.Join(dir, controlPrefix+strconv.Itoa(os.Getpid())+controlSuffix)
+	if len(path) >= maxSocketPath {
+		warn("no control socket: its path is too long for a Unix socket; keytunnel status will not list this process (set XDG_RUNTIME_DIR to a shorter directory)", "path", path)
+		return func() {}
+	}
 	os.Remove(path) // a stale socket of a process that had our pid
 	ln, err := net.Listen("unix", path)
 	if err == nil {
@@ -97,7 +108,7 @@ func (e *Env) startControl() (stop func()) {
 		if ln != nil {
 			ln.Close()
 		}
-		e.logger.Warn("no control socket: keytunnel status will not list this process", "path", path, "err", err)
+		warn("no control socket: keytunnel status will not list this process", "path", path, "err", err)
 		return func() {}
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)

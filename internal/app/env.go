@@ -107,7 +107,7 @@ func (e *Env) observe(command string) (stop func(), err error) {
 			return nil, err
 		}
 	}
-	stopControl := e.startControl()
+	stopControl := e.startControl(command == "connect")
 	return func() {
 		stopControl()
 		if m != nil {

@@ -30,7 +30,7 @@ func TestControlSocketAndStatus(t *testing.T) {
 				Peers: []tunnel.PeerStats{{Remote: peer.Public, Mode: "mux", Since: since, RTT: 1500 * time.Microsecond, Path: "relay KEY (1.2.3.4:5)"}}}
 		}})
 	defer remove()
-	stop := env.startControl()
+	stop := env.startControl(false)
 	defer stop()
 	sock := filepath.Join(env.RunDir, "keytunnel-"+strconv.Itoa(os.Getpid())+".sock")
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode().Type() != os.ModeSocket {
