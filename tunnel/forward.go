@@ -223,8 +223,8 @@ func (f *Forwarder) sessionLoop() {
 		up := time.Now()
 		f.log.Info("peer session up", "after_failures", failures)
 		f.emit.emit(Event{Kind: EventConnected, Remote: f.remote, Mode: "mux"})
-		f.publish(sess, nil)
 		gone := f.stats.addPeer(pc, "mux")
+		f.publish(sess, nil)
 		select {
 		case <-sess.CloseChan():
 		case <-f.ctx.Done():
