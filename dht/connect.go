@@ -112,8 +112,10 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 		return nil, err
 	}
 	d.stream = st
+	n.stats.dials.Add(1)
 	conn, err := d.run(ctx)
 	if err != nil {
+		n.stats.dialFailures.Add(1)
 		st.Destroy()
 		if ctx.Err() != nil && n.ctx.Err() != nil {
 			return nil, ErrClosed
@@ -628,7 +630,7 @@ type punchPath struct {
 	how       string // a DialReport.Path
 }
 
-func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPath, error) {
+func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (_ punchPath, err error) {
 	n, c := d.n, d.connect
 	pl := c.payload
 	sock, _ := n.socket()
@@ -709,6 +711,12 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 			break
 		}
 	}
+	n.stats.punchAttempts.Add(1)
+	defer func() {
+		if err == nil {
+			n.stats.punchSuccesses.Add(1)
+		}
+	}()
 	hp := &clientPunch{d: d, id: pl.Holepunch.ID, secure: wire.NewSecurePayload(c.res.HolepunchSecret, random32())}
 	hp.hosts = []netip.Addr{c.serverAddress.Addr()}
 	// A punch from a host the server reported (or the one we know)
@@ -732,7 +740,6 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 	defer pcancel()
 	go func() { done <- hp.run(pctx, c.serverAddress, serverRelay) }()
 	var out punchPath
-	var err error
 	runDone := false
 	select {
 	case out = <-arrived:

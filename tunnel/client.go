@@ -113,7 +113,7 @@ func (c *Client) session(ctx context.Context, remote key.PublicKey) (*yamux.Sess
 func (c *Client) dial(s *clientSession, remote key.PublicKey) {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout)
-	s.sess, s.err = dialSession(ctx, c.d, remote, c.log.With("remote", remote.String()))
+	s.sess, _, s.err = dialSession(ctx, c.d, remote, c.log.With("remote", remote.String()))
 	cancel()
 	close(s.done)
 	if s.err == nil {

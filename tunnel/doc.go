@@ -122,5 +122,8 @@
 // stops them and waits for every connection they started. Expose and
 // Forward are the blocking forms, bound to a context. Logs go to log/slog;
 // OnEvent receives Events (connected, disconnected, refused, redialing)
-// that marshal to JSON for a machine-readable mode.
+// that marshal to JSON for a machine-readable mode, and Stats returns a
+// snapshot of the counters (payload bytes each way, open and total
+// connections, redials, live peers with their RTT and path) that
+// `keytunnel status` and its metrics show.
 package tunnel

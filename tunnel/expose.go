@@ -68,6 +68,7 @@ type Exposer struct {
 	// connection to target (a Listener's Accept); false means nobody will.
 	deliver func(context.Context, PeerConn) bool
 	acct    *accountant
+	stats   *counters
 
 	serving
 }
@@ -100,11 +101,15 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 		emit:    emitter(opts.OnEvent),
 		deliver: deliver,
 		acct:    newAccountant(opts.Budget),
+		stats:   newCounters(),
 	}
 	e.init(ln)
 	startAccepting(&e.serving, e.log, "peer", ln.Accept, e.servePeer)
 	return e
 }
+
+// Stats returns a snapshot of the Exposer's counters.
+func (e *Exposer) Stats() Stats { return e.stats.snapshot() }
 
 // Expose serves ln's peers until ctx ends or ln fails, and returns after
 // every connection it started is closed.
@@ -151,6 +156,7 @@ func (e *Exposer) servePeer(pc PeerConn) {
 		return
 	}
 	defer e.acct.endSession()
+	defer e.stats.addPeer(pc, mode)()
 	e.emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
 	log.Info("peer connected", "mode", mode)
 	if kind == kindMux {
@@ -205,7 +211,8 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 	}
 	// The bytes detect consumed go to the target first; after a peer EOF
 	// the replay ends in EOF too, which join passes on as CloseWrite.
-	return join(e.ctx, replay(pc, got, eof), target)
+	defer e.stats.connOpened()()
+	return join(e.ctx, replay(pc, got, eof), target, &e.stats.received, &e.stats.sent)
 }
 
 // settleSilent decides about a peer that said nothing within the detection
@@ -355,7 +362,8 @@ func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logg
 		st.Reset()
 		return
 	}
-	_ = join(e.ctx, st, asConn(tc))
+	defer e.stats.connOpened()()
+	_ = join(e.ctx, st, asConn(tc), &e.stats.received, &e.stats.sent)
 }
 
 func (e *Exposer) dialTarget() (net.Conn, error) {

@@ -50,6 +50,7 @@ type Forwarder struct {
 	opts   ForwardOptions
 	log    *slog.Logger
 	emit   emitter
+	stats  *counters
 
 	serving
 	want chan struct{} // a local connection needs a session
@@ -77,6 +78,7 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 		opts:    opts,
 		log:     loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()),
 		emit:    emitter(opts.OnEvent),
+		stats:   newCounters(),
 		want:    make(chan struct{}, 1),
 		changed: make(chan struct{}),
 	}
@@ -88,6 +90,9 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 	}
 	return f
 }
+
+// Stats returns a snapshot of the Forwarder's counters.
+func (f *Forwarder) Stats() Stats { return f.stats.snapshot() }
 
 // Forward tunnels ln's connections to remote until ctx ends or ln fails,
 // and returns after every connection it started is closed.
@@ -107,7 +112,9 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			f.log.Warn("dropping local connection: dial failed", "client", c.RemoteAddr().String(), "err", err)
 			return
 		}
-		_ = join(f.ctx, local, pc)
+		defer f.stats.addPeer(pc, "raw")()
+		defer f.stats.connOpened()()
+		_ = join(f.ctx, local, pc, &f.stats.sent, &f.stats.received)
 		return
 	}
 	// Two tries: the session we get may die between the check and
@@ -129,7 +136,10 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
-		if err := join(f.ctx, local, muxStream{st}); PeerReset(err) {
+		closed := f.stats.connOpened()
+		err = join(f.ctx, local, muxStream{st}, &f.stats.sent, &f.stats.received)
+		closed()
+		if PeerReset(err) {
 			f.log.Warn("the exposing side reset the connection: its target is down, or its limits refused this connection (its log says why)", "client", c.RemoteAddr().String())
 		}
 		return
@@ -235,6 +245,7 @@ func (f *Forwarder) sessionLoop() {
 	failures := 0      // for the backoff: failed dials and sessions that died at once
 	failedDials := 0   // in a row, for knownUnreachable
 	var hold time.Time // after a session that died at once: no dial before this
+	dialed := false    // once: later dials count as redials
 	for {
 		select {
 		case <-f.want:
@@ -254,7 +265,11 @@ func (f *Forwarder) sessionLoop() {
 		if !f.sleepUntil(next) || !f.sleepUntil(hold) {
 			return
 		}
-		sess, err := f.dial()
+		if dialed {
+			f.stats.redials.Add(1)
+		}
+		dialed = true
+		sess, pc, err := f.dial()
 		if err != nil {
 			if f.ctx.Err() != nil {
 				return
@@ -281,6 +296,7 @@ func (f *Forwarder) sessionLoop() {
 		failedDials = 0
 		f.log.Info("peer session up", "after_failures", failures)
 		f.emit.emit(Event{Kind: EventConnected, Remote: f.remote, Mode: "mux"})
+		gone := f.stats.addPeer(pc, "mux")
 		f.update(func() {
 			f.sess, f.lastErr, f.failed = sess, nil, 0
 			f.dials++
@@ -289,10 +305,12 @@ func (f *Forwarder) sessionLoop() {
 		select {
 		case <-sess.CloseChan():
 		case <-f.ctx.Done():
+			gone()
 			sess.Close()
 			f.publish(nil, ErrClosed)
 			return
 		}
+		gone()
 		f.log.Warn("peer session lost; the next local connection dials again", "lived", time.Since(up).Round(time.Millisecond))
 		f.emit.emit(Event{Kind: EventDisconnected, Remote: f.remote, Mode: "mux"})
 		// A session that stayed up for a while resets the backoff; one
@@ -325,18 +343,18 @@ func (f *Forwarder) sleepUntil(t time.Time) bool {
 	}
 }
 
-func (f *Forwarder) dial() (*yamux.Session, error) {
+func (f *Forwarder) dial() (*yamux.Session, PeerConn, error) {
 	ctx, cancel := context.WithTimeout(f.ctx, f.opts.DialTimeout)
 	defer cancel()
 	return dialSession(ctx, f.d, f.remote, f.log)
 }
 
 // dialSession dials remote, exchanges the preamble and starts a yamux
-// client on the connection.
-func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.Logger) (*yamux.Session, error) {
+// client on the connection, which it returns too.
+func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.Logger) (*yamux.Session, PeerConn, error) {
 	pc, err := d.Dial(ctx, remote)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	timeout := 30 * time.Second
@@ -349,12 +367,12 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.
 		if err == nil {
 			err = ctx.Err()
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	sess, err := yamux.Client(pc, muxConfig(log), clientMemory().newSpan)
 	if err != nil {
 		pc.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return sess, nil
+	return sess, pc, nil
 }

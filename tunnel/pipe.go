@@ -34,7 +34,7 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 		peer = pc
 	} else {
 		mode = "mux"
-		sess, err := dialSession(dctx, d, remote, log)
+		sess, _, err := dialSession(dctx, d, remote, log)
 		if err != nil {
 			if errors.Is(err, ErrRefused) {
 				emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: err})
@@ -49,7 +49,7 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 		peer = muxStream{st}
 	}
 	emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
-	err := join(ctx, rwConn{rw}, peer)
+	err := join(ctx, rwConn{rw}, peer, nil, nil)
 	emit.emit(Event{Kind: EventDisconnected, Remote: remote, Mode: mode, Err: err})
 	if ctx.Err() != nil {
 		return ctx.Err()

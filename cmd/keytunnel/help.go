@@ -43,6 +43,10 @@ var examples = map[string][]string{
 	"up": {
 		"keytunnel up -c keytunnel.toml                      # kill -HUP PID re-reads the file",
 	},
+	"status": {
+		"keytunnel status                                    # every expose, forward, connect, up and node of this user",
+		"keytunnel status --json | jq '.processes[].tunnels[].bytes_sent'",
+	},
 	"testnet": {
 		"keytunnel testnet --port 49737                      # then: keytunnel --bootstrap 127.0.0.1:49737 expose 8080",
 	},

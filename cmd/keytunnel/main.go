@@ -72,6 +72,7 @@ func newApp(env *app.Env) *cli.App {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL` of logs on stderr: debug, info, warn or error"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)", DisableDefaultText: true},
 			&cli.StringSliceFlag{Name: "relay-through", Usage: "public `KEY` of a blind relay (keytunnel relay) to fall back to when holepunching fails; repeatable", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT, or PORT on 127.0.0.1; port 0 picks one, logged) from expose, forward, connect, up and node"},
 		}, relayFlags()...),
 		Before: func(c *cli.Context) error {
 			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -79,6 +80,7 @@ func newApp(env *app.Env) *cli.App {
 			}
 			env.LevelSet = c.IsSet("log-level")
 			env.JSON = c.Bool("json")
+			env.Metrics = c.String("metrics")
 			if c.IsSet("bootstrap") {
 				env.Bootstrap = app.SplitList(c.StringSlice("bootstrap"))
 			}
@@ -103,6 +105,7 @@ func newApp(env *app.Env) *cli.App {
 			connectCommand(env),
 			sshCommand(env),
 			upCommand(env),
+			statusCommand(env),
 			testnetCommand(env),
 			nodeCommand(env),
 			relayCommand(env),
@@ -353,6 +356,25 @@ func doctorCommand(env *app.Env) *cli.Command {
 			return app.Doctor(c.Context, env, app.DoctorOptions{
 				Remote: c.Args().First(), Key: keyOptions(c), Sample: c.Int("sample-mib") << 20,
 			})
+		},
+	}
+}
+
+func statusCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "list the tunnels every keytunnel process of this user runs: peers, paths, RTT, bytes, connections",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object (as the global --json does)", DisableDefaultText: true},
+		},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				env.JSON = true
+			}
+			return app.Status(c.Context, env)
 		},
 	}
 }

@@ -24,4 +24,14 @@
 // watches the join itself (bootstrap PINGs, NAT classification) so that
 // every step is bounded and reported, and dials with a dht.DialReport to
 // say which path a connection took.
+//
+// # Status and metrics
+//
+// expose, forward, connect and up register what they run in the Env's
+// registry: each tunnel with a function returning its tunnel.Stats, and
+// the Network, whose DHT node reports dht.Stats. The control socket
+// (control.go; one Unix socket per process, read by `keytunnel status`)
+// and the Prometheus collector (metrics.go, --metrics) both read one
+// snapshot of it; the packages below keep plain atomic counters and know
+// neither.
 package app

@@ -73,11 +73,17 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		conn = holesail.Public(kp.Public)
 	}
 	defer env.ignoreHangup("expose")()
+	stop, err := env.observe("expose")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
 	ln, err := nw.Listen(ctx, kp, tunnel.NewAllowList(allow...), nil)
 	if err != nil {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
@@ -128,16 +134,32 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	}
 	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
 	checkTarget(env, target)
-	err = tunnel.Expose(ctx, ln, target, tunnel.ExposeOptions{
+	ex := tunnel.NewExposer(ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),
 		Budget:  budget,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
+	defer env.reg.add(&regTunnel{name: target, role: "expose", publicKey: kp.Public.String(), local: target, stats: ex.Stats})()
+	return runUntil(ctx, ex)
+}
+
+// runUntil runs s (an Exposer or Forwarder) until ctx ends, which is no
+// error, or s's listener fails.
+func runUntil(ctx context.Context, s interface {
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+}) error {
+	select {
+	case <-ctx.Done():
+	case <-s.Done():
+	}
+	s.Close()
 	if ctx.Err() != nil {
 		return nil
 	}
-	return err
+	return s.Err()
 }
 
 // checkTarget warns when nothing listens at target yet; it is not fatal,

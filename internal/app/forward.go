@@ -63,6 +63,14 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		}
 	}
 	defer env.ignoreHangup("forward")()
+	stop, err := env.observe("forward")
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		if ln != nil {
@@ -71,6 +79,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
 	raw, rec, err := env.holesailService(ctx, nw, conn, o.Raw)
 	if err != nil {
 		if ln != nil {
@@ -90,15 +99,13 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
 		Event: EvForwarding, Listen: local, Remote: remote.String(),
 	})
-	err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
+	fw := tunnel.NewForwarder(nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
 		Raw:     raw,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), local: local, stats: fw.Stats})()
+	return runUntil(ctx, fw)
 }
 
 // ConnectOptions are connect's arguments.
@@ -133,15 +140,23 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	if err != nil {
 		return err
 	}
+	stop, err := env.observe("connect")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
 	raw, _, err := env.holesailService(ctx, nw, conn, o.Raw)
 	if err != nil {
 		return err
 	}
+	// Pipe keeps no counters: status lists the connection, no bytes.
+	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), since: time.Now()})()
 	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
 		Raw:     raw,
 		Logger:  env.logger,

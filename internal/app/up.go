@@ -92,12 +92,19 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 			ln.Close()
 		}
 	}
+	stop, err := env.observe("up")
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		closeAll()
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
 	r := &runner{env: env, nw: nw, path: o.ConfigFile, id: id,
 		exposes: map[string]*runningExpose{}, forwards: map[string]*runningForward{}}
 	defer r.stopAll()
@@ -131,21 +138,24 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 }
 
 type runningExpose struct {
-	cfg    config.Expose
-	ex     *tunnel.Exposer
-	record func() // stops publishing its holesail record; nil if none
+	cfg        config.Expose
+	ex         *tunnel.Exposer
+	record     func() // stops publishing its holesail record; nil if none
+	unregister func()
 }
 
 func (e *runningExpose) close() {
 	e.ex.Close()
+	e.unregister()
 	if e.record != nil {
 		e.record()
 	}
 }
 
 type runningForward struct {
-	cfg config.Forward
-	fw  *tunnel.Forwarder
+	cfg        config.Forward
+	fw         *tunnel.Forwarder
+	unregister func()
 }
 
 type runner struct {
@@ -187,7 +197,8 @@ func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.Pee
 		Logger:  r.env.logger.With("entry", e.Name),
 		OnEvent: r.env.onEvent(e.Name),
 	})
-	re := &runningExpose{cfg: e, ex: ex}
+	unregister := r.env.reg.add(&regTunnel{name: e.Name, role: "expose", publicKey: e.KeyPair.Public.String(), local: e.Target, stats: ex.Stats})
+	re := &runningExpose{cfg: e, ex: ex, unregister: unregister}
 	r.exposes[e.Name] = re
 	ev := Event{
 		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile,
@@ -223,8 +234,9 @@ func (r *runner) startForward(f config.Forward, ln net.Listener) {
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
 	})
-	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw}
 	local := ln.Addr().String()
+	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), local: local, stats: fw.Stats})
+	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw, unregister: unregister}
 	r.env.out.emit(fmt.Sprintf("%s: forwarding %s to %s", f.Name, local, f.Key), Event{
 		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(),
 	})
@@ -241,6 +253,7 @@ func (r *runner) stopExpose(name string) {
 func (r *runner) stopForward(name string) {
 	if f, ok := r.forwards[name]; ok {
 		f.fw.Close()
+		f.unregister()
 		delete(r.forwards, name)
 		r.env.out.emit(name+": stopped", Event{Event: EvStopped, Entry: name})
 	}
@@ -253,6 +266,7 @@ func (r *runner) stopAll() {
 	}
 	for name, f := range r.forwards {
 		f.fw.Close()
+		f.unregister()
 		delete(r.forwards, name)
 	}
 }
