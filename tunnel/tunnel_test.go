@@ -428,7 +428,7 @@ func TestReconnect(t *testing.T) {
 func TestRedialOnDemand(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	tg := newTarget(t, echo)
-	const base, maxB = 40 * time.Millisecond, 400 * time.Millisecond
+	const base, maxB = 250 * time.Millisecond, time.Second // backoffs long enough for a loaded machine to fit a connection inside
 	r := newRig(t, tg.addr(), ExposeOptions{}, &ForwardOptions{BackoffBase: base, BackoffMax: maxB, WaitTimeout: 20 * time.Second})
 	const failing = 4
 	r.dialer.definitive = true
@@ -454,7 +454,7 @@ func TestRedialOnDemand(t *testing.T) {
 			t.Fatalf("failure %d: backoff %v, want within [%v, %v]", i+1, d, hi/2, hi)
 		}
 		// Within the backoff a new connection fails at once, no dial.
-		if ev[i].Delay >= 20*time.Millisecond {
+		if ev[i].Delay >= 100*time.Millisecond {
 			start = time.Now()
 			if err := echoRoundTrip(r.fwdAddr, 10); err == nil {
 				t.Fatal("a connection within the backoff got through")
