@@ -7,8 +7,8 @@
 //
 //	[[expose]]
 //	name  = "web"                     # unique; defaults to "expose-<port>"
-//	port  = 8080                      # or: address = "10.0.0.5:8080"
-//	key   = "web.key"                 # seed file, relative to this file
+//	port  = 8080                      # or: address = "10.0.0.5:8080" or "unix:/run/app.sock"
+//	key   = "web.key"                 # seed file, relative to this file (or to up --key-dir)
 //	allow = ["<public key>", ...]     # optional: only these clients
 //	raw   = false                     # hypertele/holesail wire mode
 //	relay_through = ["<relay key>"]   # optional: this entry's relays ([] for none)
@@ -20,9 +20,12 @@
 //	[[forward]]
 //	name   = "web"                    # unique; defaults to "forward-<port>"
 //	key    = "<public key>"           # hex or z32
-//	listen = "127.0.0.1:9000"         # or: port = 9000
+//	listen = "127.0.0.1:9000"         # or: port = 9000, or "unix:/run/kt/db.sock" (mode 0600)
 //	raw    = false
 //	relay_through = []                # optional, as for expose
+//
+// A relative unix: path, like a relative key path, is taken from the
+// file's directory.
 //
 // An entry's relay_through replaces the top-level list (which the global
 // --relay-through flag replaces in turn) for that entry only.

@@ -21,10 +21,12 @@ var examples = map[string][]string{
 	"expose": {
 		"keytunnel expose 8080                               # prints this service's public key",
 		"keytunnel expose --key web.key --allow KEY 10.0.0.5:80",
+		"keytunnel expose unix:/var/run/docker.sock          # a Unix socket service",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",
 		"keytunnel forward --key me.key KEY 0.0.0.0:9000",
+		"keytunnel forward KEY unix:/run/kt/db.sock          # a Unix socket, mode 0600, removed on exit",
 	},
 	"connect": {
 		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY",

@@ -199,7 +199,7 @@ func exposeCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "expose",
 		Usage:     "serve a local TCP service under a public key (printed first)",
-		ArgsUsage: "PORT|HOST:PORT",
+		ArgsUsage: "PORT|HOST:PORT|unix:PATH",
 		Flags: append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
 		), budgetFlags()...),
@@ -219,7 +219,7 @@ func forwardCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "forward",
 		Usage:     "make the service behind a public key reachable on a local port",
-		ArgsUsage: "KEY [PORT|HOST:PORT]",
+		ArgsUsage: "KEY [PORT|HOST:PORT|unix:PATH]",
 		Flags: append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection)", DisableDefaultText: true},
 		),
@@ -291,12 +291,13 @@ func upCommand(env *app.Env) *cli.Command {
 		Usage: "run every [[expose]] and [[forward]] of a TOML file; SIGHUP reloads it",
 		Flags: append(keyFlags(),
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "the TOML `FILE`"},
+			&cli.StringFlag{Name: "key-dir", Usage: "take the file's relative key paths from `DIR`", DefaultText: "$STATE_DIRECTORY (systemd's StateDirectory), else the file's directory", EnvVars: []string{"KEYTUNNEL_KEY_DIR"}},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0); err != nil {
 				return err
 			}
-			return app.Up(c.Context, env, app.UpOptions{ConfigFile: c.String("config"), Key: keyOptions(c)})
+			return app.Up(c.Context, env, app.UpOptions{ConfigFile: c.String("config"), Key: keyOptions(c), KeyDir: c.String("key-dir")})
 		},
 	}
 }

@@ -56,11 +56,12 @@ type Env struct {
 	SSH  string
 	Self string
 
-	once   sync.Once
-	out    *output
-	errw   *lockedWriter
-	logger *slog.Logger
-	level  slog.LevelVar
+	once       sync.Once
+	notifyOnce sync.Once
+	out        *output
+	errw       *lockedWriter
+	logger     *slog.Logger
+	level      slog.LevelVar
 }
 
 func (e *Env) init() {

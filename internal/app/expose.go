@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/keytunnel/keytunnel/tunnel"
@@ -11,20 +10,20 @@ import (
 
 // ExposeOptions are expose's arguments.
 type ExposeOptions struct {
-	Target string // PORT (on 127.0.0.1) or HOST:PORT
+	Target string // PORT (on 127.0.0.1), HOST:PORT or unix:PATH
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
 	Budget BudgetOptions
 }
 
-// Expose serves the TCP service at o.Target under a key pair until ctx
+// Expose serves the TCP or Unix socket service at o.Target under a key pair until ctx
 // ends. The first stdout line is the public key (in JSON mode, the
 // "listening" event carrying it); it is printed once the key is announced.
 // Without --key or --seed, the key is the one saved for this target by an
 // earlier run, or a new one saved for the next.
 func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	env.init()
-	target, err := hostPort("target", o.Target, false)
+	target, err := address("target", o.Target, false)
 	if err != nil {
 		return err
 	}
@@ -61,6 +60,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		env.out.text("key from " + file)
 	}
 	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "allow", len(allow))
+	env.ready("exposing " + target + " as " + kp.Public.String())
 	checkTarget(env, target)
 	err = tunnel.Expose(ctx, ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),
@@ -77,7 +77,9 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 // checkTarget warns when nothing listens at target yet; it is not fatal,
 // since the service may start later.
 func checkTarget(env *Env, target string) {
-	c, err := net.DialTimeout("tcp", target, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := tunnel.DialTarget(ctx, target)
 	if err != nil {
 		env.logger.Warn("the target does not accept connections (yet); peers will be turned away until it does", "target", target, "err", err)
 		return

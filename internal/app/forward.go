@@ -12,13 +12,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
 // ForwardOptions are forward's arguments.
 type ForwardOptions struct {
 	Remote string     // the service's public key
-	Listen string     // PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one
+	Listen string     // PORT (on 127.0.0.1), HOST:PORT or unix:PATH; port 0 picks one
 	Key    KeyOptions // our identity (for the service's allow list)
 	Raw    bool       // hypertele/holesail servers
 }
@@ -32,7 +33,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if err != nil {
 		return err
 	}
-	addr, err := hostPort("listen address", o.Listen, true)
+	addr, err := address("listen address", o.Listen, true)
 	if err != nil {
 		return err
 	}
@@ -40,7 +41,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listenTCP(addr)
+	ln, err := env.listen(addr)
 	if err != nil {
 		return err
 	}
@@ -51,10 +52,11 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		return err
 	}
 	defer nw.Close()
-	local := ln.Addr().String()
+	local := stack.AddrString(ln.Addr())
 	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
 		Event: EvForwarding, Listen: local, Remote: remote.String(),
 	})
+	env.ready("forwarding " + local + " to " + remote.String())
 	err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
 		Raw:     o.Raw,
 		Logger:  env.logger,
