@@ -268,11 +268,11 @@ func (n *Node) Dial(ctx context.Context, remote string, opts ...Option) (net.Con
 }
 
 // Expose serves the TCP service at target (PORT on 127.0.0.1, or
-// HOST:PORT) under the node's key until ctx ends, as `keytunnel expose`
+// HOST:PORT; or a Unix socket, unix:PATH) under the node's key until ctx ends, as `keytunnel expose`
 // does: every connection a peer opens becomes a connection to target.
 // Allow restricts the peers. It returns nil when ctx ends.
 func (n *Node) Expose(ctx context.Context, target string, opts ...Option) error {
-	addr, err := stack.HostPort("target", target, false)
+	addr, err := stack.Address("target", target, false)
 	if err != nil {
 		return fmt.Errorf("keytunnel: %w", err)
 	}
@@ -289,7 +289,7 @@ func (n *Node) Expose(ctx context.Context, target string, opts ...Option) error 
 }
 
 // Forward opens the local TCP address listen (PORT on 127.0.0.1, or
-// HOST:PORT) and carries every connection to it to the peer at remote
+// HOST:PORT; or a Unix socket, unix:PATH, mode 0600) and carries every connection to it to the peer at remote
 // (hex or z32), as `keytunnel forward` does, until ctx ends. The peer is
 // dialed on the first connection and again when the session is lost. It
 // returns nil when ctx ends.
@@ -298,11 +298,11 @@ func (n *Node) Forward(ctx context.Context, remote, listen string, opts ...Optio
 	if err != nil {
 		return fmt.Errorf("keytunnel: %w", err)
 	}
-	addr, err := stack.HostPort("listen address", listen, false)
+	addr, err := stack.Address("listen address", listen, false)
 	if err != nil {
 		return fmt.Errorf("keytunnel: %w", err)
 	}
-	ln, err := stack.ListenTCP(addr)
+	ln, err := stack.Listen(addr, n.log)
 	if err != nil {
 		return fmt.Errorf("keytunnel: %w", err)
 	}

@@ -126,18 +126,36 @@ type rawForward struct {
 
 // Load reads and parses the file at path. Relative key paths are taken
 // relative to the file's directory.
-func Load(path string) (*File, error) {
+func Load(path string) (*File, error) { return Options{}.Load(path) }
+
+// Parse parses data read from the file called name. It returns either a
+// complete File or an Errors listing every problem.
+func Parse(name string, data []byte) (*File, error) { return Options{}.Parse(name, data) }
+
+// Options change where Load and Parse look for what a file names.
+type Options struct {
+	// KeyDir is the directory relative key paths are taken from; empty
+	// means the file's own. A service keeps its keys apart from its
+	// configuration this way (systemd's StateDirectory, see
+	// examples/systemd).
+	KeyDir string
+}
+
+// Load is Load with these options.
+func (o Options) Load(path string) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(path, data)
+	return o.Parse(path, data)
 }
 
-// Parse parses data read from the file called name. It returns either a
-// complete File or an Errors listing every problem.
-func Parse(name string, data []byte) (*File, error) {
-	p := &parser{name: name, dir: filepath.Dir(name), lines: scanLines(data)}
+// Parse is Parse with these options.
+func (o Options) Parse(name string, data []byte) (*File, error) {
+	p := &parser{name: name, dir: filepath.Dir(name), keyDir: o.KeyDir, lines: scanLines(data)}
+	if p.keyDir == "" {
+		p.keyDir = p.dir
+	}
 	var raw rawFile
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
 	if err != nil {
@@ -190,10 +208,11 @@ func Parse(name string, data []byte) (*File, error) {
 }
 
 type parser struct {
-	name  string
-	dir   string
-	lines lineIndex
-	errs  Errors
+	name   string
+	dir    string // the file's directory: relative unix: paths
+	keyDir string // relative key paths
+	lines  lineIndex
+	errs   Errors
 }
 
 func (p *parser) fail(line int, field, msg string) {
@@ -245,10 +264,11 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 		}
 		e.Target = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
 	case r.Address != nil:
-		if _, _, err := splitHostPort(*r.Address); err != nil {
+		addr, err := p.address(*r.Address)
+		if err != nil {
 			p.fail(at("address"), field+".address", err.Error())
 		}
-		e.Target = *r.Address
+		e.Target = addr
 	default:
 		p.fail(at(), field, "needs port or address")
 	}
@@ -268,7 +288,7 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 	default:
 		e.KeyFile = *r.Key
 		if !filepath.IsAbs(e.KeyFile) {
-			e.KeyFile = filepath.Join(p.dir, e.KeyFile)
+			e.KeyFile = filepath.Join(p.keyDir, e.KeyFile)
 		}
 		kp, err := key.ReadSeedFile(e.KeyFile)
 		if err != nil {
@@ -352,10 +372,11 @@ func (p *parser) forward(i int, r rawForward) Forward {
 		}
 		fw.Listen = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
 	case r.Listen != nil:
-		if _, _, err := splitHostPort(*r.Listen); err != nil {
+		addr, err := p.address(*r.Listen)
+		if err != nil {
 			p.fail(at("listen"), field+".listen", err.Error())
 		}
-		fw.Listen = *r.Listen
+		fw.Listen = addr
 	default:
 		p.fail(at(), field, "needs listen or port")
 	}
@@ -399,6 +420,27 @@ func (p *parser) checkName(line int, field, name string) string {
 		p.fail(line, field+".name", "name is empty")
 	}
 	return name
+}
+
+// unixPrefix marks a Unix socket path in an address (stack.UnixPrefix).
+const unixPrefix = "unix:"
+
+// address checks an expose address or a forward's listen address:
+// host:port, or unix:PATH with a relative PATH taken from the file's
+// directory, as key paths are.
+func (p *parser) address(s string) (string, error) {
+	path, ok := strings.CutPrefix(s, unixPrefix)
+	if !ok {
+		_, _, err := splitHostPort(s)
+		return s, err
+	}
+	if path == "" {
+		return "", fmt.Errorf("%q: want unix:PATH, the path of a Unix socket", s)
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.dir, path)
+	}
+	return unixPrefix + filepath.Clean(path), nil
 }
 
 // splitHostPort checks a host:port with a numeric port in 0-65535.

@@ -375,3 +375,81 @@ port = 82
 		t.Fatalf("diff %+v: want only the expose restarted", ch)
 	}
 }
+
+// TestUnixSockets: an expose address and a forward's listen address may be
+// unix:PATH, a relative PATH taken from the file's directory; unix: alone
+// and two forwards on one socket are errors.
+func TestUnixSockets(t *testing.T) {
+	dir := t.TempDir()
+	kp := writeKey(t, dir, "k.key")
+	f, err := Load(writeConf(t, dir, `
+[[expose]]
+address = "unix:/var/run/docker.sock"
+key = "k.key"
+
+[[forward]]
+key = "`+kp.Public.String()+`"
+listen = "unix:run/db.sock"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := f.Expose[0]; e.Target != "unix:/var/run/docker.sock" || e.Name != "expose-unix:/var/run/docker.sock" {
+		t.Errorf("expose = %+v", e)
+	}
+	if fw := f.Forward[0]; fw.Listen != "unix:"+filepath.Join(dir, "run", "db.sock") {
+		t.Errorf("forward listen = %q", fw.Listen)
+	}
+	p := writeConf(t, dir, `
+[[expose]]
+address = "unix:"
+key = "k.key"
+
+[[forward]]
+key = "`+kp.Public.String()+`"
+listen = "unix:a.sock"
+
+[[forward]]
+key = "`+kp.Public.String()+`"
+listen = "unix:`+filepath.Join(dir, "a.sock")+`"
+`)
+	_, err = Load(p)
+	for _, want := range []string{
+		p + `:3: expose[0].address: "unix:": want unix:PATH`,
+		p + `:12: forward[1].listen: unix:` + filepath.Join(dir, "a.sock") + ` is already the listen address of forward[0]`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in:\n%v", want, err)
+		}
+	}
+}
+
+// TestKeyDir: with Options.KeyDir, relative key paths are taken from it
+// (a service's state directory), absolute ones and unix: paths are not.
+func TestKeyDir(t *testing.T) {
+	confDir, keyDir := t.TempDir(), t.TempDir()
+	kp := writeKey(t, keyDir, "web.key")
+	writeKey(t, confDir, "web.key") // the file's directory holds another
+	p := writeConf(t, confDir, `
+[[expose]]
+port = 8080
+key = "web.key"
+
+[[forward]]
+key = "`+kp.Public.String()+`"
+listen = "unix:fwd.sock"
+`)
+	f, err := Options{KeyDir: keyDir}.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := f.Expose[0]; e.KeyFile != filepath.Join(keyDir, "web.key") || e.KeyPair.Public != kp.Public {
+		t.Errorf("expose key from %s, want %s", e.KeyFile, filepath.Join(keyDir, "web.key"))
+	}
+	if fw := f.Forward[0]; fw.Listen != "unix:"+filepath.Join(confDir, "fwd.sock") {
+		t.Errorf("forward listen = %q", fw.Listen)
+	}
+	if f, err := Load(p); err != nil || f.Expose[0].KeyFile != filepath.Join(confDir, "web.key") {
+		t.Errorf("without KeyDir: %v", err)
+	}
+}

@@ -7,8 +7,8 @@
 //
 //	[[expose]]
 //	name  = "web"                     # unique; defaults to "expose-<port>"
-//	port  = 8080                      # or: address = "10.0.0.5:8080"
-//	key   = "web.key"                 # seed file, relative to this file
+//	port  = 8080                      # or: address = "10.0.0.5:8080" or "unix:/run/app.sock"
+//	key   = "web.key"                 # seed file, relative to this file (or to up --key-dir)
 //	                                  # or: secret_file = "web.secret" (private: see below)
 //	allow = ["<public key>", ...]     # optional: only these clients
 //	raw   = false                     # hypertele/holesail wire mode
@@ -33,6 +33,9 @@
 // only clients holding it, a [[forward]] dials with that key pair. A
 // private string is never accepted inline (key = "hs://s000…"), since the
 // file holding the configuration is often readable by others.
+//
+// A relative unix: path, like a relative key path, is taken from the
+// file's directory.
 //
 // An entry's relay_through replaces the top-level list (which the global
 // --relay-through flag replaces in turn) for that entry only.

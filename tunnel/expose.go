@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,8 +48,8 @@ type ExposeOptions struct {
 	DetectTimeout time.Duration
 	// DialTimeout bounds each connection to the target. Zero means 10 s.
 	DialTimeout time.Duration
-	// DialTarget connects to the target; nil means a net.Dialer over TCP
-	// (with TCP keepalive only if the target is on another host).
+	// DialTarget connects to the target; nil means DialTarget (TCP, or a
+	// Unix socket for unix:PATH).
 	DialTarget func(ctx context.Context, addr string) (net.Conn, error)
 	// Budget caps the sessions, streams and buffer memory peers may take;
 	// zero fields take the defaults (see Budget).
@@ -74,7 +75,7 @@ type Exposer struct {
 }
 
 // NewExposer starts serving ln's peers, connecting each to target
-// (host:port). The Exposer owns ln and closes it on Close.
+// (host:port, or unix:PATH; see DialTarget). The Exposer owns ln and closes it on Close.
 func NewExposer(ln PeerListener, target string, opts ExposeOptions) *Exposer {
 	return newExposer(ln, target, opts, nil)
 }
@@ -84,14 +85,7 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
 	opts.Budget = opts.Budget.withDefaults()
 	if opts.DialTarget == nil {
-		d := net.Dialer{KeepAlive: -1}
-		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if err == nil {
-				keepAliveIfRemote(c)
-			}
-			return c, err
-		}
+		opts.DialTarget = DialTarget
 	}
 	e := &Exposer{
 		ln:      ln,
@@ -364,6 +358,23 @@ func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logg
 	}
 	defer e.stats.connOpened()()
 	_ = join(e.ctx, st, asConn(tc), &e.stats.received, &e.stats.sent)
+}
+
+// DialTarget connects to an exposed service: addr is host:port (TCP, with
+// keepalive only if the target is on another host) or unix:PATH (a Unix
+// socket, for services such as Docker's or a database's that listen on
+// one).
+func DialTarget(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return d.DialContext(ctx, "unix", path)
+	}
+	d.KeepAlive = -1
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		keepAliveIfRemote(c)
+	}
+	return c, err
 }
 
 func (e *Exposer) dialTarget() (net.Conn, error) {

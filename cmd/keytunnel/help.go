@@ -23,12 +23,14 @@ var examples = map[string][]string{
 		"keytunnel expose --key web.key --allow KEY 10.0.0.5:80",
 		"keytunnel expose --private 8080                     # prints the private string (a secret)",
 		"keytunnel expose --holesail 8080                    # holesail clients find the port by themselves",
+		"keytunnel expose unix:/var/run/docker.sock          # a Unix socket service",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",
 		"keytunnel forward --key me.key KEY 0.0.0.0:9000",
 		"keytunnel forward hs://0000KEY                      # holesail's public string; port from its record",
 		"keytunnel forward --secret-file web.secret 9000     # a private string (hs://s000...) kept out of ps",
+		"keytunnel forward KEY unix:/run/kt/db.sock          # a Unix socket, mode 0600, removed on exit",
 	},
 	"connect": {
 		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY",

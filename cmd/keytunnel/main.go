@@ -235,7 +235,7 @@ func exposeCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "expose",
 		Usage:     "serve a local TCP service under a public key (printed first)",
-		ArgsUsage: "PORT|HOST:PORT",
+		ArgsUsage: "PORT|HOST:PORT|unix:PATH",
 		Flags: append(append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
 			&cli.BoolFlag{Name: "holesail", Usage: "publish holesail's DHT record (port, protocol) for holesail clients and print the holesail connection string", DisableDefaultText: true},
@@ -256,7 +256,7 @@ func forwardCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "forward",
 		Usage:     "make the service behind a public key reachable on a local port",
-		ArgsUsage: "KEY|hs://… [PORT|HOST:PORT]",
+		ArgsUsage: "KEY|hs://… [PORT|HOST:PORT|unix:PATH]",
 		Flags: append(append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection)", DisableDefaultText: true},
 		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
@@ -328,12 +328,13 @@ func upCommand(env *app.Env) *cli.Command {
 		Usage: "run every [[expose]] and [[forward]] of a TOML file; SIGHUP reloads it",
 		Flags: append(keyFlags(),
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Required: true, Usage: "the TOML `FILE`"},
+			&cli.StringFlag{Name: "key-dir", Usage: "take the file's relative key paths from `DIR`", DefaultText: "$STATE_DIRECTORY (systemd's StateDirectory), else the file's directory", EnvVars: []string{"KEYTUNNEL_KEY_DIR"}},
 		),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 0, 0); err != nil {
 				return err
 			}
-			return app.Up(c.Context, env, app.UpOptions{ConfigFile: c.String("config"), Key: keyOptions(c)})
+			return app.Up(c.Context, env, app.UpOptions{ConfigFile: c.String("config"), Key: keyOptions(c), KeyDir: c.String("key-dir")})
 		},
 	}
 }

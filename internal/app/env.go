@@ -63,12 +63,13 @@ type Env struct {
 	// $XDG_RUNTIME_DIR/keytunnel, else <user config dir>/keytunnel/run.
 	RunDir string
 
-	reg    registry // what this process runs, for status and metrics
-	once   sync.Once
-	out    *output
-	errw   *lockedWriter
-	logger *slog.Logger
-	level  slog.LevelVar
+	reg        registry // what this process runs, for status and metrics
+	once       sync.Once
+	notifyOnce sync.Once
+	out        *output
+	errw       *lockedWriter
+	logger     *slog.Logger
+	level      slog.LevelVar
 }
 
 func (e *Env) init() {

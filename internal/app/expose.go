@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/holesail"
@@ -14,7 +13,7 @@ import (
 
 // ExposeOptions are expose's arguments.
 type ExposeOptions struct {
-	Target string // PORT (on 127.0.0.1) or HOST:PORT
+	Target string // PORT (on 127.0.0.1), HOST:PORT or unix:PATH
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
 	Budget BudgetOptions
@@ -28,14 +27,14 @@ type ExposeOptions struct {
 	Holesail bool
 }
 
-// Expose serves the TCP service at o.Target under a key pair until ctx
+// Expose serves the TCP or Unix socket service at o.Target under a key pair until ctx
 // ends. The first stdout line is the public key (in JSON mode, the
 // "listening" event carrying it); it is printed once the key is announced.
 // Without --key or --seed, the key is the one saved for this target by an
 // earlier run, or a new one saved for the next.
 func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	env.init()
-	target, err := hostPort("target", o.Target, false)
+	target, err := address("target", o.Target, false)
 	if err != nil {
 		return err
 	}
@@ -133,6 +132,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		access = "the --allow list"
 	}
 	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
+	env.ready("exposing " + target + " as " + kp.Public.String())
 	checkTarget(env, target)
 	ex := tunnel.NewExposer(ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),
@@ -165,7 +165,9 @@ func runUntil(ctx context.Context, s interface {
 // checkTarget warns when nothing listens at target yet; it is not fatal,
 // since the service may start later.
 func checkTarget(env *Env, target string) {
-	c, err := net.DialTimeout("tcp", target, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := tunnel.DialTarget(ctx, target)
 	if err != nil {
 		env.logger.Warn("the target does not accept connections (yet); peers will be turned away until it does", "target", target, "err", err)
 		return

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -21,9 +22,9 @@ type ForwardOptions struct {
 	// Remote is the service: a public key or a holesail connection
 	// string; empty or "-" when Secret names a private one.
 	Remote string
-	// Listen is PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one. Empty:
-	// the port of the service's holesail record, if it has one, else a
-	// free one.
+	// Listen is PORT (on 127.0.0.1), HOST:PORT or unix:PATH; port 0 picks
+	// one. Empty: the port of the service's holesail record, if it has
+	// one, else a free one.
 	Listen string
 	Key    KeyOptions // our identity (for the service's allow list)
 	Raw    bool       // hypertele/holesail servers
@@ -44,7 +45,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if listen == "" {
 		listen = "0"
 	}
-	addr, err := hostPort("listen address", listen, true)
+	addr, err := address("listen address", listen, true)
 	if err != nil {
 		return err
 	}
@@ -58,7 +59,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	fromRecord := o.Listen == "" && holesailMode(conn)
 	var ln net.Listener
 	if !fromRecord {
-		if ln, err = listenTCP(addr); err != nil {
+		if ln, err = env.listen(addr); err != nil {
 			return err
 		}
 	}
@@ -91,14 +92,15 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		if rec != nil {
 			addr = recordListen(*rec)
 		}
-		if ln, err = listenTCP(addr); err != nil {
+		if ln, err = env.listen(addr); err != nil {
 			return err
 		}
 	}
-	local := ln.Addr().String()
+	local := stack.AddrString(ln.Addr())
 	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
 		Event: EvForwarding, Listen: local, Remote: remote.String(),
 	})
+	env.ready("forwarding " + local + " to " + remote.String())
 	fw := tunnel.NewForwarder(nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
 		Raw:     raw,
 		Logger:  env.logger,

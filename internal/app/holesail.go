@@ -313,7 +313,7 @@ func IsListenAddress(s string) bool {
 	if _, err := holesail.Parse(s, false); err == nil {
 		return false
 	}
-	_, err := hostPort("", s, true)
+	_, err := stack.HostPort("", s, true)
 	return err == nil
 }
 

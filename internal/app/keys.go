@@ -190,9 +190,13 @@ func (e *Env) exposeKey(opts KeyOptions, target string) (kp key.KeyPair, file st
 	return kp, file, true, nil
 }
 
-// fileSafe turns a host:port into a file name part: 127.0.0.1:8080 is
-// "8080", other hosts keep their name.
+// fileSafe turns a target into a file name part: 127.0.0.1:8080 is
+// "8080", other hosts keep their name, unix:/run/app.sock is
+// "unix-run-app.sock".
 func fileSafe(target string) string {
+	if path, ok := strings.CutPrefix(target, stack.UnixPrefix); ok {
+		return "unix" + strings.NewReplacer("/", "-", `\`, "-", ":", "-").Replace(path)
+	}
 	h, p, _ := net.SplitHostPort(target)
 	if h == "127.0.0.1" || h == "localhost" {
 		return p
@@ -203,12 +207,12 @@ func fileSafe(target string) string {
 // parsePublicKey reads a peer's key from the command line.
 func parsePublicKey(s string) (key.PublicKey, error) { return stack.ParsePublicKey(s) }
 
-// hostPort reads "PORT" (meaning 127.0.0.1:PORT) or "HOST:PORT". Port 0 is
-// allowed only if zeroOK.
-func hostPort(what, s string, zeroOK bool) (string, error) { return stack.HostPort(what, s, zeroOK) }
+// address reads "PORT" (meaning 127.0.0.1:PORT), "HOST:PORT" or
+// "unix:PATH". Port 0 is allowed only if zeroOK.
+func address(what, s string, zeroOK bool) (string, error) { return stack.Address(what, s, zeroOK) }
 
-// listenTCP opens a forward's local port (see stack.ListenTCP).
-func listenTCP(addr string) (net.Listener, error) { return stack.ListenTCP(addr) }
+// listen opens a forward's local port or Unix socket (see stack.Listen).
+func (e *Env) listen(addr string) (net.Listener, error) { return stack.Listen(addr, e.logger) }
 
 func parseAllow(list []string) ([]key.PublicKey, error) {
 	var out []key.PublicKey

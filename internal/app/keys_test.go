@@ -80,21 +80,26 @@ func TestParsePublicKeyAndAddresses(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		"8080":           "127.0.0.1:8080",
-		"10.0.0.5:22":    "10.0.0.5:22",
-		":9000":          "127.0.0.1:9000",
-		"localhost:8080": "localhost:8080",
+		"8080":                  "127.0.0.1:8080",
+		"10.0.0.5:22":           "10.0.0.5:22",
+		":9000":                 "127.0.0.1:9000",
+		"localhost:8080":        "localhost:8080",
+		"unix:/run/app.sock":    "unix:/run/app.sock",
+		"unix:/run/../app.sock": "unix:/app.sock",
 	} {
-		if got, err := hostPort("target", in, false); err != nil || got != want {
-			t.Fatalf("hostPort(%q) = %q, %v; want %q", in, got, err, want)
+		if got, err := address("target", in, false); err != nil || got != want {
+			t.Fatalf("address(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"0", "70000", "host", "host:http", "-1"} {
-		if _, err := hostPort("target", in, false); err == nil {
-			t.Fatalf("hostPort(%q) accepted", in)
+	if got, _ := address("target", "unix:app.sock", false); !strings.HasPrefix(got, "unix:/") || !strings.HasSuffix(got, "/app.sock") {
+		t.Fatalf("a relative socket path is not made absolute: %q", got)
+	}
+	for _, in := range []string{"0", "70000", "host", "host:http", "-1", "unix:"} {
+		if _, err := address("target", in, false); err == nil {
+			t.Fatalf("address(%q) accepted", in)
 		}
 	}
-	if got, err := hostPort("listen address", "0", true); err != nil || got != "127.0.0.1:0" {
+	if got, err := address("listen address", "0", true); err != nil || got != "127.0.0.1:0" {
 		t.Fatalf("port 0: %q %v", got, err)
 	}
 	if _, err := parseAllow([]string{kp.Public.String() + ", " + kp.Public.Z32(), "nope"}); err == nil || !strings.Contains(err.Error(), "--allow") {
@@ -102,6 +107,9 @@ func TestParsePublicKeyAndAddresses(t *testing.T) {
 	}
 	if got := SplitList([]string{"a:1, b:2", "", "c:3"}); strings.Join(got, " ") != "a:1 b:2 c:3" {
 		t.Fatalf("SplitList = %q", got)
+	}
+	if a, b := fileSafe("unix:/run/a.sock"), fileSafe("unix:/run/b.sock"); a != "unix-run-a.sock" || a == b || a == fileSafe("8080") {
+		t.Fatalf("key names of Unix socket targets: %q, %q", a, b)
 	}
 	if got := SplitList(nil); got == nil || len(got) != 0 {
 		t.Fatalf("SplitList(nil) = %#v, want empty non-nil", got)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"net"
 	"net/http"
 	"sync"
@@ -165,11 +166,11 @@ type metricsServer struct {
 // user names an address) and serves Prometheus metrics there: the
 // process's tunnels and DHT node, and the Go and process collectors.
 func (e *Env) startMetrics(addr string) (*metricsServer, error) {
-	hp, err := hostPort("--metrics", addr, true)
+	hp, err := stack.HostPort("--metrics", addr, true)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := listenTCP(hp)
+	ln, err := stack.ListenTCP(hp)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}

@@ -8,11 +8,14 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/keytunnel/keytunnel/config"
 	"github.com/keytunnel/keytunnel/internal/holesail"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/sdnotify"
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -22,6 +25,22 @@ type UpOptions struct {
 	// Key is the identity the forwards dial with (what an exposing peer's
 	// allow list names); none means a random one per run.
 	Key KeyOptions
+	// KeyDir is where the file's relative key paths point; empty means
+	// $STATE_DIRECTORY (which systemd's StateDirectory= sets), else the
+	// file's directory.
+	KeyDir string
+}
+
+// StateDirEnv is what systemd sets to a unit's StateDirectory (several
+// are separated by colons; up takes the first).
+const StateDirEnv = "STATE_DIRECTORY"
+
+func (o UpOptions) configOptions() config.Options {
+	dir := o.KeyDir
+	if dir == "" {
+		dir, _, _ = strings.Cut(os.Getenv(StateDirEnv), ":")
+	}
+	return config.Options{KeyDir: dir}
 }
 
 // Up runs every [[expose]] and [[forward]] entry of a configuration file
@@ -36,7 +55,8 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	if o.ConfigFile == "" {
 		return errors.New("up needs a configuration file: keytunnel up -c FILE")
 	}
-	cfg, err := config.Load(o.ConfigFile)
+	copts := o.configOptions()
+	cfg, err := copts.Load(o.ConfigFile)
 	if err != nil {
 		return err
 	}
@@ -83,7 +103,7 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 		reload = ch
 	}
 
-	lns, err := bindForwards(cfg.Forward, nil)
+	lns, err := env.bindForwards(cfg.Forward, nil)
 	if err != nil {
 		return err
 	}
@@ -105,7 +125,7 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	}
 	defer nw.Close()
 	env.reg.setNetwork(nw)
-	r := &runner{env: env, nw: nw, path: o.ConfigFile, id: id,
+	r := &runner{env: env, nw: nw, path: o.ConfigFile, copts: copts, id: id,
 		exposes: map[string]*runningExpose{}, forwards: map[string]*runningForward{}}
 	defer r.stopAll()
 	pls := make([]tunnel.PeerListener, len(cfg.Expose))
@@ -126,15 +146,26 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	for i, f := range cfg.Forward {
 		r.startForward(f, lns[i])
 	}
-	env.logger.Info("up", "file", o.ConfigFile, "expose", len(cfg.Expose), "forward", len(cfg.Forward))
+	env.logger.Info("up", "file", o.ConfigFile, "key_dir", copts.KeyDir, "expose", len(cfg.Expose), "forward", len(cfg.Forward))
+	// Under systemd (Type=notify), the unit is started only now: every
+	// entry is announced or listening.
+	r.env.notify(sdnotify.Ready(r.status()))
 	for {
 		select {
 		case <-ctx.Done():
+			r.env.notify(sdnotify.Stopping())
 			return nil
 		case <-reload:
+			r.env.notify(sdnotify.Reloading())
 			r.reload(ctx)
+			r.env.notify(sdnotify.Ready(r.status()))
 		}
 	}
+}
+
+// status is the line `systemctl status` shows.
+func (r *runner) status() string {
+	return fmt.Sprintf("%d expose, %d forward entries from %s", len(r.exposes), len(r.forwards), r.path)
 }
 
 type runningExpose struct {
@@ -162,6 +193,7 @@ type runner struct {
 	env      *Env
 	nw       Network
 	path     string
+	copts    config.Options
 	id       key.KeyPair
 	exposes  map[string]*runningExpose
 	forwards map[string]*runningForward
@@ -170,13 +202,13 @@ type runner struct {
 // bindForwards opens every forward's port, or none: on an error it closes
 // what it opened. Entries whose address is in reuse get a nil listener
 // (their port is still held by an entry about to stop).
-func bindForwards(fs []config.Forward, reuse map[string]bool) ([]net.Listener, error) {
+func (e *Env) bindForwards(fs []config.Forward, reuse map[string]bool) ([]net.Listener, error) {
 	lns := make([]net.Listener, len(fs))
 	for i, f := range fs {
 		if reuse[f.Listen] {
 			continue
 		}
-		ln, err := listenTCP(f.Listen)
+		ln, err := e.listen(f.Listen)
 		if err != nil {
 			for _, ln := range lns[:i] {
 				if ln != nil {
@@ -234,7 +266,7 @@ func (r *runner) startForward(f config.Forward, ln net.Listener) {
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
 	})
-	local := ln.Addr().String()
+	local := stack.AddrString(ln.Addr())
 	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), local: local, stats: fw.Stats})
 	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw, unregister: unregister}
 	r.env.out.emit(fmt.Sprintf("%s: forwarding %s to %s", f.Name, local, f.Key), Event{
@@ -304,7 +336,7 @@ func (r *runner) reload(ctx context.Context) {
 		log.Error("reload failed; the running entries are unchanged", "file", r.path, "err", err)
 		r.env.out.emit("reload failed: "+err.Error(), Event{Event: EvReloadErr, Error: err.Error()})
 	}
-	cfg, err := config.Load(r.path)
+	cfg, err := r.copts.Load(r.path)
 	if err != nil {
 		fail(err)
 		return
@@ -320,7 +352,7 @@ func (r *runner) reload(ctx context.Context) {
 	for _, f := range ch.StopForward {
 		freed[f.Listen] = true
 	}
-	lns, err := bindForwards(ch.StartForward, freed)
+	lns, err := r.env.bindForwards(ch.StartForward, freed)
 	if err != nil {
 		fail(err)
 		return
@@ -346,7 +378,7 @@ func (r *runner) reload(ctx context.Context) {
 	for i, f := range ch.StartForward {
 		ln := lns[i]
 		if ln == nil {
-			if ln, err = listenTCP(f.Listen); err != nil {
+			if ln, err = r.env.listen(f.Listen); err != nil {
 				log.Error("entry not started", "entry", f.Name, "err", err)
 				r.env.out.emit(fmt.Sprintf("%s: not started: %v", f.Name, err), Event{Event: "error", Entry: f.Name, Error: err.Error()})
 				failed = append(failed, f.Name)
