@@ -60,6 +60,9 @@ type dialer struct {
 	relayPK      key.PublicKey
 	relayToken   [32]byte
 	relayFrom    atomic.Pointer[relayPath]
+	// roam is set once the stream is on a direct path for good: the
+	// server's packets from a new address then move it (udx.FirewallRoam).
+	roam atomic.Bool
 
 	// set once by the first successful handshake
 	once    sync.Once
@@ -125,11 +128,16 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 // the server's stream id we connect right there; before that we note the
 // path and hold the packets, which udx replays when we connect. On a
 // relayed connection: the server moved to a direct path, and so do we.
-// Anything else on a connected stream is accepted (Hold then means
-// accept), as udx-native does.
+// On a direct one: the server's address changed (its NAT lost our
+// mapping), and udx follows it when the packet fits the stream
+// (udx.FirewallRoam). Anything else on a connected stream is accepted
+// (Hold then means accept), as udx-native does.
 func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
 	if d.relayFrom.Load().is(sock, from) {
 		return udx.FirewallHold // relayed: connect once the pairing answers
+	}
+	if d.roam.Load() {
+		return udx.FirewallRoam
 	}
 	d.earlyMu.Lock()
 	defer d.earlyMu.Unlock()
@@ -226,6 +234,8 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 	d.onEarly = nil
 	if link != nil {
 		d.onDirect = d.upgrader(link)
+	} else {
+		d.roam.Store(true)
 	}
 	d.earlyMu.Unlock()
 	if link != nil && directCh != nil && n.ctx.Err() == nil {

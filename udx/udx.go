@@ -256,6 +256,12 @@ func (u *UDX) processBatch(b *rxBatch, now int64) {
 					break
 				}
 				s.connectLocked(sk, s.opts.RemoteID, from, now)
+			case FirewallRoam:
+				if !s.connected {
+					s.connectLocked(sk, s.opts.RemoteID, from, now)
+				} else if s.roamable(sk, &p) {
+					s.roamLocked(from)
+				}
 			}
 		}
 		s.notePathLocked(sk, from)
