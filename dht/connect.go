@@ -238,6 +238,10 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 		d.roam.Store(true)
 	}
 	d.earlyMu.Unlock()
+	if link == nil {
+		// Not under earlyMu: the firewall takes it on the udx loop.
+		_ = d.stream.SetTimeout(StreamTimeout)
+	}
 	if link != nil && directCh != nil && n.ctx.Err() == nil {
 		// Relayed while the punch goes on: a direct path it finds later
 		// takes over from the relay (connect.js keeps punching too).
@@ -494,7 +498,7 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 		tried[relay] = true
 		try(relay)
 	}
-	for round := 0; round < 2 && d.connect == nil; round++ {
+	for round := 0; round < 2 && !d.handshook(); round++ {
 		q := n.rpc.Query(ctx, rpc.ID(d.target), uint64(wire.CmdFindPeer), nil, &rpc.QueryOptions{Retries: findPeerRetries})
 	replies:
 		for {
@@ -552,6 +556,14 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 
 // connectThrough sends our first Noise message to one node and, if the
 // server answers through it first, records the handshake.
+// handshook reports whether a handshake succeeded (d.connect is set, under
+// hsMu, by whichever connectThrough got the reply first).
+func (d *dialer) handshook() bool {
+	d.hsMu.Lock()
+	defer d.hsMu.Unlock()
+	return d.connect != nil
+}
+
 func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
 	return d.connectThroughSock(ctx, to, rpc.SocketSame)
 }

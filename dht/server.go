@@ -703,6 +703,7 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 		}
 		if link == nil {
 			s.roam.Store(true)
+			_ = s.stream.SetTimeout(StreamTimeout)
 		}
 		if link != nil {
 			l.n.keepRelay(link, s.stream)

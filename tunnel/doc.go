@@ -111,9 +111,9 @@
 //   - yamux pings every 15 s and ends the session when a ping, or a
 //     frame waiting for the connection, gets nowhere in 45 s
 //     (ConnectionWriteTimeout; yamux's own 10 s would end it first);
-//   - the udx stream retransmits an unacknowledged packet every two RTOs
-//     for up to 45 s (dht.StreamTimeout; libudx gives up after six RTOs,
-//     about 13 s).
+//   - the udx stream of a direct session retransmits an unacknowledged
+//     packet every two RTOs for up to 45 s (dht.StreamTimeout; libudx
+//     gives up after six RTOs, about 13 s).
 //
 // So tunnelled connections, idle or busy, survive up to about 40 s of
 // darkness: the first retransmission after the link is back (at most two
@@ -127,7 +127,9 @@
 // a new address; the server's stream moves there once a packet from it
 // fits the stream's state (udx.FirewallRoam, which says what that
 // proves), so no tunnelled connection is reset and the transfer carries
-// on within a round trip or two. A relayed session does not roam.
+// on within a round trip or two. A relayed session does not roam, and
+// keeps libudx's 13 s stream timeout, the only way its ends learn that
+// the relay died.
 //
 // # Lifetimes and events
 //

@@ -159,9 +159,10 @@ func TestRoamFollowsRebinding(t *testing.T) {
 }
 
 // Packets with the stream's id from another address that carry no news
-// or do not fit the stream's windows, as a blind or replaying sender
-// would produce them, do not move the stream; a packet that does fit
-// (the peer's next one) does.
+// while the current path is live, or do not fit the stream's windows, as
+// a blind or replaying sender would produce them, do not move the
+// stream; one that fits after the path went silent does, and so does the
+// peer's next packet.
 func TestRoamRejectsStalePackets(t *testing.T) {
 	cl, srv, nat := roamPair(t, 0)
 	exchange(t, cl, srv)
@@ -204,6 +205,12 @@ func TestRoamRejectsStalePackets(t *testing.T) {
 		{"ack from the past", Header{Seq: ack, Ack: seq - 7}, nil},
 		{"data beyond the window", Header{Type: FlagData, Seq: ack + oooCap + 1, Ack: seq}, []byte("far")},
 	} {
+		// The client's path is live: a MESSAGE from it just arrived
+		// (it moves no sequence number).
+		if err := cl.Send([]byte("live")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
 		send(c.h, c.payload)
 		time.Sleep(20 * time.Millisecond)
 		if r := srv.Stats().Roams; r != 0 {
@@ -213,16 +220,25 @@ func TestRoamRejectsStalePackets(t *testing.T) {
 	if got := srv.RemoteAddr().(*net.UDPAddr).AddrPort(); got != peer {
 		t.Fatalf("server sends to %v, want the client's mapping %v", got, peer)
 	}
-	// The stream still works, and the client's own next packet moves
-	// it after a rebinding.
-	exchange(t, cl, srv)
-	if r := srv.Stats().Roams; r != 0 {
-		t.Fatalf("roamed %d times without a rebinding", r)
+	// Once the client's path has been silent for roamSilence, a packet
+	// that fits the windows moves the stream without news (a peer that
+	// moved with nothing new to say); the client's next packet with
+	// news moves it back.
+	time.Sleep(300 * time.Millisecond)
+	send(Header{Type: FlagData, Seq: ack - 1, Ack: seq}, []byte("old"))
+	time.Sleep(20 * time.Millisecond)
+	if r, got := srv.Stats().Roams, srv.RemoteAddr().(*net.UDPAddr).AddrPort(); r != 1 || got != spoofer.LocalAddr().(*net.UDPAddr).AddrPort() {
+		t.Fatalf("after 300 ms of silence a fitting packet from %v: %d roams, sending to %v", spoofer.LocalAddr(), r, got)
 	}
+	exchange(t, cl, srv)
+	if r, got := srv.Stats().Roams, srv.RemoteAddr().(*net.UDPAddr).AddrPort(); r != 2 || got != peer {
+		t.Fatalf("the client's next packets: %d roams, sending to %v, want 2 and %v", r, got, peer)
+	}
+	// And after a rebinding, the client's own next packet moves it.
 	nat.Rebind()
 	exchange(t, cl, srv)
-	if r := srv.Stats().Roams; r != 1 {
-		t.Fatalf("roamed %d times after one rebinding, want 1", r)
+	if r := srv.Stats().Roams; r != 3 {
+		t.Fatalf("roamed %d times in all after one rebinding, want 3", r)
 	}
 }
 
@@ -260,7 +276,13 @@ func TestTimeoutRidesOutDarkLink(t *testing.T) {
 	}
 	var long, short run
 	long.cl, long.srv, long.nat = roamPair(t, 25*time.Second)
-	short.cl, short.srv, short.nat = roamPair(t, 0)
+	short.cl, short.srv, short.nat = roamPair(t, 25*time.Second)
+	// Back to libudx's six RTOs, as a relayed dht connection keeps them.
+	for _, st := range []*Stream{short.cl, short.srv} {
+		if err := st.SetTimeout(0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	const n = 4 << 20
 	// The short pair carries on without end until it dies.
 	go func() { sendAll(short.cl, 3, 1<<40) }()

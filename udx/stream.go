@@ -141,6 +141,7 @@ type Stream struct {
 	mtuState                           int
 	probeWanted                        bool
 
+	heardAt            int64 // when a packet last came from the remote (roaming)
 	remoteChanging     bool
 	seqOnRemoteChanged uint32
 	remoteChangedCh    chan struct{}
@@ -479,6 +480,17 @@ func (s *Stream) SetKeepalive(d time.Duration) error {
 			s.idleTimer(now)
 			s.u.touch(s)
 		}
+		return nil
+	})
+}
+
+// SetTimeout changes StreamOptions.Timeout.
+func (s *Stream) SetTimeout(d time.Duration) error {
+	return s.u.do(func(int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		s.opts.Timeout = d
 		return nil
 	})
 }
