@@ -63,6 +63,9 @@ type dialer struct {
 	relayPK      key.PublicKey
 	relayToken   [32]byte
 	relayFrom    atomic.Pointer[relayPath]
+	// roam is set once the stream is on a direct path for good: the
+	// server's packets from a new address then move it (udx.FirewallRoam).
+	roam atomic.Bool
 
 	// set once by the first successful handshake
 	once    sync.Once
@@ -130,11 +133,16 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 // the server's stream id we connect right there; before that we note the
 // path and hold the packets, which udx replays when we connect. On a
 // relayed connection: the server moved to a direct path, and so do we.
-// Anything else on a connected stream is accepted (Hold then means
-// accept), as udx-native does.
+// On a direct one: the server's address changed (its NAT lost our
+// mapping), and udx follows it when the packet fits the stream
+// (udx.FirewallRoam). Anything else on a connected stream is accepted
+// (Hold then means accept), as udx-native does.
 func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
 	if d.relayFrom.Load().is(sock, from) {
 		return udx.FirewallHold // relayed: connect once the pairing answers
+	}
+	if d.roam.Load() {
+		return udx.FirewallRoam
 	}
 	d.earlyMu.Lock()
 	defer d.earlyMu.Unlock()
@@ -231,8 +239,14 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 	d.onEarly = nil
 	if link != nil {
 		d.onDirect = d.upgrader(link)
+	} else {
+		d.roam.Store(true)
 	}
 	d.earlyMu.Unlock()
+	if link == nil {
+		// Not under earlyMu: the firewall takes it on the udx loop.
+		_ = d.stream.SetTimeout(StreamTimeout)
+	}
 	if link != nil && directCh != nil && n.ctx.Err() == nil {
 		// Relayed while the punch goes on: a direct path it finds later
 		// takes over from the relay (connect.js keeps punching too).
@@ -505,7 +519,7 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 		tried[relay] = true
 		try(relay)
 	}
-	for round := 0; round < 2 && d.connect == nil; round++ {
+	for round := 0; round < 2 && !d.handshook(); round++ {
 		q := n.rpc.Query(ctx, rpc.ID(d.target), uint64(wire.CmdFindPeer), nil, &rpc.QueryOptions{Retries: findPeerRetries})
 	replies:
 		for {
@@ -563,6 +577,14 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 
 // connectThrough sends our first Noise message to one node and, if the
 // server answers through it first, records the handshake.
+// handshook reports whether a handshake succeeded (d.connect is set, under
+// hsMu, by whichever connectThrough got the reply first).
+func (d *dialer) handshook() bool {
+	d.hsMu.Lock()
+	defer d.hsMu.Unlock()
+	return d.connect != nil
+}
+
 func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
 	return d.connectThroughSock(ctx, to, rpc.SocketSame)
 }

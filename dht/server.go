@@ -88,6 +88,10 @@ type slot struct {
 	direct      chan struct{}
 	directOnce  sync.Once
 	upgradeOnce sync.Once
+	// roam is set once the stream is connected on a direct path: the
+	// client's packets from a new address then move it (udx.FirewallRoam:
+	// its NAT lost the mapping, or its address changed).
+	roam atomic.Bool
 
 	mu             sync.Mutex
 	hs             Handshaker // nil once closed
@@ -527,6 +531,9 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 					})
 					return udx.FirewallAccept
 				}
+				if s.roam.Load() {
+					return udx.FirewallRoam
+				}
 				select {
 				case <-s.decided:
 					// Connected already, or about to be: a second path
@@ -702,6 +709,10 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 				s.stream.Destroy()
 				return
 			}
+		}
+		if link == nil {
+			s.roam.Store(true)
+			_ = s.stream.SetTimeout(StreamTimeout)
 		}
 		if link != nil {
 			l.n.keepRelay(link, s.stream)

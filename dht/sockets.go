@@ -69,6 +69,18 @@ func (t *ttlSocket) SendTTL(b []byte, addr netip.AddrPort, ttl int) error {
 	return err
 }
 
+// StreamTimeout is how long the stream of a connection on a direct path
+// goes on retransmitting a packet the peer does not acknowledge before it
+// gives up (udx.StreamOptions.Timeout). libudx gives up after six RTOs,
+// some 13 s on most paths, so a link that goes dark for longer (a train
+// in a tunnel, a Wi-Fi handover gone slow) ends every connection on it;
+// 45 s lets one dark for half a minute carry on where it stopped. The
+// tunnels above size their own keepalive timeouts to match (see
+// tunnel's doc). It is local policy, invisible on the wire. A relayed
+// connection keeps libudx's timeout: it is how either side notices that
+// the relay died, which nothing else tells it.
+const StreamTimeout = 45 * time.Second
+
 // newStream opens a udx stream with a random unused id, as udx-native
 // picks ids.
 func newStream(u *udx.UDX, opts *udx.StreamOptions) (*udx.Stream, error) {

@@ -116,6 +116,37 @@
 // connecting costs at most one DHT lookup per backoff. Refusals fail
 // connections at once too.
 //
+// # Bad links: roaming, darkness
+//
+// A session is one udx stream, and everything that keeps it alive is
+// sized for a link that goes dark for 30 s and comes back:
+//
+//   - secret-stream sends an empty encrypted frame after 5 s without a
+//     write (hyperdht's connectionKeepAlive), so an idle session keeps
+//     its NAT mappings fresh and notices a new path;
+//   - yamux pings every 15 s and ends the session when a ping, or a
+//     frame waiting for the connection, gets nowhere in 45 s
+//     (ConnectionWriteTimeout; yamux's own 10 s would end it first);
+//   - the udx stream of a direct session retransmits an unacknowledged
+//     packet every two RTOs for up to 45 s (dht.StreamTimeout; libudx
+//     gives up after six RTOs, about 13 s).
+//
+// So tunnelled connections, idle or busy, survive up to about 40 s of
+// darkness: the first retransmission after the link is back (at most two
+// RTOs, 2 s on most paths) resumes the transfer, and nothing is delivered
+// twice (udx drops duplicate packets, yamux and TCP above see one
+// ordered stream). A peer that is gone for good is noticed within
+// 15 + 45 = 60 s, and a Forwarder then redials.
+//
+// When the client's NAT mapping or address changes mid-session (conntrack
+// flushed, a phone moving between networks), its next packet comes from
+// a new address; the server's stream moves there once a packet from it
+// fits the stream's state (udx.FirewallRoam, which says what that
+// proves), so no tunnelled connection is reset and the transfer carries
+// on within a round trip or two. A relayed session does not roam, and
+// keeps libudx's 13 s stream timeout, the only way its ends learn that
+// the relay died.
+//
 // # Lifetimes and events
 //
 // NewExposer and NewForwarder start their goroutines; Close is idempotent,

@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/keytunnel/keytunnel/dht"
 	"github.com/libp2p/go-yamux/v5"
 )
 
@@ -28,6 +29,14 @@ func muxConfig(log *slog.Logger) *yamux.Config {
 	// (NAT mapping gone, laptop suspended), so that Forward redials instead
 	// of opening streams into the void.
 	c.KeepAliveInterval = 15 * time.Second
+	// A keepalive ping waits this long for its answer, and a frame this
+	// long for the connection to take it, before the session ends. yamux's
+	// 10 s would end every tunnelled connection on a link that goes dark
+	// for longer than that, though the stream under it (dht.StreamTimeout,
+	// 45 s) would carry on; matched to it, a session outlives half a
+	// minute of darkness, and a peer that vanished is noticed within
+	// KeepAliveInterval + 45 s = 60 s.
+	c.ConnectionWriteTimeout = dht.StreamTimeout
 	// Windows start at yamux's 256 KiB and double (while the reader keeps
 	// up within a few round trips) up to maxWindow: 256 KiB caps one stream
 	// at window/RTT, well under what udx carries (98 vs 166 MB/s through a

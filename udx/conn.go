@@ -63,6 +63,7 @@ type outPkt struct {
 	uaddr       *net.UDPAddr
 	addr        netip.AddrPort
 	timeSent    int64
+	sentFirst   int64 // when the packet first went out (for StreamOptions.Timeout)
 	firstSentTs int64
 	deliveredTs int64
 	delivered   uint32
@@ -305,6 +306,9 @@ func (s *Stream) transmit(p *outPkt, retransmit bool, now int64) {
 		}
 	}
 	p.timeSent = now
+	if !retransmit {
+		p.sentFirst = now
+	}
 	s.ratePktSent(p, now)
 	if p.lost {
 		s.retrans.remove(p)
@@ -645,12 +649,14 @@ func (s *Stream) rtoTimeout(now int64) {
 		}
 		remaining := p.timeSent + s.rackRTT + reo - now
 		if p.seq == s.remoteAcked || remaining < 0 {
-			if p.rtoTimeout >= maxRTOTimeouts {
+			if p.rtoTimeout >= maxRTOTimeouts && now-p.sentFirst >= s.opts.Timeout.Microseconds() {
 				s.finish(ErrTimeout)
 				return
 			}
 			s.lostCount++
-			p.rtoTimeout++
+			if p.rtoTimeout < 255 {
+				p.rtoTimeout++
+			}
 			s.unprobe(p)
 			s.markLost(p)
 		}

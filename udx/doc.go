@@ -10,6 +10,13 @@
 // unreliable MESSAGE datagrams. Datagrams that are not packets of a live
 // stream are handed to Socket.ReadFrom, so the DHT RPC can share the port.
 //
+// A connected stream keeps sending to the address it was connected to;
+// its firewall may let it follow the peer to a new one (FirewallRoam:
+// NAT rebinding, a changed address), on a packet that fits the stream's
+// state (roam.go says what that proves). StreamOptions.Timeout lets a
+// stream retransmit through a dark link for longer than libudx's six
+// RTOs.
+//
 // The protocol code takes the current time as an argument; only the loop
 // reads the clock. Congestion control is BBR v1 as libudx implements it,
 // kept in microseconds, plus BBRv2's loss exit from STARTUP (a round that

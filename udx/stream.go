@@ -29,6 +29,15 @@ const (
 	// A hyperdht client uses it for the server's first packets, which can
 	// outrun the handshake reply that names the server's stream id.
 	FirewallHold
+	// FirewallRoam processes the packet and, when it is the peer's next
+	// packet (see roamable), moves the connected stream to the packet's
+	// source address, keeping its socket and remote id: the peer's NAT
+	// mapping or its own address changed mid-connection (NAT rebinding,
+	// a phone moving from Wi-Fi to mobile data). Everything sent from
+	// then on, retransmissions included, goes to the new address. Before
+	// the stream is connected it is FirewallConnect; on a foreign socket
+	// of a connected stream, FirewallAccept.
+	FirewallRoam
 )
 
 // Firewall decides about packets for a stream arriving on a foreign or no
@@ -55,6 +64,14 @@ type StreamOptions struct {
 	// MTUMax caps path MTU probing (default 1500). Set it to 1200 to
 	// disable probing.
 	MTUMax int
+	// Timeout is how long a packet may go unacknowledged, retransmitted
+	// every two RTOs, before the stream gives up with ErrTimeout; never
+	// less than libudx's six RTOs, which is also what 0 means (about
+	// 13 s on a path whose RTO is the 1 s floor). A longer one lets the
+	// stream ride out a link that goes dark for a while (a handover, a
+	// tunnel under a river): retransmissions go on, and the first one
+	// after the link is back carries on where the stream stopped.
+	Timeout time.Duration
 }
 
 // Stats are counters of one stream.
@@ -62,6 +79,7 @@ type Stats struct {
 	PacketsSent, PacketsReceived, Retransmits uint64
 	FastRecoveries, RTOs, DroppedSACKs        uint64
 	Duplicates                                uint64 // DATA received twice
+	Roams                                     uint64 // moves to a peer's new address (FirewallRoam)
 	RTT                                       time.Duration
 	Cwnd                                      uint32
 	MTU                                       int
@@ -123,6 +141,7 @@ type Stream struct {
 	mtuState                           int
 	probeWanted                        bool
 
+	heardAt            int64 // when a packet last came from the remote (roaming)
 	remoteChanging     bool
 	seqOnRemoteChanged uint32
 	remoteChangedCh    chan struct{}
@@ -461,6 +480,17 @@ func (s *Stream) SetKeepalive(d time.Duration) error {
 			s.idleTimer(now)
 			s.u.touch(s)
 		}
+		return nil
+	})
+}
+
+// SetTimeout changes StreamOptions.Timeout.
+func (s *Stream) SetTimeout(d time.Duration) error {
+	return s.u.do(func(int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		s.opts.Timeout = d
 		return nil
 	})
 }

@@ -256,7 +256,16 @@ func (u *UDX) processBatch(b *rxBatch, now int64) {
 					break
 				}
 				s.connectLocked(sk, s.opts.RemoteID, from, now)
+			case FirewallRoam:
+				if !s.connected {
+					s.connectLocked(sk, s.opts.RemoteID, from, now)
+				} else if s.roamable(sk, &p, now) {
+					s.roamLocked(from, now)
+				}
 			}
+		}
+		if sk == s.sock && sameAddrPort(from, s.raddr) {
+			s.heardAt = now
 		}
 		s.notePathLocked(sk, from)
 		s.onPacket(raw, &p, now)

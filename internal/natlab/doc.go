@@ -56,6 +56,16 @@
 // host is untouched). The same methods on a NAT impair its uplink, shared by
 // all its hosts but not carrying their LAN traffic.
 //
+// # Roaming
+//
+// Net.FlushConntrack empties a NAT's connection tracking table (one
+// ctnetlink request, as `conntrack -F`), so that each flow's next packet
+// gets a new mapping (a new port behind a Random NAT) and packets to the
+// old one are dropped as unsolicited: a router reboot or a mapping that
+// timed out. Host.ChangeAddr gives a host a new address on its net, as a
+// device rejoining a network gets one; its sockets bound to 0.0.0.0 carry
+// on from the new address.
+//
 // # WAN links
 //
 // The kernel here has no netem (nor fq or fq_codel), so delay, jitter,

@@ -377,27 +377,8 @@ func (l *Lab) Host(n *Net, opts ...Option) *Host {
 	l.mu.Lock()
 	l.hosts++
 	id := l.hosts
-	var addr netip.Addr
-	bits := 24
-	if n.kind == Public {
-		l.pubs++
-		if l.pubs > 250 {
-			l.mu.Unlock()
-			l.t.Fatalf("natlab: too many public hosts")
-		}
-		addr = netip.AddrFrom4([4]byte{198, 18, 0, byte(1 + l.pubs)})
-		bits = PublicPrefix.Bits()
-	} else {
-		n.hosts++
-		if n.hosts > 250 {
-			l.mu.Unlock()
-			l.t.Fatalf("natlab: too many hosts behind one NAT")
-		}
-		lan := n.lan.As4()
-		lan[3] = byte(1 + n.hosts)
-		addr = netip.AddrFrom4(lan)
-	}
 	l.mu.Unlock()
+	addr, bits := l.nextAddr(n)
 	ns := l.addNetns(fmt.Sprintf("h%d", id))
 	port := fmt.Sprintf("h%d", id)
 	var wan *Link
@@ -411,6 +392,28 @@ func (l *Lab) Host(n *Net, opts ...Option) *Host {
 	}
 	return &Host{lab: l, net: n, ns: ns, port: port, addr: addr, emu: wan,
 		link: link{lab: l, rns: n.ns, port: port}}
+}
+
+// nextAddr allocates a host address on n, with its prefix length: the
+// next 198.18.0.x/15 on the internet, the next 10.<k>.0.x/24 behind NAT k.
+func (l *Lab) nextAddr(n *Net) (netip.Addr, int) {
+	l.t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n.kind == Public {
+		l.pubs++
+		if l.pubs > 250 {
+			l.t.Fatalf("natlab: too many public hosts")
+		}
+		return netip.AddrFrom4([4]byte{198, 18, 0, byte(1 + l.pubs)}), PublicPrefix.Bits()
+	}
+	n.hosts++
+	if n.hosts > 250 {
+		l.t.Fatalf("natlab: too many hosts behind one NAT")
+	}
+	lan := n.lan.As4()
+	lan[3] = byte(1 + n.hosts)
+	return netip.AddrFrom4(lan), 24
 }
 
 // Hosts adds count hosts to n.
