@@ -32,6 +32,7 @@ type DHTRelayOptions struct {
 // until ctx ends. The first stdout line is the relay's URL.
 func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
 	env.init()
+	defer env.ignoreHangup("dht-relay")()
 	if o.Port == 0 {
 		o.Port = 49443
 	}
