@@ -41,6 +41,9 @@ type Expose struct {
 	Allow   []key.PublicKey // empty: anyone who knows the key
 	Raw     bool
 	Relay   Relay
+	// Replace: announce even when another live process serves the key
+	// (expose --replace); otherwise the entry does not start then.
+	Replace bool
 	// Budget caps what peers may take (max_sessions,
 	// max_streams_per_session, max_streams, max_buffer_mib); zero fields
 	// mean the defaults.
@@ -94,6 +97,7 @@ type rawExpose struct {
 	Allow   []string `toml:"allow"`
 	Raw     *bool    `toml:"raw"`
 	Relay   []string `toml:"relay_through"`
+	Replace *bool    `toml:"replace"`
 
 	MaxSessions          *int64 `toml:"max_sessions"`
 	MaxStreamsPerSession *int64 `toml:"max_streams_per_session"`
@@ -260,6 +264,7 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 		e.Allow = append(e.Allow, k)
 	}
 	e.Raw = r.Raw != nil && *r.Raw
+	e.Replace = r.Replace != nil && *r.Replace
 	if r.Relay != nil {
 		e.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
 	}
@@ -493,6 +498,8 @@ func Diff(old, cur *File) Change {
 	return c
 }
 
+// exposeEqual leaves Replace out: it matters only when an entry starts,
+// so changing it alone restarts nothing.
 func exposeEqual(a, b Expose) bool {
 	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
 		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay) && a.Budget == b.Budget

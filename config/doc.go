@@ -12,6 +12,7 @@
 //	allow = ["<public key>", ...]     # optional: only these clients
 //	raw   = false                     # hypertele/holesail wire mode
 //	relay_through = ["<relay key>"]   # optional: this entry's relays ([] for none)
+//	replace = false                   # true: take the key over from another live process
 //	max_sessions = 32                 # optional caps on what peers may take (these are
 //	max_streams_per_session = 100     # the defaults; see tunnel.Budget): concurrent
 //	max_streams = 256                 # sessions, connections per peer, connections in
@@ -23,6 +24,10 @@
 //	listen = "127.0.0.1:9000"         # or: port = 9000
 //	raw    = false
 //	relay_through = []                # optional, as for expose
+//
+// An [[expose]] entry whose key another live process already serves (a
+// `keytunnel expose` or another `up` with the same key) does not start
+// unless it has replace = true, as `expose --replace`.
 //
 // An entry's relay_through replaces the top-level list (which the global
 // --relay-through flag replaces in turn) for that entry only.

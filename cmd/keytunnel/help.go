@@ -21,6 +21,7 @@ var examples = map[string][]string{
 	"expose": {
 		"keytunnel expose 8080                               # prints this service's public key",
 		"keytunnel expose --key web.key --allow KEY 10.0.0.5:80",
+		"keytunnel expose --replace 8080                     # take the key over from a running expose 8080",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",

@@ -202,6 +202,7 @@ func exposeCommand(env *app.Env) *cli.Command {
 		ArgsUsage: "PORT|HOST:PORT",
 		Flags: append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
+			&cli.BoolFlag{Name: "replace", Usage: "take the key over from another running process that serves it (new clients then reach this one); without it expose refuses to start", DisableDefaultText: true},
 		), budgetFlags()...),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1); err != nil {
@@ -209,7 +210,7 @@ func exposeCommand(env *app.Env) *cli.Command {
 			}
 			return app.Expose(c.Context, env, app.ExposeOptions{
 				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
-				Budget: budgetOptions(c),
+				Budget: budgetOptions(c), Replace: c.Bool("replace"),
 			})
 		},
 	}

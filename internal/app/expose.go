@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -15,6 +17,8 @@ type ExposeOptions struct {
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
 	Budget BudgetOptions
+	// Replace announces even when another live process serves the key.
+	Replace bool
 }
 
 // Expose serves the TCP service at o.Target under a key pair until ctx
@@ -46,7 +50,10 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		return err
 	}
 	defer nw.Close()
-	ln, err := nw.Listen(ctx, kp, tunnel.NewAllowList(allow...), nil)
+	ln, err := nw.Listen(ctx, kp, env.listenOptions("", kp.Public, allow, nil, o.Replace || created))
+	if errors.Is(err, stack.ErrServed) {
+		return fmt.Errorf("%s is already served by another running process (a keytunnel expose or up with this key, here or elsewhere); stop that one, or pass --replace to take the key over", kp.Public)
+	}
 	if err != nil {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}

@@ -35,9 +35,6 @@ type Options struct {
 	Logger       *slog.Logger
 	// JoinTimeout bounds joining; zero means 30 s.
 	JoinTimeout time.Duration
-	// Refused, when set, hears of every client a listener's allow list
-	// turns away during the handshake, before any tunnel exists to say so.
-	Refused func(service, client key.PublicKey, addr netip.AddrPort)
 }
 
 func (o *Options) joinTimeout() time.Duration {
@@ -52,7 +49,6 @@ type Node struct {
 	*dht.Node
 	udp, cudp *net.UDPConn
 	relay     []key.PublicKey
-	refused   func(service, client key.PublicKey, addr netip.AddrPort)
 }
 
 // Close stops the node and closes its sockets.
@@ -123,7 +119,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		udp.Close()
 		return nil, fmt.Errorf("starting the DHT node: %w", err)
 	}
-	n := &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough, refused: o.Refused}
+	n := &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough}
 	if err := join(ctx, o, n.Node); err != nil {
 		n.Close()
 		return nil, err
