@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -143,4 +144,25 @@ func TestUpReplace(t *testing.T) {
 	ex.ErrLine("another process took over "+pub, 30*time.Second)
 	_, addr := proctest.Forward(t, bs, pub)
 	reach(t, addr, "B", 30*time.Second)
+}
+
+// TestExposeReplaceThroughRelay: through a dht-relay (no half-dial in
+// its protocol, so the check dials as the key itself), an expose of a
+// key that a running expose serves refuses with the same line.
+func TestExposeReplaceThroughRelay(t *testing.T) {
+	bs := proctest.Testnet(t, 3)
+	keyFile, kp := proctest.WriteSeed(t, "svc.key")
+	pub := kp.Public.String()
+	proctest.Expose(t, bs, named(t, "A"), "--key", keyFile)
+	port := proctest.FreeTCP(t)
+	dr := proctest.Start(t, proctest.Env(t, bs), "--json", "dht-relay", "--host", "127.0.0.1", "--port", strconv.Itoa(port))
+	url := proctest.JSON(t, dr.Line(`"event":"dht-relay"`, 60*time.Second))["address"].(string)
+	second := proctest.Start(t, proctest.Env(t, bs), "--relay", url, "expose", "--key", keyFile, named(t, "B"))
+	if code := second.Wait(60 * time.Second); code != 1 {
+		t.Fatalf("expose through the relay of a served key: exit %d, want 1", code)
+	}
+	want := "keytunnel: " + pub + " is already served by another running process (a keytunnel expose or up with this key, here or elsewhere); stop that one, or pass --replace to take the key over\n"
+	if got := second.Err.String(); got != want {
+		t.Fatalf("stderr %q\nwant   %q", got, want)
+	}
 }
