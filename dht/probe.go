@@ -38,7 +38,7 @@ func (h Holder) String() string {
 // process costs: nothing answers its handshakes, and the client's
 // requests through the nodes holding the record (1 s per attempt, four
 // attempts, two nodes at a time) would run past it. A live server answers
-// after the lookup and two round trips through a DHT node: 0.33 s on a
+// after the lookup and two round trips through a DHT node: 0.04-0.33 s on a
 // loopback testnet under -race (TestProbe), a lookup on the public DHT
 // takes 1-3 s. 8 s leaves a live server on a slow path that margin
 // twice over, and a restart after a crash waits 8 s instead of for the

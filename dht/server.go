@@ -311,7 +311,10 @@ func (l *Listener) background() {
 			l.mu.Lock()
 			n := len(l.announced)
 			l.mu.Unlock()
-			if answered < min(n, announceRelays) {
+			// Relays lost: announce afresh, unless another process
+			// holds the key (its own announce keeps the key reachable,
+			// and our refresh below would probe every round).
+			if !replaced && answered < min(n, announceRelays) {
 				break
 			}
 			if !watchUntil.IsZero() && time.Now().Before(watchUntil) {
@@ -375,14 +378,20 @@ func (l *Listener) checkRelays() (answered, gone int) {
 func (l *Listener) canProbe() bool { return len(l.kp.Private) > 0 }
 
 // probe asks our relays who answers for our key (HolderNone on errors).
+// When none of them routes to a live process (gone, or no longer holding
+// any record), a lookup checks the rest of the DHT before we conclude
+// that nobody else serves the key.
 func (l *Listener) probe() Holder {
 	l.mu.Lock()
 	via := slices.Clone(l.announced)
 	l.mu.Unlock()
-	if len(via) == 0 {
-		return HolderNone
+	h := HolderNone
+	if len(via) > 0 {
+		h, _ = l.n.Probe(l.ctx, l.kp, via)
 	}
-	h, _ := l.n.Probe(l.ctx, l.kp, via)
+	if h == HolderNone && l.ctx.Err() == nil {
+		h, _ = l.n.Probe(l.ctx, l.kp, nil)
+	}
 	return h
 }
 
