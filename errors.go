@@ -24,6 +24,10 @@ var (
 	// ErrListening: the node's key is already announced by Listen or
 	// Expose; one node serves its key once.
 	ErrListening = errors.New("keytunnel: the node is already listening on its key")
+	// ErrServed: Listen or Expose found another running process serving
+	// the node's key (it answered a handshake made with that key) and did
+	// not announce it; the Replace option takes the key over.
+	ErrServed = errors.New("keytunnel: another running process already serves the node's key")
 )
 
 // dialError names what went wrong in a Dial by this package's sentinels,

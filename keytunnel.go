@@ -2,6 +2,7 @@ package keytunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -48,11 +49,12 @@ type Config struct {
 // Node is one key pair on the DHT. Its methods are safe for concurrent
 // use.
 type Node struct {
-	kp  key.KeyPair
-	nw  stack.Network
-	log *slog.Logger
-	mux *tunnel.Client // Dial's shared sessions
-	raw *tunnel.Client // Dial with Raw
+	kp    key.KeyPair
+	fresh bool // kp was generated here: no other process can serve it
+	nw    stack.Network
+	log   *slog.Logger
+	mux   *tunnel.Client // Dial's shared sessions
+	raw   *tunnel.Client // Dial with Raw
 
 	mu        sync.Mutex
 	closed    bool
@@ -106,11 +108,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	d := nw.Dialer(kp, nil)
 	return &Node{
-		kp:  kp,
-		nw:  nw,
-		log: log,
-		mux: tunnel.NewClient(d, tunnel.ForwardOptions{Logger: log}),
-		raw: tunnel.NewClient(d, tunnel.ForwardOptions{Logger: log, Raw: true}),
+		kp:    kp,
+		fresh: cfg.Seed == nil,
+		nw:    nw,
+		log:   log,
+		mux:   tunnel.NewClient(d, tunnel.ForwardOptions{Logger: log}),
+		raw:   tunnel.NewClient(d, tunnel.ForwardOptions{Logger: log, Raw: true}),
 	}, nil
 }
 
@@ -133,8 +136,9 @@ func (n *Node) PublicKey() string { return n.kp.Public.String() }
 type Option func(*options)
 
 type options struct {
-	allow []string
-	raw   bool
+	allow   []string
+	raw     bool
+	replace bool
 }
 
 // Allow admits only peers with these keys (hex or z32) to Listen or
@@ -149,6 +153,15 @@ func Allow(keys ...string) Option {
 // shared session. Listen and Expose need no option: they serve raw peers
 // as well, telling them apart by their first bytes.
 func Raw() Option { return func(o *options) { o.raw = true } }
+
+// Replace makes Listen and Expose announce the node's key even when
+// another running process serves it (a program started twice with the
+// same Seed, a `keytunnel expose` of that key), taking the key over: new
+// peers reach this node. A keytunnel process that is taken over says so,
+// keeps its open connections and serves the key again once this node
+// stops serving it. Without Replace, Listen and Expose fail with
+// ErrServed then. A node without a Seed has a fresh key and never checks.
+func Replace() Option { return func(o *options) { o.replace = true } }
 
 func collect(opts []Option) options {
 	var o options
@@ -188,7 +201,21 @@ func (n *Node) announce(ctx context.Context, o options) (tunnel.PeerListener, tu
 	}
 	n.listening = true
 	n.mu.Unlock()
-	pl, err := n.nw.Listen(ctx, n.kp, allow, nil)
+	pub := n.kp.Public.String()
+	pl, err := n.nw.Listen(ctx, n.kp, stack.ListenOptions{
+		Allow:   allow,
+		Replace: o.replace || n.fresh,
+		OnReplaced: func(replaced bool) {
+			if replaced {
+				n.log.Warn("keytunnel: another process took over "+pub+": new peers reach it; this node keeps its connections and serves the key again once that process stops", "public_key", pub)
+			} else {
+				n.log.Info("keytunnel: serving "+pub+" again: the process that took it over has stopped", "public_key", pub)
+			}
+		},
+	})
+	if errors.Is(err, stack.ErrServed) {
+		err = ErrServed
+	}
 	if err != nil {
 		n.release()
 		return nil, nil, fmt.Errorf("keytunnel: announcing %s: %w", n.kp.Public, err)

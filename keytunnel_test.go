@@ -422,3 +422,74 @@ func TestDialRawServer(t *testing.T) {
 		t.Fatalf("RemotePublicKey %s, want %s", got, kp.Public)
 	}
 }
+
+// A second node with the same Seed does not listen while the first
+// serves the key (ErrServed); with Replace it takes the key over, and
+// once it closes the first serves the key again.
+func TestListenServedAndReplace(t *testing.T) {
+	tn := testnet(t)
+	seed := bytes.Repeat([]byte{7}, 32)
+	cfg := tn.Config()
+	cfg.Seed = seed
+	first, second, client := newNode(t, cfg), newNode(t, cfg), newNode(t, tn.Config())
+	ln1, err := first.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln1.Close()
+	if _, err := second.Listen(); !errors.Is(err, keytunnel.ErrServed) {
+		t.Fatalf("second Listen of a served key: %v, want ErrServed", err)
+	}
+	ln2, err := second.Listen(keytunnel.Replace())
+	if err != nil {
+		t.Fatalf("Listen with Replace: %v", err)
+	}
+	go func() {
+		if c, err := ln2.Accept(); err == nil {
+			c.Write([]byte("2"))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if got := readOne(t, ctx, client, first.PublicKey()); got != "2" {
+		t.Fatalf("after Replace the client reached %q, want the second node", got)
+	}
+	go func() {
+		for {
+			c, err := ln1.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("1"))
+			c.Close()
+		}
+	}()
+	ln2.Close()
+	second.Close() // its session with the client ends, so the next Dial looks the key up
+	deadline := time.Now().Add(30 * time.Second)
+	for readOne(t, ctx, client, first.PublicKey()) != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("the first node was not reachable again within 30 s of the second closing")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// readOne dials remote and returns the first byte it sends ("" on errors).
+func readOne(t *testing.T, ctx context.Context, n *keytunnel.Node, remote string) string {
+	t.Helper()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := n.Dial(dctx, remote)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return ""
+	}
+	return string(b)
+}

@@ -48,6 +48,9 @@ type Expose struct {
 	Private bool
 	// Holesail publishes holesail-server's DHT record for the entry.
 	Holesail bool
+	// Replace: announce even when another live process serves the key
+	// (expose --replace); otherwise the entry does not start then.
+	Replace bool
 	// Budget caps what peers may take (max_sessions,
 	// max_streams_per_session, max_streams, max_buffer_mib); zero fields
 	// mean the defaults.
@@ -107,6 +110,7 @@ type rawExpose struct {
 	Relay   []string `toml:"relay_through"`
 	Secret  *string  `toml:"secret_file"`
 	HS      *bool    `toml:"holesail"`
+	Replace *bool    `toml:"replace"`
 
 	MaxSessions          *int64 `toml:"max_sessions"`
 	MaxStreamsPerSession *int64 `toml:"max_streams_per_session"`
@@ -306,6 +310,7 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 	}
 	e.Raw = r.Raw != nil && *r.Raw
 	e.Holesail = r.HS != nil && *r.HS
+	e.Replace = r.Replace != nil && *r.Replace
 	if r.Relay != nil {
 		e.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
 	}
@@ -585,6 +590,8 @@ func Diff(old, cur *File) Change {
 	return c
 }
 
+// exposeEqual leaves Replace out: it matters only when an entry starts,
+// so changing it alone restarts nothing.
 func exposeEqual(a, b Expose) bool {
 	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
 		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay) && a.Budget == b.Budget &&

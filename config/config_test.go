@@ -49,6 +49,7 @@ allow = ["`+peer.String()+`", "`+peer.Z32()+`"]
 address = "10.0.0.5:22"
 key = "`+filepath.Join(dir, "web.key")+`"
 raw = true
+replace = true
 
 [[forward]]
 name = "db"
@@ -72,10 +73,10 @@ raw = true
 	}
 	e := f.Expose[0]
 	if e.Name != "web" || e.Target != "127.0.0.1:8080" || e.KeyPair.Public != web.Public ||
-		e.KeyFile != filepath.Join(dir, "web.key") || len(e.Allow) != 2 || e.Allow[0] != peer || e.Allow[1] != peer || e.Raw {
+		e.KeyFile != filepath.Join(dir, "web.key") || len(e.Allow) != 2 || e.Allow[0] != peer || e.Allow[1] != peer || e.Raw || e.Replace {
 		t.Errorf("expose[0] = %+v", e)
 	}
-	if e := f.Expose[1]; e.Target != "10.0.0.5:22" || !e.Raw || e.Name != "expose-10.0.0.5:22" {
+	if e := f.Expose[1]; e.Target != "10.0.0.5:22" || !e.Raw || !e.Replace || e.Name != "expose-10.0.0.5:22" {
 		t.Errorf("expose[1] = %+v", e)
 	}
 	if fw := f.Forward[0]; fw.Name != "db" || fw.Key != web.Public || fw.Listen != "127.0.0.1:5432" || fw.Raw {

@@ -14,6 +14,7 @@
 //	raw   = false                     # hypertele/holesail wire mode
 //	holesail = false                  # publish holesail-server's record (port, protocol)
 //	relay_through = ["<relay key>"]   # optional: this entry's relays ([] for none)
+//	replace = false                   # true: take the key over from another live process
 //	max_sessions = 32                 # optional caps on what peers may take (these are
 //	max_streams_per_session = 100     # the defaults; see tunnel.Budget): concurrent
 //	max_streams = 256                 # sessions, connections per peer, connections in
@@ -36,6 +37,10 @@
 //
 // A relative unix: path, like a relative key path, is taken from the
 // file's directory.
+//
+// An [[expose]] entry whose key another live process already serves (a
+// `keytunnel expose` or another `up` with the same key) does not start
+// unless it has replace = true, as `expose --replace`.
 //
 // An entry's relay_through replaces the top-level list (which the global
 // --relay-through flag replaces in turn) for that entry only.

@@ -31,6 +31,14 @@ type ListenOptions struct {
 	// Signer, when set, signs the listener's announce and unannounce
 	// records instead of the key pair's secret key.
 	Signer Signer
+	// OnReplaced, when set, hears when the listener finds that another
+	// live process serving the same key answers for it at the nodes that
+	// route clients to us (true): new clients reach that process, and we
+	// stop re-announcing, keeping what reaches us. It hears false once we
+	// announce again, because that process's record is gone (it
+	// unannounced on exit) or it no longer answers (it crashed). Without
+	// the key pair's secret key nothing is probed and it is never called.
+	OnReplaced func(replaced bool)
 }
 
 // DialOptions tunes Dial. The zero value (or nil) dials with the node's

@@ -31,6 +31,19 @@
 // several relays, cost nothing. DHT requests are limited per source too
 // (dht/rpc), except that loopback senders keep one limit per port.
 //
+// # One key, several processes
+//
+// DHT nodes route a key's handshakes to whichever process announced it
+// last, and an UNANNOUNCE signed with the key removes the record whoever
+// put it there. Probe tells a live holder (it answers a handshake made
+// with the key itself) from a stale record (no answer within
+// ProbeTimeout), so that a second server can refuse to start. A Listener
+// checks its relays' record every 3 s (a FIND_PEER instead of
+// hyperdht's ping) and re-announces at once when it is gone, and it
+// probes before each periodic re-announce and for a minute after a
+// handshake from its own key, staying quiet while another live process
+// holds the key (ListenOptions.OnReplaced).
+//
 // # Concurrency
 //
 // Requests are handled on the rpc loop goroutine, which passes its time to

@@ -38,6 +38,11 @@ const (
 	handshakeRate    = 50
 	handshakeBurst   = 100
 	maxRefusalMemory = 1024 // refused msg1s remembered, so repeats cost nothing
+	// After a handshake from our own key (another process holding it,
+	// probing before it announces), who holds the key is checked every
+	// relay ping round for this long: long enough for that process's
+	// announce to land, even across the Internet.
+	siblingWatch = time.Minute
 )
 
 // Listener accepts encrypted connections to one key pair.
@@ -62,7 +67,9 @@ type Listener struct {
 	limiter    *rpc.RateLimiter   // fresh handshakes per client source
 	relays     []wire.RelayInfo
 	relayAddrs []netip.AddrPort
-	announced  []netip.AddrPort // nodes holding our current announce
+	announced  []netip.AddrPort         // nodes holding our current announce
+	probes     map[string]chan struct{} // our own Probes in flight, by msg1
+	sibling    chan struct{}            // a handshake from our own key arrived
 }
 
 // slot is one client handshake (hyperdht's _holepunches entry). Its index
@@ -113,7 +120,8 @@ func (n *Node) listen(ctx context.Context, kp key.KeyPair, opts *ListenOptions) 
 		return nil, ErrNoStreams
 	}
 	l := &Listener{n: n, kp: kp, target: Hash(kp.Public[:]), accept: make(chan *Conn, 64), connects: make(map[string]*slot),
-		refused: make(map[string]refusal), limiter: rpc.NewRateLimiter(handshakeRate, handshakeBurst, maxHandshakeSlots)}
+		refused: make(map[string]refusal), limiter: rpc.NewRateLimiter(handshakeRate, handshakeBurst, maxHandshakeSlots),
+		probes: make(map[string]chan struct{}), sibling: make(chan struct{}, 1)}
 	if opts != nil {
 		l.opts = *opts
 	}
@@ -249,49 +257,172 @@ func (l *Listener) unannounceAt(ctx context.Context, to netip.AddrPort) {
 	_ = n.commitRequest(ctx, r, wire.CmdUnannounce, l.target, ann.Append(nil))
 }
 
-// background pings the relays every 3 s and re-announces after about five
-// minutes, or at once when fewer than min(#relays, 3) answer.
+// background checks the relays every 3 s and re-announces after about
+// five minutes, or at once when fewer than min(#relays, 3) answer. The
+// check is a FIND_PEER (hyperdht's announcer pings): it answers as a ping
+// does and also says whether the node still holds a record for our key.
+// One that does not was told to drop it: most likely by another process
+// serving the same key that unannounced on exit, which would leave us
+// unreachable until the next re-announce. So we re-announce at once.
+//
+// Another live process may hold the key too (keytunnel expose --replace):
+// then the nodes route new clients to whichever announced last, and a
+// periodic re-announce would take the key back from it every five minutes.
+// So before re-announcing (except when our record is gone), and for a
+// minute after a handshake from our own key (that process probing before
+// it announces), we probe who answers for the key at our relays. While
+// another process does, we stay quiet (ListenOptions.OnReplaced) and keep
+// serving what reaches us.
 func (l *Listener) background() {
 	defer l.wg.Done()
+	var watchUntil time.Time
+	replaced := false
+	setReplaced := func(v bool) {
+		if v == replaced {
+			return
+		}
+		replaced = v
+		l.n.log.Debug("dht: listener replaced by another process", "key", l.kp.Public, "replaced", v)
+		if l.opts.OnReplaced != nil {
+			l.opts.OnReplaced(v)
+		}
+	}
+	timer := time.NewTimer(relayPingInterval)
+	defer timer.Stop()
 	for {
+		recordGone := false
 		for i := 0; i < relayPingRounds; i++ {
-			if !sleepCtx(l.ctx.Done(), relayPingInterval) {
+			timer.Reset(relayPingInterval)
+			select {
+			case <-l.ctx.Done():
 				return
-			}
-			now := time.Now()
-			l.mu.Lock()
-			relays := slices.Clone(l.announced)
-			l.limiter.Sweep(now)
-			for k, r := range l.refused {
-				if now.Sub(r.at) >= handshakeClearWait {
-					delete(l.refused, k)
+			case <-l.sibling:
+				if l.canProbe() {
+					watchUntil = time.Now().Add(siblingWatch)
 				}
+				select {
+				case <-timer.C:
+				case <-l.ctx.Done():
+					return
+				}
+			case <-timer.C:
 			}
-			l.mu.Unlock()
-			var alive sync.WaitGroup
-			var mu sync.Mutex
-			answered := 0
-			for _, a := range relays {
-				alive.Add(1)
-				go func() {
-					defer alive.Done()
-					if _, err := l.n.rpc.Ping(l.ctx, a); err == nil {
-						mu.Lock()
-						answered++
-						mu.Unlock()
-					}
-				}()
-			}
-			alive.Wait()
-			if answered < min(len(relays), announceRelays) {
+			answered, gone := l.checkRelays()
+			if gone > 0 {
+				recordGone = true
 				break
+			}
+			l.mu.Lock()
+			n := len(l.announced)
+			l.mu.Unlock()
+			// Relays lost: announce afresh, unless another process
+			// holds the key (its own announce keeps the key reachable,
+			// and our refresh below would probe every round).
+			if !replaced && answered < min(n, announceRelays) {
+				break
+			}
+			if !watchUntil.IsZero() && time.Now().Before(watchUntil) {
+				if l.probe() == HolderOther {
+					setReplaced(true)
+					watchUntil = time.Time{}
+				}
 			}
 		}
 		if l.ctx.Err() != nil {
 			return
 		}
-		_ = l.announce(l.ctx)
+		if !recordGone && l.canProbe() && l.probe() == HolderOther {
+			setReplaced(true)
+			continue
+		}
+		if err := l.announce(l.ctx); err == nil {
+			setReplaced(false)
+		}
 	}
+}
+
+// checkRelays asks each node holding our announce for our record: how
+// many answered, and how many of those hold no record for our key.
+func (l *Listener) checkRelays() (answered, gone int) {
+	now := time.Now()
+	l.mu.Lock()
+	relays := slices.Clone(l.announced)
+	l.limiter.Sweep(now)
+	for k, r := range l.refused {
+		if now.Sub(r.at) >= handshakeClearWait {
+			delete(l.refused, k)
+		}
+	}
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	t := rpc.ID(l.target)
+	for _, a := range relays {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := l.n.rpc.Request(l.ctx, a, rpc.RequestOptions{Command: uint64(wire.CmdFindPeer), Target: &t})
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			answered++
+			if r.Value == nil {
+				gone++
+			}
+		}()
+	}
+	wg.Wait()
+	return answered, gone
+}
+
+// canProbe: a probe needs our secret key (a listener whose handshakes and
+// signatures run elsewhere has none).
+func (l *Listener) canProbe() bool { return len(l.kp.Private) > 0 }
+
+// probe asks our relays who answers for our key (HolderNone on errors).
+// When none of them routes to a live process (gone, or no longer holding
+// any record), a lookup checks the rest of the DHT before we conclude
+// that nobody else serves the key.
+func (l *Listener) probe() Holder {
+	l.mu.Lock()
+	via := slices.Clone(l.announced)
+	l.mu.Unlock()
+	h := HolderNone
+	if len(via) > 0 {
+		h, _ = l.n.Probe(l.ctx, l.kp, via)
+	}
+	if h == HolderNone && l.ctx.Err() == nil {
+		h, _ = l.n.Probe(l.ctx, l.kp, nil)
+	}
+	return h
+}
+
+// expectProbe registers msg1 as our own Probe's: handshake then closes
+// seen instead of treating it as a client. The returned func unregisters.
+func (l *Listener) expectProbe(msg1 []byte, seen chan struct{}) func() {
+	k := string(msg1)
+	l.mu.Lock()
+	l.probes[k] = seen
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		delete(l.probes, k)
+		l.mu.Unlock()
+	}
+}
+
+// takeProbe reports whether msg1 is one of our own probes (and tells it).
+func (l *Listener) takeProbe(msg1 []byte) bool {
+	l.mu.Lock()
+	ch, ok := l.probes[string(msg1)]
+	delete(l.probes, string(msg1))
+	l.mu.Unlock()
+	if ok {
+		close(ch)
+	}
+	return ok
 }
 
 // Accept waits for the next connection: a *Conn, or a *RawConn when
@@ -491,7 +622,21 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	// SERVER_ERROR) instead of the reference's silence, which leaves the
 	// client guessing for 8 s whether anyone is there. The key it dialled
 	// is the server's identity already, so nothing is revealed.
-	denied := l.opts.Firewall != nil && l.opts.Firewall(hs.RemotePublicKey(), client)
+	// Our own probe is answered with a refusal: it learnt what it wanted
+	// (that we hold the key), and a refusal costs no slot. A handshake
+	// from our own key otherwise comes from another process holding our
+	// secret key, probing before it announces; the firewall never refuses
+	// it (it could serve the key itself), and we watch whether it takes
+	// the key over.
+	own := l.takeProbe(msg1)
+	sibling := !own && hs.RemotePublicKey() == l.kp.Public
+	if sibling {
+		select {
+		case l.sibling <- struct{}{}:
+		default:
+		}
+	}
+	denied := own || (!sibling && l.opts.Firewall != nil && l.opts.Firewall(hs.RemotePublicKey(), client))
 	if denied {
 		n.log.Debug("dht: connection denied by firewall", "remote", hs.RemotePublicKey(), "from", client)
 	}

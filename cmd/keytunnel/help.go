@@ -24,6 +24,7 @@ var examples = map[string][]string{
 		"keytunnel expose --private 8080                     # prints the private string (a secret)",
 		"keytunnel expose --holesail 8080                    # holesail clients find the port by themselves",
 		"keytunnel expose unix:/var/run/docker.sock          # a Unix socket service",
+		"keytunnel expose --replace 8080                     # take the key over from a running expose 8080",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",

@@ -238,6 +238,7 @@ func exposeCommand(env *app.Env) *cli.Command {
 		ArgsUsage: "PORT|HOST:PORT|unix:PATH",
 		Flags: append(append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
+			&cli.BoolFlag{Name: "replace", Usage: "take the key over from another running process that serves it (new clients then reach this one); without it expose refuses to start", DisableDefaultText: true},
 			&cli.BoolFlag{Name: "holesail", Usage: "publish holesail's DHT record (port, protocol) for holesail clients and print the holesail connection string", DisableDefaultText: true},
 		), secretFlags("serve under a key pair derived from a secret and admit only clients holding it (holesail's secure mode); prints the private connection string")...), budgetFlags()...),
 		Action: func(c *cli.Context) error {
@@ -246,7 +247,7 @@ func exposeCommand(env *app.Env) *cli.Command {
 			}
 			return app.Expose(c.Context, env, app.ExposeOptions{
 				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
-				Budget: budgetOptions(c), Secret: secretOptions(c), Holesail: c.Bool("holesail"),
+				Budget: budgetOptions(c), Secret: secretOptions(c), Holesail: c.Bool("holesail"), Replace: c.Bool("replace"),
 			})
 		},
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -197,7 +198,7 @@ func TestDHTNetwork(t *testing.T) {
 	srvKP, _ := key.Generate(nil)
 	friend, _ := key.Generate(nil)
 	stranger, _ := key.Generate(nil)
-	ln, err := server.Listen(ctx, srvKP, tunnel.NewAllowList(friend.Public), nil)
+	ln, err := server.Listen(ctx, srvKP, stack.ListenOptions{Allow: tunnel.NewAllowList(friend.Public)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ type TestnetOptions struct {
 // for --bootstrap / KEYTUNNEL_BOOTSTRAP.
 func Testnet(ctx context.Context, env *Env, o TestnetOptions) error {
 	env.init()
+	defer env.ignoreHangup("testnet")()
 	if o.Nodes == 0 {
 		o.Nodes = 3
 	}
@@ -74,6 +75,7 @@ type NodeOptions struct {
 // first stdout line is its address (the sampled public one once known).
 func Node(ctx context.Context, env *Env, o NodeOptions) error {
 	env.init()
+	defer env.ignoreHangup("node")()
 	if o.Port < 0 || o.Port > 65535 {
 		return fmt.Errorf("--port %d is not a UDP port", o.Port)
 	}

@@ -32,6 +32,7 @@ type DHTRelayOptions struct {
 // until ctx ends. The first stdout line is the relay's URL.
 func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
 	env.init()
+	defer env.ignoreHangup("dht-relay")()
 	if o.Port == 0 {
 		o.Port = 49443
 	}
@@ -105,6 +106,10 @@ func RelayNetwork(rawURL string, o DHTRelayClientOptions) (func(ctx context.Cont
 	}
 	return func(ctx context.Context, env *Env) (Network, error) {
 		env.init()
-		return stack.DialRelay(ctx, rawURL, o.NonCustodial, key.KeyPair{}, env.logger, env.joinTimeout())
+		nw, err := stack.DialRelay(ctx, rawURL, o.NonCustodial, key.KeyPair{}, env.logger, env.joinTimeout())
+		if err != nil {
+			return nil, err
+		}
+		return appNetwork{nw}, nil
 	}, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/internal/holesail"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -25,6 +26,8 @@ type ExposeOptions struct {
 	// so that holesail clients find the port by themselves, and prints
 	// the holesail connection string.
 	Holesail bool
+	// Replace announces even when another live process serves the key.
+	Replace bool
 }
 
 // Expose serves the TCP or Unix socket service at o.Target under a key pair until ctx
@@ -83,7 +86,10 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	}
 	defer nw.Close()
 	env.reg.setNetwork(nw)
-	ln, err := nw.Listen(ctx, kp, tunnel.NewAllowList(allow...), nil)
+	ln, err := nw.Listen(ctx, kp, env.listenOptions("", kp.Public, allow, nil, o.Replace || created))
+	if errors.Is(err, stack.ErrServed) {
+		return fmt.Errorf("%s is already served by another running process (a keytunnel expose or up with this key, here or elsewhere); stop that one, or pass --replace to take the key over", kp.Public)
+	}
 	if err != nil {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}

@@ -6,9 +6,11 @@ import (
 	"syscall"
 )
 
-// ignoreHangup keeps SIGHUP from killing expose and forward, which have
-// nothing to reload: a `kill -HUP` sent out of habit (or by a service
-// manager's reload) must not drop every tunnel. Each one is logged so the
+// ignoreHangup keeps SIGHUP from killing the long-running commands that
+// have nothing to reload (expose, forward, node, relay, testnet,
+// dht-relay): a `kill -HUP` sent out of habit (or by a service manager's
+// reload, or a closed terminal) must not drop every tunnel or take a DHT
+// node off the network. Each one is logged so the
 // sender learns what happened. The returned func restores the default.
 func (e *Env) ignoreHangup(cmd string) (stop func()) {
 	ch := make(chan os.Signal, 1)

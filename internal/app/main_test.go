@@ -13,6 +13,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/proctest"
+	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -211,7 +212,8 @@ func (w *fakeNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Diale
 
 var errAlreadyListening = errors.New("fake: key pair already listening")
 
-func (w *fakeNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
+func (w *fakeNetwork) Listen(ctx context.Context, kp key.KeyPair, o stack.ListenOptions) (tunnel.PeerListener, error) {
+	allow, relay := o.Allow, o.Relay
 	n := w.n
 	n.mu.Lock()
 	defer n.mu.Unlock()

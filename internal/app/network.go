@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/tunnel"
@@ -15,6 +16,32 @@ import (
 // are an entry's own blind relays (config.Relay); nil means
 // Env.RelayThrough.
 type Network = stack.Network
+
+// listenOptions are the Listen options of the expose entry named entry
+// ("" outside up) serving service: its refusals are logged and emitted
+// as refused events naming the entry, and a takeover of its key by
+// another process (which replace allows this one to do) is logged.
+func (e *Env) listenOptions(entry string, service key.PublicKey, allow []key.PublicKey, relay []key.PublicKey, replace bool) stack.ListenOptions {
+	log := e.logger
+	if entry != "" {
+		log = log.With("entry", entry)
+	}
+	return stack.ListenOptions{
+		Allow: tunnel.NewAllowList(allow...),
+		Relay: relay,
+		Refused: func(client key.PublicKey, addr netip.AddrPort) {
+			e.refusedClient(log, entry, service, client, addr)
+		},
+		Replace: replace,
+		OnReplaced: func(replaced bool) {
+			if replaced {
+				log.Warn("another process took over "+service.String()+" (started with --replace): new clients reach it; this one keeps its open connections and serves the key again once that process stops", "public_key", service.String())
+				return
+			}
+			log.Info("serving "+service.String()+" again: the process that took it over has stopped", "public_key", service.String())
+		},
+	}
+}
 
 func (e *Env) openNetwork(ctx context.Context) (Network, error) {
 	if e.OpenNetwork != nil {
@@ -45,7 +72,6 @@ func startNode(ctx context.Context, env *Env, port int, mode rpc.Mode) (*stack.N
 		RelayThrough: env.RelayThrough,
 		Logger:       env.logger,
 		JoinTimeout:  env.joinTimeout(),
-		Refused:      env.refusedClient,
 	})
 }
 

@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -45,7 +46,9 @@ func dialed(err error, kp key.KeyPair, random bool) error {
 // refusedClient is called by an exposed key's handshake firewall for a
 // client it turns away: without it the exposing side would say nothing
 // (the refusal happens before any tunnel exists).
-func (e *Env) refusedClient(service, client key.PublicKey, addr netip.AddrPort) {
-	e.logger.Warn("refused a client: its key is not on the --allow list", "service", service.String(), "client_key", client.String(), "address", addr.String())
-	e.out.tunnelEvent("", tunnel.Event{Kind: tunnel.EventRefused, Time: time.Now(), Remote: client, Err: errors.New("key not on the --allow list")})
+// entry names the expose entry under up ("" otherwise); log is the
+// logger that names it.
+func (e *Env) refusedClient(log *slog.Logger, entry string, service, client key.PublicKey, addr netip.AddrPort) {
+	log.Warn("refused a client: its key is not on the --allow list", "service", service.String(), "client_key", client.String(), "address", addr.String())
+	e.out.tunnelEvent(entry, tunnel.Event{Kind: tunnel.EventRefused, Time: time.Now(), Remote: client, Err: errors.New("key not on the --allow list")})
 }

@@ -20,6 +20,7 @@ type RelayOptions struct {
 // never sees plaintext. The first stdout line is its public key.
 func Relay(ctx context.Context, env *Env, o RelayOptions) error {
 	env.init()
+	defer env.ignoreHangup("relay")()
 	kp, err := env.loadKey(o.Key)
 	if err != nil {
 		return err

@@ -130,13 +130,13 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	defer r.stopAll()
 	pls := make([]tunnel.PeerListener, len(cfg.Expose))
 	for i, e := range cfg.Expose {
-		pl, err := nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...), e.Relay.Override())
+		pl, err := nw.Listen(ctx, e.KeyPair, env.listenOptions(e.Name, e.KeyPair.Public, e.Allow, e.Relay.Override(), e.Replace))
 		if err != nil {
 			closeAll()
 			for _, pl := range pls[:i] {
 				pl.Close()
 			}
-			return fmt.Errorf("expose %q: announcing %s on the DHT: %w", e.Name, e.KeyPair.Public, err)
+			return fmt.Errorf("expose %q: %w", e.Name, announceError(e.KeyPair.Public, err))
 		}
 		pls[i] = pl
 	}
@@ -389,9 +389,9 @@ func (r *runner) reload(ctx context.Context) {
 		started = append(started, f.Name)
 	}
 	for _, e := range ch.StartExpose {
-		pl, err := r.nw.Listen(ctx, e.KeyPair, tunnel.NewAllowList(e.Allow...), e.Relay.Override())
+		pl, err := r.nw.Listen(ctx, e.KeyPair, r.env.listenOptions(e.Name, e.KeyPair.Public, e.Allow, e.Relay.Override(), e.Replace))
 		if err != nil {
-			err = fmt.Errorf("announcing %s on the DHT: %w", e.KeyPair.Public, err)
+			err = announceError(e.KeyPair.Public, err)
 			log.Error("entry not started", "entry", e.Name, "err", err)
 			r.env.out.emit(fmt.Sprintf("%s: not started: %v", e.Name, err), Event{Event: "error", Entry: e.Name, Error: err.Error()})
 			failed = append(failed, e.Name)
@@ -410,4 +410,12 @@ func (r *runner) reload(ctx context.Context) {
 	log.Info("reloaded", "file", r.path, "started", started, "stopped", stopped, "kept", ch.Kept, "failed", failed)
 	r.env.out.emit(fmt.Sprintf("reloaded %s: %d started, %d stopped, %d kept, %d failed", r.path, len(started), len(stopped), len(ch.Kept), len(failed)),
 		Event{Event: EvReloaded, Started: started, Stopped: stopped, Kept: ch.Kept, Failed: failed})
+}
+
+// announceError says why an entry's key was not announced.
+func announceError(pub key.PublicKey, err error) error {
+	if errors.Is(err, stack.ErrServed) {
+		return fmt.Errorf("%s is already served by another running process (a keytunnel expose or up with this key, here or elsewhere); stop that one, or set replace = true in this entry to take the key over", pub)
+	}
+	return fmt.Errorf("announcing %s on the DHT: %w", pub, err)
 }

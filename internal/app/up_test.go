@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/stack"
 )
 
 func writeFile(t testing.TB, path, text string) {
@@ -334,7 +335,7 @@ func TestUpExposeListenFailureStartsNothing(t *testing.T) {
 	// Someone already listens on the key (another keytunnel).
 	w, _ := fn.open(context.Background(), nil)
 	defer w.Close()
-	if _, err := w.Listen(context.Background(), kp, nil, nil); err != nil {
+	if _, err := w.Listen(context.Background(), kp, stack.ListenOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	free := freePort(t)

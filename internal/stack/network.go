@@ -22,12 +22,35 @@ type Network interface {
 	// relay, when not nil, replaces the network's blind relays for these
 	// connections (empty: none).
 	Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer
-	// Listen announces kp; peers whose key allow does not hold are
-	// refused during the handshake (an empty allow admits everyone).
-	// relay as for Dialer.
-	Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error)
+	// Listen announces kp and accepts the peers o admits.
+	Listen(ctx context.Context, kp key.KeyPair, o ListenOptions) (tunnel.PeerListener, error)
 	Close() error
 }
+
+// ListenOptions adjust Network.Listen.
+type ListenOptions struct {
+	// Allow: peers whose key it does not hold are refused during the
+	// handshake; empty admits everyone.
+	Allow tunnel.AllowList
+	// Relay, when not nil, replaces the network's blind relays for this
+	// listener's connections (empty: none).
+	Relay []key.PublicKey
+	// Refused, when set, hears of each client that Allow turns away
+	// during the handshake, before any tunnel exists to say so.
+	Refused func(client key.PublicKey, addr netip.AddrPort)
+	// Replace announces even when another live process serves the key,
+	// which then gets no new clients; without it Listen fails with
+	// ErrServed. A record whose process is gone does not count (see
+	// dht.ProbeTimeout).
+	Replace bool
+	// OnReplaced hears when another process takes the key over and when
+	// this one serves it again (dht.ListenOptions.OnReplaced). Through a
+	// dht-relay it is never called: the relay's node holds the listener.
+	OnReplaced func(replaced bool)
+}
+
+// probeTimeout bounds the check before announcing.
+const probeTimeout = dht.ProbeTimeout
 
 // ListenTimeout bounds Listen's first announce.
 const ListenTimeout = 30 * time.Second
@@ -35,7 +58,7 @@ const ListenTimeout = 30 * time.Second
 // firewall is the DHT listener's firewall for allow: strangers are
 // rejected during the handshake, before the tunnel sees them, and
 // refused (if set) hears of each.
-func firewall(service key.PublicKey, allow tunnel.AllowList, refused func(service, client key.PublicKey, addr netip.AddrPort)) dht.Firewall {
+func firewall(allow tunnel.AllowList, refused func(client key.PublicKey, addr netip.AddrPort)) dht.Firewall {
 	if len(allow) == 0 {
 		return nil
 	}
@@ -44,7 +67,7 @@ func firewall(service key.PublicKey, allow tunnel.AllowList, refused func(servic
 			return false
 		}
 		if refused != nil {
-			refused(service, remote, addr)
+			refused(remote, addr)
 		}
 		return true
 	}
@@ -85,10 +108,19 @@ func (n *dhtNetwork) relays(own []key.PublicKey) []key.PublicKey {
 	return n.relay
 }
 
-func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, relay []key.PublicKey) (tunnel.PeerListener, error) {
-	opts := &dht.ListenOptions{Firewall: firewall(kp.Public, allow, n.refused), RelayThrough: dht.RelayKeys(n.relays(relay)...)}
-	lctx, cancel := context.WithTimeout(ctx, ListenTimeout)
+func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, o ListenOptions) (tunnel.PeerListener, error) {
+	opts := &dht.ListenOptions{Firewall: firewall(o.Allow, o.Refused), RelayThrough: dht.RelayKeys(n.relays(o.Relay)...), OnReplaced: o.OnReplaced}
+	lctx, cancel := context.WithTimeout(ctx, ListenTimeout+probeTimeout)
 	defer cancel()
+	if !o.Replace {
+		h, err := n.Node.Probe(lctx, kp, nil)
+		if err != nil {
+			return nil, err
+		}
+		if h == dht.HolderOther {
+			return nil, ErrServed
+		}
+	}
 	l, err := n.Node.Listen(lctx, kp, opts)
 	if err != nil {
 		return nil, err
@@ -228,14 +260,42 @@ func (n relayNetwork) Dialer(kp key.KeyPair, _ []key.PublicKey) tunnel.Dialer {
 	return dialer[dhtrelay.Conn]{dial: n.c.Dial, wrap: n.withPath, opts: dht.DialOptions{KeyPair: kp}}
 }
 
-func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, _ []key.PublicKey) (tunnel.PeerListener, error) {
-	lctx, cancel := context.WithTimeout(ctx, ListenTimeout)
+func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, o ListenOptions) (tunnel.PeerListener, error) {
+	lctx, cancel := context.WithTimeout(ctx, ListenTimeout+probeTimeout)
 	defer cancel()
-	l, err := n.c.Listen(lctx, kp, &dht.ListenOptions{Firewall: firewall(kp.Public, allow, nil)})
+	if !o.Replace {
+		served, err := n.served(lctx, kp)
+		if err != nil {
+			return nil, err
+		}
+		if served {
+			return nil, ErrServed
+		}
+	}
+	l, err := n.c.Listen(lctx, kp, &dht.ListenOptions{Firewall: firewall(o.Allow, o.Refused)})
 	if err != nil {
 		return nil, err
 	}
 	return listener[dhtrelay.Conn]{l: l, wrap: n.withPath}, nil
+}
+
+// served is the probe of dht.Node.Probe through the relay, whose protocol
+// has no half-dial: a dial as kp itself that connects, or that the server
+// refuses, found a live process serving kp.
+func (n relayNetwork) served(ctx context.Context, kp key.KeyPair) (bool, error) {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	c, err := n.c.Dial(pctx, kp.Public, &dht.DialOptions{KeyPair: kp})
+	switch {
+	case err == nil:
+		c.Close()
+		return true, nil
+	case errors.Is(err, dht.ErrRefused):
+		return true, nil
+	case ctx.Err() != nil:
+		return false, ctx.Err()
+	}
+	return false, nil
 }
 
 var (

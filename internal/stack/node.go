@@ -35,9 +35,6 @@ type Options struct {
 	Logger       *slog.Logger
 	// JoinTimeout bounds joining; zero means 30 s.
 	JoinTimeout time.Duration
-	// Refused, when set, hears of every client a listener's allow list
-	// turns away during the handshake, before any tunnel exists to say so.
-	Refused func(service, client key.PublicKey, addr netip.AddrPort)
 }
 
 func (o *Options) joinTimeout() time.Duration {
@@ -52,7 +49,6 @@ type Node struct {
 	*dht.Node
 	udp, cudp *net.UDPConn
 	relay     []key.PublicKey
-	refused   func(service, client key.PublicKey, addr netip.AddrPort)
 }
 
 // Close stops the node and closes its sockets.
@@ -141,7 +137,7 @@ func Open(o Options) (*Node, error) {
 		udp.Close()
 		return nil, fmt.Errorf("starting the DHT node: %w", err)
 	}
-	return &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough, refused: o.Refused}, nil
+	return &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough}, nil
 }
 
 // join waits for the node's bootstrap and checks that some node answered.

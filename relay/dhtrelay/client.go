@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -846,10 +847,7 @@ func (c *Client) onMessage(m Message) {
 			break
 		}
 		delete(c.streams, a.Stream)
-		err := ErrStreamDestroyed
-		if v.Error != "" {
-			err = fmt.Errorf("%w: %s", ErrStreamDestroyed, v.Error)
-		}
+		err := destroyedError(v.Error)
 		select {
 		case <-st.opened:
 		default:
@@ -1066,4 +1064,19 @@ func (c *Client) onNoise(id uint32, initiator bool, a Action, payload []byte, se
 	}
 	reply.Payload = out
 	_ = c.sendLocked(reply)
+}
+
+// destroyedError is the error of a stream the relay destroyed with text.
+// A dial the server's firewall refused reads as dht.ErrRefused, as it does
+// over UDP, so that callers tell it from a peer that is gone: the Go relay
+// sends the dht error's text ("dht: SERVER_ERROR: ..."), the Node relay
+// hyperdht's ("SERVER_ERROR: ..."); both name the code.
+func destroyedError(text string) error {
+	switch {
+	case text == "":
+		return ErrStreamDestroyed
+	case strings.Contains(text, dht.ErrRefused.Code):
+		return fmt.Errorf("%w: %s (%w)", ErrStreamDestroyed, text, dht.ErrRefused)
+	}
+	return fmt.Errorf("%w: %s", ErrStreamDestroyed, text)
 }
