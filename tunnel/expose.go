@@ -52,7 +52,12 @@ type ExposeOptions struct {
 	DialTarget func(ctx context.Context, addr string) (net.Conn, error)
 	// Budget caps the sessions, streams and buffer memory peers may take;
 	// zero fields take the defaults (see Budget).
-	Budget  Budget
+	Budget Budget
+	// UDP makes the target a UDP service (host:port): peers reach it as
+	// UDP flows (see doc.go), and DialTarget, when nil, dials UDP.
+	UDP bool
+	// Flows caps and expires UDP flows; zero fields take the defaults.
+	Flows   FlowOptions
 	Logger  *slog.Logger
 	OnEvent func(Event)
 }
@@ -68,6 +73,10 @@ type Exposer struct {
 	// connection to target (a Listener's Accept); false means nobody will.
 	deliver func(context.Context, PeerConn) bool
 	acct    *accountant
+	// flows are the open UDP flows of a UDP Exposer, for the cap and
+	// the idle expiry.
+	flows    *flowTable[*flow]
+	refusals lockedRefusalLog
 
 	serving
 }
@@ -82,6 +91,13 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 	opts.DetectTimeout = orDefault(opts.DetectTimeout, DefaultDetectTimeout)
 	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
 	opts.Budget = opts.Budget.withDefaults()
+	opts.Flows = opts.Flows.withDefaults()
+	if opts.DialTarget == nil && opts.UDP {
+		var d net.Dialer
+		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "udp", addr)
+		}
+	}
 	if opts.DialTarget == nil {
 		d := net.Dialer{KeepAlive: -1}
 		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
@@ -100,8 +116,16 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 		emit:    emitter(opts.OnEvent),
 		deliver: deliver,
 		acct:    newAccountant(opts.Budget),
+		flows:   newFlowTable[*flow](opts.Flows),
 	}
 	e.init(ln)
+	if opts.UDP {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.flows.expireLoop(e.ctx)
+		}()
+	}
 	startAccepting(&e.serving, e.log, "peer", ln.Accept, e.servePeer)
 	return e
 }
@@ -120,12 +144,13 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	log := e.log.With("remote", remote.String())
 
 	pc.SetReadDeadline(time.Now().Add(detectWait(e.opts.DetectTimeout, pc)))
-	mux, got, eof, err := detect(pc)
+	version, got, eof, err := detect(pc)
 	pc.SetReadDeadline(time.Time{})
 	if err != nil {
 		log.Debug("peer failed before speaking", "err", err)
 		return
 	}
+	mux := version > 0
 	mode := "raw"
 	if mux {
 		mode = "mux"
@@ -147,10 +172,19 @@ func (e *Exposer) servePeer(pc PeerConn) {
 		return
 	}
 	defer e.acct.endSession()
+	if version == 1 && e.opts.UDP {
+		// A mux1 session can only carry TCP streams.
+		log.Warn("refused peer: a TCP forward reached this UDP service", "mode", mode)
+		e.emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: errWrongKind})
+		refuse(pc, "this key exposes a UDP service; forward it with --udp")
+		return
+	}
 	e.emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
 	log.Info("peer connected", "mode", mode)
 	if mux {
-		err = e.serveMux(pc, log)
+		err = e.serveMux(pc, version, log)
+	} else if e.opts.UDP {
+		err = e.serveRawUDP(pc, got, eof, log)
 	} else if e.deliver != nil {
 		err = e.deliverRaw(pc, got, eof)
 	} else {
@@ -181,16 +215,16 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 	target := asConn(tc)
 	if len(got) == 0 && !eof {
 		// The peer was silent for the whole detection wait.
-		var late bool
+		var late int
 		target, got, eof, late, err = e.settleSilent(pc, target)
 		if err != nil {
 			tc.Close()
 			return err
 		}
-		if late {
+		if late > 0 {
 			tc.Close()
 			log.Info("late preamble: keytunnel client after all")
-			return e.serveMux(pc, log)
+			return e.serveMux(pc, late, log)
 		}
 	}
 	// The bytes detect consumed go to the target first; after a peer EOF
@@ -206,11 +240,12 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 // reached it yet, it can still get its mux session: the target only saw a
 // connection open and close. Bytes read on either side are handed back for
 // replay.
-func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, eof, late bool, err error) {
+func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, eof bool, late int, err error) {
 	type peerRes struct {
-		mux, eof bool
-		got      []byte
-		err      error
+		version int
+		eof     bool
+		got     []byte
+		err     error
 	}
 	type targetRes struct {
 		b   []byte
@@ -219,8 +254,8 @@ func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, e
 	pch := make(chan peerRes, 1)
 	tch := make(chan targetRes, 1)
 	go func() {
-		mux, got, eof, err := detect(pc)
-		pch <- peerRes{mux, eof, got, err}
+		version, got, eof, err := detect(pc)
+		pch <- peerRes{version, eof, got, err}
 	}()
 	go func() {
 		b := make([]byte, bufSize)
@@ -244,18 +279,18 @@ func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, e
 	pc.SetReadDeadline(time.Time{})
 	tc.SetDeadline(time.Time{})
 	if p.err != nil {
-		return nil, nil, false, false, p.err
+		return nil, nil, false, 0, p.err
 	}
-	if p.mux {
+	if p.version > 0 {
 		// Whatever the target said meanwhile never reached the peer, so
 		// it can be dropped with the target connection.
-		return nil, nil, false, true, nil
+		return nil, nil, false, p.version, nil
 	}
 	tEOF := errors.Is(tr.err, io.EOF)
 	if tr.err != nil && !tEOF && !isTimeout(tr.err) {
-		return nil, nil, false, false, tr.err
+		return nil, nil, false, 0, tr.err
 	}
-	return replay(tc, tr.b, tEOF), p.got, p.eof, false, nil
+	return replay(tc, tr.b, tEOF), p.got, p.eof, 0, nil
 }
 
 // replay returns c with got in front of what it reads, and only got if c
@@ -275,7 +310,7 @@ type replayConn struct {
 
 func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
+func (e *Exposer) serveMux(pc PeerConn, version int, log *slog.Logger) error {
 	if err := writeReply(pc, replyOK, ""); err != nil {
 		return err
 	}
@@ -287,6 +322,10 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 	defer sess.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var ms *muxServer
+	if version == 2 {
+		ms = e.newMuxServer(pc, sess, &wg, log)
+	}
 	var refusals refusalLog
 	for {
 		st, err := sess.AcceptStream()
@@ -306,6 +345,10 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 		go func() {
 			defer wg.Done()
 			defer e.acct.endStream(mem)
+			if ms != nil {
+				ms.serveStream(muxStream{st})
+				return
+			}
 			e.serveStream(muxStream{st}, pc.RemotePublicKey(), log)
 		}()
 	}
@@ -317,6 +360,21 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 type refusalLog struct {
 	last  time.Time
 	count int
+}
+
+// lockedRefusalLog is a refusalLog shared by goroutines.
+type lockedRefusalLog struct {
+	mu sync.Mutex
+	r  refusalLog
+}
+
+func (l *lockedRefusalLog) log(log *slog.Logger, msg string) {
+	l.mu.Lock()
+	n, ok := l.r.due(time.Now())
+	l.mu.Unlock()
+	if ok {
+		log.Warn(msg, "refused", n)
+	}
 }
 
 func (r *refusalLog) due(now time.Time) (int, bool) {

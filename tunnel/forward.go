@@ -29,8 +29,10 @@ type ForwardOptions struct {
 	// Zero means 500 ms and 30 s.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
-	Logger      *slog.Logger
-	OnEvent     func(Event)
+	// Flows caps and expires the flows of a UDPForwarder.
+	Flows   FlowOptions
+	Logger  *slog.Logger
+	OnEvent func(Event)
 }
 
 func (o *ForwardOptions) defaults() {
@@ -42,20 +44,42 @@ func (o *ForwardOptions) defaults() {
 
 // Forwarder makes a remote peer's service reachable on a local listener.
 type Forwarder struct {
+	ln net.Listener
+	serving
+	keeper
+}
+
+// session is a mux session to the peer, with the peer connection under
+// it (for its datagram channel) and, in a UDP forward, its flows.
+type session struct {
+	*yamux.Session
+	pc    PeerConn
+	flows *flowSet
+}
+
+// keeper owns the peer session of a Forwarder or UDPForwarder: it dials
+// on demand, backs off between failures, and hands the live session to
+// the local connections or flows that wait for it.
+type keeper struct {
+	s      *serving
 	d      Dialer
 	remote key.PublicKey
-	ln     net.Listener
 	opts   ForwardOptions
 	log    *slog.Logger
 	emit   emitter
-
-	serving
-	want chan struct{} // a local connection needs a session
+	pre    string         // the preamble to send: mux1, or mux2 for UDP flows
+	onUp   func(*session) // runs on each new session before it is handed out
+	want   chan struct{}  // a local connection needs a session
 
 	mu      sync.Mutex
-	sess    *yamux.Session
+	sess    *session
 	lastErr error         // of the latest failed dial, for waiters
 	changed chan struct{} // closed and replaced when sess or lastErr change
+}
+
+func (k *keeper) init(s *serving, d Dialer, remote key.PublicKey, opts ForwardOptions, log *slog.Logger, pre string) {
+	*k = keeper{s: s, d: d, remote: remote, opts: opts, log: log, emit: emitter(opts.OnEvent), pre: pre,
+		want: make(chan struct{}, 1), changed: make(chan struct{})}
 }
 
 // NewForwarder starts accepting on ln and tunnelling every connection to
@@ -63,17 +87,9 @@ type Forwarder struct {
 // first local connection brings the peer session up.
 func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardOptions) *Forwarder {
 	opts.defaults()
-	f := &Forwarder{
-		d:       d,
-		remote:  remote,
-		ln:      ln,
-		opts:    opts,
-		log:     loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()),
-		emit:    emitter(opts.OnEvent),
-		want:    make(chan struct{}, 1),
-		changed: make(chan struct{}),
-	}
-	f.init(ln)
+	f := &Forwarder{ln: ln}
+	f.keeper.init(&f.serving, d, remote, opts, loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()), preamble)
+	f.serving.init(ln)
 	startAccepting(&f.serving, f.log, "local", ln.Accept, f.serveLocal)
 	if !opts.Raw {
 		f.wg.Add(1)
@@ -93,9 +109,7 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	keepAliveIfRemote(c)
 	local := asConn(c)
 	if f.opts.Raw {
-		ctx, cancel := context.WithTimeout(f.ctx, f.opts.DialTimeout)
-		pc, err := f.d.Dial(ctx, f.remote)
-		cancel()
+		pc, err := f.dialRaw()
 		if err != nil {
 			f.log.Warn("dropping local connection: dial failed", "client", c.RemoteAddr().String(), "err", err)
 			return
@@ -125,11 +139,18 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	}
 }
 
+// dialRaw dials one raw peer connection.
+func (k *keeper) dialRaw() (PeerConn, error) {
+	ctx, cancel := context.WithTimeout(k.s.ctx, k.opts.DialTimeout)
+	defer cancel()
+	return k.d.Dial(ctx, k.remote)
+}
+
 // session returns the live peer session, waiting up to WaitTimeout for
 // one. It fails at once if the latest dial was refused or reached a
 // non-keytunnel peer: those do not heal within a wait, and the user should
 // see why.
-func (f *Forwarder) session() (*yamux.Session, error) {
+func (f *keeper) session() (*session, error) {
 	timer := time.NewTimer(f.opts.WaitTimeout)
 	defer timer.Stop()
 	for {
@@ -156,13 +177,13 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 				return nil, fmt.Errorf("%w (last dial: %v)", ErrWaitTimeout, lastErr)
 			}
 			return nil, ErrWaitTimeout
-		case <-f.ctx.Done():
+		case <-f.s.ctx.Done():
 			return nil, ErrClosed
 		}
 	}
 }
 
-func (f *Forwarder) publish(sess *yamux.Session, err error) {
+func (f *keeper) publish(sess *session, err error) {
 	f.mu.Lock()
 	f.sess, f.lastErr = sess, err
 	close(f.changed)
@@ -174,14 +195,14 @@ func (f *Forwarder) publish(sess *yamux.Session, err error) {
 // one, backs off between failures, and notices when the session dies. Only
 // demand triggers a dial, so an idle forward to a peer that went away does
 // not keep dialing the DHT.
-func (f *Forwarder) sessionLoop() {
-	defer f.wg.Done()
+func (f *keeper) sessionLoop() {
+	defer f.s.wg.Done()
 	failures := 0
 	var next time.Time // no dial before this
 	for {
 		select {
 		case <-f.want:
-		case <-f.ctx.Done():
+		case <-f.s.ctx.Done():
 			return
 		}
 		if !f.sleepUntil(next) {
@@ -189,7 +210,7 @@ func (f *Forwarder) sessionLoop() {
 		}
 		sess, err := f.dial()
 		if err != nil {
-			if f.ctx.Err() != nil {
+			if f.s.ctx.Err() != nil {
 				return
 			}
 			failures++
@@ -211,7 +232,7 @@ func (f *Forwarder) sessionLoop() {
 		f.publish(sess, nil)
 		select {
 		case <-sess.CloseChan():
-		case <-f.ctx.Done():
+		case <-f.s.ctx.Done():
 			sess.Close()
 			f.publish(nil, ErrClosed)
 			return
@@ -232,30 +253,34 @@ func (f *Forwarder) sessionLoop() {
 	}
 }
 
-func (f *Forwarder) sleepUntil(t time.Time) bool {
+func (f *keeper) sleepUntil(t time.Time) bool {
 	d := time.Until(t)
 	if d <= 0 {
-		return f.ctx.Err() == nil
+		return f.s.ctx.Err() == nil
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
 		return true
-	case <-f.ctx.Done():
+	case <-f.s.ctx.Done():
 		return false
 	}
 }
 
-func (f *Forwarder) dial() (*yamux.Session, error) {
-	ctx, cancel := context.WithTimeout(f.ctx, f.opts.DialTimeout)
+func (f *keeper) dial() (*session, error) {
+	ctx, cancel := context.WithTimeout(f.s.ctx, f.opts.DialTimeout)
 	defer cancel()
-	return dialSession(ctx, f.d, f.remote, f.log)
+	sess, err := dialSession(ctx, f.d, f.remote, f.pre, f.log)
+	if err == nil && f.onUp != nil {
+		f.onUp(sess)
+	}
+	return sess, err
 }
 
-// dialSession dials remote, exchanges the preamble and starts a yamux
+// dialSession dials remote, exchanges the preamble pre and starts a yamux
 // client on the connection.
-func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.Logger) (*yamux.Session, error) {
+func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string, log *slog.Logger) (*session, error) {
 	pc, err := d.Dial(ctx, remote)
 	if err != nil {
 		return nil, err
@@ -265,7 +290,7 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	err = clientHandshake(pc, timeout)
+	err = clientHandshake(pc, pre, timeout)
 	if !stop() || err != nil {
 		pc.Close()
 		if err == nil {
@@ -278,5 +303,5 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.
 		pc.Close()
 		return nil, err
 	}
-	return sess, nil
+	return &session{Session: sess, pc: pc}, nil
 }

@@ -41,11 +41,12 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-// clientHandshake writes the preamble and reads the server's reply.
-func clientHandshake(c net.Conn, timeout time.Duration) error {
+// clientHandshake writes pre (preamble or preamble2) and reads the
+// server's reply.
+func clientHandshake(c net.Conn, pre string, timeout time.Duration) error {
 	c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, preamble); err != nil {
+	if _, err := io.WriteString(c, pre); err != nil {
 		return fmt.Errorf("tunnel: sending preamble: %w", err)
 	}
 	var hdr [len(replyMagic) + 2]byte
@@ -78,30 +79,34 @@ func clientHandshake(c net.Conn, timeout time.Duration) error {
 }
 
 // detect reads the first bytes of a peer connection, until they either are
-// the preamble (mux=true) or cannot become it, or until the read deadline
-// the caller set. What was read is returned so that a raw peer's bytes can
-// be replayed to the target. eof reports that the peer already half-closed.
-func detect(c net.Conn) (mux bool, got []byte, eof bool, err error) {
+// a preamble (version 1 for preamble, 2 for preamble2) or cannot become
+// one, or until the read deadline the caller set. What was read is
+// returned, with version 0, so that a raw peer's bytes can be replayed to
+// the target. eof reports that the peer already half-closed.
+func detect(c net.Conn) (version int, got []byte, eof bool, err error) {
 	buf := make([]byte, len(preamble))
 	n := 0
 	for n < len(buf) {
 		m, rerr := c.Read(buf[n:])
 		n += m
-		if !bytes.Equal(buf[:n], []byte(preamble[:n])) {
-			return false, buf[:n], false, nil
+		if !bytes.Equal(buf[:n], []byte(preamble[:n])) && !bytes.Equal(buf[:n], []byte(preamble2[:n])) {
+			return 0, buf[:n], false, nil
 		}
 		switch {
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
-			return false, buf[:n], true, nil
+			return 0, buf[:n], true, nil
 		case isTimeout(rerr):
 			// Silence (or a partial preamble, which a keytunnel client
 			// never leaves hanging): a raw client, maybe of a protocol in
 			// which the server speaks first.
-			return false, buf[:n], false, nil
+			return 0, buf[:n], false, nil
 		default:
-			return false, nil, false, rerr
+			return 0, nil, false, rerr
 		}
 	}
-	return true, nil, false, nil
+	if string(buf) == preamble2 {
+		return 2, nil, false, nil
+	}
+	return 1, nil, false, nil
 }

@@ -41,14 +41,21 @@ func FuzzDetect(f *testing.F) {
 		defer c.Close()
 		go sendChunked(peer, in, chunk)
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		mux, got, eof, err := detect(c)
+		version, got, eof, err := detect(c)
 		if err != nil {
 			t.Fatalf("detect: %v", err)
 		}
-		if want := bytes.HasPrefix(in, []byte(preamble)); mux != want {
-			t.Fatalf("%q: mux %v, want %v", in, mux, want)
+		want := 0
+		switch {
+		case bytes.HasPrefix(in, []byte(preamble)):
+			want = 1
+		case bytes.HasPrefix(in, []byte(preamble2)):
+			want = 2
 		}
-		if mux {
+		if version != want {
+			t.Fatalf("%q: version %v, want %v", in, version, want)
+		}
+		if version > 0 {
 			if got != nil || eof {
 				t.Fatalf("mux with got %q eof %v", got, eof)
 			}
@@ -57,14 +64,14 @@ func FuzzDetect(f *testing.F) {
 		if !bytes.HasPrefix(in, got) || len(got) > len(preamble) {
 			t.Fatalf("%q: replay %q is not a prefix of it", in, got)
 		}
-		isPrefix := strings.HasPrefix(preamble, string(got))
+		isPrefix := strings.HasPrefix(preamble, string(got)) || strings.HasPrefix(preamble2, string(got))
 		switch {
 		case !eof && len(got) == 0:
 			t.Fatalf("%q: neither bytes nor eof", in)
 		case eof && (!isPrefix || !bytes.Equal(got, in)):
 			t.Fatalf("%q: eof with replay %q", in, got)
 		case !eof && isPrefix:
-			t.Fatalf("%q: stopped at %q, which may still become the preamble", in, got)
+			t.Fatalf("%q: stopped at %q, which may still become a preamble", in, got)
 		}
 	})
 }
@@ -107,7 +114,7 @@ func FuzzClientHandshake(f *testing.F) {
 			heard <- b[:n]
 			sendChunked(peer, reply, chunk)
 		}()
-		err := clientHandshake(c, 10*time.Second)
+		err := clientHandshake(c, preamble, 10*time.Second)
 		if b := <-heard; string(b) != preamble {
 			t.Fatalf("client sent %q", b)
 		}

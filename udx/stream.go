@@ -183,6 +183,9 @@ type Stream struct {
 	doneOnce   sync.Once
 	sockAddr   atomic.Pointer[netip.AddrPort]
 	remAddr    atomic.Pointer[netip.AddrPort]
+	// pubMTU is mtu as the loop last set it, for MaxMessage, which user
+	// goroutines call per datagram without a trip to the loop.
+	pubMTU atomic.Int32
 }
 
 const (
@@ -271,6 +274,7 @@ func (u *UDX) NewStream(id uint32, opts *StreamOptions) (*Stream, error) {
 
 func (s *Stream) resetMTU() {
 	s.mtu, s.probeSize, s.mtuMax = mtuBase, mtuBase, s.opts.MTUMax
+	s.pubMTU.Store(int32(s.mtu))
 	s.mtuState = mtuStateBase
 	s.probeWanted = false
 	s.probeCount = 0
@@ -491,6 +495,22 @@ func (s *Stream) Send(p []byte) error {
 // TrySend is Send; MESSAGEs are never queued behind stream data, so there
 // is nothing to wait for.
 func (s *Stream) TrySend(p []byte) error { return s.Send(p) }
+
+// MaxMessage is the largest payload Send can put in one packet on the
+// current path: the path MTU found so far (1200 bytes until probing
+// raises it, up to 1500) less the IP, UDP and udx headers. Larger
+// payloads would leave as IP fragments or, with the don't-fragment bit
+// udx sets for its probes, not at all. 0 before Connect.
+func (s *Stream) MaxMessage() int {
+	a := s.remAddr.Load()
+	if a == nil {
+		return 0
+	}
+	if a.Addr().Is4() { // as maxPayload
+		return int(s.pubMTU.Load()) - 48
+	}
+	return int(s.pubMTU.Load()) - 68
+}
 
 // ReadMessage returns the next MESSAGE payload received on the stream.
 func (s *Stream) ReadMessage(ctx context.Context) ([]byte, error) {

@@ -21,10 +21,13 @@ var examples = map[string][]string{
 	"expose": {
 		"keytunnel expose 8080                               # prints this service's public key",
 		"keytunnel expose --key web.key --allow KEY 10.0.0.5:80",
+		"keytunnel expose --udp 53                           # a UDP service (DNS); peers: forward --udp KEY PORT",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",
 		"keytunnel forward --key me.key KEY 0.0.0.0:9000",
+		"keytunnel forward --udp KEY 5353                    # then: dig @127.0.0.1 -p 5353 example.org",
+		"keytunnel forward --udp --raw KEY 5353              # a holesail --udp server",
 	},
 	"connect": {
 		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY",

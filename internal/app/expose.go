@@ -15,6 +15,8 @@ type ExposeOptions struct {
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
 	Budget BudgetOptions
+	UDP    bool // the target is a UDP service
+	Flows  tunnel.FlowOptions
 }
 
 // Expose serves the TCP service at o.Target under a key pair until ctx
@@ -36,7 +38,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return err
 	}
-	kp, file, created, err := env.exposeKey(o.Key, target)
+	kp, file, created, err := env.exposeKey(o.Key, target, o.UDP)
 	if err != nil {
 		return err
 	}
@@ -51,7 +53,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}
 	env.out.emit(kp.Public.String(), Event{
-		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target,
+		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target, UDP: o.UDP,
 		KeyFile: file, Created: created,
 	})
 	switch {
@@ -60,11 +62,17 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	case file != "" && !o.Key.given():
 		env.out.text("key from " + file)
 	}
-	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "allow", len(allow))
-	checkTarget(env, target)
+	env.logger.Info("exposing", "target", target, "udp", o.UDP, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "allow", len(allow))
+	if !o.UDP {
+		// A UDP service cannot be probed: it answers only what it
+		// understands.
+		checkTarget(env, target)
+	}
 	err = tunnel.Expose(ctx, ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),
 		Budget:  budget,
+		UDP:     o.UDP,
+		Flows:   o.Flows,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})

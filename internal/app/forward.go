@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,8 @@ type ForwardOptions struct {
 	Listen string     // PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one
 	Key    KeyOptions // our identity (for the service's allow list)
 	Raw    bool       // hypertele/holesail servers
+	UDP    bool       // a UDP service, forwarded to a local UDP socket
+	Flows  tunnel.FlowOptions
 }
 
 // Forward opens o.Listen and tunnels every connection to the service
@@ -40,30 +43,44 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listenTCP(addr)
+	sock, err := listenLocal(addr, o.UDP)
 	if err != nil {
 		return err
 	}
 	defer env.ignoreHangup("forward")()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
-		ln.Close()
+		sock.Close()
 		return err
 	}
 	defer nw.Close()
-	local := ln.Addr().String()
-	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
-		Event: EvForwarding, Listen: local, Remote: remote.String(),
+	local, what := localAddr(sock)
+	env.out.emit(fmt.Sprintf("forwarding %s%s to %s", what, local, remote), Event{
+		Event: EvForwarding, Listen: local, Remote: remote.String(), UDP: o.UDP,
 	})
-	err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
+	fo := tunnel.ForwardOptions{
 		Raw:     o.Raw,
+		Flows:   o.Flows,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
-	})
+	}
+	if pc, ok := sock.(net.PacketConn); ok {
+		err = tunnel.ForwardUDP(ctx, nw.Dialer(kp, nil), remote, pc, fo)
+	} else {
+		err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, sock.(net.Listener), fo)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// localAddr is a forward socket's address, and "udp " for a UDP one.
+func localAddr(sock io.Closer) (addr, what string) {
+	if pc, ok := sock.(net.PacketConn); ok {
+		return pc.LocalAddr().String(), "udp "
+	}
+	return sock.(net.Listener).Addr().String(), ""
 }
 
 // ConnectOptions are connect's arguments.

@@ -163,8 +163,10 @@ func (e *Env) keyDir() (string, error) {
 
 // exposeKey returns the key pair an expose of target serves under: the one
 // opts names, else the one saved for target by an earlier run, else a new
-// one, saved so that the next run keeps the same public key.
-func (e *Env) exposeKey(opts KeyOptions, target string) (kp key.KeyPair, file string, created bool, err error) {
+// one, saved so that the next run keeps the same public key. A UDP
+// service has keys of its own (expose-udp-PORT.key), so that the TCP and
+// UDP services of one port number are two keys.
+func (e *Env) exposeKey(opts KeyOptions, target string, udp bool) (kp key.KeyPair, file string, created bool, err error) {
 	if opts.given() {
 		kp, err = e.loadKey(opts)
 		_, file = opts.fromFile()
@@ -174,7 +176,11 @@ func (e *Env) exposeKey(opts KeyOptions, target string) (kp key.KeyPair, file st
 	if err != nil {
 		return kp, "", false, err
 	}
-	file = filepath.Join(dir, "expose-"+fileSafe(target)+".key")
+	prefix := "expose-"
+	if udp {
+		prefix = "expose-udp-"
+	}
+	file = filepath.Join(dir, prefix+fileSafe(target)+".key")
 	if kp, err = key.ReadSeedFile(file); err == nil {
 		return kp, file, false, nil
 	}
@@ -209,6 +215,15 @@ func hostPort(what, s string, zeroOK bool) (string, error) { return stack.HostPo
 
 // listenTCP opens a forward's local port (see stack.ListenTCP).
 func listenTCP(addr string) (net.Listener, error) { return stack.ListenTCP(addr) }
+
+// listenLocal opens a forward's local socket: a TCP listener, or with udp
+// a UDP socket (see stack.ListenUDP).
+func listenLocal(addr string, udp bool) (io.Closer, error) {
+	if udp {
+		return stack.ListenUDP(addr)
+	}
+	return stack.ListenTCP(addr)
+}
 
 func parseAllow(list []string) ([]key.PublicKey, error) {
 	var out []key.PublicKey

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -136,7 +137,10 @@ type runningExpose struct {
 
 type runningForward struct {
 	cfg config.Forward
-	fw  *tunnel.Forwarder
+	fw  interface {
+		Close() error
+		Done() <-chan struct{}
+	}
 }
 
 type runner struct {
@@ -148,16 +152,25 @@ type runner struct {
 	forwards map[string]*runningForward
 }
 
+// listenKey names a forward's local socket: a UDP and a TCP forward may
+// share a port number.
+func listenKey(f config.Forward) string {
+	if f.UDP {
+		return "udp " + f.Listen
+	}
+	return f.Listen
+}
+
 // bindForwards opens every forward's port, or none: on an error it closes
-// what it opened. Entries whose address is in reuse get a nil listener
+// what it opened. Entries whose listenKey is in reuse get a nil listener
 // (their port is still held by an entry about to stop).
-func bindForwards(fs []config.Forward, reuse map[string]bool) ([]net.Listener, error) {
-	lns := make([]net.Listener, len(fs))
+func bindForwards(fs []config.Forward, reuse map[string]bool) ([]io.Closer, error) {
+	lns := make([]io.Closer, len(fs))
 	for i, f := range fs {
-		if reuse[f.Listen] {
+		if reuse[listenKey(f)] {
 			continue
 		}
-		ln, err := listenTCP(f.Listen)
+		ln, err := listenLocal(f.Listen, f.UDP)
 		if err != nil {
 			for _, ln := range lns[:i] {
 				if ln != nil {
@@ -175,25 +188,35 @@ func (r *runner) startExpose(e config.Expose, pl tunnel.PeerListener) {
 	ex := tunnel.NewExposer(pl, e.Target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(e.Allow...),
 		Budget:  e.Budget,
+		UDP:     e.UDP,
+		Flows:   e.Flows,
 		Logger:  r.env.logger.With("entry", e.Name),
 		OnEvent: r.env.onEvent(e.Name),
 	})
 	r.exposes[e.Name] = &runningExpose{cfg: e, ex: ex}
 	r.env.out.emit(fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public), Event{
-		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile,
+		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile, UDP: e.UDP,
 	})
 }
 
-func (r *runner) startForward(f config.Forward, ln net.Listener) {
-	fw := tunnel.NewForwarder(r.nw.Dialer(r.id, f.Relay.Override()), f.Key, ln, tunnel.ForwardOptions{
+func (r *runner) startForward(f config.Forward, sock io.Closer) {
+	opts := tunnel.ForwardOptions{
 		Raw:     f.Raw,
+		Flows:   f.Flows,
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
-	})
-	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw}
-	local := ln.Addr().String()
-	r.env.out.emit(fmt.Sprintf("%s: forwarding %s to %s", f.Name, local, f.Key), Event{
-		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(),
+	}
+	d := r.nw.Dialer(r.id, f.Relay.Override())
+	rf := &runningForward{cfg: f}
+	if pc, ok := sock.(net.PacketConn); ok {
+		rf.fw = tunnel.NewUDPForwarder(d, f.Key, pc, opts)
+	} else {
+		rf.fw = tunnel.NewForwarder(d, f.Key, sock.(net.Listener), opts)
+	}
+	r.forwards[f.Name] = rf
+	local, what := localAddr(sock)
+	r.env.out.emit(fmt.Sprintf("%s: forwarding %s%s to %s", f.Name, what, local, f.Key), Event{
+		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(), UDP: f.UDP,
 	})
 }
 
@@ -271,7 +294,7 @@ func (r *runner) reload(ctx context.Context) {
 	// the stop; every other new port must be free now, or nothing changes.
 	freed := map[string]bool{}
 	for _, f := range ch.StopForward {
-		freed[f.Listen] = true
+		freed[listenKey(f)] = true
 	}
 	lns, err := bindForwards(ch.StartForward, freed)
 	if err != nil {
@@ -299,7 +322,7 @@ func (r *runner) reload(ctx context.Context) {
 	for i, f := range ch.StartForward {
 		ln := lns[i]
 		if ln == nil {
-			if ln, err = listenTCP(f.Listen); err != nil {
+			if ln, err = listenLocal(f.Listen, f.UDP); err != nil {
 				log.Error("entry not started", "entry", f.Name, "err", err)
 				r.env.out.emit(fmt.Sprintf("%s: not started: %v", f.Name, err), Event{Event: "error", Entry: f.Name, Error: err.Error()})
 				failed = append(failed, f.Name)
