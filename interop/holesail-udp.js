@@ -8,11 +8,6 @@
 //   node holesail-udp.js client <bootstrap> <public key hex> <local port>
 //       forwards UDP 127.0.0.1:<local port> to the service behind the key;
 //       prints "holesail-udp-client 127.0.0.1:<port>"
-//   node holesail-udp.js bench <bootstrap> <public key hex> <count> <size>
-//       client mode plus a load generator in this process: sends <count>
-//       datagrams of <size> bytes through the client's port to an echo
-//       service and prints "bench <sent> <received> <seconds> <p50 ms> <p99 ms>"
-//       (round trips of one datagram at a time first, then a burst)
 //
 // holesail is written for Bare: its UDP code requires 'bare-dgram', which
 // Node lacks, so Node's 'dgram' stands in (same createSocket/bind/send/
@@ -62,47 +57,6 @@ async function client (port) {
   return c
 }
 
-async function bench () {
-  const dgram = require('dgram')
-  const c = await client(0)
-  const port = c.proxy.address().port
-  const count = +portArg
-  const size = +sizeArg
-  const sock = dgram.createSocket('udp4')
-  await new Promise((resolve) => sock.bind(0, '127.0.0.1', resolve))
-  const payload = Buffer.alloc(size, 7)
-  let waiting = null
-  let received = 0
-  sock.on('message', () => {
-    received++
-    if (waiting) { const w = waiting; waiting = null; w() }
-  })
-  const rtts = []
-  for (let i = 0; i < 2000; i++) {
-    const t0 = process.hrtime.bigint()
-    const got = new Promise((resolve) => { waiting = resolve })
-    sock.send(payload, port, '127.0.0.1')
-    const ok = await Promise.race([got.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 1000))])
-    if (ok && i >= 100) rtts.push(Number(process.hrtime.bigint() - t0) / 1e6)
-  }
-  rtts.sort((a, b) => a - b)
-  const p = (q) => rtts.length ? rtts[Math.min(rtts.length - 1, Math.floor(q * rtts.length))] : -1
-  received = 0
-  const t0 = process.hrtime.bigint()
-  for (let i = 0; i < count; i++) {
-    sock.send(payload, port, '127.0.0.1')
-    if (i % 64 === 63) await new Promise((resolve) => setImmediate(resolve))
-  }
-  let last = -1
-  while (received !== last) {
-    last = received
-    await new Promise((resolve) => setTimeout(resolve, 500))
-  }
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9 - 0.5
-  console.log(`bench ${count} ${received} ${secs.toFixed(3)} ${p(0.5).toFixed(4)} ${p(0.99).toFixed(4)}`)
-  process.exit(0)
-}
-
 async function main () {
   if (mode === 'server') return server()
   if (mode === 'client') {
@@ -110,8 +64,7 @@ async function main () {
     console.log('holesail-udp-client 127.0.0.1:' + c.proxy.address().port)
     return
   }
-  if (mode === 'bench') return bench()
-  console.error('usage: holesail-udp.js server|client|bench ...')
+  console.error('usage: holesail-udp.js server|client ...')
   process.exit(2)
 }
 

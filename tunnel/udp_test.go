@@ -226,6 +226,20 @@ func TestUDPFlowsDatagrams(t *testing.T) {
 	if sent.Load() != before {
 		t.Errorf("an 8000-byte datagram went on the datagram channel")
 	}
+	// 1200-byte datagrams do not fit udx's initial 1200-byte MTU; framed,
+	// they are stream data, whose packets probe the path MTU up (in
+	// steps of 32 bytes to 1500), and then they fit.
+	mid := strings.Repeat("m", 1200)
+	before = sent.Load()
+	for i := range 200 {
+		if _, err := exchange(c, fmt.Sprint(i, mid), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d of 200 1200-byte requests went as datagrams", sent.Load()-before)
+	if sent.Load()-before < 100 {
+		t.Errorf("only %d of 200 1200-byte requests went as datagrams: the path MTU was not probed up", sent.Load()-before)
+	}
 }
 
 func TestUDPFlowIdleExpiry(t *testing.T) {
@@ -423,4 +437,59 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// BenchmarkUDPFlowUDX sends 1200-byte datagrams through one flow over the
+// real transport in one process, offered at 100k/s (bursts of 100 a
+// millisecond), and reports what reached the service (dgram/s, loss-%)
+// and the share that went on the datagram channel rather than framed on
+// the flow's stream (as-datagram). Without process wake-ups or a testnet
+// it shows the tunnel's own cost; bench/'s BenchmarkUDP measures the
+// binary.
+func BenchmarkUDPFlowUDX(b *testing.B) {
+	n := newUDXNet(b)
+	var sent atomic.Int64
+	var got atomic.Int64
+	sink := newUDPService(b, func(p []byte, from netip.AddrPort) []byte {
+		if p[0] == 'E' {
+			return dnsLike(p, from)
+		}
+		got.Add(1)
+		return nil
+	})
+	sink.pc.SetReadBuffer(8 << 20)
+	e := NewExposer(n, sink.addr(), ExposeOptions{UDP: true, Logger: testLogger(b, io.Discard)})
+	b.Cleanup(func() { e.Close() })
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := NewUDPForwarder(countingDialer{n, &sent}, n.server.Public, pc, ForwardOptions{Logger: testLogger(b, io.Discard)})
+	b.Cleanup(func() { f.Close() })
+	c := udpClient(b, pc.LocalAddr().String())
+	// 1200-byte datagrams go framed until the path MTU is probed up:
+	// a few hundred of them.
+	for i := range 300 {
+		if _, err := exchange(c, fmt.Sprint("E", i, strings.Repeat("w", 1195)), 10*time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p := make([]byte, 1200)
+	p[0] = 'D'
+	b.ResetTimer()
+	start := time.Now()
+	s0, g0 := sent.Load(), got.Load()
+	for i := range b.N {
+		if i%100 == 0 {
+			if d := time.Until(start.Add(time.Duration(i) * 10 * time.Microsecond)); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		c.Write(p)
+	}
+	took := time.Since(start)
+	time.Sleep(300 * time.Millisecond)
+	b.ReportMetric(float64(got.Load()-g0)/took.Seconds(), "dgram/s")
+	b.ReportMetric(100*float64(int64(b.N)-(got.Load()-g0))/float64(b.N), "loss-%")
+	b.ReportMetric(float64(sent.Load()-s0)/float64(b.N), "as-datagram")
 }

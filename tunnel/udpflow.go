@@ -112,10 +112,12 @@ func (f *flow) toPeer(p []byte) {
 	if f.ready.Load() && f.dg != nil {
 		n := 1 + compact.UintSize(uint64(f.id)) + len(p)
 		if n <= f.dg.MaxDatagram() {
-			b := appendFlowDatagram(make([]byte, 0, n), f.id, p)
-			if f.dg.SendDatagram(b) == nil {
-				return
-			}
+			// A datagram the transport cannot take now (its queue is
+			// full, or the connection is closing) is dropped: queueing
+			// it on the stream instead would add reliable load where
+			// there is already too much.
+			_ = f.dg.SendDatagram(appendFlowDatagram(make([]byte, 0, n), f.id, p))
+			return
 		}
 	}
 	b := f.framing.appendFrame(make([]byte, 0, f.framing.hdrLen()+len(p)), p)
