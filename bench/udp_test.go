@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -69,43 +70,22 @@ type udpService struct {
 }
 
 func newUDPService(tb testing.TB) *udpService {
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pc.SetReadBuffer(8 << 20)
-	s := &udpService{addr: pc.LocalAddr().String()}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if n > 0 && buf[0] == 'E' {
-				pc.WriteToUDPAddrPort(buf[:n], from)
-				continue
-			}
-			s.counted.Add(1)
+	s := &udpService{}
+	pc := proctest.ServeUDP(tb, func(p []byte, _ netip.AddrPort) []byte {
+		if len(p) > 0 && p[0] == 'E' {
+			return p
 		}
-	}()
-	tb.Cleanup(func() { pc.Close(); <-done })
+		s.counted.Add(1)
+		return nil
+	})
+	pc.SetReadBuffer(8 << 20)
+	s.addr = pc.LocalAddr().String()
 	return s
 }
 
 func udpConn(tb testing.TB, addr string) *net.UDPConn {
-	ra, err := net.ResolveUDPAddr("udp4", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c, err := net.DialUDP("udp4", nil, ra)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	c := proctest.DialUDP(tb, addr)
 	c.SetWriteBuffer(8 << 20)
-	tb.Cleanup(func() { c.Close() })
 	return c
 }
 

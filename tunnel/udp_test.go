@@ -14,6 +14,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/internal/conntest"
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/internal/proctest"
 )
 
 // udpService answers each datagram with reply(datagram, sender) from a
@@ -25,29 +26,13 @@ type udpService struct {
 }
 
 func newUDPService(t testing.TB, reply func(p []byte, from netip.AddrPort) []byte) *udpService {
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &udpService{pc: pc, senders: map[netip.AddrPort]int{}}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.senders[from]++
-			s.mu.Unlock()
-			if r := reply(buf[:n], from); r != nil {
-				pc.WriteToUDPAddrPort(r, from)
-			}
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
+	s := &udpService{senders: map[netip.AddrPort]int{}}
+	s.pc = proctest.ServeUDP(t, func(p []byte, from netip.AddrPort) []byte {
+		s.mu.Lock()
+		s.senders[from]++
+		s.mu.Unlock()
+		return reply(p, from)
+	})
 	return s
 }
 
@@ -98,19 +83,6 @@ func newUDPRig(t testing.TB, ln PeerListener, d Dialer, remote PeerListener, eop
 	return r
 }
 
-func udpClient(t testing.TB, addr string) *net.UDPConn {
-	ra, err := net.ResolveUDPAddr("udp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.DialUDP("udp4", nil, ra)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // exchange sends req until a reply starting with req| arrives (a UDP
 // client retries, as a DNS resolver does), and returns what follows the
 // bar: the sender address the service saw.
@@ -143,7 +115,7 @@ func runClients(t *testing.T, addr string, n, k int) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
-		c := udpClient(t, addr)
+		c := proctest.DialUDP(t, addr)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -214,7 +186,7 @@ func TestUDPFlowsDatagrams(t *testing.T) {
 		t.Errorf("client sent %d datagrams on the datagram channel, want most of the %d requests", got, 20*10)
 	}
 	// A datagram larger than the path goes framed on the flow's stream.
-	c := udpClient(t, r.addr)
+	c := proctest.DialUDP(t, r.addr)
 	big := strings.Repeat("B", 8000)
 	before := sent.Load()
 	if _, err := exchange(c, big, 10*time.Second); err != nil {
@@ -249,7 +221,7 @@ func TestUDPFlowIdleExpiry(t *testing.T) {
 	ln := n.listen(server)
 	flows := FlowOptions{IdleTimeout: 300 * time.Millisecond}
 	r := newUDPRig(t, ln, n.dialer(client), ln, ExposeOptions{Flows: flows}, ForwardOptions{Flows: flows})
-	c := udpClient(t, r.addr)
+	c := proctest.DialUDP(t, r.addr)
 	first, err := exchange(c, "a", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -283,11 +255,11 @@ func TestUDPFlowCap(t *testing.T) {
 	ln := n.listen(server)
 	r := newUDPRig(t, ln, n.dialer(client), ln, ExposeOptions{Flows: FlowOptions{MaxFlows: 2}}, ForwardOptions{})
 	for i := range 2 {
-		if _, err := exchange(udpClient(t, r.addr), fmt.Sprint("ok", i), 10*time.Second); err != nil {
+		if _, err := exchange(proctest.DialUDP(t, r.addr), fmt.Sprint("ok", i), 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := exchange(udpClient(t, r.addr), "third", 2*time.Second); err == nil {
+	if _, err := exchange(proctest.DialUDP(t, r.addr), "third", 2*time.Second); err == nil {
 		t.Fatal("a third flow got through a cap of 2")
 	}
 	if !strings.Contains(r.srvLog.String(), "too many UDP flows") {
@@ -358,7 +330,7 @@ func TestUDPKindMismatch(t *testing.T) {
 	events := &eventLog{}
 	f := NewUDPForwarder(n.dialer(client), server.Public, pc, ForwardOptions{Logger: testLogger(t, nil), OnEvent: events.add})
 	defer f.Close()
-	if _, err := exchange(udpClient(t, pc.LocalAddr().String()), "x", time.Second); err == nil {
+	if _, err := exchange(proctest.DialUDP(t, pc.LocalAddr().String()), "x", time.Second); err == nil {
 		t.Fatal("a UDP flow got through to a TCP service")
 	}
 	waitFor(t, 5*time.Second, "a refused event", func() bool { return len(events.of(EventRefused)) > 0 })
@@ -466,7 +438,7 @@ func BenchmarkUDPFlowUDX(b *testing.B) {
 	}
 	f := NewUDPForwarder(countingDialer{n, &sent}, n.server.Public, pc, ForwardOptions{Logger: testLogger(b, io.Discard)})
 	b.Cleanup(func() { f.Close() })
-	c := udpClient(b, pc.LocalAddr().String())
+	c := proctest.DialUDP(b, pc.LocalAddr().String())
 	// 1200-byte datagrams go framed until the path MTU is probed up:
 	// a few hundred of them.
 	for i := range 300 {

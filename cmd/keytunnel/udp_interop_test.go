@@ -21,7 +21,7 @@ func udpClients(t *testing.T, addr string, n, k int) {
 	t.Helper()
 	errs := make(chan error, n)
 	for i := range n {
-		c := dialUDP(t, addr)
+		c := proctest.DialUDP(t, addr)
 		go func() {
 			for j := range k {
 				if _, err := resolve(c, uint16(i*k+j), fmt.Sprintf("n%d.c%d.example", j, i)); err != nil {

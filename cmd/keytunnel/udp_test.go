@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -23,31 +24,16 @@ type dnsService struct {
 }
 
 func newDNSService(t *testing.T) *dnsService {
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &dnsService{pc: pc, senders: map[string]int{}}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if n < 2 {
-				continue
-			}
-			s.mu.Lock()
-			s.senders[from.String()]++
-			s.mu.Unlock()
-			reply := fmt.Appendf(append([]byte{}, buf[:2]...), "A %s %s", buf[2:n], from)
-			pc.WriteToUDPAddrPort(reply, from)
+	s := &dnsService{senders: map[string]int{}}
+	s.pc = proctest.ServeUDP(t, func(p []byte, from netip.AddrPort) []byte {
+		if len(p) < 2 {
+			return nil
 		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
+		s.mu.Lock()
+		s.senders[from.String()]++
+		s.mu.Unlock()
+		return fmt.Appendf(append([]byte{}, p[:2]...), "A %s %s", p[2:], from)
+	})
 	return s
 }
 
@@ -90,20 +76,6 @@ func resolve(c *net.UDPConn, id uint16, name string) (string, error) {
 	return "", fmt.Errorf("no answer for %q (id %d)", name, id)
 }
 
-func dialUDP(t *testing.T, addr string) *net.UDPConn {
-	t.Helper()
-	ra, err := net.ResolveUDPAddr("udp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := net.DialUDP("udp4", nil, ra)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // TestE2EUDPDNSLike: a DNS-like service behind expose --udp, reached
 // through forward --udp by 50 clients at once, every answer matched to
 // its question; each client is one flow (the service sees 50 sources),
@@ -116,27 +88,7 @@ func TestE2EUDPDNSLike(t *testing.T) {
 	fw, local := proctest.Forward(t, bs, pub, "--udp", "--udp-idle-timeout", "1s")
 
 	const clients, queries = 50, 20
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
-	for i := range clients {
-		c := dialUDP(t, local)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range queries {
-				id := uint16(i*queries + j)
-				if _, err := resolve(c, id, fmt.Sprintf("host%d.client%d.example", j, i)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	udpClients(t, local, clients, queries)
 	if n := svc.nSenders(); n != clients {
 		t.Errorf("the service saw %d source addresses, want one flow per client (%d)", n, clients)
 	}
@@ -147,7 +99,7 @@ func TestE2EUDPDNSLike(t *testing.T) {
 		t.Errorf("expose saw %d peer sessions, want 1", n)
 	}
 
-	c := dialUDP(t, local)
+	c := proctest.DialUDP(t, local)
 	first, err := resolve(c, 1, "idle.example")
 	if err != nil {
 		t.Fatal(err)
