@@ -3,6 +3,7 @@ package secretstream
 import (
 	"context"
 	"errors"
+	"sync"
 )
 
 // ErrNoDatagrams: the raw connection cannot carry unordered datagrams
@@ -50,12 +51,18 @@ func (c *Conn) SendDatagram(p []byte) error {
 	if m == nil {
 		return ErrNoDatagrams
 	}
-	env, err := d.Seal(make([]byte, 0, len(p)+DatagramOverhead), p)
+	bp := envPool.Get().(*[]byte)
+	defer envPool.Put(bp)
+	env, err := d.Seal((*bp)[:0], p)
+	*bp = env
 	if err != nil {
 		return err
 	}
-	return m.Send(env)
+	return m.Send(env) // which copies env
 }
+
+// envPool holds envelope buffers for SendDatagram.
+var envPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // ReadDatagram returns the next datagram from the peer that authenticates;
 // others (hyperdht's empty path confirmation, forgeries) are skipped, as
@@ -70,6 +77,7 @@ func (c *Conn) ReadDatagram(ctx context.Context) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		// (x/crypto's secretbox.Open refuses to decrypt in place.)
 		if p, ok := d.Open(nil, env); ok {
 			return p, nil
 		}

@@ -95,7 +95,13 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 	if opts.DialTarget == nil && opts.UDP {
 		var d net.Dialer
 		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
-			return d.DialContext(ctx, "udp", addr)
+			c, err := d.DialContext(ctx, "udp", addr)
+			if uc, ok := c.(*net.UDPConn); ok {
+				// Room for a burst of replies (1 MiB: 800 of 1200
+				// bytes) while the flow's sender catches up.
+				uc.SetReadBuffer(1 << 20)
+			}
+			return c, err
 		}
 	}
 	if opts.DialTarget == nil {

@@ -436,6 +436,7 @@ func BenchmarkUDPFlowUDX(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	pc.SetReadBuffer(4 << 20) // as stack.ListenUDP does for the binary
 	f := NewUDPForwarder(countingDialer{n, &sent}, n.server.Public, pc, ForwardOptions{Logger: testLogger(b, io.Discard)})
 	b.Cleanup(func() { f.Close() })
 	c := proctest.DialUDP(b, pc.LocalAddr().String())

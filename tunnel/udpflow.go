@@ -116,7 +116,10 @@ func (f *flow) toPeer(p []byte) {
 			// full, or the connection is closing) is dropped: queueing
 			// it on the stream instead would add reliable load where
 			// there is already too much.
-			_ = f.dg.SendDatagram(appendFlowDatagram(make([]byte, 0, n), f.id, p))
+			bp := tagPool.Get().(*[]byte)
+			*bp = appendFlowDatagram((*bp)[:0], f.id, p)
+			_ = f.dg.SendDatagram(*bp) // which does not keep it
+			tagPool.Put(bp)
 			return
 		}
 	}
@@ -126,6 +129,9 @@ func (f *flow) toPeer(p []byte) {
 	default:
 	}
 }
+
+// tagPool holds buffers for tagging datagrams (toPeer).
+var tagPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // fromPeer hands a datagram from the peer to the local side.
 func (f *flow) fromPeer(p []byte) {

@@ -82,8 +82,7 @@ func (u *UDPForwarder) readLoop() {
 // startFlow registers a flow for addr and opens it in the background;
 // datagrams queue in the flow meanwhile. nil if the table is full.
 func (u *UDPForwarder) startFlow(addr netip.AddrPort) *flow {
-	to := net.UDPAddrFromAddrPort(addr)
-	f := newFlow(ktFraming, func(p []byte) { u.pc.WriteTo(p, to) })
+	f := newFlow(ktFraming, u.writerTo(addr))
 	if u.opts.Raw {
 		f.framing = holesailFraming
 	}
@@ -215,6 +214,16 @@ func dispatchUntilClosed(ctx context.Context, wg *sync.WaitGroup, closed <-chan 
 		defer wg.Done()
 		flows.dispatch(ctx, dg)
 	}()
+}
+
+// writerTo returns what sends a datagram to a client, without allocating
+// per datagram when pc is a *net.UDPConn.
+func (u *UDPForwarder) writerTo(addr netip.AddrPort) func([]byte) {
+	if uc, ok := u.pc.(*net.UDPConn); ok {
+		return func(p []byte) { uc.WriteToUDPAddrPort(p, addr) }
+	}
+	to := net.UDPAddrFromAddrPort(addr)
+	return func(p []byte) { u.pc.WriteTo(p, to) }
 }
 
 // readFromAddrPort reads a datagram and its sender as a netip.AddrPort,

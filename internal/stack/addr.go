@@ -42,7 +42,10 @@ func HostPort(what, s string, zeroOK bool) (string, error) {
 }
 
 // ListenUDP opens a UDP forward's local socket, with the errors of
-// ListenTCP.
+// ListenTCP. Its receive buffer is 4 MiB where the system allows
+// (net.core.rmem_max): some 3,000 datagrams of 1200 bytes, 30 ms at 100k
+// a second, that the forward may fall behind its clients by before the
+// kernel drops datagrams; Linux's default of 208 KiB holds 2 ms.
 func ListenUDP(addr string) (*net.UDPConn, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -52,6 +55,7 @@ func ListenUDP(addr string) (*net.UDPConn, error) {
 	if err != nil {
 		return nil, listenErr("udp "+addr, err)
 	}
+	pc.SetReadBuffer(4 << 20)
 	return pc, nil
 }
 
