@@ -1,7 +1,8 @@
 // Package tunnel carries TCP connections between keytunnel peers: Expose
 // serves a local TCP service to the peers that reach our key, Forward makes
 // a remote peer's service reachable on a local port, and Pipe connects
-// stdin/stdout to it (for ssh's ProxyCommand).
+// stdin/stdout to it (for ssh's ProxyCommand). With ExposeOptions.UDP and
+// a UDPForwarder it carries a UDP service as flows (see UDP below).
 //
 // The package knows nothing about the DHT. It needs a Dialer (reach the
 // peer behind a public key) and a PeerListener (accept peers on our key
