@@ -58,9 +58,18 @@ func (u *UDPForwarder) Flows() int { return u.flows.len() }
 func (u *UDPForwarder) readLoop() {
 	defer u.wg.Done()
 	defer close(u.done)
-	buf := make([]byte, maxDatagram)
+	r := newDatagramReader(u.pc)
 	for {
-		n, addr, err := readFromAddrPort(u.pc, buf)
+		err := r.read(func(p []byte, addr netip.AddrPort) {
+			f := u.flows.get(addr)
+			if f == nil {
+				if f = u.startFlow(addr); f == nil {
+					u.drops.log(u.log, "dropping datagrams of a new client: UDP flows at their cap (--max-flows)")
+					return
+				}
+			}
+			f.toPeer(p)
+		})
 		if err != nil {
 			if u.ctx.Err() == nil {
 				u.err = err
@@ -68,14 +77,6 @@ func (u *UDPForwarder) readLoop() {
 			}
 			return
 		}
-		f := u.flows.get(addr)
-		if f == nil {
-			if f = u.startFlow(addr); f == nil {
-				u.drops.log(u.log, "dropping datagrams of a new client: UDP flows at their cap (--max-flows)")
-				continue
-			}
-		}
-		f.toPeer(buf[:n])
 	}
 }
 
