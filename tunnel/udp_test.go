@@ -466,3 +466,24 @@ func BenchmarkUDPFlowUDX(b *testing.B) {
 	b.ReportMetric(100*float64(int64(b.N)-(got.Load()-g0))/float64(b.N), "loss-%")
 	b.ReportMetric(float64(sent.Load()-s0)/float64(b.N), "as-datagram")
 }
+
+// plainPacketConn hides the *net.UDPConn under a net.PacketConn, so that
+// a UDPForwarder reads one datagram per call through ReadFrom and
+// answers through WriteTo, as it does for any PacketConn.
+type plainPacketConn struct{ net.PacketConn }
+
+func TestUDPForwardAnyPacketConn(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	n := newFakeNet(t)
+	server, client := genKey(t), genKey(t)
+	svc := newUDPService(t, dnsLike)
+	e := NewExposer(n.listen(server), svc.addr(), ExposeOptions{UDP: true, Logger: testLogger(t, nil)})
+	defer e.Close()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewUDPForwarder(n.dialer(client), server.Public, plainPacketConn{pc}, ForwardOptions{Logger: testLogger(t, nil)})
+	defer f.Close()
+	runClients(t, pc.LocalAddr().String(), 3, 5)
+}
