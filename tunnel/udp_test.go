@@ -44,6 +44,16 @@ func (s *udpService) nSenders() int {
 	return len(s.senders)
 }
 
+// exposeDNSLike exposes a dnsLike service on n under a new key, until the
+// test ends, and returns the key.
+func exposeDNSLike(t testing.TB, n *fakeNet) key.KeyPair {
+	svc := newUDPService(t, dnsLike)
+	kp := genKey(t)
+	e := NewExposer(n.listen(kp), svc.addr(), ExposeOptions{UDP: true, Logger: testLogger(t, nil)})
+	t.Cleanup(func() { e.Close() })
+	return kp
+}
+
 // dnsLike replies "<request>|<sender>": a client can match each reply to
 // its request and see which source address the service saw.
 func dnsLike(p []byte, from netip.AddrPort) []byte {
@@ -287,10 +297,7 @@ func TestUDPRawHolesailFraming(t *testing.T) {
 func TestUDPHolesailBytes(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	n := newFakeNet(t)
-	server, client := genKey(t), genKey(t)
-	svc := newUDPService(t, dnsLike)
-	e := NewExposer(n.listen(server), svc.addr(), ExposeOptions{UDP: true, Logger: testLogger(t, nil)})
-	defer e.Close()
+	server, client := exposeDNSLike(t, n), genKey(t)
 	pc, err := n.dialer(client).Dial(context.Background(), server.Public)
 	if err != nil {
 		t.Fatal(err)
@@ -342,10 +349,7 @@ func TestUDPKindMismatch(t *testing.T) {
 	}
 
 	// A TCP forward (mux1) to a UDP service is refused at the session.
-	svc := newUDPService(t, dnsLike)
-	server2 := genKey(t)
-	e2 := NewExposer(n.listen(server2), svc.addr(), ExposeOptions{UDP: true, Logger: testLogger(t, nil)})
-	defer e2.Close()
+	server2 := exposeDNSLike(t, n)
 	c := NewClient(n.dialer(client), ForwardOptions{})
 	defer c.Close()
 	if _, err := c.Open(context.Background(), server2.Public); err == nil || !strings.Contains(err.Error(), "with --udp") {
@@ -475,10 +479,7 @@ type plainPacketConn struct{ net.PacketConn }
 func TestUDPForwardAnyPacketConn(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	n := newFakeNet(t)
-	server, client := genKey(t), genKey(t)
-	svc := newUDPService(t, dnsLike)
-	e := NewExposer(n.listen(server), svc.addr(), ExposeOptions{UDP: true, Logger: testLogger(t, nil)})
-	defer e.Close()
+	server, client := exposeDNSLike(t, n), genKey(t)
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
