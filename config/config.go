@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/keytunnel/keytunnel/internal/holesail"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
@@ -42,6 +43,12 @@ type Expose struct {
 	Allow   []key.PublicKey // empty: anyone who knows the key
 	Raw     bool
 	Relay   Relay
+	// Private: KeyPair comes from the private connection string in
+	// KeyFile (secret_file), and Allow holds its public key, so that only
+	// clients holding the string get in (holesail's secure mode).
+	Private bool
+	// Holesail publishes holesail-server's DHT record for the entry.
+	Holesail bool
 	// Budget caps what peers may take (max_sessions,
 	// max_streams_per_session, max_streams, max_buffer_mib); zero fields
 	// mean the defaults.
@@ -82,6 +89,10 @@ type Forward struct {
 	// UDP: the local side is a UDP socket and the service a UDP one.
 	UDP   bool
 	Flows tunnel.FlowOptions
+	// KeyPair, for a private service (secret_file), is the key pair of
+	// its private connection string, which the forward dials with; zero
+	// otherwise.
+	KeyPair key.KeyPair
 }
 
 // The raw TOML shapes. Every field is a pointer or a slice so that Parse can
@@ -102,6 +113,8 @@ type rawExpose struct {
 	Allow   []string `toml:"allow"`
 	Raw     *bool    `toml:"raw"`
 	Relay   []string `toml:"relay_through"`
+	Secret  *string  `toml:"secret_file"`
+	HS      *bool    `toml:"holesail"`
 
 	MaxSessions          *int64 `toml:"max_sessions"`
 	MaxStreamsPerSession *int64 `toml:"max_streams_per_session"`
@@ -125,6 +138,7 @@ type rawForward struct {
 	Port   *int64   `toml:"port"`
 	Raw    *bool    `toml:"raw"`
 	Relay  []string `toml:"relay_through"`
+	Secret *string  `toml:"secret_file"`
 
 	rawUDP
 }
@@ -262,9 +276,20 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 	default:
 		p.fail(at(), field, "needs port or address")
 	}
-	if r.Key == nil {
-		p.fail(at(), field, "needs key (the path of a seed file; `keytunnel keygen --out FILE` makes one)")
-	} else {
+	switch {
+	case r.Key != nil && r.Secret != nil:
+		p.fail(at("secret_file"), field, "set key or secret_file, not both")
+	case r.Secret != nil:
+		e.KeyFile = p.path(*r.Secret)
+		c, err := holesail.ReadSecretFile(e.KeyFile)
+		if err != nil {
+			p.fail(at("secret_file"), field+".secret_file", err.Error())
+		}
+		e.KeyPair, e.Private = c.KeyPair, true
+		e.Allow = append(e.Allow, c.PublicKey)
+	case r.Key == nil:
+		p.fail(at(), field, "needs key (the path of a seed file; `keytunnel keygen --out FILE` makes one) or secret_file (a private connection string)")
+	default:
 		e.KeyFile = *r.Key
 		if !filepath.IsAbs(e.KeyFile) {
 			e.KeyFile = filepath.Join(p.dir, e.KeyFile)
@@ -284,6 +309,7 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 		e.Allow = append(e.Allow, k)
 	}
 	e.Raw = r.Raw != nil && *r.Raw
+	e.Holesail = r.HS != nil && *r.HS
 	if r.Relay != nil {
 		e.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
 	}
@@ -318,14 +344,29 @@ func (p *parser) forward(i int, r rawForward) Forward {
 	field := fmt.Sprintf("forward[%d]", i)
 	at := func(keys ...string) int { return p.lines.entryField("forward", i, keys...) }
 	var fw Forward
-	if r.Key == nil {
-		p.fail(at(), field, "needs key (the public key of the service)")
-	} else {
-		k, err := key.ParsePublicKey(*r.Key)
+	hs := false
+	switch {
+	case r.Key == nil && r.Secret == nil:
+		p.fail(at(), field, "needs key (the public key of the service, or its holesail connection string) or secret_file")
+	case r.Key != nil && holesail.LooksPrivate(*r.Key):
+		p.fail(at("key"), field+".key", "a private connection string is a secret: put it in a file of its own (mode 0600) and name that with secret_file")
+	case r.Key != nil:
+		c, err := holesail.Parse(strings.TrimSpace(*r.Key), false)
 		if err != nil {
 			p.fail(at("key"), field+".key", err.Error())
 		}
-		fw.Key = k
+		fw.Key, hs = c.PublicKey, c.Form == holesail.FormURL
+	}
+	if r.Secret != nil {
+		c, err := holesail.ReadSecretFile(p.path(*r.Secret))
+		switch {
+		case err != nil:
+			p.fail(at("secret_file"), field+".secret_file", err.Error())
+		case r.Key != nil && c.PublicKey != fw.Key:
+			p.fail(at("secret_file"), field+".secret_file", fmt.Sprintf("holds the string of service %s, not of key %s", c.PublicKey, fw.Key))
+		default:
+			fw.Key, fw.KeyPair, hs = c.PublicKey, c.KeyPair, true
+		}
 	}
 	switch {
 	case r.Port != nil && r.Listen != nil:
@@ -343,7 +384,8 @@ func (p *parser) forward(i int, r rawForward) Forward {
 	default:
 		p.fail(at(), field, "needs listen or port")
 	}
-	fw.Raw = r.Raw != nil && *r.Raw
+	// holesail servers speak raw; a keytunnel expose serves raw clients too.
+	fw.Raw = r.Raw != nil && *r.Raw || hs
 	if r.Relay != nil {
 		fw.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
 	}
@@ -383,6 +425,14 @@ func (p *parser) udp(r rawUDP, field string, at func(keys ...string) int) (bool,
 		}
 	}
 	return on, fo
+}
+
+// path is a file named in the configuration, relative to its directory.
+func (p *parser) path(f string) string {
+	if filepath.IsAbs(f) {
+		return f
+	}
+	return filepath.Join(p.dir, f)
 }
 
 // relayKeys parses a relay_through list (top-level or an entry's).
@@ -551,10 +601,12 @@ func Diff(old, cur *File) Change {
 func exposeEqual(a, b Expose) bool {
 	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
 		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay) && a.Budget == b.Budget &&
-		a.UDP == b.UDP && a.Flows == b.Flows
+		a.UDP == b.UDP && a.Flows == b.Flows &&
+		a.Private == b.Private && a.Holesail == b.Holesail
 }
 
 func forwardEqual(a, b Forward) bool {
 	return a.Name == b.Name && a.Key == b.Key && a.Listen == b.Listen && a.Raw == b.Raw && a.Relay.equal(b.Relay) &&
-		a.UDP == b.UDP && a.Flows == b.Flows
+		a.UDP == b.UDP && a.Flows == b.Flows &&
+		a.KeyPair.Public == b.KeyPair.Public
 }

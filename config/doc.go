@@ -9,8 +9,10 @@
 //	name  = "web"                     # unique; defaults to "expose-<port>"
 //	port  = 8080                      # or: address = "10.0.0.5:8080"
 //	key   = "web.key"                 # seed file, relative to this file
+//	                                  # or: secret_file = "web.secret" (private: see below)
 //	allow = ["<public key>", ...]     # optional: only these clients
 //	raw   = false                     # hypertele/holesail wire mode
+//	holesail = false                  # publish holesail-server's record (port, protocol)
 //	relay_through = ["<relay key>"]   # optional: this entry's relays ([] for none)
 //	max_sessions = 32                 # optional caps on what peers may take (these are
 //	max_streams_per_session = 100     # the defaults; see tunnel.Budget): concurrent
@@ -22,13 +24,22 @@
 //
 //	[[forward]]
 //	name   = "web"                    # unique; defaults to "forward-<port>"
-//	key    = "<public key>"           # hex or z32
+//	key    = "<public key>"           # hex or z32, or holesail's hs://0000<key>
+//	                                  # or: secret_file = "web.secret" (private)
 //	listen = "127.0.0.1:9000"         # or: port = 9000
-//	raw    = false                    # with udp: holesail's UDP framing
+//	raw    = false                    # implied by hs:// and secret_file; with udp:
+//	                                  # holesail's UDP framing
 //	relay_through = []                # optional, as for expose
 //	udp = false                       # true: listen on UDP, one flow per client address
 //	udp_idle_timeout = "60s"          # udp only, as for expose
 //	max_flows = 1024                  # udp only, as for expose
+//
+// secret_file names a file (mode 0600) holding a private connection string,
+// hs://s000<secret> as `keytunnel expose --private` and holesail print it:
+// an [[expose]] then serves under the key pair derived from it and admits
+// only clients holding it, a [[forward]] dials with that key pair. A
+// private string is never accepted inline (key = "hs://s000…"), since the
+// file holding the configuration is often readable by others.
 //
 // An entry's relay_through replaces the top-level list (which the global
 // --relay-through flag replaces in turn) for that entry only.

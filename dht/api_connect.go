@@ -45,7 +45,37 @@ type DialOptions struct {
 	// ReusableSocket remembers the path to a server that allows it, and
 	// tries it first on the next Dial (hyperdht's reusableSocket).
 	ReusableSocket bool
+	// Report, when set, is filled in by a Dial that succeeds: the path
+	// the connection took and why, for diagnostics (keytunnel doctor).
+	Report *DialReport
 }
+
+// DialReport says how a Dial reached its peer.
+type DialReport struct {
+	// Path is how the connection runs: PathDirect, PathLAN,
+	// PathHolepunch, PathPeerFirst or PathRelay.
+	Path string
+	// Ours and Theirs are the NAT classes both sides announced in the
+	// handshake: "open", "consistent", "random" or "unknown".
+	Ours, Theirs string
+	// Server is the peer's address the connection went to (for PathRelay,
+	// the blind relay's).
+	Server netip.AddrPort
+	// Relay is the blind relay of a PathRelay connection.
+	Relay key.PublicKey
+	// DirectErr is why no direct path won, on a relayed connection (nil
+	// when the relay merely paired first).
+	DirectErr error
+}
+
+// The paths of DialReport.Path.
+const (
+	PathDirect    = "direct"     // the peer is reachable at its address: no punch needed
+	PathLAN       = "lan"        // the peer is on our LAN (same public address)
+	PathHolepunch = "holepunch"  // both NATs punched through
+	PathPeerFirst = "peer-first" // the peer's packets reached us first (it punched or we are open)
+	PathRelay     = "relay"      // through a blind relay
+)
 
 // Conn is an end-to-end encrypted connection to a peer: a secret-stream
 // over a udx stream. RemotePublicKey names the peer; CloseWrite half-closes.

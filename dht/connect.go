@@ -56,6 +56,9 @@ type dialer struct {
 	onDirect  func(*udx.Socket, netip.AddrPort)
 
 	reusable     bool // DialOptions.ReusableSocket
+	report       *DialReport
+	directErr    error         // why the direct attempt failed, when it did
+	theirFW      atomic.Uint64 // the server's NAT class from the punch rounds (wire.Firewall)
 	relayThrough RelayThrough
 	relayPK      key.PublicKey
 	relayToken   [32]byte
@@ -90,7 +93,7 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 		d.kp = opts.KeyPair
 	}
 	if opts != nil {
-		d.relayThrough, d.reusable = opts.RelayThrough, opts.ReusableSocket
+		d.relayThrough, d.reusable, d.report = opts.RelayThrough, opts.ReusableSocket, opts.Report
 	}
 	if h == nil {
 		var err error
@@ -109,8 +112,10 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 		return nil, err
 	}
 	d.stream = st
+	n.stats.dials.Add(1)
 	conn, err := d.run(ctx)
 	if err != nil {
+		n.stats.dialFailures.Add(1)
 		st.Destroy()
 		if ctx.Err() != nil && n.ctx.Err() != nil {
 			return nil, ErrClosed
@@ -252,6 +257,20 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 	if d.reusable && c.payload.UDX.ReusableSocket && link == nil {
 		d.rememberRoute()
 	}
+	if r := d.report; r != nil {
+		*r = DialReport{Path: chosen.how, Server: from, Theirs: FirewallName(c.payload.Firewall)}
+		fw, _ := n.natState()
+		r.Ours = FirewallName(fw)
+		if c.payload.Firewall == wire.FirewallUnknown {
+			r.Theirs = FirewallName(wire.Firewall(d.theirFW.Load()))
+		}
+		if link != nil {
+			r.Path, r.Relay, r.DirectErr = PathRelay, d.relayPK, d.directErr
+			if rt := c.payload.RelayThrough; rt != nil {
+				r.Relay = rt.PublicKey
+			}
+		}
+	}
 	n.log.Debug("dht: dial path", "remote", d.remote, "to", from, "connected", connected)
 	return d.open(ctx)
 }
@@ -297,11 +316,12 @@ func (d *dialer) startDirect(ctx context.Context, path chan punchPath) chan dire
 		// The server reached us before we got here: connected already
 		// unless the packet was held.
 		p.connected = d.stream.Connected()
+		p.how = PathPeerFirst
 		ch <- directResult{p: p}
 	default:
 		if c := d.connect; !c.relayed {
 			sock, _ := d.n.socket()
-			ch <- directResult{p: punchPath{sock: sock, from: c.relayAddress}}
+			ch <- directResult{p: punchPath{sock: sock, from: c.relayAddress, how: PathDirect}}
 		} else {
 			go func() {
 				a, err := d.holepunch(ctx, path)
@@ -327,6 +347,7 @@ func (d *dialer) race(directCh chan directResult, relayCh chan relayResult) (cho
 				break
 			}
 			directErr = r.err
+			d.directErr = r.err
 			if relayCh == nil {
 				return chosen, nil, nil, r.err
 			}
@@ -605,10 +626,11 @@ func (d *dialer) connectThroughSock(ctx context.Context, to netip.AddrPort, sock
 type punchPath struct {
 	sock      *udx.Socket
 	from      netip.AddrPort
-	connected bool // the server's first packet connected the stream
+	connected bool   // the server's first packet connected the stream
+	how       string // a DialReport.Path
 }
 
-func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPath, error) {
+func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (_ punchPath, err error) {
 	n, c := d.n, d.connect
 	pl := c.payload
 	sock, _ := n.socket()
@@ -617,10 +639,10 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 	if pl.Firewall == wire.FirewallOpen || (relayed && !remoteHolepunchable) {
 		for _, a := range pl.Addresses4 {
 			if !isBogon(a.Addr()) {
-				return punchPath{sock: sock, from: a}, nil
+				return punchPath{sock: sock, from: a, how: PathDirect}, nil
 			}
 		}
-		return punchPath{sock: sock, from: c.serverAddress}, nil
+		return punchPath{sock: sock, from: c.serverAddress, how: PathDirect}, nil
 	}
 	if n.remoteAddress().IsValid() {
 		// We said we are OPEN: the server connects to us.
@@ -628,6 +650,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 		defer t.Stop()
 		select {
 		case p := <-path:
+			p.how = PathPeerFirst
 			return p, nil
 		case <-t.C:
 			return punchPath{}, ErrHolepunchAborted
@@ -646,7 +669,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 				lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 				defer cancel()
 				if _, err := n.rpc.Request(lctx, addr, rpc.RequestOptions{Internal: true, Command: rpc.CmdPing, Socket: rpc.SocketServer}); err == nil {
-					lan <- punchPath{sock: n.sock, from: addr}
+					lan <- punchPath{sock: n.sock, from: addr, how: PathLAN}
 				} else {
 					close(lan)
 				}
@@ -688,6 +711,12 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 			break
 		}
 	}
+	n.stats.punchAttempts.Add(1)
+	defer func() {
+		if err == nil {
+			n.stats.punchSuccesses.Add(1)
+		}
+	}()
 	hp := &clientPunch{d: d, id: pl.Holepunch.ID, secure: wire.NewSecurePayload(c.res.HolepunchSecret, random32())}
 	hp.hosts = []netip.Addr{c.serverAddress.Addr()}
 	// A punch from a host the server reported (or the one we know)
@@ -698,7 +727,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 			return
 		}
 		select {
-		case arrived <- punchPath{sock: s, from: from}:
+		case arrived <- punchPath{sock: s, from: from, how: PathHolepunch}:
 		default:
 		}
 	}
@@ -711,7 +740,6 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 	defer pcancel()
 	go func() { done <- hp.run(pctx, c.serverAddress, serverRelay) }()
 	var out punchPath
-	var err error
 	runDone := false
 	select {
 	case out = <-arrived:
@@ -723,6 +751,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 			select {
 			case out = <-arrived:
 			case out = <-path:
+				out.how = PathPeerFirst
 			case err = <-done:
 				runDone = true
 			case <-ctx.Done():
@@ -730,6 +759,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (punchPat
 			}
 		}
 	case out = <-path:
+		out.how = PathPeerFirst
 	case err = <-done:
 		runDone = true
 		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
@@ -808,6 +838,9 @@ func (p *clientPunch) update(ctx context.Context, peerAddress, relay netip.AddrP
 	echoed := remote.RemoteToken != nil && pl.Token != nil && *remote.RemoteToken == *pl.Token
 	p.mu.Lock()
 	p.remoteFirewall = remote.Firewall
+	if remote.Firewall != wire.FirewallUnknown {
+		p.d.theirFW.Store(uint64(remote.Firewall))
+	}
 	p.remotePunching = remote.Punching
 	p.remoteAddrs = updateRemotes(remote.Addresses, p.remoteAddrs, echoed, peerAddress.Addr())
 	for _, a := range remote.Addresses {

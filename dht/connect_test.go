@@ -113,11 +113,13 @@ func TestDialListen(t *testing.T) {
 	}
 }
 
-func TestDialFirewallDenies(t *testing.T) {
+// firewalledPair starts a server node listening on seedKey(3), whose
+// firewall admits only seedKey(7), and a client node.
+func firewalledPair(t *testing.T, ctx context.Context) (srv, cli *Node, l *Listener) {
+	t.Helper()
 	tn := testnet(t, 5)
-	ctx := testCtx(t, 60*time.Second)
-	srv := peerNode(t, tn, seedKey(1))
-	cli := peerNode(t, tn, seedKey(2))
+	srv = peerNode(t, tn, seedKey(1))
+	cli = peerNode(t, tn, seedKey(2))
 	allowed := seedKey(7).Public
 	l, err := srv.Listen(ctx, seedKey(3), &ListenOptions{Firewall: func(remote key.PublicKey, _ netip.AddrPort) bool {
 		return remote != allowed
@@ -125,7 +127,13 @@ func TestDialFirewallDenies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
+	return srv, cli, l
+}
+
+func TestDialFirewallDenies(t *testing.T) {
+	ctx := testCtx(t, 60*time.Second)
+	_, cli, l := firewalledPair(t, ctx)
 	accepted := make(chan struct{}, 4)
 	go func() {
 		for {
@@ -138,7 +146,7 @@ func TestDialFirewallDenies(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	_, err = cli.Dial(ctx, seedKey(3).Public, nil)
+	_, err := cli.Dial(ctx, seedKey(3).Public, nil)
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("denied dial: %v", err)
 	}

@@ -37,6 +37,14 @@
 // the store; the store never reads the clock and locks itself, because
 // client calls (Unannounce unlinks our own record first) touch it too.
 //
+// # Counters
+//
+// Node.Stats reports the node's health for `keytunnel status` and its
+// metrics: the routing table, dht-rpc's traffic, listeners' handshakes by
+// outcome, dials, holepunches and blind-relay fallbacks and upgrades.
+// Node.PathOf says how a connection reaches its peer now. They are plain
+// counters; exporting them is the caller's business.
+//
 // # Not yet here
 //
 // PEER_HANDSHAKE and PEER_HOLEPUNCH are accepted (never UNKNOWN_COMMAND)

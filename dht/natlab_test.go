@@ -159,7 +159,8 @@ func TestNATMatrix(t *testing.T) {
 			}
 			echo(t, l)
 			start := time.Now()
-			c, err := cli.Dial(ctx, skp.Public, nil)
+			var dr DialReport
+			c, err := cli.Dial(ctx, skp.Public, &DialOptions{Report: &dr})
 			took := time.Since(start)
 			if ck == natlab.Random && sk == natlab.Random {
 				if !errors.Is(err, ErrDoubleRandomized) {
@@ -176,9 +177,13 @@ func TestNATMatrix(t *testing.T) {
 				if ra.Addr() != publicHost(sh, sk) {
 					t.Errorf("%s: connected to %v, want the server's public address %v", name, ra, publicHost(sh, sk))
 				}
+				// The report names the path and its end, and our class.
+				if (dr.Path != PathDirect && dr.Path != PathHolepunch && dr.Path != PathPeerFirst) || dr.Server != ra || dr.Ours == "unknown" {
+					t.Errorf("%s: dial report %+v for a direct connection to %v", name, dr, ra)
+				}
 				roundTrip(t, c, 256<<10)
 				c.Close()
-				report = append(report, fmt.Sprintf("%s: direct to %v in %v", name, ra, took.Round(time.Millisecond)))
+				report = append(report, fmt.Sprintf("%s: direct to %v in %v (report: %s, ours %s, theirs %s)", name, ra, took.Round(time.Millisecond), dr.Path, dr.Ours, dr.Theirs))
 			}
 			l.Close()
 			cancel()
@@ -215,6 +220,11 @@ func TestRelayRandomRandom(t *testing.T) {
 		if ra.Addr() != rh.Addr() {
 			t.Errorf("server asks %v: connected to %v, want the relay at %v", serverAsks, ra, rh.Addr())
 		}
+		if p := cli.PathOf(c); p.Relay != relay.PublicKey() || p.Addr != ra {
+			t.Errorf("server asks %v: path %v, want the relay %v at %v", serverAsks, p, relay.PublicKey(), ra)
+		}
+		checkRelayStats(t, ctx, cli, 1, 0)
+		checkRelayStats(t, ctx, srv, 1, 0)
 		roundTrip(t, c, 4<<20)
 		c.Close()
 		l.Close()
@@ -256,7 +266,17 @@ func TestRelayUpgrade(t *testing.T) {
 			t.Fatalf("server asks %v: connected to %v while the NATs cannot reach each other, want the relay at %v", serverAsks, ra, rh.Addr())
 		}
 		t.Logf("server asks %v:", serverAsks)
+		if p := cli.PathOf(c); p.Relay != relay.PublicKey() {
+			t.Errorf("server asks %v: path %v, want the relay %v", serverAsks, p, relay.PublicKey())
+		}
 		awaitUpgrade(t, c, cn, sn, rh)
+		if p := cli.PathOf(c); !p.Relay.IsZero() || p.Addr.Addr() != sn.Addr() {
+			t.Errorf("server asks %v: path after the upgrade %v, want direct to %v", serverAsks, p, sn.Addr())
+		}
+		checkRelayStats(t, ctx, cli, 1, 1)
+		if s, err := cli.Stats(ctx); err != nil || s.HolepunchAttempts < 1 || s.HolepunchSuccesses < 1 {
+			t.Errorf("server asks %v: the punch that upgraded is not counted: %+v, %v", serverAsks, s, err)
+		}
 		c.Close()
 		l.Close()
 	}
@@ -369,6 +389,29 @@ func awaitUpgrade(t *testing.T, c *Conn, cn, sn *natlab.Net, rh *natlab.Host) {
 	for range 8 {
 		exchange(t, c, 256<<10)
 	}
+}
+
+// checkRelayStats checks n's relay counters.
+func checkRelayStats(t *testing.T, ctx context.Context, n *Node, fallbacks, upgrades uint64) {
+	t.Helper()
+	// The other side of a connection commits to the relay a moment after
+	// this one may have.
+	var s Stats
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if s, err = n.Stats(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s.RelayFallbacks == fallbacks && s.RelayUpgrades == upgrades {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Errorf("relay fallbacks %d, upgrades %d; want %d, %d", s.RelayFallbacks, s.RelayUpgrades, fallbacks, upgrades)
+			break
+		}
+	}
+	t.Logf("stats: %d dials (%d failed), holepunch %d/%d, relay fallbacks %d, upgrades %d",
+		s.Dials, s.DialFailures, s.HolepunchSuccesses, s.HolepunchAttempts, s.RelayFallbacks, s.RelayUpgrades)
 }
 
 // remoteOf is the address a connection's packets go to.

@@ -62,6 +62,19 @@ func (n *Node) waitNAT(done <-chan struct{}, d time.Duration) (wire.Firewall, []
 	}
 }
 
+// FirewallName names a NAT class as keytunnel doctor prints it.
+func FirewallName(f wire.Firewall) string {
+	switch f {
+	case wire.FirewallOpen:
+		return "open"
+	case wire.FirewallConsistent:
+		return "consistent"
+	case wire.FirewallRandom:
+		return "random"
+	}
+	return "unknown"
+}
+
 func punchFirewall(f wire.Firewall) holepunch.Firewall {
 	switch f {
 	case wire.FirewallOpen:

@@ -91,6 +91,7 @@ type Node struct {
 	cttl     *ttlSocket
 	kp       key.KeyPair
 	conns    connState
+	stats    nodeStats
 
 	ctx       context.Context
 	cancel    context.CancelFunc

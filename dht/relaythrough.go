@@ -49,6 +49,7 @@ type relayLink struct {
 	sock     *udx.Socket
 	addr     netip.AddrPort
 	remoteID uint32
+	relayPK  key.PublicKey
 
 	// upgrading is set while the relayed stream tries a direct path, so
 	// that the relay dying then does not take the stream with it.
@@ -85,7 +86,7 @@ func (n *Node) pairThroughRelay(ctx context.Context, relayPK key.PublicKey, isIn
 	if err != nil {
 		return nil, fmt.Errorf("dht: relay %s: %w", relayPK, err)
 	}
-	link := &relayLink{conn: conn, released: make(chan struct{})}
+	link := &relayLink{conn: conn, relayPK: relayPK, released: make(chan struct{})}
 	raw, ok := conn.Raw().(*udx.Stream)
 	if !ok {
 		conn.Close()
@@ -117,11 +118,15 @@ func (n *Node) pairThroughRelay(ctx context.Context, relayPK key.PublicKey, isIn
 }
 
 // keepRelay holds the relay connection open while the relayed stream
-// lives: when either ends, both go.
+// lives: when either ends, both go. Both sides call it once per relayed
+// connection, which is what Stats.RelayFallbacks counts.
 func (n *Node) keepRelay(link *relayLink, st *udx.Stream) {
+	n.stats.relayFallbacks.Add(1)
+	n.stats.setRelayed(st, link)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer n.stats.setRelayed(st, nil)
 		select {
 		case <-st.Done():
 		case <-link.raw.Done():
@@ -166,6 +171,7 @@ func (n *Node) upgradeFromRelay(st *udx.Stream, link *relayLink, sock *udx.Socke
 	select {
 	case <-confirmed:
 		n.log.Debug("dht: relayed connection upgraded to a direct path", "to", to)
+		n.stats.relayUpgrades.Add(1)
 		link.release()
 	case <-t.C:
 		n.log.Debug("dht: the direct path stayed silent, back to the relay", "to", to)

@@ -422,12 +422,14 @@ func (l *Listener) onHandshake(msg1 []byte, peerAddress netip.AddrPort, r *rpc.R
 		// flood makes expensive, and a local sender is one sender too.
 		if !l.limiter.Allow(now, netip.AddrPortFrom(client.Addr(), 0)) {
 			l.mu.Unlock()
+			l.n.stats.handshake(HandshakeRateLimited)
 			return nil, false
 		}
 		id := slices.Index(l.slots, nil)
 		if id < 0 {
 			if len(l.slots) >= maxHandshakeSlots {
 				l.mu.Unlock()
+				l.n.stats.handshake(HandshakeSlotsFull)
 				return nil, false
 			}
 			id = len(l.slots)
@@ -462,6 +464,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	if l.opts.Handshakes != nil {
 		hs = l.opts.Handshakes()
 	} else if hs, err = newLocalHandshake(l.kp, nil); err != nil {
+		n.stats.handshake(HandshakeError)
 		l.clearLater(s)
 		return
 	}
@@ -470,11 +473,13 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	s.mu.Unlock()
 	pt, err := hs.ReadMessage(l.ctx, msg1)
 	if err != nil {
+		n.stats.handshake(HandshakeInvalid)
 		l.clearLater(s)
 		return
 	}
 	remote, err := wire.DecodeNoisePayload(pt)
 	if err != nil {
+		n.stats.handshake(HandshakeInvalid)
 		l.clearLater(s)
 		return
 	}
@@ -486,14 +491,14 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	if denied {
 		n.log.Debug("dht: connection denied by firewall", "remote", hs.RemotePublicKey(), "from", client)
 	}
-	code := wire.ErrorNone
+	code, outcome := wire.ErrorNone, HandshakeAccepted
 	switch {
 	case denied:
-		code = wire.ErrorAborted
+		code, outcome = wire.ErrorAborted, HandshakeFirewall
 	case remote.Version != 1:
-		code = wire.ErrorVersionMismatch
+		code, outcome = wire.ErrorVersionMismatch, HandshakeVersionMismatch
 	case remote.UDX == nil:
-		code = wire.ErrorAborted
+		code, outcome = wire.ErrorAborted, HandshakeInvalid
 	}
 	ours := n.remoteAddress()
 	var addrs []netip.AddrPort
@@ -535,6 +540,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 			},
 		})
 		if err != nil {
+			n.stats.handshake(HandshakeError)
 			l.clearLater(s)
 			return
 		}
@@ -566,14 +572,17 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	}
 	msg2, err := hs.WriteMessage(l.ctx, out.Append(nil))
 	if err != nil {
+		n.stats.handshake(HandshakeError)
 		l.abortSlot(s, true)
 		return
 	}
 	res, err := hs.Result()
 	if err != nil {
+		n.stats.handshake(HandshakeError)
 		l.abortSlot(s, true)
 		return
 	}
+	n.stats.handshake(outcome)
 	s.msg2, s.res = msg2, res
 	if code != wire.ErrorNone {
 		// A refusal frees its slot at once (a flood of refused clients
@@ -954,6 +963,7 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 				}
 			}
 			p := holepunch.Start(pctx, cfg)
+			n.stats.punchAttempts.Add(1)
 			s.mu.Lock()
 			s.punching, s.puncher, s.pool = true, p, pool
 			s.mu.Unlock()
@@ -978,11 +988,13 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 				// later takes over (direct closes).
 				select {
 				case <-s.direct:
+					n.stats.punchSuccesses.Add(1)
 				case <-spent:
 					// The client's first packet may still be on its way.
 					t := time.NewTimer(2 * time.Second)
 					select {
 					case <-s.direct:
+						n.stats.punchSuccesses.Add(1)
 					case <-t.C:
 						l.abortSlot(s, true)
 					case <-pctx.Done():

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,6 +39,12 @@ func TestBackpressure(t *testing.T) {
 		fmt.Fprintf(c, "%d", n)
 	})
 	r := newRig(t, tg.addr(), ExposeOptions{}, &ForwardOptions{})
+	// Registered after the rig's and target's cleanups so that it runs
+	// before them: a failed check must not leave the target's handler
+	// waiting forever, and its cleanup with it.
+	var releaseOnce sync.Once
+	releaseTarget := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseTarget)
 
 	runtime.GC()
 	var ms runtime.MemStats
@@ -46,6 +53,9 @@ func TestBackpressure(t *testing.T) {
 	var peak atomic.Uint64
 	stopSampling := make(chan struct{})
 	sampled := make(chan struct{})
+	var stopOnce sync.Once
+	stopSampler := func() { stopOnce.Do(func() { close(stopSampling) }); <-sampled }
+	t.Cleanup(stopSampler)
 	go func() {
 		defer close(sampled)
 		tick := time.NewTicker(20 * time.Millisecond)
@@ -95,7 +105,7 @@ func TestBackpressure(t *testing.T) {
 	if w2 >= 48<<20 {
 		t.Fatalf("writer pushed %d MiB into a stalled reader", w2>>20)
 	}
-	close(release)
+	releaseTarget()
 
 	start := time.Now()
 	if err := <-werr; err != nil {
@@ -105,8 +115,7 @@ func TestBackpressure(t *testing.T) {
 	if err != nil || string(reply) != fmt.Sprint(total) {
 		t.Fatalf("reader got %q bytes, want %d (%v)", reply, total, err)
 	}
-	close(stopSampling)
-	<-sampled
+	stopSampler()
 	el := time.Since(start)
 	growth := int64(peak.Load()) - int64(base)
 	t.Logf("%d MiB in %v (%.0f MiB/s), peak heap growth %.1f MiB", total>>20, el.Round(time.Millisecond), float64(total>>20)/el.Seconds(), float64(growth)/(1<<20))

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-yamux/v5"
@@ -68,8 +69,9 @@ func (s muxStream) SetLinger(int) error { return s.Stream.Reset() }
 // the other side, so request-then-shutdown clients still get their whole
 // response. Both sides are closed before join returns. The error is the
 // first copy error, which caused the teardown; errors that the teardown
-// itself causes in the other direction are not reported.
-func join(ctx context.Context, a, b conn) error {
+// itself causes in the other direction are not reported. ab and ba, when
+// not nil, count the bytes copied from a to b and from b to a.
+func join(ctx context.Context, a, b conn, ab, ba *atomic.Uint64) error {
 	var (
 		once     sync.Once
 		firstErr error
@@ -99,11 +101,11 @@ func join(ctx context.Context, a, b conn) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := pump(b, a); err != nil {
+		if err := pump(b, a, ab); err != nil {
 			abort(err)
 		}
 	}()
-	if err := pump(a, b); err != nil {
+	if err := pump(a, b, ba); err != nil {
 		abort(err)
 	}
 	wg.Wait()
@@ -120,14 +122,19 @@ func resetOnClose(c conn) {
 }
 
 // pump copies src to dst and half-closes dst on EOF. It reports errors
-// other than a clean EOF so that join can tear both sides down.
-func pump(dst, src conn) error {
+// other than a clean EOF so that join can tear both sides down. n, when
+// not nil, counts the bytes written to dst.
+func pump(dst, src conn, n *atomic.Uint64) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	// The struct wrappers hide ReaderFrom/WriterTo: TCPConn's WriteTo would
 	// otherwise fall back to io.Copy with a fresh 32 KiB buffer per call,
 	// defeating the pool.
-	_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	var w io.Writer = struct{ io.Writer }{dst}
+	if n != nil {
+		w = countingWriter{dst, n}
+	}
+	_, err := io.CopyBuffer(w, struct{ io.Reader }{src}, *bp)
 	if err != nil {
 		return err
 	}

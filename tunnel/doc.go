@@ -23,6 +23,12 @@
 // Raw (hypertele, holesail): one peer connection per TCP connection, bytes
 // unframed. Forward with ForwardOptions.Raw speaks it to raw servers.
 //
+// Probe (keytunnel doctor, Check): "\x00keytunnel/prb1\n" opens a
+// connection that measures the path and never reaches the target (see
+// probe.go). A server that serves it says so in its OK reply to the mux
+// preamble (reason "probe1", which older clients ignore); clients send it
+// only then, since an older server would take it for a raw client.
+//
 // # Streams of a mux2 session
 //
 // A client that needs to say what a stream is for (a UDP flow; later, one
@@ -102,7 +108,7 @@
 // The client speaks first in mux mode, so Expose reads a peer's first bytes
 // before anything else:
 //
-//   - all 16 bytes equal the preamble: mux;
+//   - all 16 bytes equal the preamble: mux (the probe preamble: probe);
 //   - a byte differs from the preamble, or the peer half-closes first: raw,
 //     and the bytes read so far are replayed into the target connection;
 //   - nothing (or only a prefix of the preamble) within DetectTimeout
@@ -170,10 +176,23 @@
 // # Reconnection
 //
 // A Forwarder dials lazily and keeps one session. When it dies, the local
-// port stays open; the next local connection triggers a redial, and
-// connections that arrive meanwhile wait (up to WaitTimeout). Failed dials
-// back off exponentially with jitter, capped at BackoffMax. Refusals fail
-// waiting connections at once, since they do not heal within a wait.
+// port stays open; the next local connection dials at once, and
+// connections that arrive meanwhile wait for that dial (up to WaitTimeout).
+// Once the peer is known to be unreachable (the Dialer's error is
+// ErrUnreachable, as for a key no DHT node holds, or two dials in a row
+// failed) the connections waiting fail at once with the dial's error,
+// rather than being held; one other failure may be a lost packet, and the
+// connections wait for one more dial after a short backoff. After a
+// failed dial a backoff runs (exponential with jitter, capped at
+// BackoffMax, 5 s by default); while the peer is known to be unreachable,
+// new connections during it fail at once without a dial, and the first
+// connection after it dials again. So a peer that comes back is reached by
+// the next connection after at most one backoff, and a client that keeps
+// connecting costs at most one DHT lookup per backoff. Refusals fail
+// connections at once too. A UDPForwarder's session is kept by the same
+// code (keeper, forward.go), a new flow standing for a new connection: a
+// flow of an unreachable peer is dropped at once, and the client's next
+// datagram starts a new one.
 //
 // # Lifetimes and events
 //
@@ -181,5 +200,10 @@
 // stops them and waits for every connection they started. Expose and
 // Forward are the blocking forms, bound to a context. Logs go to log/slog;
 // OnEvent receives Events (connected, disconnected, refused, redialing)
-// that marshal to JSON for a machine-readable mode.
+// that marshal to JSON for a machine-readable mode, and Stats returns a
+// snapshot of the counters (payload bytes each way, open and total
+// connections, redials, live peers with their RTT and path) that
+// `keytunnel status` and its metrics show. For UDP (Exposer with UDP,
+// UDPForwarder.Stats) the connections are the flows and the bytes their
+// datagrams' payload.
 package tunnel

@@ -14,6 +14,11 @@ var (
 	// ErrWaitTimeout is the fate of a local connection that waited longer
 	// than ForwardOptions.WaitTimeout for a peer session to come up.
 	ErrWaitTimeout = errors.New("tunnel: timed out waiting for a peer session")
+	// ErrUnreachable fails a Forwarder's local connection when the peer
+	// is known to be unreachable: the dial it waited for failed, or one
+	// failed within the backoff (ForwardOptions.BackoffBase). It wraps the
+	// dial's error.
+	ErrUnreachable = errors.New("tunnel: cannot reach the peer")
 	// ErrClosed is returned by operations on a Forwarder or Exposer after
 	// Close.
 	ErrClosed = errors.New("tunnel: closed")

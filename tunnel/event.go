@@ -31,7 +31,7 @@ type Event struct {
 	Remote  key.PublicKey
 	Mode    string        // "mux" or "raw"
 	Attempt int           // redialing: failed attempts so far
-	Delay   time.Duration // redialing: wait before the next dial
+	Delay   time.Duration // redialing: backoff; connections before it fail without a dial
 	Err     error
 }
 

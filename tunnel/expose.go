@@ -73,6 +73,7 @@ type Exposer struct {
 	// connection to target (a Listener's Accept); false means nobody will.
 	deliver func(context.Context, PeerConn) bool
 	acct    *accountant
+	stats   *counters
 	// flows are the open UDP flows of a UDP Exposer, for the cap and
 	// the idle expiry.
 	flows    *flowTable[*flow]
@@ -122,6 +123,7 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 		emit:    emitter(opts.OnEvent),
 		deliver: deliver,
 		acct:    newAccountant(opts.Budget),
+		stats:   newCounters(),
 		flows:   newFlowTable[*flow](opts.Flows),
 	}
 	e.init(ln)
@@ -135,6 +137,9 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 	startAccepting(&e.serving, e.log, "peer", ln.Accept, e.servePeer)
 	return e
 }
+
+// Stats returns a snapshot of the Exposer's counters.
+func (e *Exposer) Stats() Stats { return e.stats.snapshot() }
 
 // Expose serves ln's peers until ctx ends or ln fails, and returns after
 // every connection it started is closed.
@@ -150,16 +155,19 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	log := e.log.With("remote", remote.String())
 
 	pc.SetReadDeadline(time.Now().Add(detectWait(e.opts.DetectTimeout, pc)))
-	version, got, eof, err := detect(pc)
+	kind, got, eof, err := detect(pc)
 	pc.SetReadDeadline(time.Time{})
 	if err != nil {
 		log.Debug("peer failed before speaking", "err", err)
 		return
 	}
-	mux := version > 0
 	mode := "raw"
-	if mux {
+	mux := kind != kindRaw // a probe gets replies as a mux client does
+	switch kind {
+	case kindMux, kindMux2:
 		mode = "mux"
+	case kindProbe:
+		mode = "probe"
 	}
 	if !e.opts.Allow.Allows(remote) {
 		log.Warn("refused peer: key not in allow list", "mode", mode)
@@ -178,17 +186,20 @@ func (e *Exposer) servePeer(pc PeerConn) {
 		return
 	}
 	defer e.acct.endSession()
-	if version == 1 && e.opts.UDP {
+	if kind == kindMux && e.opts.UDP {
 		// A mux1 session can only carry TCP streams.
 		log.Warn("refused peer: a TCP forward reached this UDP service", "mode", mode)
 		e.emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: errWrongKind})
 		refuse(pc, "this key exposes a UDP service; forward it with --udp")
 		return
 	}
+	defer e.stats.addPeer(pc, mode)()
 	e.emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
 	log.Info("peer connected", "mode", mode)
-	if mux {
-		err = e.serveMux(pc, version, log)
+	if kind == kindMux || kind == kindMux2 {
+		err = e.serveMux(pc, kind, log)
+	} else if kind == kindProbe {
+		err = e.serveProbe(pc)
 	} else if e.opts.UDP {
 		err = e.serveRawUDP(pc, got, eof, log)
 	} else if e.deliver != nil {
@@ -221,21 +232,26 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 	target := asConn(tc)
 	if len(got) == 0 && !eof {
 		// The peer was silent for the whole detection wait.
-		var late int
+		var late peerKind
 		target, got, eof, late, err = e.settleSilent(pc, target)
 		if err != nil {
 			tc.Close()
 			return err
 		}
-		if late > 0 {
+		switch late {
+		case kindMux, kindMux2:
 			tc.Close()
 			log.Info("late preamble: keytunnel client after all")
 			return e.serveMux(pc, late, log)
+		case kindProbe:
+			tc.Close()
+			return e.serveProbe(pc)
 		}
 	}
 	// The bytes detect consumed go to the target first; after a peer EOF
 	// the replay ends in EOF too, which join passes on as CloseWrite.
-	return join(e.ctx, replay(pc, got, eof), target)
+	defer e.stats.connOpened()()
+	return join(e.ctx, replay(pc, got, eof), target, &e.stats.received, &e.stats.sent)
 }
 
 // settleSilent decides about a peer that said nothing within the detection
@@ -246,12 +262,12 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 // reached it yet, it can still get its mux session: the target only saw a
 // connection open and close. Bytes read on either side are handed back for
 // replay.
-func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, eof bool, late int, err error) {
+func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, eof bool, late peerKind, err error) {
 	type peerRes struct {
-		version int
-		eof     bool
-		got     []byte
-		err     error
+		kind peerKind
+		eof  bool
+		got  []byte
+		err  error
 	}
 	type targetRes struct {
 		b   []byte
@@ -260,8 +276,8 @@ func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, e
 	pch := make(chan peerRes, 1)
 	tch := make(chan targetRes, 1)
 	go func() {
-		version, got, eof, err := detect(pc)
-		pch <- peerRes{version, eof, got, err}
+		kind, got, eof, err := detect(pc)
+		pch <- peerRes{kind, eof, got, err}
 	}()
 	go func() {
 		b := make([]byte, bufSize)
@@ -285,18 +301,18 @@ func (e *Exposer) settleSilent(pc PeerConn, tc conn) (target conn, got []byte, e
 	pc.SetReadDeadline(time.Time{})
 	tc.SetDeadline(time.Time{})
 	if p.err != nil {
-		return nil, nil, false, 0, p.err
+		return nil, nil, false, kindRaw, p.err
 	}
-	if p.version > 0 {
+	if p.kind != kindRaw {
 		// Whatever the target said meanwhile never reached the peer, so
 		// it can be dropped with the target connection.
-		return nil, nil, false, p.version, nil
+		return nil, nil, false, p.kind, nil
 	}
 	tEOF := errors.Is(tr.err, io.EOF)
 	if tr.err != nil && !tEOF && !isTimeout(tr.err) {
-		return nil, nil, false, 0, tr.err
+		return nil, nil, false, kindRaw, tr.err
 	}
-	return replay(tc, tr.b, tEOF), p.got, p.eof, 0, nil
+	return replay(tc, tr.b, tEOF), p.got, p.eof, kindRaw, nil
 }
 
 // replay returns c with got in front of what it reads, and only got if c
@@ -316,8 +332,8 @@ type replayConn struct {
 
 func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-func (e *Exposer) serveMux(pc PeerConn, version int, log *slog.Logger) error {
-	if err := writeReply(pc, replyOK, ""); err != nil {
+func (e *Exposer) serveMux(pc PeerConn, kind peerKind, log *slog.Logger) error {
+	if err := writeReply(pc, replyOK, featureProbe); err != nil {
 		return err
 	}
 	mem := e.acct.session()
@@ -329,7 +345,7 @@ func (e *Exposer) serveMux(pc PeerConn, version int, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var ms *muxServer
-	if version == 2 {
+	if kind == kindMux2 {
 		ms = e.newMuxServer(pc, sess, &wg, log)
 	}
 	var refusals refusalLog
@@ -408,7 +424,8 @@ func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logg
 		st.Reset()
 		return
 	}
-	_ = join(e.ctx, st, asConn(tc))
+	defer e.stats.connOpened()()
+	_ = join(e.ctx, st, asConn(tc), &e.stats.received, &e.stats.sent)
 }
 
 func (e *Exposer) dialTarget() (net.Conn, error) {

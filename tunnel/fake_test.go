@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -107,6 +108,9 @@ type fakeDialer struct {
 	kp key.KeyPair
 	// fail, while positive, makes Dial fail and counts down.
 	fail atomic.Int64
+	// definitive makes those failures say the peer is unreachable
+	// (ErrUnreachable), as the DHT's PEER_NOT_FOUND does.
+	definitive bool
 	// latency stands for the DHT lookup and handshake of a real Dial.
 	latency time.Duration
 }
@@ -115,6 +119,9 @@ var errFakeDial = errors.New("fake dial failure")
 
 func (d *fakeDialer) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, error) {
 	if d.fail.Add(-1) >= 0 {
+		if d.definitive {
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, errFakeDial)
+		}
 		return nil, errFakeDial
 	}
 	if d.latency > 0 {

@@ -25,8 +25,10 @@ type ForwardOptions struct {
 	// DialTimeout bounds one Dial, including the preamble exchange. Zero
 	// means 30 s: DHT lookups and hole punching can take several seconds.
 	DialTimeout time.Duration
-	// BackoffBase and BackoffMax shape the redial backoff (see backoff).
-	// Zero means 500 ms and 30 s.
+	// BackoffBase and BackoffMax shape the redial backoff (see backoff):
+	// after a failed dial, local connections that arrive within the
+	// backoff fail at once with the dial's error; the first one after it
+	// dials again at once. Zero means 500 ms and 5 s.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 	// Flows caps and expires the flows of a UDPForwarder.
@@ -39,7 +41,7 @@ func (o *ForwardOptions) defaults() {
 	o.WaitTimeout = orDefault(o.WaitTimeout, 30*time.Second)
 	o.DialTimeout = orDefault(o.DialTimeout, 30*time.Second)
 	o.BackoffBase = orDefault(o.BackoffBase, 500*time.Millisecond)
-	o.BackoffMax = orDefault(o.BackoffMax, 30*time.Second)
+	o.BackoffMax = orDefault(o.BackoffMax, 5*time.Second)
 }
 
 // Forwarder makes a remote peer's service reachable on a local listener.
@@ -50,7 +52,8 @@ type Forwarder struct {
 }
 
 // session is a mux session to the peer, with the peer connection under
-// it (for its datagram channel) and, in a UDP forward, its flows.
+// it (for its datagram channel and Stats) and, in a UDP forward, its
+// flows.
 type session struct {
 	*yamux.Session
 	pc    PeerConn
@@ -58,8 +61,9 @@ type session struct {
 }
 
 // keeper owns the peer session of a Forwarder or UDPForwarder: it dials
-// on demand, backs off between failures, and hands the live session to
-// the local connections or flows that wait for it.
+// on demand, backs off between failures, fails waiters at once when the
+// peer is known to be unreachable, hands the live session to the local
+// connections or flows that wait for it, and keeps the tunnel's Stats.
 type keeper struct {
 	s      *serving
 	d      Dialer
@@ -67,6 +71,7 @@ type keeper struct {
 	opts   ForwardOptions
 	log    *slog.Logger
 	emit   emitter
+	stats  *counters
 	pre    string         // the preamble to send: mux1, or mux2 for UDP flows
 	onUp   func(*session) // runs on each new session before it is handed out
 	want   chan struct{}  // a local connection needs a session
@@ -74,12 +79,17 @@ type keeper struct {
 	mu      sync.Mutex
 	sess    *session
 	lastErr error         // of the latest failed dial, for waiters
-	changed chan struct{} // closed and replaced when sess or lastErr change
+	failAt  time.Time     // when that dial failed
+	failed  int           // dials failed in a row
+	next    time.Time     // no dial before this (the backoff)
+	dials   int           // dials finished, so that a waiter knows its dial ended
+	dialing bool          // a dial is under way
+	changed chan struct{} // closed and replaced when any of the above change
 }
 
 func (k *keeper) init(s *serving, d Dialer, remote key.PublicKey, opts ForwardOptions, log *slog.Logger, pre string) {
-	*k = keeper{s: s, d: d, remote: remote, opts: opts, log: log, emit: emitter(opts.OnEvent), pre: pre,
-		want: make(chan struct{}, 1), changed: make(chan struct{})}
+	*k = keeper{s: s, d: d, remote: remote, opts: opts, log: log, emit: emitter(opts.OnEvent), stats: newCounters(),
+		pre: pre, want: make(chan struct{}, 1), changed: make(chan struct{})}
 }
 
 // NewForwarder starts accepting on ln and tunnelling every connection to
@@ -98,6 +108,9 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 	return f
 }
 
+// Stats returns a snapshot of the tunnel's counters.
+func (k *keeper) Stats() Stats { return k.stats.snapshot() }
+
 // Forward tunnels ln's connections to remote until ctx ends or ln fails,
 // and returns after every connection it started is closed.
 func Forward(ctx context.Context, d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardOptions) error {
@@ -114,7 +127,9 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			f.log.Warn("dropping local connection: dial failed", "client", c.RemoteAddr().String(), "err", err)
 			return
 		}
-		_ = join(f.ctx, local, pc)
+		defer f.stats.addPeer(pc, "raw")()
+		defer f.stats.connOpened()()
+		_ = join(f.ctx, local, pc, &f.stats.sent, &f.stats.received)
 		return
 	}
 	// Two tries: the session we get may die between the check and
@@ -122,7 +137,11 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	for range 2 {
 		sess, err := f.session()
 		if err != nil {
-			if f.ctx.Err() == nil {
+			switch {
+			case f.ctx.Err() != nil:
+			case errors.Is(err, ErrUnreachable):
+				f.log.Warn("dropping local connection: "+unreachableAdvice, "client", c.RemoteAddr().String(), "err", err)
+			default:
 				f.log.Warn("dropping local connection", "client", c.RemoteAddr().String(), "err", err)
 			}
 			return
@@ -132,12 +151,19 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
-		if err := join(f.ctx, local, muxStream{st}); PeerReset(err) {
+		closed := f.stats.connOpened()
+		err = join(f.ctx, local, muxStream{st}, &f.stats.sent, &f.stats.received)
+		closed()
+		if PeerReset(err) {
 			f.log.Warn("the exposing side reset the connection: its target is down, or its limits refused this connection (its log says why)", "client", c.RemoteAddr().String())
 		}
 		return
 	}
 }
+
+// unreachableAdvice follows a dropped connection's or flow's reason when
+// the peer is known to be unreachable.
+const unreachableAdvice = "cannot reach the peer; check that its expose runs (keytunnel doctor KEY tests the path)"
 
 // dialRaw dials one raw peer connection.
 func (k *keeper) dialRaw() (PeerConn, error) {
@@ -146,29 +172,42 @@ func (k *keeper) dialRaw() (PeerConn, error) {
 	return k.d.Dial(ctx, k.remote)
 }
 
-// session returns the live peer session, waiting up to WaitTimeout for
-// one. It fails at once if the latest dial was refused or reached a
-// non-keytunnel peer: those do not heal within a wait, and the user should
-// see why.
-func (f *keeper) session() (*session, error) {
-	timer := time.NewTimer(f.opts.WaitTimeout)
+// session returns the live peer session, or why there is none. When no
+// session is up a local connection makes sessionLoop dial at once and
+// waits for that dial (up to WaitTimeout). Once the peer is known to be
+// unreachable (knownUnreachable) it never waits out a backoff: the
+// connections waiting for the dial that showed it fail with its error, and
+// so do those that arrive during the backoff after it. Refusals and
+// non-keytunnel peers fail at once as well: they do not heal within a
+// wait, and the user should see why.
+func (k *keeper) session() (*session, error) {
+	timer := time.NewTimer(k.opts.WaitTimeout)
 	defer timer.Stop()
+	k.mu.Lock()
+	start := k.dials
+	k.mu.Unlock()
 	for {
-		f.mu.Lock()
-		sess, lastErr, changed := f.sess, f.lastErr, f.changed
-		f.mu.Unlock()
+		k.mu.Lock()
+		sess, lastErr, changed := k.sess, k.lastErr, k.changed
+		dialing, ended, failAt, next := k.dialing, k.dials > start, k.failAt, k.next
+		known := knownUnreachable(lastErr, k.failed)
+		k.mu.Unlock()
 		if sess != nil && !sess.IsClosed() {
 			return sess, nil
 		}
-		// Asking for a session also makes sessionLoop redial (after its
-		// backoff) when the last dial was refused, so that a change of the
-		// peer's allow list is picked up by later connections.
-		select {
-		case f.want <- struct{}{}:
-		default:
-		}
-		if lastErr != nil && (errors.Is(lastErr, ErrRefused) || errors.Is(lastErr, ErrProtocol)) {
-			return nil, lastErr
+		if !dialing {
+			wait := time.Until(next)
+			switch {
+			case lastErr != nil && (errors.Is(lastErr, ErrRefused) || errors.Is(lastErr, ErrProtocol)):
+				k.wantDial() // a changed allow list is seen by later connections
+				return nil, lastErr
+			case known && ended:
+				return nil, unreachable(lastErr)
+			case known && wait > 0:
+				return nil, fmt.Errorf("%w (a dial %v ago failed: %w; next dial in %v)", ErrUnreachable,
+					time.Since(failAt).Round(100*time.Millisecond), lastErr, wait.Round(100*time.Millisecond))
+			}
+			k.wantDial()
 		}
 		select {
 		case <-changed:
@@ -177,103 +216,165 @@ func (f *keeper) session() (*session, error) {
 				return nil, fmt.Errorf("%w (last dial: %v)", ErrWaitTimeout, lastErr)
 			}
 			return nil, ErrWaitTimeout
-		case <-f.s.ctx.Done():
+		case <-k.s.ctx.Done():
 			return nil, ErrClosed
 		}
 	}
 }
 
-func (f *keeper) publish(sess *session, err error) {
-	f.mu.Lock()
-	f.sess, f.lastErr = sess, err
-	close(f.changed)
-	f.changed = make(chan struct{})
-	f.mu.Unlock()
+// knownUnreachable says whether a peer whose latest dial failed with err,
+// the failed-th failure in a row, is known to be unreachable, so that
+// local connections fail rather than wait: the Dialer said so
+// (ErrUnreachable: the peer is not announced, say), or two dials in a row
+// failed. One other failure may be transient (a lost packet, a loaded
+// host), and the connections waiting for it wait for one more dial.
+func knownUnreachable(err error, failed int) bool {
+	return err != nil && (errors.Is(err, ErrUnreachable) || failed >= 2)
 }
 
-// sessionLoop owns the peer session: it dials when a local connection wants
-// one, backs off between failures, and notices when the session dies. Only
-// demand triggers a dial, so an idle forward to a peer that went away does
-// not keep dialing the DHT.
-func (f *keeper) sessionLoop() {
-	defer f.s.wg.Done()
-	failures := 0
-	var next time.Time // no dial before this
-	for {
-		select {
-		case <-f.want:
-		case <-f.s.ctx.Done():
-			return
-		}
-		if !f.sleepUntil(next) {
-			return
-		}
-		sess, err := f.dial()
-		if err != nil {
-			if f.s.ctx.Err() != nil {
-				return
-			}
-			failures++
-			delay := backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax)
-			next = time.Now().Add(delay)
-			if errors.Is(err, ErrRefused) {
-				f.log.Error("peer refused us", "err", err)
-				f.emit.emit(Event{Kind: EventRefused, Remote: f.remote, Mode: "mux", Err: err})
-			}
-			f.log.Warn("dial failed; will redial on demand", "err", err, "attempt", failures, "delay", delay)
-			f.emit.emit(Event{Kind: EventRedialing, Remote: f.remote, Mode: "mux", Attempt: failures, Delay: delay, Err: err})
-			f.publish(nil, err)
-			// Waiters re-announce demand after seeing the change.
-			continue
-		}
-		up := time.Now()
-		f.log.Info("peer session up", "after_failures", failures)
-		f.emit.emit(Event{Kind: EventConnected, Remote: f.remote, Mode: "mux"})
-		f.publish(sess, nil)
-		select {
-		case <-sess.CloseChan():
-		case <-f.s.ctx.Done():
-			sess.Close()
-			f.publish(nil, ErrClosed)
-			return
-		}
-		f.publish(nil, nil)
-		f.log.Warn("peer session lost; will redial on demand", "lived", time.Since(up).Round(time.Millisecond))
-		f.emit.emit(Event{Kind: EventDisconnected, Remote: f.remote, Mode: "mux"})
-		// A session that stayed up for a while resets the backoff; one
-		// that died at once counts as a failure, so that a peer which
-		// accepts and drops us is not redialed in a tight loop.
-		if time.Since(up) >= f.opts.BackoffMax {
-			failures = 0
-			next = time.Time{}
-		} else {
-			failures++
-			next = time.Now().Add(backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax))
-		}
+func unreachable(err error) error {
+	if errors.Is(err, ErrUnreachable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
+}
+
+// wantDial asks sessionLoop for a session.
+func (k *keeper) wantDial() {
+	select {
+	case k.want <- struct{}{}:
+	default:
 	}
 }
 
-func (f *keeper) sleepUntil(t time.Time) bool {
+// update changes the published state under k.mu and wakes the waiters.
+func (k *keeper) update(change func()) {
+	k.mu.Lock()
+	change()
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.mu.Unlock()
+}
+
+func (k *keeper) publish(sess *session, err error) {
+	k.update(func() { k.sess, k.lastErr = sess, err })
+}
+
+// sessionLoop owns the peer session: it dials when a local connection wants
+// one, unless the backoff after a failed dial runs (session then fails the
+// connection at once), and notices when the session dies. Only demand
+// triggers a dial, so an idle forward to a peer that went away does not
+// keep dialing the DHT, and a peer that comes back is reached by the first
+// local connection after the backoff, without waiting for a timer.
+func (k *keeper) sessionLoop() {
+	defer k.s.wg.Done()
+	failures := 0      // for the backoff: failed dials and sessions that died at once
+	failedDials := 0   // in a row, for knownUnreachable
+	var hold time.Time // after a session that died at once: no dial before this
+	dialed := false    // once: later dials count as redials
+	for {
+		select {
+		case <-k.want:
+		case <-k.s.ctx.Done():
+			return
+		}
+		k.mu.Lock()
+		next := k.next
+		early := time.Now().Before(next) && knownUnreachable(k.lastErr, k.failed)
+		k.mu.Unlock()
+		if early {
+			continue // the connection that asked failed at once
+		}
+		// Connections wait out a backoff (or hold) that is no sign the
+		// peer is unreachable: they see dialing.
+		k.update(func() { k.dialing = true })
+		if !k.sleepUntil(next) || !k.sleepUntil(hold) {
+			return
+		}
+		if dialed {
+			k.stats.redials.Add(1)
+		}
+		dialed = true
+		sess, err := k.dial()
+		if err != nil {
+			if k.s.ctx.Err() != nil {
+				return
+			}
+			failures++
+			failedDials++
+			delay := backoff(failures, k.opts.BackoffBase, k.opts.BackoffMax)
+			if errors.Is(err, ErrRefused) {
+				k.log.Error("peer refused us", "err", err)
+				k.emit.emit(Event{Kind: EventRefused, Remote: k.remote, Mode: "mux", Err: err})
+			}
+			k.log.Warn("cannot reach the peer; the next local connection dials again", "err", err, "attempt", failures, "not_before", delay.Round(time.Millisecond))
+			k.emit.emit(Event{Kind: EventRedialing, Remote: k.remote, Mode: "mux", Attempt: failures, Delay: delay, Err: err})
+			now := time.Now()
+			k.update(func() {
+				k.sess, k.lastErr, k.failAt, k.next = nil, err, now, now.Add(delay)
+				k.failed = failedDials
+				k.dials++
+				k.dialing = false
+			})
+			continue
+		}
+		up := time.Now()
+		failedDials = 0
+		k.log.Info("peer session up", "after_failures", failures)
+		k.emit.emit(Event{Kind: EventConnected, Remote: k.remote, Mode: "mux"})
+		gone := k.stats.addPeer(sess.pc, "mux")
+		k.update(func() {
+			k.sess, k.lastErr, k.failed = sess, nil, 0
+			k.dials++
+			k.dialing = false
+		})
+		select {
+		case <-sess.CloseChan():
+		case <-k.s.ctx.Done():
+			gone()
+			sess.Close()
+			k.publish(nil, ErrClosed)
+			return
+		}
+		gone()
+		k.log.Warn("peer session lost; the next local connection dials again", "lived", time.Since(up).Round(time.Millisecond))
+		k.emit.emit(Event{Kind: EventDisconnected, Remote: k.remote, Mode: "mux"})
+		// A session that stayed up for a while resets the backoff; one
+		// that died at once counts as a failure, so that a peer which
+		// accepts and drops us is not redialed in a tight loop.
+		// Connections wait out this hold (it is no sign that the peer is
+		// unreachable): they see dialing.
+		if time.Since(up) >= k.opts.BackoffMax {
+			failures, hold = 0, time.Time{}
+		} else {
+			failures++
+			hold = time.Now().Add(backoff(failures, k.opts.BackoffBase, k.opts.BackoffMax))
+		}
+		k.publish(nil, nil)
+	}
+}
+
+func (k *keeper) sleepUntil(t time.Time) bool {
 	d := time.Until(t)
 	if d <= 0 {
-		return f.s.ctx.Err() == nil
+		return k.s.ctx.Err() == nil
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
 		return true
-	case <-f.s.ctx.Done():
+	case <-k.s.ctx.Done():
 		return false
 	}
 }
 
-func (f *keeper) dial() (*session, error) {
-	ctx, cancel := context.WithTimeout(f.s.ctx, f.opts.DialTimeout)
+func (k *keeper) dial() (*session, error) {
+	ctx, cancel := context.WithTimeout(k.s.ctx, k.opts.DialTimeout)
 	defer cancel()
-	sess, err := dialSession(ctx, f.d, f.remote, f.pre, f.log)
-	if err == nil && f.onUp != nil {
-		f.onUp(sess)
+	sess, err := dialSession(ctx, k.d, k.remote, k.pre, k.log)
+	if err == nil && k.onUp != nil {
+		k.onUp(sess)
 	}
 	return sess, err
 }

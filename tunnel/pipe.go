@@ -49,7 +49,7 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 		peer = muxStream{st}
 	}
 	emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
-	err := join(ctx, rwConn{rw}, peer)
+	err := join(ctx, rwConn{rw}, peer, nil, nil)
 	emit.emit(Event{Kind: EventDisconnected, Remote: remote, Mode: mode, Err: err})
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -15,6 +15,27 @@ import (
 // bytes long, so a raw client's first bytes match it only by design.
 const preamble = "\x00keytunnel/mux1\n"
 
+// probePreamble starts a probe connection (keytunnel doctor's throughput
+// sample, see probe.go) instead of a mux session. It shares the first 11
+// bytes with preamble. A client sends it only to a server whose mux reply
+// listed featureProbe: an older server would take it for a raw client and
+// pass it to its target.
+const probePreamble = "\x00keytunnel/prb1\n"
+
+// featureProbe, in an OK reply's reason, says the server serves
+// probePreamble. Older clients read and ignore an OK reply's reason.
+const featureProbe = "probe1"
+
+// peerKind is what detect made of a peer's first bytes.
+type peerKind int
+
+const (
+	kindRaw   peerKind = iota
+	kindMux            // preamble
+	kindMux2           // preamble2: streams carry a stream header (udpwire.go)
+	kindProbe          // probePreamble
+)
+
 // The reply to the preamble: the 3 bytes of replyMagic, one status byte,
 // one length byte, then that many bytes of UTF-8 reason. The client waits
 // for it before starting yamux, so that a refusal is an error it can show
@@ -44,69 +65,81 @@ func isTimeout(err error) bool {
 // clientHandshake writes pre (preamble or preamble2) and reads the
 // server's reply.
 func clientHandshake(c net.Conn, pre string, timeout time.Duration) error {
+	_, err := handshakeWith(c, pre, timeout)
+	return err
+}
+
+// handshakeWith writes pre (preamble, preamble2 or probePreamble) and
+// reads the server's reply; features is an OK reply's reason
+// (featureProbe, or empty from older servers).
+func handshakeWith(c net.Conn, pre string, timeout time.Duration) (features string, _ error) {
 	c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
 	if _, err := io.WriteString(c, pre); err != nil {
-		return fmt.Errorf("tunnel: sending preamble: %w", err)
+		return "", fmt.Errorf("tunnel: sending preamble: %w", err)
 	}
 	var hdr [len(replyMagic) + 2]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("%w: connection closed before the reply", ErrProtocol)
+			return "", fmt.Errorf("%w: connection closed before the reply", ErrProtocol)
 		}
 		if isTimeout(err) {
-			return fmt.Errorf("%w: no reply within %v", ErrProtocol, timeout)
+			return "", fmt.Errorf("%w: no reply within %v", ErrProtocol, timeout)
 		}
-		return fmt.Errorf("tunnel: reading reply: %w", err)
+		return "", fmt.Errorf("tunnel: reading reply: %w", err)
 	}
 	if string(hdr[:len(replyMagic)]) != replyMagic {
-		return fmt.Errorf("%w (a raw server such as hypertele-server? use raw mode): got %q", ErrProtocol, hdr[:])
+		return "", fmt.Errorf("%w (a raw server such as hypertele-server? use raw mode): got %q", ErrProtocol, hdr[:])
 	}
 	reason := make([]byte, hdr[len(hdr)-1])
 	if _, err := io.ReadFull(c, reason); err != nil {
-		return fmt.Errorf("%w: short reply: %v", ErrProtocol, err)
+		return "", fmt.Errorf("%w: short reply: %v", ErrProtocol, err)
 	}
 	switch hdr[len(replyMagic)] {
 	case replyOK:
-		return nil
+		return string(reason), nil
 	case replyRefused:
 		if len(reason) == 0 {
-			return ErrRefused
+			return "", ErrRefused
 		}
-		return fmt.Errorf("%w: %s", ErrRefused, reason)
+		return "", fmt.Errorf("%w: %s", ErrRefused, reason)
 	}
-	return fmt.Errorf("%w: got %q", ErrProtocol, append(hdr[:], reason...))
+	return "", fmt.Errorf("%w: got %q", ErrProtocol, append(hdr[:], reason...))
 }
 
 // detect reads the first bytes of a peer connection, until they either are
-// a preamble (version 1 for preamble, 2 for preamble2) or cannot become
+// one of the preambles (kindMux, kindMux2, kindProbe) or cannot become
 // one, or until the read deadline the caller set. What was read is
-// returned, with version 0, so that a raw peer's bytes can be replayed to
-// the target. eof reports that the peer already half-closed.
-func detect(c net.Conn) (version int, got []byte, eof bool, err error) {
+// returned, with kindRaw, so that a raw peer's bytes can be replayed to the
+// target. eof reports that the peer already half-closed.
+func detect(c net.Conn) (kind peerKind, got []byte, eof bool, err error) {
 	buf := make([]byte, len(preamble))
 	n := 0
 	for n < len(buf) {
 		m, rerr := c.Read(buf[n:])
 		n += m
-		if !bytes.Equal(buf[:n], []byte(preamble[:n])) && !bytes.Equal(buf[:n], []byte(preamble2[:n])) {
-			return 0, buf[:n], false, nil
+		if !bytes.Equal(buf[:n], []byte(preamble[:n])) && !bytes.Equal(buf[:n], []byte(preamble2[:n])) &&
+			!bytes.Equal(buf[:n], []byte(probePreamble[:n])) {
+			return kindRaw, buf[:n], false, nil
 		}
 		switch {
 		case rerr == nil:
 		case errors.Is(rerr, io.EOF):
-			return 0, buf[:n], true, nil
+			return kindRaw, buf[:n], true, nil
 		case isTimeout(rerr):
 			// Silence (or a partial preamble, which a keytunnel client
 			// never leaves hanging): a raw client, maybe of a protocol in
 			// which the server speaks first.
-			return 0, buf[:n], false, nil
+			return kindRaw, buf[:n], false, nil
 		default:
-			return 0, nil, false, rerr
+			return kindRaw, nil, false, rerr
 		}
 	}
-	if string(buf) == preamble2 {
-		return 2, nil, false, nil
+	switch string(buf) {
+	case preamble2:
+		return kindMux2, nil, false, nil
+	case probePreamble:
+		return kindProbe, nil, false, nil
 	}
-	return 1, nil, false, nil
+	return kindMux, nil, false, nil
 }

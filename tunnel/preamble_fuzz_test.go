@@ -26,36 +26,43 @@ func sendChunked(c net.Conn, in []byte, chunk uint8) {
 }
 
 // FuzzDetect feeds a peer connection's first bytes, in fuzzed pieces, to
-// detect: it must report a keytunnel client exactly when the bytes start
-// with the preamble, and otherwise hand back for replay a prefix of them
-// that either has left the preamble or is all of them (then with eof).
+// detect: it must report a keytunnel client of each kind (mux1, mux2,
+// probe) exactly when the bytes start with that preamble, and otherwise
+// hand back for replay a prefix of them that either has left every
+// preamble or is all of them (then with eof).
 func FuzzDetect(f *testing.F) {
 	f.Add([]byte(preamble), uint8(16))
 	f.Add([]byte(preamble+"yamux bytes"), uint8(1))
 	f.Add([]byte(preamble[:7]), uint8(3))
 	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"), uint8(4))
 	f.Add([]byte("\x00keytunnel/mux2\n"), uint8(5))
+	f.Add([]byte(preamble2+"yamux bytes"), uint8(2))
+	f.Add([]byte(preamble2+"yamux bytes"), uint8(2))
+	f.Add([]byte(probePreamble+"p"), uint8(3))
+	f.Add([]byte("\x00keytunnel/prb"), uint8(2))
 	f.Add([]byte{}, uint8(0))
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
 		c, peer := net.Pipe()
 		defer c.Close()
 		go sendChunked(peer, in, chunk)
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		version, got, eof, err := detect(c)
+		kind, got, eof, err := detect(c)
 		if err != nil {
 			t.Fatalf("detect: %v", err)
 		}
-		want := 0
+		want := kindRaw
 		switch {
 		case bytes.HasPrefix(in, []byte(preamble)):
-			want = 1
+			want = kindMux
 		case bytes.HasPrefix(in, []byte(preamble2)):
-			want = 2
+			want = kindMux2
+		case bytes.HasPrefix(in, []byte(probePreamble)):
+			want = kindProbe
 		}
-		if version != want {
-			t.Fatalf("%q: version %v, want %v", in, version, want)
+		if kind != want {
+			t.Fatalf("%q: kind %v, want %v", in, kind, want)
 		}
-		if version > 0 {
+		if kind != kindRaw {
 			if got != nil || eof {
 				t.Fatalf("mux with got %q eof %v", got, eof)
 			}
@@ -64,7 +71,8 @@ func FuzzDetect(f *testing.F) {
 		if !bytes.HasPrefix(in, got) || len(got) > len(preamble) {
 			t.Fatalf("%q: replay %q is not a prefix of it", in, got)
 		}
-		isPrefix := strings.HasPrefix(preamble, string(got)) || strings.HasPrefix(preamble2, string(got))
+		isPrefix := strings.HasPrefix(preamble, string(got)) || strings.HasPrefix(preamble2, string(got)) ||
+			strings.HasPrefix(probePreamble, string(got))
 		switch {
 		case !eof && len(got) == 0:
 			t.Fatalf("%q: neither bytes nor eof", in)
@@ -97,6 +105,7 @@ func replyBytes(t testing.TB, status byte, reason string) []byte {
 // ErrProtocol. A complete reply re-encodes (writeReply) to the bytes read.
 func FuzzClientHandshake(f *testing.F) {
 	f.Add(replyBytes(f, replyOK, ""), uint8(5))
+	f.Add(replyBytes(f, replyOK, featureProbe), uint8(4))
 	f.Add(replyBytes(f, replyRefused, ""), uint8(1))
 	f.Add(replyBytes(f, replyRefused, "key 00ff is not in the allow list"), uint8(7))
 	f.Add(replyBytes(f, replyRefused, strings.Repeat("r", 300)), uint8(0))
@@ -114,7 +123,7 @@ func FuzzClientHandshake(f *testing.F) {
 			heard <- b[:n]
 			sendChunked(peer, reply, chunk)
 		}()
-		err := clientHandshake(c, preamble, 10*time.Second)
+		features, err := handshakeWith(c, preamble, 10*time.Second)
 		if b := <-heard; string(b) != preamble {
 			t.Fatalf("client sent %q", b)
 		}
@@ -128,8 +137,8 @@ func FuzzClientHandshake(f *testing.F) {
 		}
 		status, reason := reply[len(replyMagic)], string(reply[hdr:hdr+int(reply[hdr-1])])
 		switch {
-		case status == replyOK && err != nil:
-			t.Fatalf("%q: %v", reply, err)
+		case status == replyOK && (err != nil || features != reason):
+			t.Fatalf("%q: %v, features %q, want %q", reply, err, features, reason)
 		case status == replyRefused && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), reason)):
 			t.Fatalf("%q: %v, want ErrRefused with %q", reply, err, reason)
 		case status != replyOK && status != replyRefused && !errors.Is(err, ErrProtocol):

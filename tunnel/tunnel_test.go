@@ -420,37 +420,100 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
-// Dials that fail make the forwarder back off with growing delays while the
-// local connection waits, and that connection then succeeds.
-func TestRedialBackoff(t *testing.T) {
+// A failed dial fails the local connection that waited for it at once,
+// with the dial's error, instead of holding it for WaitTimeout; a
+// connection within the backoff that follows fails without a dial; the
+// first connection after the backoff dials at once, and when the peer
+// is back it gets through. Backoffs grow with each failure.
+func TestRedialOnDemand(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	tg := newTarget(t, echo)
-	const base = 10 * time.Millisecond
-	r := newRig(t, tg.addr(), ExposeOptions{}, &ForwardOptions{BackoffBase: base, BackoffMax: 200 * time.Millisecond, WaitTimeout: 10 * time.Second})
-	r.dialer.fail.Store(6)
+	const base, maxB = 40 * time.Millisecond, 400 * time.Millisecond
+	r := newRig(t, tg.addr(), ExposeOptions{}, &ForwardOptions{BackoffBase: base, BackoffMax: maxB, WaitTimeout: 20 * time.Second})
+	const failing = 4
+	r.dialer.definitive = true
+	r.dialer.fail.Store(failing)
+	attempts := func() int64 { return failing - max(r.dialer.fail.Load(), 0) }
+	for i := range failing {
+		start := time.Now()
+		if err := echoRoundTrip(r.fwdAddr, 10); err == nil {
+			t.Fatalf("connection %d got through a failing dial", i)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Fatalf("connection %d failed after %v: it waited instead of failing with the dial", i, el)
+		}
+		if a := attempts(); a != int64(i+1) {
+			t.Fatalf("after connection %d: %d dials, want %d", i, a, i+1)
+		}
+		ev := r.events.of(EventRedialing)
+		if len(ev) != i+1 {
+			t.Fatalf("%d redialing events, want %d", len(ev), i+1)
+		}
+		hi := min(base<<i, maxB)
+		if d := ev[i].Delay; d < hi/2 || d > hi {
+			t.Fatalf("failure %d: backoff %v, want within [%v, %v]", i+1, d, hi/2, hi)
+		}
+		// Within the backoff a new connection fails at once, no dial.
+		if ev[i].Delay >= 20*time.Millisecond {
+			start = time.Now()
+			if err := echoRoundTrip(r.fwdAddr, 10); err == nil {
+				t.Fatal("a connection within the backoff got through")
+			}
+			if a := attempts(); a != int64(i+1) {
+				t.Fatalf("a connection within the backoff dialed (%d dials)", a)
+			}
+			if el := time.Since(start); el > time.Second {
+				t.Fatalf("a connection within the backoff took %v to fail", el)
+			}
+		}
+		time.Sleep(ev[i].Delay + 10*time.Millisecond)
+	}
+	// The peer is back (no more failures): the next connection dials at
+	// once and gets through.
 	start := time.Now()
 	if err := echoRoundTrip(r.fwdAddr, 1000); err != nil {
 		t.Fatal(err)
 	}
-	ev := r.events.of(EventRedialing)
-	if len(ev) != 6 {
-		t.Fatalf("%d redialing events, want 6", len(ev))
+	t.Logf("after %d failed dials the peer was reached %v after the backoff", failing, time.Since(start).Round(time.Millisecond))
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("reaching the peer took %v", el)
 	}
-	var sum time.Duration
-	for i, e := range ev {
-		t.Logf("attempt %d: delay %v", e.Attempt, e.Delay)
-		// Failure k waits within [hi/2, hi], hi = base·2^(k-1) capped.
-		hi := min(base<<i, 200*time.Millisecond)
-		if e.Attempt != i+1 || e.Delay < hi/2 || e.Delay > hi {
-			t.Fatalf("attempt %d: delay %v, want within [%v, %v]", e.Attempt, e.Delay, hi/2, hi)
-		}
-		sum += e.Delay
+}
+
+// A dial failure that may be transient (not ErrUnreachable) does not fail
+// the connection waiting for it: one more dial follows after the backoff,
+// and if that succeeds so does the connection. Two failures in a row make
+// the peer unreachable: the waiting connection fails after the second,
+// and a connection during the backoff that follows fails without a dial.
+func TestRedialTransient(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	tg := newTarget(t, echo)
+	r := newRig(t, tg.addr(), ExposeOptions{}, &ForwardOptions{BackoffBase: 100 * time.Millisecond, BackoffMax: 2 * time.Second, WaitTimeout: 20 * time.Second})
+	r.dialer.fail.Store(1)
+	if err := echoRoundTrip(r.fwdAddr, 100); err != nil {
+		t.Fatalf("one transient failure failed the connection: %v", err)
 	}
-	if ev[4].Delay < 8*base { // failure 5: base*16 with jitter in the upper half
-		t.Fatalf("delay did not grow: %v", ev[4].Delay)
+	if n := len(r.events.of(EventRedialing)); n != 1 {
+		t.Fatalf("%d failed dials, want 1", n)
 	}
-	if el := time.Since(start); el < sum-ev[5].Delay {
-		t.Fatalf("succeeded after %v, sooner than the backoff allows", el)
+
+	r.n.killAll()
+	waitFor(t, "the session to be seen lost", func() bool { return len(r.events.of(EventDisconnected)) == 1 })
+	time.Sleep(2100 * time.Millisecond) // past any hold after the loss
+	r.dialer.fail.Store(3)
+	start := time.Now()
+	if err := echoRoundTrip(r.fwdAddr, 100); err == nil {
+		t.Fatal("a connection got through two failing dials")
+	}
+	if ev := r.events.of(EventRedialing); len(ev) != 3 || r.dialer.fail.Load() != 1 {
+		t.Fatalf("%d failed dials in all (%d left), want 3 (2 for this connection)", len(ev), r.dialer.fail.Load())
+	}
+	t.Logf("the connection failed after two dials, in %v", time.Since(start).Round(time.Millisecond))
+	if err := echoRoundTrip(r.fwdAddr, 100); err == nil {
+		t.Fatal("a connection during the backoff got through")
+	}
+	if n := len(r.events.of(EventRedialing)); n != 3 {
+		t.Fatalf("a connection during the backoff dialed (%d failed dials)", n)
 	}
 }
 
@@ -580,5 +643,16 @@ func TestCloseIdempotent(t *testing.T) {
 	c.Close()
 	if r.fwd.Err() != nil || r.exposer.Err() != nil {
 		t.Fatal(r.fwd.Err(), r.exposer.Err())
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -243,7 +243,7 @@ func TestUDPFlowIdleExpiry(t *testing.T) {
 	if again != first {
 		t.Errorf("within the timeout the service saw %s, then %s: want one flow", first, again)
 	}
-	waitFor(t, 5*time.Second, "the idle flow to expire on both sides", func() bool {
+	waitFor(t, "the idle flow to expire on both sides", func() bool {
 		return r.fwd.Flows() == 0 && r.exposer.flows.len() == 0
 	})
 	after, err := exchange(c, "c", 10*time.Second)
@@ -340,7 +340,7 @@ func TestUDPKindMismatch(t *testing.T) {
 	if _, err := exchange(proctest.DialUDP(t, pc.LocalAddr().String()), "x", time.Second); err == nil {
 		t.Fatal("a UDP flow got through to a TCP service")
 	}
-	waitFor(t, 5*time.Second, "a refused event", func() bool { return len(events.of(EventRefused)) > 0 })
+	waitFor(t, "a refused event", func() bool { return len(events.of(EventRefused)) > 0 })
 	if err := events.of(EventRefused)[0].Err; err == nil || !strings.Contains(err.Error(), "without --udp") {
 		t.Errorf("refusal %v does not say what to do", err)
 	}
@@ -401,17 +401,6 @@ func TestMux2TCPStream(t *testing.T) {
 	}
 	if _, err := open(streamHeader{kind: 7}); err == nil || !strings.Contains(err.Error(), "kind 7") {
 		t.Errorf("unknown kind: %v", err)
-	}
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -487,4 +476,54 @@ func TestUDPForwardAnyPacketConn(t *testing.T) {
 	f := NewUDPForwarder(n.dialer(client), server.Public, plainPacketConn{pc}, ForwardOptions{Logger: testLogger(t, nil)})
 	defer f.Close()
 	runClients(t, pc.LocalAddr().String(), 3, 5)
+}
+
+// A UDP forward shares the TCP forward's session keeper: a flow whose
+// dial shows the peer unreachable is dropped at once (not held for
+// WaitTimeout), new flows within the backoff are dropped without a dial,
+// the first after it dials again; and both ends count flows, datagram
+// payload, the peer session and the redial in their Stats.
+func TestUDPUnreachableAndStats(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	n := newFakeNet(t)
+	server, client := genKey(t), genKey(t)
+	ln := n.listen(server)
+	d := n.dialer(client)
+	d.definitive = true
+	d.fail.Store(1)
+	r := newUDPRig(t, ln, d, ln, ExposeOptions{}, ForwardOptions{BackoffBase: 2 * time.Second, BackoffMax: 4 * time.Second})
+	c := proctest.DialUDP(t, r.addr)
+	start := time.Now()
+	if _, err := c.Write([]byte("q0")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the failed dial", func() bool { return len(r.events.of(EventRedialing)) == 1 })
+	// The default WaitTimeout is 30 s: a flow held for it would still
+	// be open.
+	waitFor(t, "the flow of the unreachable peer to be dropped", func() bool { return r.fwd.Flows() == 0 })
+	t.Logf("flow dropped %v after its first datagram", time.Since(start).Round(time.Millisecond))
+	delay := r.events.of(EventRedialing)[0].Delay
+	if time.Since(start) < delay-200*time.Millisecond {
+		// Within the backoff: a new flow is dropped without a dial.
+		c.Write([]byte("q1"))
+		waitFor(t, "the flow within the backoff to be dropped", func() bool { return r.fwd.Flows() == 0 })
+		if got := n.dials.Load(); got != 0 || d.fail.Load() != 0 {
+			t.Fatalf("a flow within the backoff dialed (%d connections, %d failures left)", got, d.fail.Load())
+		}
+	}
+	const req = "q2"
+	if _, err := exchange(c, req, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.dials.Load(); got != 1 {
+		t.Fatalf("%d peer connections, want 1", got)
+	}
+	waitStats(t, "forward", r.fwd.Stats, func(s Stats) bool {
+		return s.ConnsOpen == 1 && s.ConnsTotal >= 2 && s.BytesSent >= uint64(len(req)) &&
+			s.BytesReceived > uint64(len(req)) && s.Redials == 1 && len(s.Peers) == 1 && s.Peers[0].Mode == "mux"
+	})
+	waitStats(t, "expose", r.exposer.Stats, func(s Stats) bool {
+		return s.ConnsOpen == 1 && s.ConnsTotal == 1 && s.BytesReceived >= uint64(len(req)) &&
+			s.BytesSent > uint64(len(req)) && len(s.Peers) == 1 && s.Peers[0].Remote == client.Public
+	})
 }

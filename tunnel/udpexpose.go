@@ -90,7 +90,8 @@ func (ms *muxServer) serveStream(st muxStream) {
 		st.Reset()
 		return
 	}
-	_ = join(e.ctx, st, asConn(tc))
+	defer e.stats.connOpened()()
+	_ = join(e.ctx, st, asConn(tc), &e.stats.received, &e.stats.sent)
 }
 
 // refuse answers a stream header with a refusal and closes the stream;
@@ -119,6 +120,7 @@ func (ms *muxServer) serveFlow(st muxStream, id uint32) {
 		return
 	}
 	f := newFlow(ktFraming, func(p []byte) { tc.Write(p) })
+	f.countIn(e.stats)
 	f.id, f.dg = id, ms.dg
 	f.ready.Store(true)
 	f.onClose = func() {
@@ -194,6 +196,7 @@ func (e *Exposer) serveRawUDP(pc PeerConn, got []byte, eof bool, log *slog.Logge
 		return err
 	}
 	f := newFlow(holesailFraming, func(p []byte) { tc.Write(p) })
+	f.countIn(e.stats)
 	f.onClose = func() {
 		e.flows.remove(f, f)
 		tc.Close()

@@ -85,6 +85,10 @@ type flow struct {
 	done    chan struct{}
 	once    sync.Once
 	onClose func()
+	// stats, when set (by countIn), counts the flow as a connection and
+	// its datagrams' payload: sent to the peer, received from it.
+	stats   *counters
+	counted func()
 }
 
 // flowEpoch is a monotonic base for flow.last.
@@ -94,6 +98,12 @@ func newFlow(f framing, deliver func([]byte)) *flow {
 	fl := &flow{framing: f, out: make(chan []byte, flowQueue), deliver: deliver, done: make(chan struct{})}
 	fl.touch()
 	return fl
+}
+
+// countIn counts the flow in c until it closes; call it before the flow
+// is shared.
+func (f *flow) countIn(c *counters) {
+	f.stats, f.counted = c, c.connOpened()
 }
 
 func (f *flow) touch() { f.last.Store(int64(time.Since(flowEpoch))) }
@@ -109,6 +119,9 @@ func (f *flow) idle(now time.Duration) time.Duration {
 // dropped, as UDP drops it.
 func (f *flow) toPeer(p []byte) {
 	f.touch()
+	if f.stats != nil {
+		f.stats.sent.Add(uint64(len(p)))
+	}
 	if f.ready.Load() && f.dg != nil {
 		n := 1 + compact.UintSize(uint64(f.id)) + len(p)
 		if n <= f.dg.MaxDatagram() {
@@ -136,6 +149,9 @@ var tagPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b 
 // fromPeer hands a datagram from the peer to the local side.
 func (f *flow) fromPeer(p []byte) {
 	f.touch()
+	if f.stats != nil {
+		f.stats.received.Add(uint64(len(p)))
+	}
 	f.deliver(p)
 }
 
@@ -196,6 +212,9 @@ func (f *flow) close() {
 		}
 		if f.onClose != nil {
 			f.onClose()
+		}
+		if f.counted != nil {
+			f.counted()
 		}
 	})
 }

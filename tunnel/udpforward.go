@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -87,7 +88,9 @@ func (u *UDPForwarder) startFlow(addr netip.AddrPort) *flow {
 	if u.opts.Raw {
 		f.framing = holesailFraming
 	}
+	f.countIn(u.stats)
 	if !u.flows.add(addr, f) {
+		f.close()
 		return nil
 	}
 	f.onClose = func() {
@@ -119,6 +122,7 @@ func (u *UDPForwarder) runRaw(f *flow, addr netip.AddrPort) {
 	if !f.setConn(pc) {
 		return
 	}
+	defer u.stats.addPeer(pc, "raw")()
 	runClientFlow(f, bufio.NewReader(pc))
 }
 
@@ -128,7 +132,14 @@ func (u *UDPForwarder) runMux(f *flow, addr netip.AddrPort) {
 	for range 2 {
 		sess, err := u.session()
 		if err != nil {
-			if u.ctx.Err() == nil {
+			switch {
+			case u.ctx.Err() != nil:
+			case errors.Is(err, ErrUnreachable):
+				// Each datagram of a client whose flow failed starts a
+				// new flow, which fails at once during the backoff: one
+				// line a second, not one per datagram.
+				u.drops.log(u.log, "dropping UDP flows: "+unreachableAdvice+": "+err.Error())
+			default:
 				u.log.Warn("dropping a UDP flow", "client", addr.String(), "err", err)
 			}
 			f.close()

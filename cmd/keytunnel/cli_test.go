@@ -77,9 +77,9 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{"expose", "--key", good, "--seed", strings.Repeat("00", 32), "8080"}, "keytunnel: give --key or --seed, not both"},
 		{[]string{"expose", "http"}, `keytunnel: target "http": want PORT or HOST:PORT`},
 		{[]string{"expose", "8080", "--key", good}, "keytunnel: expose: options go before the arguments (usage: keytunnel expose PORT|HOST:PORT)"},
-		{[]string{"forward", "not-a-key", "9000"}, `keytunnel: "not-a-key" is not a public key (want 64 hex or 52 z-base-32 characters)`},
+		{[]string{"forward", "not-a-key", "9000"}, `keytunnel: "not-a-key" is not a public key (want 64 hex or 52 z-base-32 characters) or holesail connection string (hs://…)`},
 		{[]string{"forward", kp.Public.String(), taken.Addr().String()}, "keytunnel: " + taken.Addr().String() + " is already in use (another program listens there)"},
-		{[]string{"connect", "xyz"}, `keytunnel: "xyz" is not a public key (want 64 hex or 52 z-base-32 characters)`},
+		{[]string{"connect", "xyz"}, `keytunnel: "xyz" is not a public key (want 64 hex or 52 z-base-32 characters) or holesail connection string (hs://…)`},
 		{[]string{"--log-level", "loud", "node"}, `keytunnel: --log-level "loud": want debug, info, warn or error`},
 	} {
 		p := proctest.Start(t, proctest.Env(t, bs), tc.args...)

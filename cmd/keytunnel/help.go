@@ -21,24 +21,34 @@ var examples = map[string][]string{
 	"expose": {
 		"keytunnel expose 8080                               # prints this service's public key",
 		"keytunnel expose --key web.key --allow KEY 10.0.0.5:80",
+		"keytunnel expose --private 8080                     # prints the private string (a secret)",
+		"keytunnel expose --holesail 8080                    # holesail clients find the port by themselves",
 		"keytunnel expose --udp 53                           # a UDP service (DNS); peers: forward --udp KEY PORT",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",
 		"keytunnel forward --key me.key KEY 0.0.0.0:9000",
+		"keytunnel forward hs://0000KEY                      # holesail's public string; port from its record",
+		"keytunnel forward --secret-file web.secret 9000     # a private string (hs://s000...) kept out of ps",
 		"keytunnel forward --udp KEY 5353                    # then: dig @127.0.0.1 -p 5353 example.org",
 		"keytunnel forward --udp --raw KEY 5353              # a holesail --udp server",
 	},
 	"connect": {
 		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY",
 		"echo hello | keytunnel connect KEY",
+		"KEYTUNNEL_SECRET=$(cat web.secret) keytunnel connect KEY   # a private service",
 	},
 	"ssh": {
 		"keytunnel ssh user@KEY",
 		"keytunnel ssh --key me.key -p 22 -L 5432:localhost:5432 user@KEY",
+		"keytunnel ssh --secret-file ssh.secret user@KEY     # a private service: KEY is its public key",
 	},
 	"up": {
 		"keytunnel up -c keytunnel.toml                      # kill -HUP PID re-reads the file",
+	},
+	"status": {
+		"keytunnel status                                    # every expose, forward, connect, up and node of this user",
+		"keytunnel status --json | jq '.processes[].tunnels[].bytes_sent'",
 	},
 	"testnet": {
 		"keytunnel testnet --port 49737                      # then: keytunnel --bootstrap 127.0.0.1:49737 expose 8080",
@@ -52,6 +62,11 @@ var examples = map[string][]string{
 	},
 	"dht-relay": {
 		"keytunnel dht-relay --port 49443                    # then elsewhere: keytunnel --relay tcp://HOST:49443 forward KEY 9000",
+	},
+	"doctor": {
+		"keytunnel doctor                                    # bootstrap nodes, UDP, this host's NAT",
+		"keytunnel doctor KEY                                # and the path to a service: direct or relayed, RTT, throughput",
+		"keytunnel --relay-through RELAYKEY doctor KEY       # the same with a blind relay to fall back to",
 	},
 	"version": {
 		"keytunnel version",

@@ -74,6 +74,7 @@ func newApp(env *app.Env) *cli.App {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL` of logs on stderr: debug, info, warn or error"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)", DisableDefaultText: true},
 			&cli.StringSliceFlag{Name: "relay-through", Usage: "public `KEY` of a blind relay (keytunnel relay) to fall back to when holepunching fails; repeatable", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT, or PORT on 127.0.0.1; port 0 picks one, logged) from expose, forward, connect, up and node"},
 		}, relayFlags()...),
 		Before: func(c *cli.Context) error {
 			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -81,6 +82,7 @@ func newApp(env *app.Env) *cli.App {
 			}
 			env.LevelSet = c.IsSet("log-level")
 			env.JSON = c.Bool("json")
+			env.Metrics = c.String("metrics")
 			if c.IsSet("bootstrap") {
 				env.Bootstrap = app.SplitList(c.StringSlice("bootstrap"))
 			}
@@ -105,10 +107,12 @@ func newApp(env *app.Env) *cli.App {
 			connectCommand(env),
 			sshCommand(env),
 			upCommand(env),
+			statusCommand(env),
 			testnetCommand(env),
 			nodeCommand(env),
 			relayCommand(env),
 			dhtRelayCommand(env),
+			doctorCommand(env),
 			versionCommand(),
 			completionCommand(),
 		},
@@ -173,6 +177,38 @@ func flowOptions(c *cli.Context) (tunnel.FlowOptions, error) {
 	return tunnel.FlowOptions{IdleTimeout: c.Duration("udp-idle-timeout"), MaxFlows: c.Int("max-flows")}, nil
 }
 
+// secretFlags name a private connection string (holesail's secure mode).
+func secretFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "private", Usage: what, DisableDefaultText: true},
+		&cli.StringFlag{Name: "secret-file", Usage: "read the private connection string (hs://s000…) or secret from `FILE`, or from stdin if FILE is -; also $" + app.SecretEnvVar},
+	}
+}
+
+func secretOptions(c *cli.Context) app.SecretOptions {
+	return app.SecretOptions{Private: c.Bool("private"), File: c.String("secret-file"), Env: os.Getenv(app.SecretEnvVar)}
+}
+
+// keyArgs is how many arguments name the service at least: none when
+// the private string comes from --secret-file or $KEYTUNNEL_SECRET.
+func keyArgs(o app.SecretOptions) int {
+	if o.File != "" || o.Env != "" {
+		return 0
+	}
+	return 1
+}
+
+// remoteArgs splits forward's KEY [PORT]: with the private string in
+// --secret-file or $KEYTUNNEL_SECRET, a lone argument that is a port
+// rather than a key is the port.
+func remoteArgs(c *cli.Context, o app.SecretOptions) (remote, listen string) {
+	remote, listen = c.Args().Get(0), c.Args().Get(1)
+	if c.NArg() == 1 && (o.File != "" || o.Env != "") && app.IsListenAddress(remote) {
+		return "", remote
+	}
+	return remote, listen
+}
+
 func keyOptions(c *cli.Context) app.KeyOptions {
 	return app.KeyOptions{File: c.String("key"), Seed: c.String("seed"), SeedFile: c.String("seed-file"), SeedEnv: os.Getenv(app.SeedEnvVar)}
 }
@@ -231,9 +267,11 @@ func exposeCommand(env *app.Env) *cli.Command {
 		Name:      "expose",
 		Usage:     "serve a local TCP service under a public key (printed first)",
 		ArgsUsage: "PORT|HOST:PORT",
-		Flags: append(append(append(keyFlags(),
+		Flags: append(append(append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
-		), budgetFlags()...), udpFlags("the service is a UDP one (DNS, a game, WireGuard): peers reach it with forward --udp, or holesail's UDP client")...),
+			&cli.BoolFlag{Name: "holesail", Usage: "publish holesail's DHT record (port, protocol) for holesail clients and print the holesail connection string", DisableDefaultText: true},
+		), secretFlags("serve under a key pair derived from a secret and admit only clients holding it (holesail's secure mode); prints the private connection string")...), budgetFlags()...),
+			udpFlags("the service is a UDP one (DNS, a game, WireGuard): peers reach it with forward --udp, or holesail's UDP client")...),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1); err != nil {
 				return err
@@ -244,7 +282,8 @@ func exposeCommand(env *app.Env) *cli.Command {
 			}
 			return app.Expose(c.Context, env, app.ExposeOptions{
 				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
-				Budget: budgetOptions(c), UDP: c.Bool("udp"), Flows: flows,
+				Budget: budgetOptions(c), Secret: secretOptions(c), Holesail: c.Bool("holesail"),
+				UDP: c.Bool("udp"), Flows: flows,
 			})
 		},
 	}
@@ -254,24 +293,23 @@ func forwardCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "forward",
 		Usage:     "make the service behind a public key reachable on a local port",
-		ArgsUsage: "KEY [PORT|HOST:PORT]",
-		Flags: append(append(keyFlags(),
+		ArgsUsage: "KEY|hs://… [PORT|HOST:PORT]",
+		Flags: append(append(append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection, or per UDP client with --udp)", DisableDefaultText: true},
-		), udpFlags("forward a UDP service to a local UDP port (one flow per client address)")...),
+		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
+			udpFlags("forward a UDP service to a local UDP port (one flow per client address)")...),
 		Action: func(c *cli.Context) error {
-			if err := args(c, 1, 2); err != nil {
+			sec := secretOptions(c)
+			if err := args(c, keyArgs(sec), 2); err != nil {
 				return err
 			}
-			listen := "0"
-			if c.NArg() == 2 {
-				listen = c.Args().Get(1)
-			}
+			remote, listen := remoteArgs(c, sec)
 			flows, err := flowOptions(c)
 			if err != nil {
 				return err
 			}
 			return app.Forward(c.Context, env, app.ForwardOptions{
-				Remote: c.Args().First(), Listen: listen, Key: keyOptions(c), Raw: c.Bool("raw"),
+				Remote: remote, Listen: listen, Key: keyOptions(c), Raw: c.Bool("raw"), Secret: sec,
 				UDP: c.Bool("udp"), Flows: flows,
 			})
 		},
@@ -282,16 +320,17 @@ func connectCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "connect",
 		Usage:     "join stdin/stdout to the service behind a public key (ssh ProxyCommand)",
-		ArgsUsage: "KEY",
-		Flags: append(keyFlags(),
+		ArgsUsage: "KEY|hs://…",
+		Flags: append(append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
-		),
+		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
 		Action: func(c *cli.Context) error {
-			if err := args(c, 1, 1); err != nil {
+			sec := secretOptions(c)
+			if err := args(c, keyArgs(sec), 1); err != nil {
 				return err
 			}
 			return app.Connect(c.Context, env, app.ConnectOptions{
-				Remote: c.Args().First(), Key: keyOptions(c), Raw: c.Bool("raw"),
+				Remote: c.Args().First(), Key: keyOptions(c), Raw: c.Bool("raw"), Secret: sec,
 			})
 		},
 	}
@@ -301,7 +340,7 @@ func sshCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "ssh",
 		Usage:     "run ssh through keytunnel connect (keytunnel's options first, then ssh's)",
-		ArgsUsage: "[--key FILE|--seed HEX] [--raw] [ssh options] [user@]KEY [command]",
+		ArgsUsage: "[--key FILE|--seed HEX] [--secret-file FILE|-] [--raw] [ssh options] [user@]KEY|hs://… [command]",
 		// ssh's own options (-p, -L, ...) must reach ssh untouched;
 		// app.ParseSSHArgs takes keytunnel's from the front. Flags are
 		// declared for help only.
@@ -310,6 +349,7 @@ func sshCommand(env *app.Env) *cli.Command {
 		Flags: append(keyFlags()[1:],
 			&cli.StringFlag{Name: "key", Usage: "`FILE` holding the key pair's seed (keytunnel keygen --out FILE writes one)"},
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
+			&cli.StringFlag{Name: "secret-file", Usage: "the private connection string of the service whose public key is KEY, from `FILE` or stdin (-); also $" + app.SecretEnvVar},
 		),
 		Action: func(c *cli.Context) error {
 			if a := c.Args().First(); a == "--help" || a == "-h" {
@@ -337,6 +377,47 @@ func upCommand(env *app.Env) *cli.Command {
 				return err
 			}
 			return app.Up(c.Context, env, app.UpOptions{ConfigFile: c.String("config"), Key: keyOptions(c)})
+		},
+	}
+}
+
+func doctorCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:      "doctor",
+		Usage:     "test the connectivity keytunnel needs (bootstrap nodes, UDP, NAT) and, with KEY, the path to that service",
+		ArgsUsage: "[KEY]",
+		Flags: append(keyFlags(),
+			&cli.IntFlag{Name: "sample-mib", Value: 4, Usage: "with KEY, a throughput sample of `N` MiB each way"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 1); err != nil {
+				return err
+			}
+			if n := c.Int("sample-mib"); n < 1 || n > 64 {
+				return fmt.Errorf("--sample-mib %d: want 1 to 64", n)
+			}
+			return app.Doctor(c.Context, env, app.DoctorOptions{
+				Remote: c.Args().First(), Key: keyOptions(c), Sample: c.Int("sample-mib") << 20,
+			})
+		},
+	}
+}
+
+func statusCommand(env *app.Env) *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "list the tunnels every keytunnel process of this user runs: peers, paths, RTT, bytes, connections",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object (as the global --json does)", DisableDefaultText: true},
+		},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 0, 0); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				env.JSON = true
+			}
+			return app.Status(c.Context, env)
 		},
 	}
 }

@@ -284,13 +284,15 @@ func readChecked(t *testing.T, h *natlab.Host, local netip.AddrPort, size int, w
 // each other with --relay-through the key of a `keytunnel relay` process
 // on a public host, and 16 MiB arrive intact. The bytes went through the
 // relay: its host's interface carried at least that much in each
-// direction while the relay matched the pair (its stop log's counters).
+// direction while the relay matched the pair (its stop log's counters),
+// and `keytunnel status` names the relay as the forward's path, with the
+// bytes.
 func TestNATLabRelayThrough(t *testing.T) {
 	natlab.Require(t)
 	bin := proctest.Binary(t)
 	deadline := time.Now().Add(3 * time.Minute)
 	lab := natlab.New(t)
-	env := proctest.Env(t, proctest.LabDHT(t, lab))
+	env := append(proctest.Env(t, proctest.LabDHT(t, lab)), "XDG_RUNTIME_DIR="+t.TempDir())
 
 	r := lab.Host(lab.Public())
 	relay := proctest.StartCmd(t, r.Command(bin, "--json", "relay"), env)
@@ -305,7 +307,7 @@ func TestNATLabRelayThrough(t *testing.T) {
 	f := lab.Host(lab.NAT(natlab.Random))
 	svcPort, want := sendingService(t, e, size)
 	_, pub := labExpose(t, bin, env, e, svcPort, "--json", "--relay-through", relayKey)
-	_, local := labForward(t, bin, env, f, pub, "--json", "--relay-through", relayKey)
+	fw, local := labForward(t, bin, env, f, pub, "--json", "--relay-through", relayKey)
 
 	rx0, tx0 := netDevBytes(t, relay.Pid())
 	took := readChecked(t, f, local, size, want, deadline)
@@ -315,6 +317,12 @@ func TestNATLabRelayThrough(t *testing.T) {
 	if rx-rx0 < size || tx-tx0 < size {
 		t.Fatalf("the relay's host received %d and sent %d bytes during a %d-byte transfer: the bytes did not go through the relay", rx-rx0, tx-tx0, size)
 	}
+	st := processOf(t, statusJSON(t, env), fw.Pid())
+	if tn := st.Tunnels[0]; len(tn.Peers) != 1 || !strings.HasPrefix(tn.Peers[0].Path, "relay "+relayKey+" (") ||
+		tn.BytesReceived != size || tn.BytesSent != 1 || st.DHT == nil || st.DHT.RelayFallbacks < 1 {
+		t.Fatalf("status of the forward: %+v, dht %+v", tn, st.DHT)
+	}
+	t.Logf("keytunnel status:\n%s", runStatus(t, env, "status"))
 
 	relay.Stop()
 	stopped := proctest.JSON(t, relayLine(t, relay, "relay stopped"))

@@ -20,8 +20,8 @@ import (
 
 // Raw mode against hypertele 1.1.4, which speaks plain hyperdht streams,
 // one peer connection per TCP connection. Its --bootstrap option takes one
-// port on 127.0.0.1: the testnet's first node. (holesail is not tested:
-// see README.)
+// port on 127.0.0.1: the testnet's first node. holesail is in
+// holesail_interop_test.go.
 
 // rawSeed is a seed whose hex starts with a letter, so that minimist
 // (hypertele's option parser) keeps it a string.

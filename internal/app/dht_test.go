@@ -164,29 +164,35 @@ func TestJoinFailure(t *testing.T) {
 	}
 }
 
+// dhtPair starts a loopback testnet and two DHT networks joined to it,
+// all closed when the test ends; env is the Env they were opened with.
+func dhtPair(t *testing.T, ctx context.Context) (env *Env, a, b Network) {
+	t.Helper()
+	tn, err := dht.Testnet(ctx, 4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tn.Close() })
+	env, _, _ = testEnv(t, nil)
+	env.Bootstrap = tn.Bootstrap
+	if a, err = OpenDHT(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if b, err = OpenDHT(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return env, a, b
+}
+
 // TestDHTNetwork checks the adapters from dht.Node and dht.Listener to
 // the tunnel's interfaces on a loopback testnet: keys on both ends,
 // half-close, the allow list as a handshake firewall, Accept after Close.
 func TestDHTNetwork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tn, err := dht.Testnet(ctx, 4, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tn.Close()
-	env, _, _ := testEnv(t, nil)
-	env.Bootstrap = tn.Bootstrap
-	server, err := OpenDHT(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	client, err := OpenDHT(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	_, server, client := dhtPair(t, ctx)
 
 	srvKP, _ := key.Generate(nil)
 	friend, _ := key.Generate(nil)

@@ -77,6 +77,11 @@ func Node(ctx context.Context, env *Env, o NodeOptions) error {
 	if o.Port < 0 || o.Port > 65535 {
 		return fmt.Errorf("--port %d is not a UDP port", o.Port)
 	}
+	stop, err := env.observe("node")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	n, err := startNode(ctx, env, o.Port, rpc.Persistent)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -85,6 +90,7 @@ func Node(ctx context.Context, env *Env, o NodeOptions) error {
 		return err
 	}
 	defer n.Close()
+	env.reg.setNetwork(n.Network())
 	st := n.State()
 	addr := n.LocalAddr().String()
 	if st.Host.IsValid() && st.Port != 0 {

@@ -17,4 +17,21 @@
 // the default binds a UDP socket with dht.ListenUDP, starts a dht.Node on
 // Env.Bootstrap and waits until it has joined. Tests replace it with a
 // fake that pairs loopback TCP connections.
+//
+// # doctor
+//
+// Doctor is the exception to that: it opens its node with stack.Open and
+// watches the join itself (bootstrap PINGs, NAT classification) so that
+// every step is bounded and reported, and dials with a dht.DialReport to
+// say which path a connection took.
+//
+// # Status and metrics
+//
+// expose, forward, connect and up register what they run in the Env's
+// registry: each tunnel with a function returning its tunnel.Stats, and
+// the Network, whose DHT node reports dht.Stats. The control socket
+// (control.go; one Unix socket per process, read by `keytunnel status`)
+// and the Prometheus collector (metrics.go, --metrics) both read one
+// snapshot of it; the packages below keep plain atomic counters and know
+// neither.
 package app

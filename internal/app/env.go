@@ -56,6 +56,14 @@ type Env struct {
 	SSH  string
 	Self string
 
+	// Metrics is the address --metrics serves Prometheus metrics on
+	// (HOST:PORT, or PORT on 127.0.0.1); empty: none.
+	Metrics string
+	// RunDir is where control sockets live; empty means
+	// $XDG_RUNTIME_DIR/keytunnel, else <user config dir>/keytunnel/run.
+	RunDir string
+
+	reg    registry // what this process runs, for status and metrics
 	once   sync.Once
 	out    *output
 	errw   *lockedWriter
@@ -84,6 +92,28 @@ func (e *Env) init() {
 			e.logger = slog.New(slog.NewTextHandler(e.errw, opts))
 		}
 	})
+}
+
+// observe makes this process visible to `keytunnel status` (its control
+// socket) and, with --metrics, to Prometheus. Commands call it once their
+// arguments are checked, before they start anything, so that a metrics
+// address in use fails the command before it runs.
+func (e *Env) observe(command string) (stop func(), err error) {
+	e.init()
+	e.reg.setCommand(command)
+	var m *metricsServer
+	if e.Metrics != "" {
+		if m, err = e.startMetrics(e.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	stopControl := e.startControl(command == "connect")
+	return func() {
+		stopControl()
+		if m != nil {
+			m.close()
+		}
+	}, nil
 }
 
 // Logger is the logger every command logs to: stderr, text or JSON.
@@ -127,6 +157,14 @@ type Event struct {
 	Nodes        int    `json:"nodes,omitempty"`
 	Error        string `json:"error,omitempty"`
 	Seed         string `json:"seed,omitempty"` // keygen without --out
+	// Connection is the holesail connection string (listening, with
+	// --holesail or --private; a private one carries the secret).
+	Connection string `json:"connection,omitempty"`
+	Private    bool   `json:"private,omitempty"`
+	// doctor: the check, whether it passed, its line.
+	Check   string `json:"check,omitempty"`
+	OK      *bool  `json:"ok,omitempty"`
+	Message string `json:"message,omitempty"`
 	// reloaded: the entries by name.
 	Started []string `json:"started,omitempty"`
 	Stopped []string `json:"stopped,omitempty"`

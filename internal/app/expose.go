@@ -2,10 +2,13 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/holesail"
+	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -17,6 +20,14 @@ type ExposeOptions struct {
 	Budget BudgetOptions
 	UDP    bool // the target is a UDP service
 	Flows  tunnel.FlowOptions
+	// Secret: with Secret.Private, the key pair is derived from a private
+	// connection string (holesail's secure mode), and only clients
+	// dialing with that same key pair get in.
+	Secret SecretOptions
+	// Holesail publishes holesail-server's DHT record (host, port, udp),
+	// so that holesail clients find the port by themselves, and prints
+	// the holesail connection string.
+	Holesail bool
 }
 
 // Expose serves the TCP service at o.Target under a key pair until ctx
@@ -38,37 +49,98 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return err
 	}
-	kp, file, created, err := env.exposeKey(o.Key, target, o.UDP)
+	var (
+		kp      key.KeyPair
+		file    string
+		created bool
+		conn    holesail.Conn
+	)
+	switch {
+	case o.Secret.Private:
+		if o.Key.File != "" || o.Key.Seed != "" || o.Key.SeedFile != "" {
+			return errors.New("--private derives the key pair from the private connection string; drop --key, --seed and --seed-file")
+		}
+		if conn, file, created, err = env.privateKey(o.Secret, target, o.UDP); err != nil {
+			return err
+		}
+		kp = conn.KeyPair
+		// holesail-server's private firewall: only the key pair itself.
+		allow = append(allow, kp.Public)
+	case o.Secret.File != "":
+		return errors.New("--secret-file names a private connection string; it needs --private")
+	default:
+		if kp, file, created, err = env.exposeKey(o.Key, target, o.UDP); err != nil {
+			return err
+		}
+		conn = holesail.Public(kp.Public)
+	}
+	defer env.ignoreHangup("expose")()
+	stop, err := env.observe("expose")
 	if err != nil {
 		return err
 	}
-	defer env.ignoreHangup("expose")()
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
 	ln, err := nw.Listen(ctx, kp, tunnel.NewAllowList(allow...), nil)
 	if err != nil {
 		return fmt.Errorf("announcing %s on the DHT: %w", kp.Public, err)
 	}
-	env.out.emit(kp.Public.String(), Event{
+	// The record tells holesail clients the port (--holesail), and
+	// keytunnel clients given a holesail string that we speak mux
+	// (--private strings are holesail strings).
+	if o.Holesail || conn.Private {
+		stop, err := env.publishRecord(ctx, nw, kp, recordFor(target, o.UDP), "")
+		switch {
+		case err == nil:
+			defer stop()
+		case o.Holesail:
+			ln.Close()
+			return err
+		default:
+			env.logger.Debug("no record: clients of the private string will speak raw", "err", err)
+		}
+	}
+	ev := Event{
 		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target, UDP: o.UDP,
-		KeyFile: file, Created: created,
-	})
+		KeyFile: file, Created: created, Private: conn.Private,
+	}
+	if conn.Private || o.Holesail {
+		ev.Connection = conn.String()
+	}
+	env.out.emit(kp.Public.String(), ev)
+	what := "key"
+	switch {
+	case conn.Private:
+		env.out.text("private: " + conn.String())
+		what = "secret"
+	case o.Holesail:
+		env.out.text("holesail: " + conn.String())
+	}
 	switch {
 	case created:
-		env.out.text("new key saved in " + file + " (used again the next time this target is exposed)")
-	case file != "" && !o.Key.given():
-		env.out.text("key from " + file)
+		env.out.text("new " + what + " saved in " + file + " (used again the next time this target is exposed)")
+	case file != "" && !o.Key.given() && o.Secret.File == "":
+		env.out.text(what + " from " + file)
 	}
-	env.logger.Info("exposing", "target", target, "udp", o.UDP, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "allow", len(allow))
+	access := "anyone who has the key (--allow or --private restrict it)"
+	switch {
+	case conn.Private:
+		access = "holders of the private string"
+	case len(allow) > 0:
+		access = "the --allow list"
+	}
+	env.logger.Info("exposing", "target", target, "udp", o.UDP, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
 	if !o.UDP {
 		// A UDP service cannot be probed: it answers only what it
 		// understands.
 		checkTarget(env, target)
 	}
-	err = tunnel.Expose(ctx, ln, target, tunnel.ExposeOptions{
+	ex := tunnel.NewExposer(ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),
 		Budget:  budget,
 		UDP:     o.UDP,
@@ -76,10 +148,26 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
+	defer env.reg.add(&regTunnel{name: target, role: "expose", publicKey: kp.Public.String(), local: target, udp: o.UDP, stats: ex.Stats})()
+	return runUntil(ctx, ex)
+}
+
+// runUntil runs s (an Exposer or Forwarder) until ctx ends, which is no
+// error, or s's listener fails.
+func runUntil(ctx context.Context, s interface {
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+}) error {
+	select {
+	case <-ctx.Done():
+	case <-s.Done():
+	}
+	s.Close()
 	if ctx.Err() != nil {
 		return nil
 	}
-	return err
+	return s.Err()
 }
 
 // checkTarget warns when nothing listens at target yet; it is not fatal,

@@ -13,16 +13,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
 // ForwardOptions are forward's arguments.
 type ForwardOptions struct {
-	Remote string     // the service's public key
-	Listen string     // PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one
+	// Remote is the service: a public key or a holesail connection
+	// string; empty or "-" when Secret names a private one.
+	Remote string
+	// Listen is PORT (on 127.0.0.1) or HOST:PORT; port 0 picks one. Empty:
+	// the port of the service's holesail record, if it has one, else a
+	// free one.
+	Listen string
 	Key    KeyOptions // our identity (for the service's allow list)
 	Raw    bool       // hypertele/holesail servers
-	UDP    bool       // a UDP service, forwarded to a local UDP socket
+	Secret SecretOptions
+	UDP    bool // a UDP service, forwarded to a local UDP socket
 	Flows  tunnel.FlowOptions
 }
 
@@ -31,48 +38,96 @@ type ForwardOptions struct {
 // connection, and again when the session is lost.
 func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	env.init()
-	remote, err := parsePublicKey(o.Remote)
+	conn, err := env.remote(o.Remote, o.Secret)
 	if err != nil {
 		return err
 	}
-	addr, err := hostPort("listen address", o.Listen, true)
+	remote := conn.PublicKey
+	listen := o.Listen
+	if listen == "" {
+		listen = "0"
+	}
+	addr, err := hostPort("listen address", listen, true)
 	if err != nil {
 		return err
 	}
-	kp, err := env.loadKey(o.Key)
+	kp, err := env.dialIdentity(conn, o.Key)
 	if err != nil {
 		return err
 	}
-	sock, err := listenLocal(addr, o.UDP)
-	if err != nil {
-		return err
+	// As holesail-client, a forward of a holesail string without a port
+	// listens where the service's record says, which takes the DHT;
+	// otherwise a taken port fails before joining it.
+	fromRecord := o.Listen == "" && holesailMode(conn)
+	var sock io.Closer
+	if !fromRecord {
+		if sock, err = listenLocal(addr, o.UDP); err != nil {
+			return err
+		}
 	}
 	defer env.ignoreHangup("forward")()
+	stop, err := env.observe("forward")
+	if err != nil {
+		if sock != nil {
+			sock.Close()
+		}
+		return err
+	}
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
-		sock.Close()
+		if sock != nil {
+			sock.Close()
+		}
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
+	raw, rec, err := env.holesailService(ctx, nw, conn, o.Raw, o.UDP)
+	if err != nil {
+		if sock != nil {
+			sock.Close()
+		}
+		return err
+	}
+	if fromRecord {
+		if rec != nil {
+			addr = recordListen(*rec)
+		}
+		if sock, err = listenLocal(addr, o.UDP); err != nil {
+			return err
+		}
+	}
 	local, what := localAddr(sock)
 	env.out.emit(fmt.Sprintf("forwarding %s%s to %s", what, local, remote), Event{
 		Event: EvForwarding, Listen: local, Remote: remote.String(), UDP: o.UDP,
 	})
 	fo := tunnel.ForwardOptions{
-		Raw:     o.Raw,
+		Raw:     raw,
 		Flows:   o.Flows,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	}
+	fw := newForwarder(nw.Dialer(kp, nil), remote, sock, fo)
+	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), local: local, udp: o.UDP, stats: fw.Stats})()
+	return runUntil(ctx, fw)
+}
+
+// forwarder is a tunnel.Forwarder or tunnel.UDPForwarder.
+type forwarder interface {
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+	Stats() tunnel.Stats
+}
+
+// newForwarder forwards sock (from listenLocal) to remote: a UDP socket's
+// datagrams as flows, a listener's connections as streams.
+func newForwarder(d tunnel.Dialer, remote key.PublicKey, sock io.Closer, opts tunnel.ForwardOptions) forwarder {
 	if pc, ok := sock.(net.PacketConn); ok {
-		err = tunnel.ForwardUDP(ctx, nw.Dialer(kp, nil), remote, pc, fo)
-	} else {
-		err = tunnel.Forward(ctx, nw.Dialer(kp, nil), remote, sock.(net.Listener), fo)
+		return tunnel.NewUDPForwarder(d, remote, pc, opts)
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return tunnel.NewForwarder(d, remote, sock.(net.Listener), opts)
 }
 
 // localAddr is a forward socket's address, and "udp " for a UDP one.
@@ -85,9 +140,10 @@ func localAddr(sock io.Closer) (addr, what string) {
 
 // ConnectOptions are connect's arguments.
 type ConnectOptions struct {
-	Remote string
+	Remote string // as ForwardOptions.Remote
 	Key    KeyOptions
 	Raw    bool
+	Secret SecretOptions
 }
 
 // Connect joins stdin and stdout to the service behind o.Remote, for ssh's
@@ -99,24 +155,40 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 		// Under ssh, stderr is the user's terminal: only problems.
 		env.setLevel(slog.LevelWarn)
 	}
-	remote, err := parsePublicKey(o.Remote)
-	if err != nil {
-		return err
-	}
 	if o.Key.SeedFile == "-" {
 		return errors.New("connect: --seed-file - cannot read the seed from stdin, which is the tunnel; use --key FILE or " + SeedEnvVar)
 	}
-	kp, err := env.loadKey(o.Key)
+	if o.Secret.File == "-" {
+		return errors.New("connect: --secret-file - cannot read the string from stdin, which is the tunnel; use --secret-file FILE or " + SecretEnvVar)
+	}
+	conn, err := env.remote(o.Remote, o.Secret)
 	if err != nil {
 		return err
 	}
+	remote := conn.PublicKey
+	kp, err := env.dialIdentity(conn, o.Key)
+	if err != nil {
+		return err
+	}
+	stop, err := env.observe("connect")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
+	raw, _, err := env.holesailService(ctx, nw, conn, o.Raw, false)
+	if err != nil {
+		return err
+	}
+	// Pipe keeps no counters: status lists the connection, no bytes.
+	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), since: time.Now()})()
 	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
-		Raw:     o.Raw,
+		Raw:     raw,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
@@ -175,6 +247,11 @@ type SSHOptions struct {
 	Args []string
 	Key  KeyOptions
 	Raw  bool
+	// Secret: a private connection string (--secret-file or
+	// $KEYTUNNEL_SECRET) for the service whose public key is the
+	// destination's host; it reaches ProxyCommand's connect in
+	// $KEYTUNNEL_SECRET, never on its command line.
+	Secret SecretOptions
 }
 
 // ExitError ends the program with Code and no message (the command that
@@ -195,6 +272,10 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 	if err != nil {
 		return err
 	}
+	o, private, err := env.sshHolesail(o)
+	if err != nil {
+		return err
+	}
 	proxy, err := env.proxyCommand(o)
 	if err != nil {
 		return err
@@ -210,6 +291,19 @@ func SSH(ctx context.Context, env *Env, o SSHOptions) error {
 		// through its command line.
 		seed := kp.Seed()
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%x", SeedEnvVar, seed[:]))
+	}
+	if private == "" && o.Secret.File != "" {
+		sec, _, err := env.secret(o.Secret)
+		if err != nil {
+			return err
+		}
+		private = sec.String()
+	}
+	if private != "" {
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, SecretEnvVar+"="+private)
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = env.Stdin, env.Stdout, env.Stderr
 	cmd.WaitDelay = 5 * time.Second
@@ -266,7 +360,8 @@ func shellQuote(s string) string {
 }
 
 // ParseSSHArgs takes keytunnel's options (--key FILE, --seed HEX,
-// --seed-file FILE|-, --raw, also as --key=FILE) from the front of args;
+// --seed-file FILE|-, --secret-file FILE|-, --raw, also as --key=FILE)
+// from the front of args;
 // the rest are ssh's.
 func ParseSSHArgs(args []string) (SSHOptions, error) {
 	var o SSHOptions
@@ -281,7 +376,7 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 			o.Raw = true
 			args = args[1:]
 			continue
-		case "--key", "--seed", "--seed-file":
+		case "--key", "--seed", "--seed-file", "--secret-file":
 			if !hasVal {
 				if len(args) < 2 {
 					return o, fmt.Errorf("ssh: %s needs a value", name)
@@ -294,6 +389,8 @@ func ParseSSHArgs(args []string) (SSHOptions, error) {
 				o.Key.Seed = val
 			case "--seed-file":
 				o.Key.SeedFile = val
+			case "--secret-file":
+				o.Secret.File = val
 			default:
 				o.Key.File = val
 			}

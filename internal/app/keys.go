@@ -176,11 +176,7 @@ func (e *Env) exposeKey(opts KeyOptions, target string, udp bool) (kp key.KeyPai
 	if err != nil {
 		return kp, "", false, err
 	}
-	prefix := "expose-"
-	if udp {
-		prefix = "expose-udp-"
-	}
-	file = filepath.Join(dir, prefix+fileSafe(target)+".key")
+	file = filepath.Join(dir, exposeFilePrefix(udp)+fileSafe(target)+".key")
 	if kp, err = key.ReadSeedFile(file); err == nil {
 		return kp, file, false, nil
 	}
@@ -212,6 +208,16 @@ func parsePublicKey(s string) (key.PublicKey, error) { return stack.ParsePublicK
 // hostPort reads "PORT" (meaning 127.0.0.1:PORT) or "HOST:PORT". Port 0 is
 // allowed only if zeroOK.
 func hostPort(what, s string, zeroOK bool) (string, error) { return stack.HostPort(what, s, zeroOK) }
+
+// exposeFilePrefix starts the names of the key and secret files saved
+// for an expose's target: a UDP service has files of its own, so that the
+// TCP and UDP services of one port number are two keys.
+func exposeFilePrefix(udp bool) string {
+	if udp {
+		return "expose-udp-"
+	}
+	return "expose-"
+}
 
 // listenTCP opens a forward's local port (see stack.ListenTCP).
 func listenTCP(addr string) (net.Listener, error) { return stack.ListenTCP(addr) }

@@ -79,6 +79,7 @@ func testEnv(t *testing.T, fn *fakeNet) (*Env, *lineBuffer, *lineBuffer) {
 		Host:        "127.0.0.1",
 		Bootstrap:   []string{"127.0.0.1:1"}, // never used by the fake; never the public nodes
 		KeyDir:      t.TempDir(),
+		RunDir:      t.TempDir(),
 		JoinTimeout: 5 * time.Second,
 	}
 	if fn != nil {

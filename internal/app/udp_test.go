@@ -97,6 +97,30 @@ port = %d
 	tc := dialPort(t, port)
 	roundTrip(t, tc, "tcp on the same port number")
 	tc.Close()
+	// The status registry lists the UDP entries as such, flows counted
+	// as their connections.
+	ps := env.reg.snapshot(context.Background())
+	byName := map[string]TunnelStatus{}
+	for _, tn := range ps.Tunnels {
+		byName[tn.Name] = tn
+	}
+	for name, want := range map[string]struct {
+		role string
+		udp  bool
+	}{"dns": {"expose", true}, "dns-here": {"forward", true}, "tcp": {"expose", false}, "tcp-here": {"forward", false}} {
+		tn, ok := byName[name]
+		if !ok || tn.Role != want.role || tn.UDP != want.udp {
+			t.Errorf("status of %s: %+v (present %v), want role %s, udp %v", name, tn, ok, want.role, want.udp)
+		}
+	}
+	if tn := byName["dns-here"]; tn.ConnectionsTotal < 1 || tn.BytesReceived < uint64(len("echo:query")) || len(tn.Peers) != 1 {
+		t.Errorf("UDP forward's counters: %+v", tn)
+	}
+	var text strings.Builder
+	writeStatus(&text, StatusReport{Processes: []ProcessStatus{ps}}, time.Now())
+	if !strings.Contains(text.String(), "dns-here: forward udp 127.0.0.1:") || !strings.Contains(text.String(), "flows 1 open") {
+		t.Errorf("status text:\n%s", text.String())
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"slices"
 	"syscall"
 
 	"github.com/keytunnel/keytunnel/config"
+	"github.com/keytunnel/keytunnel/internal/holesail"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
@@ -92,12 +92,19 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 			ln.Close()
 		}
 	}
+	stop, err := env.observe("up")
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
 		closeAll()
 		return err
 	}
 	defer nw.Close()
+	env.reg.setNetwork(nw)
 	r := &runner{env: env, nw: nw, path: o.ConfigFile, id: id,
 		exposes: map[string]*runningExpose{}, forwards: map[string]*runningForward{}}
 	defer r.stopAll()
@@ -114,7 +121,7 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 		pls[i] = pl
 	}
 	for i, e := range cfg.Expose {
-		r.startExpose(e, pls[i])
+		r.startExpose(ctx, e, pls[i])
 	}
 	for i, f := range cfg.Forward {
 		r.startForward(f, lns[i])
@@ -131,16 +138,24 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 }
 
 type runningExpose struct {
-	cfg config.Expose
-	ex  *tunnel.Exposer
+	cfg        config.Expose
+	ex         *tunnel.Exposer
+	record     func() // stops publishing its holesail record; nil if none
+	unregister func()
+}
+
+func (e *runningExpose) close() {
+	e.ex.Close()
+	e.unregister()
+	if e.record != nil {
+		e.record()
+	}
 }
 
 type runningForward struct {
-	cfg config.Forward
-	fw  interface {
-		Close() error
-		Done() <-chan struct{}
-	}
+	cfg        config.Forward
+	fw         forwarder
+	unregister func()
 }
 
 type runner struct {
@@ -184,7 +199,7 @@ func bindForwards(fs []config.Forward, reuse map[string]bool) ([]io.Closer, erro
 	return lns, nil
 }
 
-func (r *runner) startExpose(e config.Expose, pl tunnel.PeerListener) {
+func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.PeerListener) {
 	ex := tunnel.NewExposer(pl, e.Target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(e.Allow...),
 		Budget:  e.Budget,
@@ -193,28 +208,48 @@ func (r *runner) startExpose(e config.Expose, pl tunnel.PeerListener) {
 		Logger:  r.env.logger.With("entry", e.Name),
 		OnEvent: r.env.onEvent(e.Name),
 	})
-	r.exposes[e.Name] = &runningExpose{cfg: e, ex: ex}
-	r.env.out.emit(fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public), Event{
-		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile, UDP: e.UDP,
-	})
+	unregister := r.env.reg.add(&regTunnel{name: e.Name, role: "expose", publicKey: e.KeyPair.Public.String(), local: e.Target, udp: e.UDP, stats: ex.Stats})
+	re := &runningExpose{cfg: e, ex: ex, unregister: unregister}
+	r.exposes[e.Name] = re
+	ev := Event{
+		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile,
+		Private: e.Private, UDP: e.UDP,
+	}
+	text := fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public)
+	switch {
+	case e.Private:
+		// The private string stays in its file: up's output often goes
+		// to a journal.
+		text += " (private: the string in " + e.KeyFile + ")"
+	case e.Holesail:
+		ev.Connection = holesail.Public(e.KeyPair.Public).String()
+		text += " (holesail: " + ev.Connection + ")"
+	}
+	if e.Holesail || e.Private {
+		stop, err := r.env.publishRecord(ctx, r.nw, e.KeyPair, recordFor(e.Target, e.UDP), e.Name)
+		if err != nil && e.Holesail {
+			r.env.logger.Warn("no holesail record", "entry", e.Name, "err", err)
+		}
+		re.record = stop
+	}
+	r.env.out.emit(text, ev)
 }
 
 func (r *runner) startForward(f config.Forward, sock io.Closer) {
+	id := r.id
+	if !f.KeyPair.Public.IsZero() {
+		id = f.KeyPair // a private service admits only its own key pair
+	}
 	opts := tunnel.ForwardOptions{
 		Raw:     f.Raw,
 		Flows:   f.Flows,
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
 	}
-	d := r.nw.Dialer(r.id, f.Relay.Override())
-	rf := &runningForward{cfg: f}
-	if pc, ok := sock.(net.PacketConn); ok {
-		rf.fw = tunnel.NewUDPForwarder(d, f.Key, pc, opts)
-	} else {
-		rf.fw = tunnel.NewForwarder(d, f.Key, sock.(net.Listener), opts)
-	}
-	r.forwards[f.Name] = rf
+	fw := newForwarder(r.nw.Dialer(id, f.Relay.Override()), f.Key, sock, opts)
 	local, what := localAddr(sock)
+	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), local: local, udp: f.UDP, stats: fw.Stats})
+	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw, unregister: unregister}
 	r.env.out.emit(fmt.Sprintf("%s: forwarding %s%s to %s", f.Name, what, local, f.Key), Event{
 		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(), UDP: f.UDP,
 	})
@@ -222,7 +257,7 @@ func (r *runner) startForward(f config.Forward, sock io.Closer) {
 
 func (r *runner) stopExpose(name string) {
 	if e, ok := r.exposes[name]; ok {
-		e.ex.Close()
+		e.close()
 		delete(r.exposes, name)
 		r.env.out.emit(name+": stopped", Event{Event: EvStopped, Entry: name})
 	}
@@ -231,6 +266,7 @@ func (r *runner) stopExpose(name string) {
 func (r *runner) stopForward(name string) {
 	if f, ok := r.forwards[name]; ok {
 		f.fw.Close()
+		f.unregister()
 		delete(r.forwards, name)
 		r.env.out.emit(name+": stopped", Event{Event: EvStopped, Entry: name})
 	}
@@ -238,11 +274,12 @@ func (r *runner) stopForward(name string) {
 
 func (r *runner) stopAll() {
 	for name, e := range r.exposes {
-		e.ex.Close()
+		e.close()
 		delete(r.exposes, name)
 	}
 	for name, f := range r.forwards {
 		f.fw.Close()
+		f.unregister()
 		delete(r.forwards, name)
 	}
 }
@@ -341,7 +378,7 @@ func (r *runner) reload(ctx context.Context) {
 			failed = append(failed, e.Name)
 			continue
 		}
-		r.startExpose(e, pl)
+		r.startExpose(ctx, e, pl)
 		started = append(started, e.Name)
 	}
 	var stopped []string

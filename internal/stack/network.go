@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -57,8 +58,24 @@ type dhtNetwork Node
 func (n *dhtNetwork) Close() error { return (*Node)(n).Close() }
 
 func (n *dhtNetwork) Dialer(kp key.KeyPair, relay []key.PublicKey) tunnel.Dialer {
-	return dialer[*dht.Conn]{dial: n.Node.Dial, opts: dht.DialOptions{KeyPair: kp, RelayThrough: dht.RelayKeys(n.relays(relay)...)}}
+	return dialer[*dht.Conn]{dial: n.Node.Dial, wrap: n.withPath, opts: dht.DialOptions{KeyPair: kp, RelayThrough: dht.RelayKeys(n.relays(relay)...)}}
 }
+
+// DHTStats is the node's health (dht.Node.Stats).
+func (n *dhtNetwork) DHTStats(ctx context.Context) (dht.Stats, error) { return n.Node.Stats(ctx) }
+
+// withPath gives c the Path method that tunnel's Stats read.
+func (n *dhtNetwork) withPath(c *dht.Conn) tunnel.PeerConn { return dhtConn{c, n.Node} }
+
+// dhtConn is a DHT connection that can say how it reaches its peer.
+type dhtConn struct {
+	*dht.Conn
+	n *dht.Node
+}
+
+// Path is "direct ADDR" or "relay KEY (ADDR)" (dht.Path), as it is now:
+// a relayed connection may move to a direct path later.
+func (c dhtConn) Path() string { return c.n.PathOf(c.Conn).String() }
 
 // relays is the blind-relay list for an entry: its own, or the network's.
 func (n *dhtNetwork) relays(own []key.PublicKey) []key.PublicKey {
@@ -76,12 +93,14 @@ func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.Al
 	if err != nil {
 		return nil, err
 	}
-	return listener[*dht.Conn]{l}, nil
+	return listener[*dht.Conn]{l: l, wrap: n.withPath}, nil
 }
 
-// dialer adapts the Dial of a dht.Node or a dhtrelay.Client.
+// dialer adapts the Dial of a dht.Node or a dhtrelay.Client; wrap gives
+// each connection its Path.
 type dialer[C tunnel.PeerConn] struct {
 	dial func(context.Context, key.PublicKey, *dht.DialOptions) (C, error)
+	wrap func(C) tunnel.PeerConn
 	opts dht.DialOptions
 }
 
@@ -89,10 +108,28 @@ func (d dialer[C]) Dial(ctx context.Context, remote key.PublicKey) (tunnel.PeerC
 	opts := d.opts
 	c, err := d.dial(ctx, remote, &opts)
 	if err != nil {
-		return nil, err // not c: a nil *Conn in an interface is not nil
+		return nil, definitive(err) // not c: a nil *Conn in an interface is not nil
 	}
-	return c, nil
+	return d.wrap(c), nil
 }
+
+// definitive marks the dial failures that say the peer is unreachable
+// for now, rather than that a packet was lost: no node holds its announce,
+// or both NATs randomize and no relay was given. A Forwarder then fails
+// local connections at once instead of dialing again for them.
+func definitive(err error) error {
+	if errors.Is(err, dht.ErrPeerNotFound) || errors.Is(err, dht.ErrDoubleRandomized) {
+		return unreachableErr{err}
+	}
+	return err
+}
+
+// unreachableErr is a dial error that is also tunnel.ErrUnreachable, with
+// the dial error's message.
+type unreachableErr struct{ error }
+
+func (e unreachableErr) Is(target error) bool { return target == tunnel.ErrUnreachable }
+func (e unreachableErr) Unwrap() error        { return e.error }
 
 // listener adapts a *dht.Listener or a *dhtrelay.Listener.
 type listener[C tunnel.PeerConn] struct {
@@ -101,6 +138,7 @@ type listener[C tunnel.PeerConn] struct {
 		Close() error
 		PublicKey() key.PublicKey
 	}
+	wrap func(C) tunnel.PeerConn
 }
 
 func (l listener[C]) Accept() (tunnel.PeerConn, error) {
@@ -108,7 +146,7 @@ func (l listener[C]) Accept() (tunnel.PeerConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c, nil
+	return l.wrap(c), nil
 }
 
 func (l listener[C]) Close() error             { return l.l.Close() }
@@ -151,17 +189,43 @@ func DialRelay(ctx context.Context, rawURL string, nonCustodial bool, kp key.Key
 		}
 		return nil, fmt.Errorf("could not reach the dht-relay at %s: %w", rawURL, err)
 	}
-	return relayNetwork{c}, nil
+	return relayNetwork{c: c, url: rawURL}, nil
 }
 
-type relayNetwork struct{ c *dhtrelay.Client }
+type relayNetwork struct {
+	c   *dhtrelay.Client
+	url string
+}
+
+// relayConn is a connection through a dht-relay, whose path beyond the
+// relay only the relay knows.
+type relayConn struct {
+	dhtrelay.Conn
+	path string
+}
+
+func (c relayConn) Path() string { return c.path }
+
+// RTT passes on the connection's RTT where it has one (a non-custodial
+// secret stream does not measure one over the relay; this keeps the
+// method should it).
+func (c relayConn) RTT() time.Duration {
+	if r, ok := c.Conn.(interface{ RTT() time.Duration }); ok {
+		return r.RTT()
+	}
+	return 0
+}
+
+func (n relayNetwork) withPath(c dhtrelay.Conn) tunnel.PeerConn {
+	return relayConn{c, "dht-relay " + n.url}
+}
 
 func (n relayNetwork) Close() error { return n.c.Close() }
 
 // Blind relays do not apply through a dht-relay: the relay node makes the
 // connections, and the protocol has no field for them.
 func (n relayNetwork) Dialer(kp key.KeyPair, _ []key.PublicKey) tunnel.Dialer {
-	return dialer[dhtrelay.Conn]{dial: n.c.Dial, opts: dht.DialOptions{KeyPair: kp}}
+	return dialer[dhtrelay.Conn]{dial: n.c.Dial, wrap: n.withPath, opts: dht.DialOptions{KeyPair: kp}}
 }
 
 func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.AllowList, _ []key.PublicKey) (tunnel.PeerListener, error) {
@@ -171,7 +235,7 @@ func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, allow tunnel.A
 	if err != nil {
 		return nil, err
 	}
-	return listener[dhtrelay.Conn]{l}, nil
+	return listener[dhtrelay.Conn]{l: l, wrap: n.withPath}, nil
 }
 
 var (

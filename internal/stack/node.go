@@ -96,6 +96,24 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err := CheckBootstrap(ctx, o.Bootstrap); err != nil {
 		return nil, err
 	}
+	n, err := Open(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := join(ctx, o, n.Node); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Open binds the sockets and starts a node, which begins to join the
+// network; unlike Start it does not wait for the join (keytunnel doctor
+// watches it instead).
+func Open(o Options) (*Node, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 	udp, err := BindUDP(o.Host, o.Port)
 	if err != nil {
 		return nil, err
@@ -123,12 +141,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		udp.Close()
 		return nil, fmt.Errorf("starting the DHT node: %w", err)
 	}
-	n := &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough, refused: o.Refused}
-	if err := join(ctx, o, n.Node); err != nil {
-		n.Close()
-		return nil, err
-	}
-	return n, nil
+	return &Node{Node: nd, udp: udp, cudp: cudp, relay: o.RelayThrough, refused: o.Refused}, nil
 }
 
 // join waits for the node's bootstrap and checks that some node answered.
