@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -55,6 +56,10 @@ type Expose struct {
 	// max_streams_per_session, max_streams, max_buffer_mib); zero fields
 	// mean the defaults.
 	Budget tunnel.Budget
+	// UDP: the target is a UDP service (udp = true), and Flows its flow
+	// settings (udp_idle_timeout, max_flows; zero fields: defaults).
+	UDP   bool
+	Flows tunnel.FlowOptions
 }
 
 // Relay is an entry's own relay_through. When the entry has the field
@@ -84,6 +89,9 @@ type Forward struct {
 	Listen string // host:port
 	Raw    bool
 	Relay  Relay
+	// UDP: the local side is a UDP socket and the service a UDP one.
+	UDP   bool
+	Flows tunnel.FlowOptions
 	// KeyPair, for a private service (secret_file), is the key pair of
 	// its private connection string, which the forward dials with; zero
 	// otherwise.
@@ -116,6 +124,15 @@ type rawExpose struct {
 	MaxStreamsPerSession *int64 `toml:"max_streams_per_session"`
 	MaxStreams           *int64 `toml:"max_streams"`
 	MaxBufferMiB         *int64 `toml:"max_buffer_mib"`
+
+	rawUDP
+}
+
+// rawUDP are the UDP fields of both entry kinds.
+type rawUDP struct {
+	UDP         *bool   `toml:"udp"`
+	IdleTimeout *string `toml:"udp_idle_timeout"`
+	MaxFlows    *int64  `toml:"max_flows"`
 }
 
 type rawForward struct {
@@ -126,6 +143,8 @@ type rawForward struct {
 	Raw    *bool    `toml:"raw"`
 	Relay  []string `toml:"relay_through"`
 	Secret *string  `toml:"secret_file"`
+
+	rawUDP
 }
 
 // Load reads and parses the file at path. Relative key paths are taken
@@ -197,11 +216,16 @@ func (o Options) Parse(name string, data []byte) (*File, error) {
 		fw := p.forward(i, r)
 		fw.Name = p.unique(names, fw.Name, r.Name != nil, "forward", i)
 		field := fmt.Sprintf("forward[%d]", i)
-		if other, dup := listens[fw.Listen]; dup && fw.Listen != "" {
+		// A UDP and a TCP forward may share a port number.
+		lk := fw.Listen
+		if fw.UDP {
+			lk = "udp " + lk
+		}
+		if other, dup := listens[lk]; dup && fw.Listen != "" {
 			p.fail(p.lines.entryField("forward", i, "listen", "port"), field+".listen",
 				fmt.Sprintf("%s is already the listen address of %s", fw.Listen, other))
 		}
-		listens[fw.Listen] = field
+		listens[lk] = field
 		f.Forward = append(f.Forward, fw)
 	}
 	if len(p.errs) > 0 {
@@ -330,6 +354,10 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 		Streams:           int(limit(r.MaxStreams, "max_streams", 1<<20)),
 		Memory:            limit(r.MaxBufferMiB, "max_buffer_mib", 1<<20) << 20,
 	}
+	e.UDP, e.Flows = p.udp(r.rawUDP, field, at)
+	if e.UDP && strings.HasPrefix(e.Target, unixPrefix) {
+		p.fail(at("udp"), field+".udp", "a UDP service is a port, not a Unix socket (unix: address)")
+	}
 	if r.Name != nil {
 		e.Name = p.checkName(at("name"), field, *r.Name)
 	} else if r.Port != nil {
@@ -390,12 +418,45 @@ func (p *parser) forward(i int, r rawForward) Forward {
 	if r.Relay != nil {
 		fw.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
 	}
+	fw.UDP, fw.Flows = p.udp(r.rawUDP, field, at)
+	if fw.UDP && strings.HasPrefix(fw.Listen, unixPrefix) {
+		p.fail(at("udp"), field+".udp", "a UDP forward listens on a port, not a Unix socket (unix: listen)")
+	}
 	if r.Name != nil {
 		fw.Name = p.checkName(at("name"), field, *r.Name)
 	} else {
 		fw.Name = "forward-" + fw.Listen
 	}
 	return fw
+}
+
+// udp parses an entry's udp, udp_idle_timeout and max_flows; the last two
+// only go with udp = true.
+func (p *parser) udp(r rawUDP, field string, at func(keys ...string) int) (bool, tunnel.FlowOptions) {
+	on := r.UDP != nil && *r.UDP
+	var fo tunnel.FlowOptions
+	if r.IdleTimeout != nil {
+		d, err := time.ParseDuration(*r.IdleTimeout)
+		switch {
+		case !on:
+			p.fail(at("udp_idle_timeout"), field+".udp_idle_timeout", "only applies with udp = true")
+		case err != nil || d < 10*time.Millisecond || d > 24*time.Hour:
+			p.fail(at("udp_idle_timeout"), field+".udp_idle_timeout", fmt.Sprintf("%q is not a duration from 10ms to 24h (such as \"60s\"; leave it out for the default)", *r.IdleTimeout))
+		default:
+			fo.IdleTimeout = d
+		}
+	}
+	if r.MaxFlows != nil {
+		switch {
+		case !on:
+			p.fail(at("max_flows"), field+".max_flows", "only applies with udp = true")
+		case *r.MaxFlows < 1 || *r.MaxFlows > 1<<20:
+			p.fail(at("max_flows"), field+".max_flows", fmt.Sprintf("%d is out of range (1-%d; leave it out for the default)", *r.MaxFlows, 1<<20))
+		default:
+			fo.MaxFlows = int(*r.MaxFlows)
+		}
+	}
+	return on, fo
 }
 
 // path is a file named in the configuration, relative to its directory.
@@ -595,10 +656,12 @@ func Diff(old, cur *File) Change {
 func exposeEqual(a, b Expose) bool {
 	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
 		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay) && a.Budget == b.Budget &&
+		a.UDP == b.UDP && a.Flows == b.Flows &&
 		a.Private == b.Private && a.Holesail == b.Holesail
 }
 
 func forwardEqual(a, b Forward) bool {
 	return a.Name == b.Name && a.Key == b.Key && a.Listen == b.Listen && a.Raw == b.Raw && a.Relay.equal(b.Relay) &&
+		a.UDP == b.UDP && a.Flows == b.Flows &&
 		a.KeyPair.Public == b.KeyPair.Public
 }

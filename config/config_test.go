@@ -425,6 +425,36 @@ listen = "unix:`+filepath.Join(dir, "a.sock")+`"
 	}
 }
 
+// UDP entries take ports: a unix: address or listen with udp = true fails
+// at its line.
+func TestUnixSocketsNotUDP(t *testing.T) {
+	dir := t.TempDir()
+	kp := writeKey(t, dir, "k.key")
+	p := writeConf(t, dir, `
+[[expose]]
+address = "unix:/run/app.sock"
+key = "k.key"
+udp = true
+
+[[forward]]
+key = "`+kp.Public.String()+`"
+listen = "unix:/run/kt/dns.sock"
+udp = true
+`)
+	f, err := Load(p)
+	if f != nil {
+		t.Fatal("a File came back with errors")
+	}
+	for _, want := range []string{
+		p + `:5: expose[0].udp: a UDP service is a port, not a Unix socket`,
+		p + `:10: forward[0].udp: a UDP forward listens on a port, not a Unix socket`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in:\n%v", want, err)
+		}
+	}
+}
+
 // TestKeyDir: with Options.KeyDir, relative key paths are taken from it
 // (a service's state directory), absolute ones and unix: paths are not.
 func TestKeyDir(t *testing.T) {

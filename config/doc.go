@@ -19,14 +19,21 @@
 //	max_streams_per_session = 100     # the defaults; see tunnel.Budget): concurrent
 //	max_streams = 256                 # sessions, connections per peer, connections in
 //	max_buffer_mib = 64               # all, MiB buffered for slow targets in all
+//	udp = false                       # true: the target is a UDP service
+//	udp_idle_timeout = "60s"          # udp only: a flow idle this long is dropped
+//	max_flows = 1024                  # udp only: cap on open UDP flows
 //
 //	[[forward]]
 //	name   = "web"                    # unique; defaults to "forward-<port>"
 //	key    = "<public key>"           # hex or z32, or holesail's hs://0000<key>
 //	                                  # or: secret_file = "web.secret" (private)
 //	listen = "127.0.0.1:9000"         # or: port = 9000
-//	raw    = false                    # implied by hs:// and secret_file
+//	raw    = false                    # implied by hs:// and secret_file; with udp:
+//	                                  # holesail's UDP framing
 //	relay_through = []                # optional, as for expose
+//	udp = false                       # true: listen on UDP, one flow per client address
+//	udp_idle_timeout = "60s"          # udp only, as for expose
+//	max_flows = 1024                  # udp only, as for expose
 //
 // secret_file names a file (mode 0600) holding a private connection string,
 // hs://s000<secret> as `keytunnel expose --private` and holesail print it:

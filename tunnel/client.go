@@ -36,7 +36,7 @@ type Client struct {
 // sess and err are set before done is closed.
 type clientSession struct {
 	done chan struct{}
-	sess *yamux.Session
+	sess *session
 	err  error
 }
 
@@ -60,7 +60,7 @@ func (c *Client) Open(ctx context.Context, remote key.PublicKey) (PeerConn, erro
 	// Two tries: the session may die between the lookup and OpenStream;
 	// the second try dials its replacement.
 	for range 2 {
-		var sess *yamux.Session
+		var sess *session
 		if sess, err = c.session(ctx, remote); err != nil {
 			return nil, err
 		}
@@ -74,7 +74,7 @@ func (c *Client) Open(ctx context.Context, remote key.PublicKey) (PeerConn, erro
 }
 
 // session returns the live session to remote, dialing it if there is none.
-func (c *Client) session(ctx context.Context, remote key.PublicKey) (*yamux.Session, error) {
+func (c *Client) session(ctx context.Context, remote key.PublicKey) (*session, error) {
 	c.mu.Lock()
 	if c.ctx.Err() != nil {
 		c.mu.Unlock()
@@ -113,7 +113,7 @@ func (c *Client) session(ctx context.Context, remote key.PublicKey) (*yamux.Sess
 func (c *Client) dial(s *clientSession, remote key.PublicKey) {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout)
-	s.sess, _, s.err = dialSession(ctx, c.d, remote, c.log.With("remote", remote.String()))
+	s.sess, s.err = dialSession(ctx, c.d, remote, preamble, c.log.With("remote", remote.String()))
 	cancel()
 	close(s.done)
 	if s.err == nil {

@@ -1,7 +1,8 @@
 // Package tunnel carries TCP connections between keytunnel peers: Expose
 // serves a local TCP service to the peers that reach our key, Forward makes
 // a remote peer's service reachable on a local port, and Pipe connects
-// stdin/stdout to it (for ssh's ProxyCommand).
+// stdin/stdout to it (for ssh's ProxyCommand). With ExposeOptions.UDP and
+// a UDPForwarder it carries a UDP service as flows (see UDP below).
 //
 // The package knows nothing about the DHT. It needs a Dialer (reach the
 // peer behind a public key) and a PeerListener (accept peers on our key
@@ -27,6 +28,80 @@
 // probe.go). A server that serves it says so in its OK reply to the mux
 // preamble (reason "probe1", which older clients ignore); clients send it
 // only then, since an older server would take it for a raw client.
+//
+// # Streams of a mux2 session
+//
+// A client that needs to say what a stream is for (a UDP flow; later, one
+// of several named services under one key) starts the session with
+// preamble2, "\x00keytunnel/mux2\n", instead. The reply and yamux are as
+// for mux1, but every stream then begins with a stream header, and the
+// server answers each with a stream reply before anything else on it
+// (udpwire.go has both byte by byte):
+//
+//	header  len u16le ‖ kind uint ‖ service string ‖ flags uint ‖
+//	        [flow uint, kind 1 only] ‖ optional extensions
+//	reply   status u8 (0 ok, 1 refused) ‖ len u8 ‖ reason[len]
+//
+// (uint and string in compact-encoding). Kinds are 0 for a TCP stream and
+// 1 for a UDP flow; the service name is empty for the key's one service,
+// and for now any other name is refused ("no service named ..."), as are
+// unknown kinds and unknown flag bits, each with a reason the client
+// logs. An extension that a server may ignore goes after the known
+// fields; one it must understand sets a flag bit. The client does not wait
+// for the reply before sending, so a stream still costs no round trip.
+// Clients send mux2 only when they need it: a TCP forward keeps sending
+// mux1, which every keytunnel server understands, and a server accepts
+// both. A mux1 client of a UDP service is refused at the preamble ("use
+// --udp").
+//
+// # UDP
+//
+// Forward with a UDPForwarder and Expose with ExposeOptions.UDP carry a
+// UDP service. Each client address and port of the forward's local socket
+// is a flow; on the exposing side each flow gets a UDP socket of its own
+// towards the target, so the target's replies reach that flow's client
+// alone. Between keytunnel peers a flow is a yamux stream of a mux2
+// session, its header carrying a flow id (chosen by the client, unique
+// in the session), and each datagram travels one of two ways:
+//
+//   - as one secret-stream datagram (an unreliable udx MESSAGE, what
+//     @hyperswarm/secret-stream's send/trySend use) whose plaintext is
+//     type u8 (1) ‖ flow id uint ‖ payload, when the peer connection
+//     carries datagrams (a hyperdht connection, direct or through a blind
+//     relay; not a dht-relay stream), the sender knows the other side has
+//     the flow (the client once the flow's reply said ok; the exposing
+//     side always), and the sealed datagram fits the path: payload + flow
+//     tag (2-6 bytes) + 24 bytes of envelope <= the udx stream's
+//     MaxMessage, its path MTU (1200 bytes until probing raises it, up to
+//     1500) less 48 bytes of IPv4, UDP and udx headers (68 over IPv6), so
+//     over IPv4 at first 1122-1126 bytes of payload and at most
+//     1422-1426;
+//   - else framed on the flow's stream: len u16le ‖ payload. This carries
+//     a flow's first datagrams (before the reply), datagrams larger than
+//     the path allows (up to 65535 bytes), and everything over paths
+//     without datagrams. Framed datagrams are stream data, whose packets
+//     also probe the path MTU up, so a flow of 1200-byte datagrams moves
+//     to the datagram channel after a few hundred of them.
+//
+// Nothing is retransmitted or reordered by keytunnel: a datagram lost on
+// the path is lost, as UDP is; one that finds its flow's queue to the
+// stream full (256 datagrams) or udx's send queue full is dropped; framed
+// and unframed datagrams of a flow may overtake each other. A flow ends
+// when it has carried no datagram either way for FlowOptions.IdleTimeout
+// (default 60 s; each side expires its end, and closing the stream ends
+// the other's), and the next datagram from its client starts a new one.
+// FlowOptions.MaxFlows (default 1024) caps a forward's flows (a new
+// client's datagrams are dropped, logged once a second) and an expose's
+// (the flow is refused with a reason); flows are streams too, within the
+// Budget.
+//
+// In raw mode (ForwardOptions.Raw; and any raw peer of a UDP Expose) UDP
+// speaks holesail's framing: one peer connection per client address,
+// each datagram len u32be ‖ payload on it, reliably, as holesail-client
+// (createUdpFramedProxy) and holesail-server --udp (pipeUdpFramedServer)
+// do, so holesail's UDP peers and keytunnel interoperate both ways. A
+// holesail frame starts with a zero byte and then, for any datagram under
+// 16 MiB, another, so Expose tells it from a preamble at the second byte.
 //
 // # How Expose tells the modes apart
 //
@@ -114,7 +189,10 @@
 // connection after it dials again. So a peer that comes back is reached by
 // the next connection after at most one backoff, and a client that keeps
 // connecting costs at most one DHT lookup per backoff. Refusals fail
-// connections at once too.
+// connections at once too. A UDPForwarder's session is kept by the same
+// code (keeper, forward.go), a new flow standing for a new connection: a
+// flow of an unreachable peer is dropped at once, and the client's next
+// datagram starts a new one.
 //
 // # Bad links: roaming, darkness
 //
@@ -156,5 +234,7 @@
 // that marshal to JSON for a machine-readable mode, and Stats returns a
 // snapshot of the counters (payload bytes each way, open and total
 // connections, redials, live peers with their RTT and path) that
-// `keytunnel status` and its metrics show.
+// `keytunnel status` and its metrics show. For UDP (Exposer with UDP,
+// UDPForwarder.Stats) the connections are the flows and the bytes their
+// datagrams' payload.
 package tunnel

@@ -53,7 +53,12 @@ type ExposeOptions struct {
 	DialTarget func(ctx context.Context, addr string) (net.Conn, error)
 	// Budget caps the sessions, streams and buffer memory peers may take;
 	// zero fields take the defaults (see Budget).
-	Budget  Budget
+	Budget Budget
+	// UDP makes the target a UDP service (host:port): peers reach it as
+	// UDP flows (see doc.go), and DialTarget, when nil, dials UDP.
+	UDP bool
+	// Flows caps and expires UDP flows; zero fields take the defaults.
+	Flows   FlowOptions
 	Logger  *slog.Logger
 	OnEvent func(Event)
 }
@@ -70,6 +75,10 @@ type Exposer struct {
 	deliver func(context.Context, PeerConn) bool
 	acct    *accountant
 	stats   *counters
+	// flows are the open UDP flows of a UDP Exposer, for the cap and
+	// the idle expiry.
+	flows    *flowTable[*flow]
+	refusals lockedRefusalLog
 
 	serving
 }
@@ -84,6 +93,19 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 	opts.DetectTimeout = orDefault(opts.DetectTimeout, DefaultDetectTimeout)
 	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
 	opts.Budget = opts.Budget.withDefaults()
+	opts.Flows = opts.Flows.withDefaults()
+	if opts.DialTarget == nil && opts.UDP {
+		var d net.Dialer
+		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, "udp", addr)
+			if uc, ok := c.(*net.UDPConn); ok {
+				// Room for a burst of replies (1 MiB: 800 of 1200
+				// bytes) while the flow's sender catches up.
+				uc.SetReadBuffer(1 << 20)
+			}
+			return c, err
+		}
+	}
 	if opts.DialTarget == nil {
 		opts.DialTarget = DialTarget
 	}
@@ -96,8 +118,16 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 		deliver: deliver,
 		acct:    newAccountant(opts.Budget),
 		stats:   newCounters(),
+		flows:   newFlowTable[*flow](opts.Flows),
 	}
 	e.init(ln)
+	if opts.UDP {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.flows.expireLoop(e.ctx)
+		}()
+	}
 	startAccepting(&e.serving, e.log, "peer", ln.Accept, e.servePeer)
 	return e
 }
@@ -128,7 +158,7 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	mode := "raw"
 	mux := kind != kindRaw // a probe gets replies as a mux client does
 	switch kind {
-	case kindMux:
+	case kindMux, kindMux2:
 		mode = "mux"
 	case kindProbe:
 		mode = "probe"
@@ -150,13 +180,22 @@ func (e *Exposer) servePeer(pc PeerConn) {
 		return
 	}
 	defer e.acct.endSession()
+	if kind == kindMux && e.opts.UDP {
+		// A mux1 session can only carry TCP streams.
+		log.Warn("refused peer: a TCP forward reached this UDP service", "mode", mode)
+		e.emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: errWrongKind})
+		refuse(pc, "this key exposes a UDP service; forward it with --udp")
+		return
+	}
 	defer e.stats.addPeer(pc, mode)()
 	e.emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
 	log.Info("peer connected", "mode", mode)
-	if kind == kindMux {
-		err = e.serveMux(pc, log)
+	if kind == kindMux || kind == kindMux2 {
+		err = e.serveMux(pc, kind, log)
 	} else if kind == kindProbe {
 		err = e.serveProbe(pc)
+	} else if e.opts.UDP {
+		err = e.serveRawUDP(pc, got, eof, log)
 	} else if e.deliver != nil {
 		err = e.deliverRaw(pc, got, eof)
 	} else {
@@ -194,10 +233,10 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 			return err
 		}
 		switch late {
-		case kindMux:
+		case kindMux, kindMux2:
 			tc.Close()
 			log.Info("late preamble: keytunnel client after all")
-			return e.serveMux(pc, log)
+			return e.serveMux(pc, late, log)
 		case kindProbe:
 			tc.Close()
 			return e.serveProbe(pc)
@@ -287,7 +326,7 @@ type replayConn struct {
 
 func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
+func (e *Exposer) serveMux(pc PeerConn, kind peerKind, log *slog.Logger) error {
 	if err := writeReply(pc, replyOK, featureProbe); err != nil {
 		return err
 	}
@@ -299,6 +338,10 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 	defer sess.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var ms *muxServer
+	if kind == kindMux2 {
+		ms = e.newMuxServer(pc, sess, &wg, log)
+	}
 	var refusals refusalLog
 	for {
 		st, err := sess.AcceptStream()
@@ -318,6 +361,10 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 		go func() {
 			defer wg.Done()
 			defer e.acct.endStream(mem)
+			if ms != nil {
+				ms.serveStream(muxStream{st})
+				return
+			}
 			e.serveStream(muxStream{st}, pc.RemotePublicKey(), log)
 		}()
 	}
@@ -329,6 +376,21 @@ func (e *Exposer) serveMux(pc PeerConn, log *slog.Logger) error {
 type refusalLog struct {
 	last  time.Time
 	count int
+}
+
+// lockedRefusalLog is a refusalLog shared by goroutines.
+type lockedRefusalLog struct {
+	mu sync.Mutex
+	r  refusalLog
+}
+
+func (l *lockedRefusalLog) log(log *slog.Logger, msg string) {
+	l.mu.Lock()
+	n, ok := l.r.due(time.Now())
+	l.mu.Unlock()
+	if ok {
+		log.Warn(msg, "refused", n)
+	}
 }
 
 func (r *refusalLog) due(now time.Time) (int, bool) {

@@ -31,8 +31,10 @@ type ForwardOptions struct {
 	// dials again at once. Zero means 500 ms and 5 s.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
-	Logger      *slog.Logger
-	OnEvent     func(Event)
+	// Flows caps and expires the flows of a UDPForwarder.
+	Flows   FlowOptions
+	Logger  *slog.Logger
+	OnEvent func(Event)
 }
 
 func (o *ForwardOptions) defaults() {
@@ -44,19 +46,38 @@ func (o *ForwardOptions) defaults() {
 
 // Forwarder makes a remote peer's service reachable on a local listener.
 type Forwarder struct {
+	ln net.Listener
+	serving
+	keeper
+}
+
+// session is a mux session to the peer, with the peer connection under
+// it (for its datagram channel and Stats) and, in a UDP forward, its
+// flows.
+type session struct {
+	*yamux.Session
+	pc    PeerConn
+	flows *flowSet
+}
+
+// keeper owns the peer session of a Forwarder or UDPForwarder: it dials
+// on demand, backs off between failures, fails waiters at once when the
+// peer is known to be unreachable, hands the live session to the local
+// connections or flows that wait for it, and keeps the tunnel's Stats.
+type keeper struct {
+	s      *serving
 	d      Dialer
 	remote key.PublicKey
-	ln     net.Listener
 	opts   ForwardOptions
 	log    *slog.Logger
 	emit   emitter
 	stats  *counters
-
-	serving
-	want chan struct{} // a local connection needs a session
+	pre    string         // the preamble to send: mux1, or mux2 for UDP flows
+	onUp   func(*session) // runs on each new session before it is handed out
+	want   chan struct{}  // a local connection needs a session
 
 	mu      sync.Mutex
-	sess    *yamux.Session
+	sess    *session
 	lastErr error         // of the latest failed dial, for waiters
 	failAt  time.Time     // when that dial failed
 	failed  int           // dials failed in a row
@@ -66,23 +87,19 @@ type Forwarder struct {
 	changed chan struct{} // closed and replaced when any of the above change
 }
 
+func (k *keeper) init(s *serving, d Dialer, remote key.PublicKey, opts ForwardOptions, log *slog.Logger, pre string) {
+	*k = keeper{s: s, d: d, remote: remote, opts: opts, log: log, emit: emitter(opts.OnEvent), stats: newCounters(),
+		pre: pre, want: make(chan struct{}, 1), changed: make(chan struct{})}
+}
+
 // NewForwarder starts accepting on ln and tunnelling every connection to
 // remote. The Forwarder owns ln and closes it on Close. It dials lazily: the
 // first local connection brings the peer session up.
 func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardOptions) *Forwarder {
 	opts.defaults()
-	f := &Forwarder{
-		d:       d,
-		remote:  remote,
-		ln:      ln,
-		opts:    opts,
-		log:     loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()),
-		emit:    emitter(opts.OnEvent),
-		stats:   newCounters(),
-		want:    make(chan struct{}, 1),
-		changed: make(chan struct{}),
-	}
-	f.init(ln)
+	f := &Forwarder{ln: ln}
+	f.keeper.init(&f.serving, d, remote, opts, loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()), preamble)
+	f.serving.init(ln)
 	startAccepting(&f.serving, f.log, "local", ln.Accept, f.serveLocal)
 	if !opts.Raw {
 		f.wg.Add(1)
@@ -91,8 +108,8 @@ func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardO
 	return f
 }
 
-// Stats returns a snapshot of the Forwarder's counters.
-func (f *Forwarder) Stats() Stats { return f.stats.snapshot() }
+// Stats returns a snapshot of the tunnel's counters.
+func (k *keeper) Stats() Stats { return k.stats.snapshot() }
 
 // Forward tunnels ln's connections to remote until ctx ends or ln fails,
 // and returns after every connection it started is closed.
@@ -105,9 +122,7 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	keepAliveIfRemote(c)
 	local := asConn(c)
 	if f.opts.Raw {
-		ctx, cancel := context.WithTimeout(f.ctx, f.opts.DialTimeout)
-		pc, err := f.d.Dial(ctx, f.remote)
-		cancel()
+		pc, err := f.dialRaw()
 		if err != nil {
 			f.log.Warn("dropping local connection: dial failed", "client", c.RemoteAddr().String(), "err", err)
 			return
@@ -125,7 +140,7 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			switch {
 			case f.ctx.Err() != nil:
 			case errors.Is(err, ErrUnreachable):
-				f.log.Warn("dropping local connection: cannot reach the peer; check that its expose runs (keytunnel doctor KEY tests the path)", "client", c.RemoteAddr().String(), "err", err)
+				f.log.Warn("dropping local connection: "+unreachableAdvice, "client", c.RemoteAddr().String(), "err", err)
 			default:
 				f.log.Warn("dropping local connection", "client", c.RemoteAddr().String(), "err", err)
 			}
@@ -146,6 +161,17 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 	}
 }
 
+// unreachableAdvice follows a dropped connection's or flow's reason when
+// the peer is known to be unreachable.
+const unreachableAdvice = "cannot reach the peer; check that its expose runs (keytunnel doctor KEY tests the path)"
+
+// dialRaw dials one raw peer connection.
+func (k *keeper) dialRaw() (PeerConn, error) {
+	ctx, cancel := context.WithTimeout(k.s.ctx, k.opts.DialTimeout)
+	defer cancel()
+	return k.d.Dial(ctx, k.remote)
+}
+
 // session returns the live peer session, or why there is none. When no
 // session is up a local connection makes sessionLoop dial at once and
 // waits for that dial (up to WaitTimeout). Once the peer is known to be
@@ -154,18 +180,18 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 // so do those that arrive during the backoff after it. Refusals and
 // non-keytunnel peers fail at once as well: they do not heal within a
 // wait, and the user should see why.
-func (f *Forwarder) session() (*yamux.Session, error) {
-	timer := time.NewTimer(f.opts.WaitTimeout)
+func (k *keeper) session() (*session, error) {
+	timer := time.NewTimer(k.opts.WaitTimeout)
 	defer timer.Stop()
-	f.mu.Lock()
-	start := f.dials
-	f.mu.Unlock()
+	k.mu.Lock()
+	start := k.dials
+	k.mu.Unlock()
 	for {
-		f.mu.Lock()
-		sess, lastErr, changed := f.sess, f.lastErr, f.changed
-		dialing, ended, failAt, next := f.dialing, f.dials > start, f.failAt, f.next
-		known := knownUnreachable(lastErr, f.failed)
-		f.mu.Unlock()
+		k.mu.Lock()
+		sess, lastErr, changed := k.sess, k.lastErr, k.changed
+		dialing, ended, failAt, next := k.dialing, k.dials > start, k.failAt, k.next
+		known := knownUnreachable(lastErr, k.failed)
+		k.mu.Unlock()
 		if sess != nil && !sess.IsClosed() {
 			return sess, nil
 		}
@@ -173,7 +199,7 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 			wait := time.Until(next)
 			switch {
 			case lastErr != nil && (errors.Is(lastErr, ErrRefused) || errors.Is(lastErr, ErrProtocol)):
-				f.wantDial() // a changed allow list is seen by later connections
+				k.wantDial() // a changed allow list is seen by later connections
 				return nil, lastErr
 			case known && ended:
 				return nil, unreachable(lastErr)
@@ -181,7 +207,7 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 				return nil, fmt.Errorf("%w (a dial %v ago failed: %w; next dial in %v)", ErrUnreachable,
 					time.Since(failAt).Round(100*time.Millisecond), lastErr, wait.Round(100*time.Millisecond))
 			}
-			f.wantDial()
+			k.wantDial()
 		}
 		select {
 		case <-changed:
@@ -190,7 +216,7 @@ func (f *Forwarder) session() (*yamux.Session, error) {
 				return nil, fmt.Errorf("%w (last dial: %v)", ErrWaitTimeout, lastErr)
 			}
 			return nil, ErrWaitTimeout
-		case <-f.ctx.Done():
+		case <-k.s.ctx.Done():
 			return nil, ErrClosed
 		}
 	}
@@ -214,24 +240,24 @@ func unreachable(err error) error {
 }
 
 // wantDial asks sessionLoop for a session.
-func (f *Forwarder) wantDial() {
+func (k *keeper) wantDial() {
 	select {
-	case f.want <- struct{}{}:
+	case k.want <- struct{}{}:
 	default:
 	}
 }
 
-// update changes the published state under f.mu and wakes the waiters.
-func (f *Forwarder) update(change func()) {
-	f.mu.Lock()
+// update changes the published state under k.mu and wakes the waiters.
+func (k *keeper) update(change func()) {
+	k.mu.Lock()
 	change()
-	close(f.changed)
-	f.changed = make(chan struct{})
-	f.mu.Unlock()
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.mu.Unlock()
 }
 
-func (f *Forwarder) publish(sess *yamux.Session, err error) {
-	f.update(func() { f.sess, f.lastErr = sess, err })
+func (k *keeper) publish(sess *session, err error) {
+	k.update(func() { k.sess, k.lastErr = sess, err })
 }
 
 // sessionLoop owns the peer session: it dials when a local connection wants
@@ -240,139 +266,143 @@ func (f *Forwarder) publish(sess *yamux.Session, err error) {
 // triggers a dial, so an idle forward to a peer that went away does not
 // keep dialing the DHT, and a peer that comes back is reached by the first
 // local connection after the backoff, without waiting for a timer.
-func (f *Forwarder) sessionLoop() {
-	defer f.wg.Done()
+func (k *keeper) sessionLoop() {
+	defer k.s.wg.Done()
 	failures := 0      // for the backoff: failed dials and sessions that died at once
 	failedDials := 0   // in a row, for knownUnreachable
 	var hold time.Time // after a session that died at once: no dial before this
 	dialed := false    // once: later dials count as redials
 	for {
 		select {
-		case <-f.want:
-		case <-f.ctx.Done():
+		case <-k.want:
+		case <-k.s.ctx.Done():
 			return
 		}
-		f.mu.Lock()
-		next := f.next
-		early := time.Now().Before(next) && knownUnreachable(f.lastErr, f.failed)
-		f.mu.Unlock()
+		k.mu.Lock()
+		next := k.next
+		early := time.Now().Before(next) && knownUnreachable(k.lastErr, k.failed)
+		k.mu.Unlock()
 		if early {
 			continue // the connection that asked failed at once
 		}
 		// Connections wait out a backoff (or hold) that is no sign the
 		// peer is unreachable: they see dialing.
-		f.update(func() { f.dialing = true })
-		if !f.sleepUntil(next) || !f.sleepUntil(hold) {
+		k.update(func() { k.dialing = true })
+		if !k.sleepUntil(next) || !k.sleepUntil(hold) {
 			return
 		}
 		if dialed {
-			f.stats.redials.Add(1)
+			k.stats.redials.Add(1)
 		}
 		dialed = true
-		sess, pc, err := f.dial()
+		sess, err := k.dial()
 		if err != nil {
-			if f.ctx.Err() != nil {
+			if k.s.ctx.Err() != nil {
 				return
 			}
 			failures++
 			failedDials++
-			delay := backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax)
+			delay := backoff(failures, k.opts.BackoffBase, k.opts.BackoffMax)
 			if errors.Is(err, ErrRefused) {
-				f.log.Error("peer refused us", "err", err)
-				f.emit.emit(Event{Kind: EventRefused, Remote: f.remote, Mode: "mux", Err: err})
+				k.log.Error("peer refused us", "err", err)
+				k.emit.emit(Event{Kind: EventRefused, Remote: k.remote, Mode: "mux", Err: err})
 			}
-			f.log.Warn("cannot reach the peer; the next local connection dials again", "err", err, "attempt", failures, "not_before", delay.Round(time.Millisecond))
-			f.emit.emit(Event{Kind: EventRedialing, Remote: f.remote, Mode: "mux", Attempt: failures, Delay: delay, Err: err})
+			k.log.Warn("cannot reach the peer; the next local connection dials again", "err", err, "attempt", failures, "not_before", delay.Round(time.Millisecond))
+			k.emit.emit(Event{Kind: EventRedialing, Remote: k.remote, Mode: "mux", Attempt: failures, Delay: delay, Err: err})
 			now := time.Now()
-			f.update(func() {
-				f.sess, f.lastErr, f.failAt, f.next = nil, err, now, now.Add(delay)
-				f.failed = failedDials
-				f.dials++
-				f.dialing = false
+			k.update(func() {
+				k.sess, k.lastErr, k.failAt, k.next = nil, err, now, now.Add(delay)
+				k.failed = failedDials
+				k.dials++
+				k.dialing = false
 			})
 			continue
 		}
 		up := time.Now()
 		failedDials = 0
-		f.log.Info("peer session up", "after_failures", failures)
-		f.emit.emit(Event{Kind: EventConnected, Remote: f.remote, Mode: "mux"})
-		gone := f.stats.addPeer(pc, "mux")
-		f.update(func() {
-			f.sess, f.lastErr, f.failed = sess, nil, 0
-			f.dials++
-			f.dialing = false
+		k.log.Info("peer session up", "after_failures", failures)
+		k.emit.emit(Event{Kind: EventConnected, Remote: k.remote, Mode: "mux"})
+		gone := k.stats.addPeer(sess.pc, "mux")
+		k.update(func() {
+			k.sess, k.lastErr, k.failed = sess, nil, 0
+			k.dials++
+			k.dialing = false
 		})
 		select {
 		case <-sess.CloseChan():
-		case <-f.ctx.Done():
+		case <-k.s.ctx.Done():
 			gone()
 			sess.Close()
-			f.publish(nil, ErrClosed)
+			k.publish(nil, ErrClosed)
 			return
 		}
 		gone()
-		f.log.Warn("peer session lost; the next local connection dials again", "lived", time.Since(up).Round(time.Millisecond))
-		f.emit.emit(Event{Kind: EventDisconnected, Remote: f.remote, Mode: "mux"})
+		k.log.Warn("peer session lost; the next local connection dials again", "lived", time.Since(up).Round(time.Millisecond))
+		k.emit.emit(Event{Kind: EventDisconnected, Remote: k.remote, Mode: "mux"})
 		// A session that stayed up for a while resets the backoff; one
 		// that died at once counts as a failure, so that a peer which
 		// accepts and drops us is not redialed in a tight loop.
 		// Connections wait out this hold (it is no sign that the peer is
 		// unreachable): they see dialing.
-		if time.Since(up) >= f.opts.BackoffMax {
+		if time.Since(up) >= k.opts.BackoffMax {
 			failures, hold = 0, time.Time{}
 		} else {
 			failures++
-			hold = time.Now().Add(backoff(failures, f.opts.BackoffBase, f.opts.BackoffMax))
+			hold = time.Now().Add(backoff(failures, k.opts.BackoffBase, k.opts.BackoffMax))
 		}
-		f.publish(nil, nil)
+		k.publish(nil, nil)
 	}
 }
 
-func (f *Forwarder) sleepUntil(t time.Time) bool {
+func (k *keeper) sleepUntil(t time.Time) bool {
 	d := time.Until(t)
 	if d <= 0 {
-		return f.ctx.Err() == nil
+		return k.s.ctx.Err() == nil
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
 		return true
-	case <-f.ctx.Done():
+	case <-k.s.ctx.Done():
 		return false
 	}
 }
 
-func (f *Forwarder) dial() (*yamux.Session, PeerConn, error) {
-	ctx, cancel := context.WithTimeout(f.ctx, f.opts.DialTimeout)
+func (k *keeper) dial() (*session, error) {
+	ctx, cancel := context.WithTimeout(k.s.ctx, k.opts.DialTimeout)
 	defer cancel()
-	return dialSession(ctx, f.d, f.remote, f.log)
+	sess, err := dialSession(ctx, k.d, k.remote, k.pre, k.log)
+	if err == nil && k.onUp != nil {
+		k.onUp(sess)
+	}
+	return sess, err
 }
 
-// dialSession dials remote, exchanges the preamble and starts a yamux
-// client on the connection, which it returns too.
-func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, log *slog.Logger) (*yamux.Session, PeerConn, error) {
+// dialSession dials remote, exchanges the preamble pre and starts a yamux
+// client on the connection.
+func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string, log *slog.Logger) (*session, error) {
 	pc, err := d.Dial(ctx, remote)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { pc.Close() })
 	timeout := 30 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	err = clientHandshake(pc, timeout)
+	err = clientHandshake(pc, pre, timeout)
 	if !stop() || err != nil {
 		pc.Close()
 		if err == nil {
 			err = ctx.Err()
 		}
-		return nil, nil, err
+		return nil, err
 	}
 	sess, err := yamux.Client(pc, muxConfig(log), clientMemory().newSpan)
 	if err != nil {
 		pc.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return sess, pc, nil
+	return &session{Session: sess, pc: pc}, nil
 }

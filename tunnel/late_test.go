@@ -72,7 +72,7 @@ func TestRawLateSpeaker(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	tg := newTarget(t, echo)
 	r := newRig(t, tg.addr(), ExposeOptions{DetectTimeout: 50 * time.Millisecond}, nil)
-	for _, msg := range []string{"hello", "\x00keytunnel/mux2\n and more"} {
+	for _, msg := range []string{"hello", "\x00keytunnel/mux9\n and more"} {
 		pc, err := slowStartDialer{r.dialer, 150 * time.Millisecond}.Dial(context.Background(), r.server.Public)
 		if err != nil {
 			t.Fatal(err)

@@ -34,7 +34,7 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 		peer = pc
 	} else {
 		mode = "mux"
-		sess, _, err := dialSession(dctx, d, remote, log)
+		sess, err := dialSession(dctx, d, remote, preamble, log)
 		if err != nil {
 			if errors.Is(err, ErrRefused) {
 				emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: err})

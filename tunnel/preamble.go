@@ -30,9 +30,10 @@ const featureProbe = "probe1"
 type peerKind int
 
 const (
-	kindRaw peerKind = iota
-	kindMux
-	kindProbe
+	kindRaw   peerKind = iota
+	kindMux            // preamble
+	kindMux2           // preamble2: streams carry a stream header (udpwire.go)
+	kindProbe          // probePreamble
 )
 
 // The reply to the preamble: the 3 bytes of replyMagic, one status byte,
@@ -61,15 +62,16 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-// clientHandshake writes the preamble and reads the server's reply.
-func clientHandshake(c net.Conn, timeout time.Duration) error {
-	_, err := handshakeWith(c, preamble, timeout)
+// clientHandshake writes pre (preamble or preamble2) and reads the
+// server's reply.
+func clientHandshake(c net.Conn, pre string, timeout time.Duration) error {
+	_, err := handshakeWith(c, pre, timeout)
 	return err
 }
 
-// handshakeWith writes pre (preamble or probePreamble) and reads the
-// server's reply; features is an OK reply's reason (featureProbe, or
-// empty from older servers).
+// handshakeWith writes pre (preamble, preamble2 or probePreamble) and
+// reads the server's reply; features is an OK reply's reason
+// (featureProbe, or empty from older servers).
 func handshakeWith(c net.Conn, pre string, timeout time.Duration) (features string, _ error) {
 	c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
@@ -106,17 +108,18 @@ func handshakeWith(c net.Conn, pre string, timeout time.Duration) (features stri
 }
 
 // detect reads the first bytes of a peer connection, until they either are
-// one of the preambles (kindMux, kindProbe) or cannot become one, or until
-// the read deadline the caller set. What was read is returned so that a raw
-// peer's bytes can be replayed to the target. eof reports that the peer
-// already half-closed.
+// one of the preambles (kindMux, kindMux2, kindProbe) or cannot become
+// one, or until the read deadline the caller set. What was read is
+// returned, with kindRaw, so that a raw peer's bytes can be replayed to the
+// target. eof reports that the peer already half-closed.
 func detect(c net.Conn) (kind peerKind, got []byte, eof bool, err error) {
 	buf := make([]byte, len(preamble))
 	n := 0
 	for n < len(buf) {
 		m, rerr := c.Read(buf[n:])
 		n += m
-		if !bytes.Equal(buf[:n], []byte(preamble[:n])) && !bytes.Equal(buf[:n], []byte(probePreamble[:n])) {
+		if !bytes.Equal(buf[:n], []byte(preamble[:n])) && !bytes.Equal(buf[:n], []byte(preamble2[:n])) &&
+			!bytes.Equal(buf[:n], []byte(probePreamble[:n])) {
 			return kindRaw, buf[:n], false, nil
 		}
 		switch {
@@ -132,7 +135,10 @@ func detect(c net.Conn) (kind peerKind, got []byte, eof bool, err error) {
 			return kindRaw, nil, false, rerr
 		}
 	}
-	if string(buf) == probePreamble {
+	switch string(buf) {
+	case preamble2:
+		return kindMux2, nil, false, nil
+	case probePreamble:
 		return kindProbe, nil, false, nil
 	}
 	return kindMux, nil, false, nil

@@ -26,15 +26,18 @@ func sendChunked(c net.Conn, in []byte, chunk uint8) {
 }
 
 // FuzzDetect feeds a peer connection's first bytes, in fuzzed pieces, to
-// detect: it must report a keytunnel client exactly when the bytes start
-// with the preamble, and otherwise hand back for replay a prefix of them
-// that either has left the preamble or is all of them (then with eof).
+// detect: it must report a keytunnel client of each kind (mux1, mux2,
+// probe) exactly when the bytes start with that preamble, and otherwise
+// hand back for replay a prefix of them that either has left every
+// preamble or is all of them (then with eof).
 func FuzzDetect(f *testing.F) {
 	f.Add([]byte(preamble), uint8(16))
 	f.Add([]byte(preamble+"yamux bytes"), uint8(1))
 	f.Add([]byte(preamble[:7]), uint8(3))
 	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"), uint8(4))
 	f.Add([]byte("\x00keytunnel/mux2\n"), uint8(5))
+	f.Add([]byte(preamble2+"yamux bytes"), uint8(2))
+	f.Add([]byte(preamble2+"yamux bytes"), uint8(2))
 	f.Add([]byte(probePreamble+"p"), uint8(3))
 	f.Add([]byte("\x00keytunnel/prb"), uint8(2))
 	f.Add([]byte{}, uint8(0))
@@ -44,15 +47,20 @@ func FuzzDetect(f *testing.F) {
 		go sendChunked(peer, in, chunk)
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		kind, got, eof, err := detect(c)
-		mux := kind == kindMux
 		if err != nil {
 			t.Fatalf("detect: %v", err)
 		}
-		if want := bytes.HasPrefix(in, []byte(preamble)); mux != want {
-			t.Fatalf("%q: mux %v, want %v", in, mux, want)
+		want := kindRaw
+		switch {
+		case bytes.HasPrefix(in, []byte(preamble)):
+			want = kindMux
+		case bytes.HasPrefix(in, []byte(preamble2)):
+			want = kindMux2
+		case bytes.HasPrefix(in, []byte(probePreamble)):
+			want = kindProbe
 		}
-		if want := bytes.HasPrefix(in, []byte(probePreamble)); (kind == kindProbe) != want {
-			t.Fatalf("%q: probe %v, want %v", in, kind == kindProbe, want)
+		if kind != want {
+			t.Fatalf("%q: kind %v, want %v", in, kind, want)
 		}
 		if kind != kindRaw {
 			if got != nil || eof {
@@ -63,14 +71,15 @@ func FuzzDetect(f *testing.F) {
 		if !bytes.HasPrefix(in, got) || len(got) > len(preamble) {
 			t.Fatalf("%q: replay %q is not a prefix of it", in, got)
 		}
-		isPrefix := strings.HasPrefix(preamble, string(got)) || strings.HasPrefix(probePreamble, string(got))
+		isPrefix := strings.HasPrefix(preamble, string(got)) || strings.HasPrefix(preamble2, string(got)) ||
+			strings.HasPrefix(probePreamble, string(got))
 		switch {
 		case !eof && len(got) == 0:
 			t.Fatalf("%q: neither bytes nor eof", in)
 		case eof && (!isPrefix || !bytes.Equal(got, in)):
 			t.Fatalf("%q: eof with replay %q", in, got)
 		case !eof && isPrefix:
-			t.Fatalf("%q: stopped at %q, which may still become the preamble", in, got)
+			t.Fatalf("%q: stopped at %q, which may still become a preamble", in, got)
 		}
 	})
 }

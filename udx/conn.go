@@ -688,6 +688,7 @@ func (s *Stream) ackPacket(seq uint32, sack bool, rs *rateSample, now int64) int
 	if s.mtuState == mtuStateSearch && s.probeCount > 0 && p.probe {
 		s.probeCount = 0
 		s.mtu = s.probeSize
+		s.pubMTU.Store(int32(s.mtu))
 		if s.probeSize >= s.mtuMax {
 			s.mtuState = mtuStateSearchComplete
 		} else {

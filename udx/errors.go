@@ -31,7 +31,8 @@ var (
 	ErrMessageTooLarge = errors.New("udx: message too large")
 	// ErrRemoteChanging: ChangeRemote while a previous change is incomplete.
 	ErrRemoteChanging = errors.New("udx: remote already changing")
-	// ErrWouldBlock: TrySend found no room.
+	// ErrWouldBlock: Send (TrySend) found its queue full; the datagram
+	// was dropped.
 	ErrWouldBlock = errors.New("udx: would block")
 )
 

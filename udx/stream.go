@@ -191,6 +191,8 @@ type Stream struct {
 	err        error
 	userClosed bool
 	msgs       [][]byte
+	mq         [][]byte // MESSAGEs for the loop to send (Send)
+	mqSpare    [][]byte // loop-owned: mq's previous array, for reuse
 	rdl, wdl   time.Time
 	wantAck    atomic.Bool
 	wantClose  atomic.Bool
@@ -202,6 +204,9 @@ type Stream struct {
 	doneOnce   sync.Once
 	sockAddr   atomic.Pointer[netip.AddrPort]
 	remAddr    atomic.Pointer[netip.AddrPort]
+	// pubMTU is mtu as the loop last set it, for MaxMessage, which user
+	// goroutines call per datagram without a trip to the loop.
+	pubMTU atomic.Int32
 }
 
 const (
@@ -290,6 +295,7 @@ func (u *UDX) NewStream(id uint32, opts *StreamOptions) (*Stream, error) {
 
 func (s *Stream) resetMTU() {
 	s.mtu, s.probeSize, s.mtuMax = mtuBase, mtuBase, s.opts.MTUMax
+	s.pubMTU.Store(int32(s.mtu))
 	s.mtuState = mtuStateBase
 	s.probeWanted = false
 	s.probeCount = 0
@@ -495,32 +501,78 @@ func (s *Stream) SetTimeout(d time.Duration) error {
 	})
 }
 
-// Send transmits p as one unreliable MESSAGE datagram on the stream.
+// Send transmits p as one unreliable MESSAGE datagram on the stream. It
+// does not wait for the loop: p is copied into a queue of at most
+// maxQueuedMessages that the loop sends on its next turn, in one batch
+// with whatever else is queued (a round trip to the loop per datagram
+// would cap a stream at the loop's wake-ups per second). A datagram that
+// finds the queue full is dropped with ErrWouldBlock, as a full socket
+// buffer drops it.
 func (s *Stream) Send(p []byte) error {
 	if len(p)+HeaderSize > recvBufferSize {
 		return ErrMessageTooLarge
 	}
+	if s.isDone() {
+		if err := s.Err(); err != nil {
+			return err
+		}
+		return &StreamError{ID: s.id, Err: ErrClosed}
+	}
+	if s.remAddr.Load() == nil {
+		return ErrNotConnected
+	}
 	b := make([]byte, len(p))
 	copy(b, p)
-	return s.u.do(func(now int64) error {
-		if s.dead {
-			return s.deadErr()
+	s.mu.Lock()
+	if len(s.mq) >= maxQueuedMessages {
+		s.mu.Unlock()
+		return ErrWouldBlock
+	}
+	s.mq = append(s.mq, b)
+	s.mu.Unlock()
+	s.u.kickStream(s)
+	return nil
+}
+
+// sendMessages puts the MESSAGEs Send queued on the wire; it runs on the
+// loop.
+func (s *Stream) sendMessages() {
+	s.mu.Lock()
+	mq := s.mq
+	s.mq = s.mqSpare[:0]
+	s.mu.Unlock()
+	for i, b := range mq {
+		if s.connected && !s.dead {
+			h := s.header(FlagMessage)
+			buf := s.sock.scratch(HeaderSize + len(b))
+			h.Put(buf)
+			copy(buf[HeaderSize:], b)
+			s.sock.queue(buf, s.ruaddr, s.raddr)
 		}
-		if !s.connected {
-			return ErrNotConnected
-		}
-		h := s.header(FlagMessage)
-		buf := s.sock.scratch(HeaderSize + len(b))
-		h.Put(buf)
-		copy(buf[HeaderSize:], b)
-		s.sock.queue(buf, s.ruaddr, s.raddr)
-		return nil
-	})
+		mq[i] = nil
+	}
+	s.mqSpare = mq[:0]
 }
 
 // TrySend is Send; MESSAGEs are never queued behind stream data, so there
 // is nothing to wait for.
 func (s *Stream) TrySend(p []byte) error { return s.Send(p) }
+
+// MaxMessage is the largest payload Send can put in one packet on the
+// current path: the path MTU found so far (1200 bytes until probing
+// raises it, up to 1500) less the IP, UDP and udx headers. Larger
+// payloads would leave as IP fragments or, with the don't-fragment bit
+// udx sets for its probes, not at all. 0 before Connect.
+func (s *Stream) MaxMessage() int {
+	a := s.remAddr.Load()
+	if a == nil {
+		return 0
+	}
+	if a.Addr().Is4() { // as maxPayload
+		return int(s.pubMTU.Load()) - 48
+	}
+	return int(s.pubMTU.Load()) - 68
+}
 
 // ReadMessage returns the next MESSAGE payload received on the stream.
 func (s *Stream) ReadMessage(ctx context.Context) ([]byte, error) {
@@ -985,6 +1037,7 @@ func (s *Stream) service(now int64) {
 	if s.dead {
 		return
 	}
+	s.sendMessages()
 	if s.wantAck.Swap(false) {
 		s.ackNeeded = true
 		s.ackNow = true

@@ -25,6 +25,7 @@ var examples = map[string][]string{
 		"keytunnel expose --holesail 8080                    # holesail clients find the port by themselves",
 		"keytunnel expose unix:/var/run/docker.sock          # a Unix socket service",
 		"keytunnel expose --replace 8080                     # take the key over from a running expose 8080",
+		"keytunnel expose --udp 53                           # a UDP service (DNS); peers: forward --udp KEY PORT",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",
@@ -32,6 +33,8 @@ var examples = map[string][]string{
 		"keytunnel forward hs://0000KEY                      # holesail's public string; port from its record",
 		"keytunnel forward --secret-file web.secret 9000     # a private string (hs://s000...) kept out of ps",
 		"keytunnel forward KEY unix:/run/kt/db.sock          # a Unix socket, mode 0600, removed on exit",
+		"keytunnel forward --udp KEY 5353                    # then: dig @127.0.0.1 -p 5353 example.org",
+		"keytunnel forward --udp --raw KEY 5353              # a holesail --udp server",
 	},
 	"connect": {
 		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY",

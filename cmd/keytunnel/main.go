@@ -14,10 +14,12 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/keytunnel/keytunnel/internal/app"
+	"github.com/keytunnel/keytunnel/tunnel"
 )
 
 func main() {
@@ -146,6 +148,35 @@ func budgetOptions(c *cli.Context) app.BudgetOptions {
 	}
 }
 
+// udpFlags are expose's and forward's UDP mode and its flow settings,
+// with the defaults as values so that help shows them.
+func udpFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "udp", Usage: what, DisableDefaultText: true},
+		&cli.DurationFlag{Name: "udp-idle-timeout", Value: tunnel.DefaultFlowIdleTimeout, Usage: "with --udp: drop a client's flow after `DURATION` without a datagram"},
+		&cli.IntFlag{Name: "max-flows", Value: tunnel.DefaultMaxFlows, Usage: "with --udp: at most `N` flows (client addresses) at once"},
+	}
+}
+
+// flowOptions reads udpFlags; the flow flags without --udp are an error,
+// since they would do nothing.
+func flowOptions(c *cli.Context) (tunnel.FlowOptions, error) {
+	if !c.Bool("udp") {
+		for _, f := range []string{"udp-idle-timeout", "max-flows"} {
+			if c.IsSet(f) {
+				return tunnel.FlowOptions{}, fmt.Errorf("%s: --%s applies only with --udp", c.Command.Name, f)
+			}
+		}
+	}
+	if d := c.Duration("udp-idle-timeout"); d < 10*time.Millisecond {
+		return tunnel.FlowOptions{}, fmt.Errorf("%s: --udp-idle-timeout %v: want at least 10ms (such as 60s)", c.Command.Name, d)
+	}
+	if n := c.Int("max-flows"); n < 1 || n > 1<<20 {
+		return tunnel.FlowOptions{}, fmt.Errorf("%s: --max-flows %d: want 1 to %d", c.Command.Name, n, 1<<20)
+	}
+	return tunnel.FlowOptions{IdleTimeout: c.Duration("udp-idle-timeout"), MaxFlows: c.Int("max-flows")}, nil
+}
+
 // secretFlags name a private connection string (holesail's secure mode).
 func secretFlags(what string) []cli.Flag {
 	return []cli.Flag{
@@ -236,18 +267,24 @@ func exposeCommand(env *app.Env) *cli.Command {
 		Name:      "expose",
 		Usage:     "serve a local TCP service under a public key (printed first)",
 		ArgsUsage: "PORT|HOST:PORT|unix:PATH",
-		Flags: append(append(append(keyFlags(),
+		Flags: append(append(append(append(keyFlags(),
 			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
 			&cli.BoolFlag{Name: "replace", Usage: "take the key over from another running process that serves it (new clients then reach this one); without it expose refuses to start", DisableDefaultText: true},
 			&cli.BoolFlag{Name: "holesail", Usage: "publish holesail's DHT record (port, protocol) for holesail clients and print the holesail connection string", DisableDefaultText: true},
 		), secretFlags("serve under a key pair derived from a secret and admit only clients holding it (holesail's secure mode); prints the private connection string")...), budgetFlags()...),
+			udpFlags("the service is a UDP one (DNS, a game, WireGuard): peers reach it with forward --udp, or holesail's UDP client")...),
 		Action: func(c *cli.Context) error {
 			if err := args(c, 1, 1); err != nil {
+				return err
+			}
+			flows, err := flowOptions(c)
+			if err != nil {
 				return err
 			}
 			return app.Expose(c.Context, env, app.ExposeOptions{
 				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
 				Budget: budgetOptions(c), Secret: secretOptions(c), Holesail: c.Bool("holesail"), Replace: c.Bool("replace"),
+				UDP: c.Bool("udp"), Flows: flows,
 			})
 		},
 	}
@@ -258,17 +295,23 @@ func forwardCommand(env *app.Env) *cli.Command {
 		Name:      "forward",
 		Usage:     "make the service behind a public key reachable on a local port",
 		ArgsUsage: "KEY|hs://… [PORT|HOST:PORT|unix:PATH]",
-		Flags: append(append(keyFlags(),
-			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection)", DisableDefaultText: true},
+		Flags: append(append(append(keyFlags(),
+			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection, or per UDP client with --udp)", DisableDefaultText: true},
 		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
+			udpFlags("forward a UDP service to a local UDP port (one flow per client address)")...),
 		Action: func(c *cli.Context) error {
 			sec := secretOptions(c)
 			if err := args(c, keyArgs(sec), 2); err != nil {
 				return err
 			}
 			remote, listen := remoteArgs(c, sec)
+			flows, err := flowOptions(c)
+			if err != nil {
+				return err
+			}
 			return app.Forward(c.Context, env, app.ForwardOptions{
 				Remote: remote, Listen: listen, Key: keyOptions(c), Raw: c.Bool("raw"), Secret: sec,
+				UDP: c.Bool("udp"), Flows: flows,
 			})
 		},
 	}

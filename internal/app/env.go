@@ -149,6 +149,7 @@ type Event struct {
 	PublicKeyZ32 string `json:"public_key_z32,omitempty"`
 	Remote       string `json:"remote,omitempty"`
 	Target       string `json:"target,omitempty"`
+	UDP          bool   `json:"udp,omitempty"` // expose, forward: a UDP service
 	Listen       string `json:"listen,omitempty"`
 	KeyFile      string `json:"key_file,omitempty"`
 	Created      bool   `json:"key_created,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/holesail"
@@ -18,6 +19,8 @@ type ExposeOptions struct {
 	Key    KeyOptions
 	Allow  []string // public keys (hex or z32), each may be comma-separated
 	Budget BudgetOptions
+	UDP    bool // the target is a UDP service
+	Flows  tunnel.FlowOptions
 	// Secret: with Secret.Private, the key pair is derived from a private
 	// connection string (holesail's secure mode), and only clients
 	// dialing with that same key pair get in.
@@ -41,6 +44,9 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.UDP && strings.HasPrefix(target, "unix:") {
+		return fmt.Errorf("%s: --udp exposes a UDP port, not a Unix socket", target)
+	}
 	allow, err := parseAllow(o.Allow)
 	if err != nil {
 		return err
@@ -60,7 +66,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		if o.Key.File != "" || o.Key.Seed != "" || o.Key.SeedFile != "" {
 			return errors.New("--private derives the key pair from the private connection string; drop --key, --seed and --seed-file")
 		}
-		if conn, file, created, err = env.privateKey(o.Secret, target); err != nil {
+		if conn, file, created, err = env.privateKey(o.Secret, target, o.UDP); err != nil {
 			return err
 		}
 		kp = conn.KeyPair
@@ -69,7 +75,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	case o.Secret.File != "":
 		return errors.New("--secret-file names a private connection string; it needs --private")
 	default:
-		if kp, file, created, err = env.exposeKey(o.Key, target); err != nil {
+		if kp, file, created, err = env.exposeKey(o.Key, target, o.UDP); err != nil {
 			return err
 		}
 		conn = holesail.Public(kp.Public)
@@ -97,7 +103,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	// keytunnel clients given a holesail string that we speak mux
 	// (--private strings are holesail strings).
 	if o.Holesail || conn.Private {
-		stop, err := env.publishRecord(ctx, nw, kp, recordFor(target), "")
+		stop, err := env.publishRecord(ctx, nw, kp, recordFor(target, o.UDP), "")
 		switch {
 		case err == nil:
 			defer stop()
@@ -109,7 +115,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		}
 	}
 	ev := Event{
-		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target,
+		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target, UDP: o.UDP,
 		KeyFile: file, Created: created, Private: conn.Private,
 	}
 	if conn.Private || o.Holesail {
@@ -137,16 +143,22 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	case len(allow) > 0:
 		access = "the --allow list"
 	}
-	env.logger.Info("exposing", "target", target, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
+	env.logger.Info("exposing", "target", target, "udp", o.UDP, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
 	env.ready("exposing " + target + " as " + kp.Public.String())
-	checkTarget(env, target)
+	if !o.UDP {
+		// A UDP service cannot be probed: it answers only what it
+		// understands.
+		checkTarget(env, target)
+	}
 	ex := tunnel.NewExposer(ln, target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(allow...),
 		Budget:  budget,
+		UDP:     o.UDP,
+		Flows:   o.Flows,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})
-	defer env.reg.add(&regTunnel{name: target, role: "expose", publicKey: kp.Public.String(), local: target, stats: ex.Stats})()
+	defer env.reg.add(&regTunnel{name: target, role: "expose", publicKey: kp.Public.String(), local: target, udp: o.UDP, stats: ex.Stats})()
 	return runUntil(ctx, ex)
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/stack"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
@@ -29,6 +30,8 @@ type ForwardOptions struct {
 	Key    KeyOptions // our identity (for the service's allow list)
 	Raw    bool       // hypertele/holesail servers
 	Secret SecretOptions
+	UDP    bool // a UDP service, forwarded to a local UDP socket
+	Flows  tunnel.FlowOptions
 }
 
 // Forward opens o.Listen and tunnels every connection to the service
@@ -57,34 +60,34 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	// listens where the service's record says, which takes the DHT;
 	// otherwise a taken port fails before joining it.
 	fromRecord := o.Listen == "" && holesailMode(conn)
-	var ln net.Listener
+	var sock io.Closer
 	if !fromRecord {
-		if ln, err = env.listen(addr); err != nil {
+		if sock, err = env.listenLocal(addr, o.UDP); err != nil {
 			return err
 		}
 	}
 	defer env.ignoreHangup("forward")()
 	stop, err := env.observe("forward")
 	if err != nil {
-		if ln != nil {
-			ln.Close()
+		if sock != nil {
+			sock.Close()
 		}
 		return err
 	}
 	defer stop()
 	nw, err := env.openNetwork(ctx)
 	if err != nil {
-		if ln != nil {
-			ln.Close()
+		if sock != nil {
+			sock.Close()
 		}
 		return err
 	}
 	defer nw.Close()
 	env.reg.setNetwork(nw)
-	raw, rec, err := env.holesailService(ctx, nw, conn, o.Raw)
+	raw, rec, err := env.holesailService(ctx, nw, conn, o.Raw, o.UDP)
 	if err != nil {
-		if ln != nil {
-			ln.Close()
+		if sock != nil {
+			sock.Close()
 		}
 		return err
 	}
@@ -92,22 +95,49 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		if rec != nil {
 			addr = recordListen(*rec)
 		}
-		if ln, err = env.listen(addr); err != nil {
+		if sock, err = env.listenLocal(addr, o.UDP); err != nil {
 			return err
 		}
 	}
-	local := stack.AddrString(ln.Addr())
-	env.out.emit(fmt.Sprintf("forwarding %s to %s", local, remote), Event{
-		Event: EvForwarding, Listen: local, Remote: remote.String(),
+	local, what := localAddr(sock)
+	env.out.emit(fmt.Sprintf("forwarding %s%s to %s", what, local, remote), Event{
+		Event: EvForwarding, Listen: local, Remote: remote.String(), UDP: o.UDP,
 	})
-	env.ready("forwarding " + local + " to " + remote.String())
-	fw := tunnel.NewForwarder(nw.Dialer(kp, nil), remote, ln, tunnel.ForwardOptions{
+	env.ready("forwarding " + what + local + " to " + remote.String())
+	fo := tunnel.ForwardOptions{
 		Raw:     raw,
+		Flows:   o.Flows,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
-	})
-	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), local: local, stats: fw.Stats})()
+	}
+	fw := newForwarder(nw.Dialer(kp, nil), remote, sock, fo)
+	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), local: local, udp: o.UDP, stats: fw.Stats})()
 	return runUntil(ctx, fw)
+}
+
+// forwarder is a tunnel.Forwarder or tunnel.UDPForwarder.
+type forwarder interface {
+	Done() <-chan struct{}
+	Err() error
+	Close() error
+	Stats() tunnel.Stats
+}
+
+// newForwarder forwards sock (from listenLocal) to remote: a UDP socket's
+// datagrams as flows, a listener's connections as streams.
+func newForwarder(d tunnel.Dialer, remote key.PublicKey, sock io.Closer, opts tunnel.ForwardOptions) forwarder {
+	if pc, ok := sock.(net.PacketConn); ok {
+		return tunnel.NewUDPForwarder(d, remote, pc, opts)
+	}
+	return tunnel.NewForwarder(d, remote, sock.(net.Listener), opts)
+}
+
+// localAddr is a forward socket's address, and "udp " for a UDP one.
+func localAddr(sock io.Closer) (addr, what string) {
+	if pc, ok := sock.(net.PacketConn); ok {
+		return pc.LocalAddr().String(), "udp "
+	}
+	return stack.AddrString(sock.(net.Listener).Addr()), ""
 }
 
 // ConnectOptions are connect's arguments.
@@ -153,7 +183,7 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	}
 	defer nw.Close()
 	env.reg.setNetwork(nw)
-	raw, _, err := env.holesailService(ctx, nw, conn, o.Raw)
+	raw, _, err := env.holesailService(ctx, nw, conn, o.Raw, false)
 	if err != nil {
 		return err
 	}

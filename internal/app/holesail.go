@@ -151,8 +151,10 @@ const muxRecord = "mux1"
 // for a holesail string unless the record says the service is a
 // keytunnel expose (a holesail server takes only raw streams; a keytunnel
 // expose takes both, and one mux session is much cheaper than a DHT
-// connection per TCP connection). rec is the record, if any.
-func (e *Env) holesailService(ctx context.Context, nw Network, c holesail.Conn, raw bool) (bool, *holesail.Record, error) {
+// connection per TCP connection). rec is the record, if any. udp says
+// the caller carries UDP (forward --udp): the record must then say UDP
+// too, and otherwise must not.
+func (e *Env) holesailService(ctx context.Context, nw Network, c holesail.Conn, raw, udp bool) (bool, *holesail.Record, error) {
 	if !holesailMode(c) {
 		return raw, nil, nil
 	}
@@ -160,8 +162,11 @@ func (e *Env) holesailService(ctx context.Context, nw Network, c holesail.Conn, 
 	if !ok {
 		return true, nil, nil
 	}
-	if r.UDP {
-		return true, nil, fmt.Errorf("%s is a UDP service (its holesail record says so); keytunnel forward and connect carry TCP", c.PublicKey)
+	switch {
+	case r.UDP && !udp:
+		return true, nil, fmt.Errorf("%s is a UDP service (its holesail record says so); forward it with --udp (connect and ssh carry TCP only)", c.PublicKey)
+	case !r.UDP && udp:
+		return true, nil, fmt.Errorf("%s is a TCP service (its holesail record says so); forward it without --udp", c.PublicKey)
 	}
 	return raw || r.Keytunnel != muxRecord, &r, nil
 }
@@ -215,11 +220,12 @@ func recordListen(r holesail.Record) string {
 // recordFor is the record expose --holesail publishes for target:
 // holesail clients listen on its host and port, so the host is always
 // 127.0.0.1 (the target's host means nothing on the client's machine).
-func recordFor(target string) holesail.Record {
+// udp marks a UDP service, as holesail-server --udp does.
+func recordFor(target string, udp bool) holesail.Record {
 	_, p, _ := net.SplitHostPort(target)
 	var port int
 	fmt.Sscan(p, &port)
-	return holesail.Record{Host: "127.0.0.1", Port: port, Keytunnel: muxRecord}
+	return holesail.Record{Host: "127.0.0.1", Port: port, UDP: udp, Keytunnel: muxRecord}
 }
 
 // recordRefresh is how often the record is put again (holesail-server:
@@ -281,7 +287,7 @@ func (e *Env) publishRecord(ctx context.Context, nw Network, kp key.KeyPair, rec
 // --secret-file or $KEYTUNNEL_SECRET, else the one saved for target by an
 // earlier run, else a new one (a random secret, as holesail makes), saved
 // so that the next run keeps the same string.
-func (e *Env) privateKey(s SecretOptions, target string) (c holesail.Conn, file string, created bool, err error) {
+func (e *Env) privateKey(s SecretOptions, target string, udp bool) (c holesail.Conn, file string, created bool, err error) {
 	c, have, err := e.secret(s)
 	if err != nil || have {
 		if s.File != "" && s.File != "-" {
@@ -293,7 +299,7 @@ func (e *Env) privateKey(s SecretOptions, target string) (c holesail.Conn, file 
 	if err != nil {
 		return c, "", false, err
 	}
-	file = filepath.Join(dir, "expose-"+fileSafe(target)+".secret")
+	file = filepath.Join(dir, exposeFilePrefix(udp)+fileSafe(target)+".secret")
 	if _, serr := os.Stat(file); serr == nil {
 		c, err = readSecretFile(file, file)
 		return c, file, false, err

@@ -204,8 +204,11 @@ func TestExposePrivateErrors(t *testing.T) {
 }
 
 func TestRecordAddresses(t *testing.T) {
-	if r := recordFor("10.0.0.5:8080"); r.Host != "127.0.0.1" || r.Port != 8080 || r.UDP {
+	if r := recordFor("10.0.0.5:8080", false); r.Host != "127.0.0.1" || r.Port != 8080 || r.UDP {
 		t.Fatalf("recordFor: %+v", r)
+	}
+	if r := recordFor("127.0.0.1:5353", true); r.Port != 5353 || !r.UDP || r.Keytunnel != muxRecord {
+		t.Fatalf("recordFor a UDP target: %+v", r)
 	}
 	if a := recordListen(holesail.Record{Host: "0.0.0.0", Port: 22}); a != "127.0.0.1:22" {
 		t.Fatalf("a record's host must not choose where a forward listens: %s", a)
@@ -283,7 +286,7 @@ func TestRecordsOnDHT(t *testing.T) {
 	if _, ok := env.lookupRecord(ctx, b, kp.Public); ok {
 		t.Fatal("lookupRecord found a record that is not there")
 	}
-	v1, v2 := recordFor("127.0.0.1:8080").Marshal(), recordFor("127.0.0.1:8081").Marshal()
+	v1, v2 := recordFor("127.0.0.1:8080", false).Marshal(), recordFor("127.0.0.1:8081", false).Marshal()
 	for i, v := range [][]byte{v1, v1, v2} {
 		if err := ra.PutRecord(ctx, kp, v); err != nil {
 			t.Fatalf("put %d: %v", i, err)

@@ -163,8 +163,10 @@ func (e *Env) keyDir() (string, error) {
 
 // exposeKey returns the key pair an expose of target serves under: the one
 // opts names, else the one saved for target by an earlier run, else a new
-// one, saved so that the next run keeps the same public key.
-func (e *Env) exposeKey(opts KeyOptions, target string) (kp key.KeyPair, file string, created bool, err error) {
+// one, saved so that the next run keeps the same public key. A UDP
+// service has keys of its own (expose-udp-PORT.key), so that the TCP and
+// UDP services of one port number are two keys.
+func (e *Env) exposeKey(opts KeyOptions, target string, udp bool) (kp key.KeyPair, file string, created bool, err error) {
 	if opts.given() {
 		kp, err = e.loadKey(opts)
 		_, file = opts.fromFile()
@@ -174,7 +176,7 @@ func (e *Env) exposeKey(opts KeyOptions, target string) (kp key.KeyPair, file st
 	if err != nil {
 		return kp, "", false, err
 	}
-	file = filepath.Join(dir, "expose-"+fileSafe(target)+".key")
+	file = filepath.Join(dir, exposeFilePrefix(udp)+fileSafe(target)+".key")
 	if kp, err = key.ReadSeedFile(file); err == nil {
 		return kp, file, false, nil
 	}
@@ -213,6 +215,28 @@ func address(what, s string, zeroOK bool) (string, error) { return stack.Address
 
 // listen opens a forward's local port or Unix socket (see stack.Listen).
 func (e *Env) listen(addr string) (net.Listener, error) { return stack.Listen(addr, e.logger) }
+
+// exposeFilePrefix starts the names of the key and secret files saved
+// for an expose's target: a UDP service has files of its own, so that the
+// TCP and UDP services of one port number are two keys.
+func exposeFilePrefix(udp bool) string {
+	if udp {
+		return "expose-udp-"
+	}
+	return "expose-"
+}
+
+// listenLocal opens a forward's local socket: a TCP listener, or with udp
+// a UDP socket (see stack.ListenUDP).
+func (e *Env) listenLocal(addr string, udp bool) (io.Closer, error) {
+	if udp {
+		if strings.HasPrefix(addr, "unix:") {
+			return nil, fmt.Errorf("%s: a UDP forward listens on a port, not a Unix socket", addr)
+		}
+		return stack.ListenUDP(addr)
+	}
+	return e.listen(addr)
+}
 
 func parseAllow(list []string) ([]key.PublicKey, error) {
 	var out []key.PublicKey

@@ -118,7 +118,7 @@ func TestParsePublicKeyAndAddresses(t *testing.T) {
 
 func TestExposeKeyIsKeptPerTarget(t *testing.T) {
 	env, _, _ := testEnv(t, nil)
-	kp1, f1, created, err := env.exposeKey(KeyOptions{}, "127.0.0.1:8080")
+	kp1, f1, created, err := env.exposeKey(KeyOptions{}, "127.0.0.1:8080", false)
 	if err != nil || !created {
 		t.Fatalf("first: created=%v err=%v", created, err)
 	}
@@ -128,16 +128,20 @@ func TestExposeKeyIsKeptPerTarget(t *testing.T) {
 	if st, err := os.Stat(f1); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("stat %v %v", st, err)
 	}
-	kp2, f2, created, err := env.exposeKey(KeyOptions{}, "127.0.0.1:8080")
+	kp2, f2, created, err := env.exposeKey(KeyOptions{}, "127.0.0.1:8080", false)
 	if err != nil || created || f2 != f1 || kp2.Public != kp1.Public {
 		t.Fatalf("second: %v %v %v", created, f2, err)
 	}
-	kp3, f3, _, err := env.exposeKey(KeyOptions{}, "10.0.0.5:8080")
+	kp3, f3, _, err := env.exposeKey(KeyOptions{}, "10.0.0.5:8080", false)
 	if err != nil || f3 == f1 || kp3.Public == kp1.Public || filepath.Base(f3) != "expose-10.0.0.5-8080.key" {
 		t.Fatalf("other target: %s %v", f3, err)
 	}
+	kp4, f4, _, err := env.exposeKey(KeyOptions{}, "127.0.0.1:8080", true)
+	if err != nil || kp4.Public == kp1.Public || filepath.Base(f4) != "expose-udp-8080.key" {
+		t.Fatalf("udp service of the same port: %s %v", f4, err)
+	}
 	os.WriteFile(f1, []byte("garbage"), 0o600)
-	if _, _, _, err := env.exposeKey(KeyOptions{}, "127.0.0.1:8080"); err == nil || !strings.Contains(err.Error(), "not a seed file") {
+	if _, _, _, err := env.exposeKey(KeyOptions{}, "127.0.0.1:8080", false); err == nil || !strings.Contains(err.Error(), "not a seed file") {
 		t.Fatalf("corrupt saved key: %v", err)
 	}
 }

@@ -30,6 +30,7 @@ type regTunnel struct {
 	publicKey string              // expose: the key served
 	remote    string              // forward, connect: the key dialed
 	local     string              // expose: the target; forward: the listening address
+	udp       bool                // a UDP service: connections are UDP flows
 	stats     func() tunnel.Stats // nil: no counters (connect)
 	since     time.Time           // without stats: when it started
 }
@@ -81,6 +82,7 @@ type TunnelStatus struct {
 	Remote    string    `json:"remote,omitempty"`     // forward, connect: the key dialed
 	Target    string    `json:"target,omitempty"`     // expose
 	Listen    string    `json:"listen,omitempty"`     // forward
+	UDP       bool      `json:"udp,omitempty"`        // a UDP service; connections are its flows
 	Since     time.Time `json:"since"`
 	// Payload bytes through the tunnel: sent to peers, received from them.
 	BytesSent        uint64       `json:"bytes_sent"`
@@ -132,7 +134,7 @@ func (r *registry) snapshot(ctx context.Context) ProcessStatus {
 	nw := r.nw
 	r.mu.Unlock()
 	for _, t := range tunnels {
-		ts := TunnelStatus{Name: t.name, Role: t.role, PublicKey: t.publicKey, Remote: t.remote, Peers: []PeerStatus{}}
+		ts := TunnelStatus{Name: t.name, Role: t.role, PublicKey: t.publicKey, Remote: t.remote, UDP: t.udp, Peers: []PeerStatus{}}
 		if t.role == "expose" {
 			ts.Target = t.local
 		} else {

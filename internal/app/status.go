@@ -84,17 +84,21 @@ func writeStatus(w io.Writer, rep StatusReport, now time.Time) {
 			if t.Name != "" && t.Name != t.Target && t.Name != t.Listen && t.Role != "connect" {
 				name = t.Name + ": " // an up entry
 			}
+			conns, proto := "connections", ""
+			if t.UDP {
+				conns, proto = "flows", "udp " // its connections are flows
+			}
 			switch t.Role {
 			case "expose":
-				fmt.Fprintf(w, "  %sexpose %s as %s\n", name, t.Target, t.PublicKey)
+				fmt.Fprintf(w, "  %sexpose %s%s as %s\n", name, proto, t.Target, t.PublicKey)
 			case "connect":
 				fmt.Fprintf(w, "  connect stdio to %s, since %s (connect keeps no counters)\n", t.Remote, ago(now, t.Since))
 				continue
 			default:
-				fmt.Fprintf(w, "  %s%s %s to %s\n", name, t.Role, t.Listen, t.Remote)
+				fmt.Fprintf(w, "  %s%s %s%s to %s\n", name, t.Role, proto, t.Listen, t.Remote)
 			}
-			fmt.Fprintf(w, "    sent %s, received %s; connections %d open, %d total; redials %d; since %s\n",
-				bytesText(t.BytesSent), bytesText(t.BytesReceived), t.ConnectionsOpen, t.ConnectionsTotal, t.Redials, ago(now, t.Since))
+			fmt.Fprintf(w, "    sent %s, received %s; %s %d open, %d total; redials %d; since %s\n",
+				bytesText(t.BytesSent), bytesText(t.BytesReceived), conns, t.ConnectionsOpen, t.ConnectionsTotal, t.Redials, ago(now, t.Since))
 			if len(t.Peers) == 0 {
 				fmt.Fprintf(w, "    no peer connected\n")
 			}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -185,7 +185,7 @@ func (e *runningExpose) close() {
 
 type runningForward struct {
 	cfg        config.Forward
-	fw         *tunnel.Forwarder
+	fw         forwarder
 	unregister func()
 }
 
@@ -199,16 +199,25 @@ type runner struct {
 	forwards map[string]*runningForward
 }
 
+// listenKey names a forward's local socket: a UDP and a TCP forward may
+// share a port number.
+func listenKey(f config.Forward) string {
+	if f.UDP {
+		return "udp " + f.Listen
+	}
+	return f.Listen
+}
+
 // bindForwards opens every forward's port, or none: on an error it closes
-// what it opened. Entries whose address is in reuse get a nil listener
+// what it opened. Entries whose listenKey is in reuse get a nil listener
 // (their port is still held by an entry about to stop).
-func (e *Env) bindForwards(fs []config.Forward, reuse map[string]bool) ([]net.Listener, error) {
-	lns := make([]net.Listener, len(fs))
+func (e *Env) bindForwards(fs []config.Forward, reuse map[string]bool) ([]io.Closer, error) {
+	lns := make([]io.Closer, len(fs))
 	for i, f := range fs {
-		if reuse[f.Listen] {
+		if reuse[listenKey(f)] {
 			continue
 		}
-		ln, err := e.listen(f.Listen)
+		ln, err := e.listenLocal(f.Listen, f.UDP)
 		if err != nil {
 			for _, ln := range lns[:i] {
 				if ln != nil {
@@ -226,15 +235,17 @@ func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.Pee
 	ex := tunnel.NewExposer(pl, e.Target, tunnel.ExposeOptions{
 		Allow:   tunnel.NewAllowList(e.Allow...),
 		Budget:  e.Budget,
+		UDP:     e.UDP,
+		Flows:   e.Flows,
 		Logger:  r.env.logger.With("entry", e.Name),
 		OnEvent: r.env.onEvent(e.Name),
 	})
-	unregister := r.env.reg.add(&regTunnel{name: e.Name, role: "expose", publicKey: e.KeyPair.Public.String(), local: e.Target, stats: ex.Stats})
+	unregister := r.env.reg.add(&regTunnel{name: e.Name, role: "expose", publicKey: e.KeyPair.Public.String(), local: e.Target, udp: e.UDP, stats: ex.Stats})
 	re := &runningExpose{cfg: e, ex: ex, unregister: unregister}
 	r.exposes[e.Name] = re
 	ev := Event{
 		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile,
-		Private: e.Private,
+		Private: e.Private, UDP: e.UDP,
 	}
 	text := fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public)
 	switch {
@@ -247,7 +258,7 @@ func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.Pee
 		text += " (holesail: " + ev.Connection + ")"
 	}
 	if e.Holesail || e.Private {
-		stop, err := r.env.publishRecord(ctx, r.nw, e.KeyPair, recordFor(e.Target), e.Name)
+		stop, err := r.env.publishRecord(ctx, r.nw, e.KeyPair, recordFor(e.Target, e.UDP), e.Name)
 		if err != nil && e.Holesail {
 			r.env.logger.Warn("no holesail record", "entry", e.Name, "err", err)
 		}
@@ -256,21 +267,23 @@ func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.Pee
 	r.env.out.emit(text, ev)
 }
 
-func (r *runner) startForward(f config.Forward, ln net.Listener) {
+func (r *runner) startForward(f config.Forward, sock io.Closer) {
 	id := r.id
 	if !f.KeyPair.Public.IsZero() {
 		id = f.KeyPair // a private service admits only its own key pair
 	}
-	fw := tunnel.NewForwarder(r.nw.Dialer(id, f.Relay.Override()), f.Key, ln, tunnel.ForwardOptions{
+	opts := tunnel.ForwardOptions{
 		Raw:     f.Raw,
+		Flows:   f.Flows,
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
-	})
-	local := stack.AddrString(ln.Addr())
-	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), local: local, stats: fw.Stats})
+	}
+	fw := newForwarder(r.nw.Dialer(id, f.Relay.Override()), f.Key, sock, opts)
+	local, what := localAddr(sock)
+	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), local: local, udp: f.UDP, stats: fw.Stats})
 	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw, unregister: unregister}
-	r.env.out.emit(fmt.Sprintf("%s: forwarding %s to %s", f.Name, local, f.Key), Event{
-		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(),
+	r.env.out.emit(fmt.Sprintf("%s: forwarding %s%s to %s", f.Name, what, local, f.Key), Event{
+		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(), UDP: f.UDP,
 	})
 }
 
@@ -350,7 +363,7 @@ func (r *runner) reload(ctx context.Context) {
 	// the stop; every other new port must be free now, or nothing changes.
 	freed := map[string]bool{}
 	for _, f := range ch.StopForward {
-		freed[f.Listen] = true
+		freed[listenKey(f)] = true
 	}
 	lns, err := r.env.bindForwards(ch.StartForward, freed)
 	if err != nil {
@@ -378,7 +391,7 @@ func (r *runner) reload(ctx context.Context) {
 	for i, f := range ch.StartForward {
 		ln := lns[i]
 		if ln == nil {
-			if ln, err = r.env.listen(f.Listen); err != nil {
+			if ln, err = r.env.listenLocal(f.Listen, f.UDP); err != nil {
 				log.Error("entry not started", "entry", f.Name, "err", err)
 				r.env.out.emit(fmt.Sprintf("%s: not started: %v", f.Name, err), Event{Event: "error", Entry: f.Name, Error: err.Error()})
 				failed = append(failed, f.Name)

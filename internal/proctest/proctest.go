@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -573,6 +574,49 @@ func RoundTrip(t testing.TB, c net.Conn, msg string) {
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
 		t.Fatalf("echo through %s: %q, %v", c.RemoteAddr(), got, err)
 	}
+}
+
+// ServeUDP answers each datagram to a socket on 127.0.0.1 with what reply
+// returns for it and its sender (nothing for nil), until the test ends,
+// and returns the socket.
+func ServeUDP(t testing.TB, reply func(p []byte, from netip.AddrPort) []byte) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if r := reply(buf[:n], from); r != nil {
+				pc.WriteToUDPAddrPort(r, from)
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return pc
+}
+
+// DialUDP returns a UDP socket on 127.0.0.1 connected to addr (a UDP
+// forward's port, a UDP service), closed with the test.
+func DialUDP(t testing.TB, addr string) *net.UDPConn {
+	t.Helper()
+	ra, err := net.ResolveUDPAddr("udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialUDP("udp4", nil, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // HWM returns a process's peak resident set size (VmHWM) in bytes.
