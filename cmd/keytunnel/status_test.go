@@ -316,12 +316,21 @@ func TestE2EStatusUpAndConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	cmd := exec.Command(proctest.Binary(t), "connect", kp.Public.String())
+	// (connect logs only warnings, so not the URL of a port 0: a port is
+	// given.)
+	connMetrics := fmt.Sprintf("127.0.0.1:%d", proctest.FreeTCP(t))
+	cmd := exec.Command(proctest.Binary(t), "--metrics", connMetrics, "connect", kp.Public.String())
+	connMetrics = "http://" + connMetrics + "/metrics"
 	cmd.Stdin = r
 	conn := proctest.StartCmd(t, cmd, env())
 	r.Close()
+	// connect counts its bytes at stdin and stdout: 6 and 100 KB + 4,
+	// echoed back.
 	io.WriteString(w, "hello\n")
 	conn.Line("hello", 60*time.Second)
+	io.WriteString(w, strings.Repeat("y", 100_000)+"end\n")
+	conn.Line("yend", 60*time.Second)
+	const connBytes = 6 + 100_004
 
 	var last app.StatusReport
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
@@ -337,10 +346,11 @@ func TestE2EStatusUpAndConnect(t *testing.T) {
 				}
 				svc, a, ct := byName["svc"], byName["a"], cn.Tunnels[0]
 				ok = svc.Role == "expose" && svc.PublicKey == kp.Public.String() && svc.Target == echo &&
-					svc.BytesReceived == 1006 && svc.BytesSent == 1006 && svc.ConnectionsTotal == 2 && len(svc.Peers) == 2 &&
+					svc.BytesReceived == 1000+connBytes && svc.BytesSent == 1000+connBytes && svc.ConnectionsTotal == 2 && len(svc.Peers) == 2 &&
 					a.Role == "forward" && a.Remote == kp.Public.String() && a.BytesSent == 1000 && a.BytesReceived == 1000 &&
 					a.ConnectionsOpen == 1 && len(a.Peers) == 1 &&
-					ct.Role == "connect" && ct.Remote == kp.Public.String()
+					ct.Role == "connect" && ct.Remote == kp.Public.String() && ct.BytesSent == connBytes && ct.BytesReceived == connBytes &&
+					ct.ConnectionsOpen == 1 && ct.ConnectionsTotal == 1
 			}
 		}
 		if ok {
@@ -349,6 +359,12 @@ func TestE2EStatusUpAndConnect(t *testing.T) {
 		if time.Since(start) > 30*time.Second {
 			t.Fatalf("status: %+v", last)
 		}
+	}
+	m := scrape(t, connMetrics)
+	labels := fmt.Sprintf(`{key="%s",role="connect",tunnel="stdio"}`, kp.Public)
+	if m["keytunnel_tunnel_sent_bytes_total"+labels] != connBytes || m["keytunnel_tunnel_received_bytes_total"+labels] != connBytes ||
+		m["keytunnel_tunnel_connections_open"+labels] != 1 || m["keytunnel_tunnel_connections_total"+labels] != 1 {
+		t.Fatalf("connect's metrics: %v", m)
 	}
 	t.Logf("keytunnel status:\n%s", runStatus(t, env(), "status"))
 }
