@@ -56,9 +56,9 @@ func (e *Env) runDir() (string, error) {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, runDirName), nil
 	}
-	d, err := os.UserConfigDir()
+	d, err := userConfigDir()
 	if err != nil {
-		return "", fmt.Errorf("no place for control sockets: set XDG_RUNTIME_DIR (%w)", err)
+		return "", fmt.Errorf("no directory for control sockets: %w, or set XDG_RUNTIME_DIR", err)
 	}
 	return filepath.Join(d, "keytunnel", runDirFallback), nil
 }
