@@ -17,9 +17,9 @@ import (
 )
 
 // The control socket: every long-running keytunnel process (expose,
-// forward, connect, up, node) listens on a Unix socket of its own,
-// <RunDir>/keytunnel-<pid>.sock, mode 0600 in a 0700 directory, so that
-// only its user can ask it anything. `keytunnel status` connects to each
+// forward, connect, up, node, relay, dht-relay, testnet) listens on a
+// Unix socket of its own, <RunDir>/keytunnel-<pid>.sock, mode 0600 in a
+// 0700 directory, so that only its user can ask it anything. `keytunnel status` connects to each
 // socket there.
 //
 // The protocol is one JSON object a line: the client sends a request
