@@ -50,7 +50,7 @@ var examples = map[string][]string{
 		"keytunnel up -c keytunnel.toml                      # kill -HUP PID re-reads the file",
 	},
 	"status": {
-		"keytunnel status                                    # every expose, forward, connect, up and node of this user",
+		"keytunnel status                                    # every keytunnel process of this user: tunnels, relays",
 		"keytunnel status --json | jq '.processes[].tunnels[].bytes_sent'",
 	},
 	"testnet": {

@@ -74,7 +74,7 @@ func newApp(env *app.Env) *cli.App {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL` of logs on stderr: debug, info, warn or error"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as JSON objects, one a line (logs on stderr too)", DisableDefaultText: true},
 			&cli.StringSliceFlag{Name: "relay-through", Usage: "public `KEY` of a blind relay (keytunnel relay) to fall back to when holepunching fails; repeatable", EnvVars: []string{"KEYTUNNEL_RELAY_THROUGH"}},
-			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT, or PORT on 127.0.0.1; port 0 picks one, logged) from expose, forward, connect, up and node"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT, or PORT on 127.0.0.1; port 0 picks one, logged) from expose, forward, connect, up, node, relay, dht-relay and testnet"},
 		}, relayFlags()...),
 		Before: func(c *cli.Context) error {
 			if err := env.Level.UnmarshalText([]byte(c.String("log-level"))); err != nil {

@@ -316,12 +316,21 @@ func TestE2EStatusUpAndConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	cmd := exec.Command(proctest.Binary(t), "connect", kp.Public.String())
+	// (connect logs only warnings, so not the URL of a port 0: a port is
+	// given.)
+	connMetrics := fmt.Sprintf("127.0.0.1:%d", proctest.FreeTCP(t))
+	cmd := exec.Command(proctest.Binary(t), "--metrics", connMetrics, "connect", kp.Public.String())
+	connMetrics = "http://" + connMetrics + "/metrics"
 	cmd.Stdin = r
 	conn := proctest.StartCmd(t, cmd, env())
 	r.Close()
+	// connect counts its bytes at stdin and stdout: 6 and 100 KB + 4,
+	// echoed back.
 	io.WriteString(w, "hello\n")
 	conn.Line("hello", 60*time.Second)
+	io.WriteString(w, strings.Repeat("y", 100_000)+"end\n")
+	conn.Line("yend", 60*time.Second)
+	const connBytes = 6 + 100_004
 
 	var last app.StatusReport
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
@@ -337,10 +346,11 @@ func TestE2EStatusUpAndConnect(t *testing.T) {
 				}
 				svc, a, ct := byName["svc"], byName["a"], cn.Tunnels[0]
 				ok = svc.Role == "expose" && svc.PublicKey == kp.Public.String() && svc.Target == echo &&
-					svc.BytesReceived == 1006 && svc.BytesSent == 1006 && svc.ConnectionsTotal == 2 && len(svc.Peers) == 2 &&
+					svc.BytesReceived == 1000+connBytes && svc.BytesSent == 1000+connBytes && svc.ConnectionsTotal == 2 && len(svc.Peers) == 2 &&
 					a.Role == "forward" && a.Remote == kp.Public.String() && a.BytesSent == 1000 && a.BytesReceived == 1000 &&
 					a.ConnectionsOpen == 1 && len(a.Peers) == 1 &&
-					ct.Role == "connect" && ct.Remote == kp.Public.String()
+					ct.Role == "connect" && ct.Remote == kp.Public.String() && ct.BytesSent == connBytes && ct.BytesReceived == connBytes &&
+					ct.ConnectionsOpen == 1 && ct.ConnectionsTotal == 1
 			}
 		}
 		if ok {
@@ -349,6 +359,12 @@ func TestE2EStatusUpAndConnect(t *testing.T) {
 		if time.Since(start) > 30*time.Second {
 			t.Fatalf("status: %+v", last)
 		}
+	}
+	m := scrape(t, connMetrics)
+	labels := fmt.Sprintf(`{key="%s",role="connect",tunnel="stdio"}`, kp.Public)
+	if m["keytunnel_tunnel_sent_bytes_total"+labels] != connBytes || m["keytunnel_tunnel_received_bytes_total"+labels] != connBytes ||
+		m["keytunnel_tunnel_connections_open"+labels] != 1 || m["keytunnel_tunnel_connections_total"+labels] != 1 {
+		t.Fatalf("connect's metrics: %v", m)
 	}
 	t.Logf("keytunnel status:\n%s", runStatus(t, env(), "status"))
 }
@@ -400,4 +416,69 @@ func TestE2EStatusNode(t *testing.T) {
 	if m := scrape(t, url); m["keytunnel_dht_routing_table_nodes"] == 0 || m["keytunnel_dht_requests_total"] == 0 {
 		t.Fatalf("node's metrics: %v", m)
 	}
+}
+
+// TestE2EStatusServers: testnet, relay and dht-relay processes are listed
+// by status with what they serve, their counters and their DHT node's
+// health, and serve them as metrics: the testnet's nodes, the relay's
+// key and pair counters, the dht-relay's URL and its one client.
+func TestE2EStatusServers(t *testing.T) {
+	run := t.TempDir()
+	env := func() []string { return append(proctest.Env(t, ""), "XDG_RUNTIME_DIR="+run) }
+	tn := proctest.Start(t, env(), "--json", "--metrics", "127.0.0.1:0", "testnet", "--nodes", "3")
+	bs := proctest.JSON(t, tn.Line(`"event":"testnet"`, 60*time.Second))["bootstrap"].(string)
+	tnMetrics := metricsURL(t, tn)
+	withBS := func() []string { return append(env(), "KEYTUNNEL_BOOTSTRAP="+bs) }
+	rl := proctest.Start(t, withBS(), "--json", "--metrics", "127.0.0.1:0", "relay")
+	relayKey := proctest.JSON(t, rl.Line(`"event":"listening"`, 60*time.Second))["public_key"].(string)
+	rlMetrics := metricsURL(t, rl)
+	dr := proctest.Start(t, withBS(), "--json", "--metrics", "127.0.0.1:0", "dht-relay", "--host", "127.0.0.1", "--port", strconv.Itoa(proctest.FreeTCP(t)))
+	url := proctest.JSON(t, dr.Line(`"event":"dht-relay"`, 60*time.Second))["address"].(string)
+	drMetrics := metricsURL(t, dr)
+	// One client of the dht-relay (in its own run directory: only the
+	// servers are listed).
+	_, pub := proctest.Expose(t, bs, proctest.Echo(t))
+	fw := proctest.Start(t, append(proctest.Env(t, bs), "XDG_RUNTIME_DIR="+t.TempDir()), "--relay", url, "--json", "forward", pub, "0")
+	local, _ := proctest.JSON(t, fw.Line(`"event":"forwarding"`, 60*time.Second))["listen"].(string)
+	proctest.EchoOnce(t, local, "through a dht-relay")
+
+	rep := statusJSON(t, env())
+	want := map[int]struct{ role, key, listen, counter string }{
+		tn.Pid(): {"testnet", "", bs, "nodes"},
+		rl.Pid(): {"relay", relayKey, "", "pair_requests"},
+		dr.Pid(): {"dht-relay", "", url, "clients"},
+	}
+	if len(rep.Processes) != 3 {
+		t.Fatalf("status: %+v", rep)
+	}
+	for _, p := range rep.Processes {
+		w, s := want[p.PID], p.Server
+		if s == nil || p.Command != w.role || s.Role != w.role || s.PublicKey != w.key || s.Listen != w.listen ||
+			len(p.Tunnels) != 0 || p.DHT == nil || p.DHT.RoutingNodes == 0 || s.Since.IsZero() {
+			t.Fatalf("process %d, want %+v: %+v, server %+v, dht %+v", p.PID, w, p, s, p.DHT)
+		}
+		if _, ok := s.Counters[w.counter]; !ok {
+			t.Fatalf("%s: no counter %s in %v", w.role, w.counter, s.Counters)
+		}
+	}
+	if p := processOf2(rep, tn.Pid()); p.Server.Counters["nodes"] != 3 {
+		t.Fatalf("testnet: %v", p.Server.Counters)
+	}
+	if p := processOf2(rep, dr.Pid()); p.Server.Counters["clients"] != 1 {
+		t.Fatalf("dht-relay: %v", p.Server.Counters)
+	}
+	for u, want := range map[string]map[string]float64{
+		tnMetrics: {"keytunnel_testnet_nodes": 3},
+		rlMetrics: {"keytunnel_blind_relay_sessions": -1, "keytunnel_blind_relay_pairs_matched_total": 0, "keytunnel_blind_relay_pair_requests_refused_total": 0},
+		drMetrics: {"keytunnel_dht_relay_clients": 1},
+	} {
+		m := scrape(t, u)
+		for name, v := range want {
+			got, ok := m[name]
+			if !ok || (v >= 0 && got != v) || m["keytunnel_dht_routing_table_nodes"] == 0 {
+				t.Fatalf("%s: %s = %v (%v), want %v; routing table %v", u, name, got, ok, v, m["keytunnel_dht_routing_table_nodes"])
+			}
+		}
+	}
+	t.Logf("keytunnel status:\n%s", runStatus(t, env(), "status"))
 }

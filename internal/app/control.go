@@ -17,9 +17,9 @@ import (
 )
 
 // The control socket: every long-running keytunnel process (expose,
-// forward, connect, up, node) listens on a Unix socket of its own,
-// <RunDir>/keytunnel-<pid>.sock, mode 0600 in a 0700 directory, so that
-// only its user can ask it anything. `keytunnel status` connects to each
+// forward, connect, up, node, relay, dht-relay, testnet) listens on a
+// Unix socket of its own, <RunDir>/keytunnel-<pid>.sock, mode 0600 in a
+// 0700 directory, so that only its user can ask it anything. `keytunnel status` connects to each
 // socket there.
 //
 // The protocol is one JSON object a line: the client sends a request
@@ -56,9 +56,9 @@ func (e *Env) runDir() (string, error) {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, runDirName), nil
 	}
-	d, err := os.UserConfigDir()
+	d, err := userConfigDir()
 	if err != nil {
-		return "", fmt.Errorf("no place for control sockets: set XDG_RUNTIME_DIR (%w)", err)
+		return "", fmt.Errorf("no directory for control sockets: %w, or set XDG_RUNTIME_DIR", err)
 	}
 	return filepath.Join(d, "keytunnel", runDirFallback), nil
 }

@@ -43,6 +43,11 @@ func Testnet(ctx context.Context, env *Env, o TestnetOptions) error {
 	if a, err := netip.ParseAddr(o.Host); err != nil || !a.Is4() {
 		return fmt.Errorf("--host %q: want an IPv4 address (dht-rpc speaks IPv4 only)", o.Host)
 	}
+	stop, err := env.observe("testnet")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, env.joinTimeout()+time.Duration(o.Nodes)*time.Second)
 	defer cancel()
 	tn, err := dht.Testnet(sctx, o.Nodes, &dht.TestnetOptions{
@@ -59,6 +64,9 @@ func Testnet(ctx context.Context, env *Env, o TestnetOptions) error {
 	}
 	defer tn.Close()
 	bs := strings.Join(tn.Bootstrap, ",")
+	env.reg.setDHT(tn.Nodes[0].Stats) // the bootstrap node: every node joins through it
+	env.reg.setServer(&regServer{role: "testnet", listen: bs, since: time.Now(),
+		counters: func() []serverCounter { return testnetCounters(len(tn.Nodes)) }})
 	env.out.emit(bs, Event{Event: EvTestnet, Bootstrap: bs, Nodes: len(tn.Nodes)})
 	env.logger.Info("testnet up; join it with --bootstrap "+bs+" or KEYTUNNEL_BOOTSTRAP="+bs, "nodes", len(tn.Nodes))
 	<-ctx.Done()

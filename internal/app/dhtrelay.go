@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/key"
@@ -51,6 +52,11 @@ func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
 		}
 	}
 	defer l.Close()
+	stop, err := env.observe("dht-relay")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	n, err := startNode(ctx, env, 0, rpc.Adaptive)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -59,6 +65,7 @@ func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
 		return err
 	}
 	defer n.Close()
+	env.reg.setNetwork(n.Network())
 	srv := dhtrelay.NewServer(n.Node, dhtrelay.ServerOptions{
 		BehindProxy: o.BehindProxy,
 		Logger:      env.logger.With("component", "dht-relay"),
@@ -73,6 +80,8 @@ func DHTRelay(ctx context.Context, env *Env, o DHTRelayOptions) error {
 		go func() { errc <- srv.Serve(l) }()
 	}
 	u := scheme + "://" + l.Addr().String()
+	env.reg.setServer(&regServer{role: "dht-relay", listen: u, since: time.Now(),
+		counters: func() []serverCounter { return dhtRelayCounters(srv.Clients()) }})
 	env.out.emit(u, Event{Event: EvDHTRelay, Address: u})
 	env.logger.Info("dht-relay up; clients use --relay "+u, "dht", n.LocalAddr().String())
 	select {

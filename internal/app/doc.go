@@ -29,7 +29,10 @@
 //
 // expose, forward, connect and up register what they run in the Env's
 // registry: each tunnel with a function returning its tunnel.Stats, and
-// the Network, whose DHT node reports dht.Stats. The control socket
+// the Network, whose DHT node reports dht.Stats; connect counts its own
+// bytes at stdin and stdout (tunnel.Pipe keeps none). relay, dht-relay
+// and testnet register what they serve with its counters (servers.go;
+// metrics.go names each as a metric). The control socket
 // (control.go; one Unix socket per process, read by `keytunnel status`)
 // and the Prometheus collector (metrics.go, --metrics) both read one
 // snapshot of it; the packages below keep plain atomic counters and know

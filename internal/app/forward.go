@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/key"
@@ -187,9 +188,13 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	if err != nil {
 		return err
 	}
-	// Pipe keeps no counters: status lists the connection, no bytes.
-	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), since: time.Now()})()
-	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout), tunnel.ForwardOptions{
+	// Pipe keeps no counters (and tunnel is not where connect's belong):
+	// the bytes are counted here, at stdin and stdout.
+	cnt := &stdioCounter{since: time.Now()}
+	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), stats: cnt.stats})()
+	cnt.open.Store(1)
+	defer cnt.open.Store(0)
+	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout, cnt), tunnel.ForwardOptions{
 		Raw:     raw,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
@@ -207,20 +212,69 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	return fmt.Errorf("cannot reach %s: %w", remote, err)
 }
 
-// stdio is stdin and stdout as one half-closable ReadWriter. When stdin
-// is a file, the result has SetReadDeadline so that Pipe can stop reading
-// on error or Ctrl-C: the file's own when the runtime polls it (a
+// stdio is stdin and stdout as one half-closable ReadWriter, counting
+// into c what it reads (sent to the peer) and writes (received). When
+// stdin is a file, the result has SetReadDeadline so that Pipe can stop
+// reading on error or Ctrl-C: the file's own when the runtime polls it (a
 // non-blocking pipe), else an asyncReader's.
-func stdio(r io.Reader, w io.Writer) io.ReadWriter {
-	f, ok := r.(*os.File)
-	switch {
-	case !ok:
-		return stdioRW{r, w}
-	case f.SetReadDeadline(time.Time{}) == nil:
-		return stdioDeadline{stdioRW{r, w}, f}
+func stdio(r io.Reader, w io.Writer, c *stdioCounter) io.ReadWriter {
+	var d interface{ SetReadDeadline(time.Time) error }
+	if f, ok := r.(*os.File); ok {
+		if f.SetReadDeadline(time.Time{}) == nil {
+			d = f
+		} else {
+			a := newAsyncReader(f)
+			r, d = a, a
+		}
 	}
-	a := newAsyncReader(f)
-	return stdioDeadline{stdioRW{a, w}, a}
+	rw := stdioRW{countingReader{r, &c.sent}, countingWriter{w, &c.received}}
+	if d == nil {
+		return rw
+	}
+	return stdioDeadline{rw, d}
+}
+
+// stdioCounter is connect's counters, for status and --metrics: its one
+// connection and the bytes through it.
+type stdioCounter struct {
+	since          time.Time
+	sent, received atomic.Uint64
+	open           atomic.Int64
+}
+
+func (c *stdioCounter) stats() tunnel.Stats {
+	return tunnel.Stats{Since: c.since, BytesSent: c.sent.Load(), BytesReceived: c.received.Load(),
+		ConnsOpen: c.open.Load(), ConnsTotal: 1}
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Uint64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+// Close closes the writer if it can be: stdioRW.CloseWrite's half-close.
+func (c countingWriter) Close() error {
+	if cl, ok := c.w.(io.Closer); ok {
+		return cl.Close()
+	}
+	return nil
 }
 
 type stdioRW struct {

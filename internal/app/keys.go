@@ -149,14 +149,28 @@ func readLine(r io.Reader, max int) (string, error) {
 	return string(b), nil
 }
 
+// userConfigDir is os.UserConfigDir ($XDG_CONFIG_HOME, else
+// $HOME/.config) with an error that says what to set: a service manager
+// or `env -i` may start keytunnel without HOME.
+func userConfigDir() (string, error) {
+	d, err := os.UserConfigDir()
+	switch {
+	case err == nil:
+		return d, nil
+	case os.Getenv("XDG_CONFIG_HOME") != "":
+		return "", fmt.Errorf("$XDG_CONFIG_HOME (%s) is not an absolute path; set it to one", os.Getenv("XDG_CONFIG_HOME"))
+	}
+	return "", errors.New("$HOME is not set; set HOME (or XDG_CONFIG_HOME)")
+}
+
 // keyDir is where expose keeps the keys it creates.
 func (e *Env) keyDir() (string, error) {
 	if e.KeyDir != "" {
 		return e.KeyDir, nil
 	}
-	d, err := os.UserConfigDir()
+	d, err := userConfigDir()
 	if err != nil {
-		return "", fmt.Errorf("no directory for keys (%v); pass --key FILE", err)
+		return "", fmt.Errorf("no directory to keep the key in: %w, or pass --key FILE", err)
 	}
 	return filepath.Join(d, "keytunnel", "keys"), nil
 }

@@ -75,6 +75,36 @@ var (
 		"Relayed connections that moved to a direct path.", nil, nil)
 )
 
+// serverMetrics are the counters of relay, dht-relay and testnet
+// processes (ServerStatus.Counters), by role and counter name.
+var serverMetrics = map[string]map[string]serverMetric{
+	"relay": {
+		"sessions":              {plainDesc("keytunnel_blind_relay_sessions", "Blind-relay sessions (peer connections) open now."), true},
+		"pending_pairs":         {plainDesc("keytunnel_blind_relay_pending_pairs", "Pairings waiting for their second half now."), true},
+		"active_pairs":          {plainDesc("keytunnel_blind_relay_active_pairs", "Pairs being relayed now."), true},
+		"pair_requests":         {plainDesc("keytunnel_blind_relay_pair_requests_total", "Pair requests that took a slot."), false},
+		"pairs_matched":         {plainDesc("keytunnel_blind_relay_pairs_matched_total", "Pairings that got both halves and their streams."), false},
+		"pairs_cancelled":       {plainDesc("keytunnel_blind_relay_pairs_cancelled_total", "Pairings ended by unpair or by their session closing."), false},
+		"pairs_expired":         {plainDesc("keytunnel_blind_relay_pairs_expired_total", "Pending pairings dropped after waiting too long for their second half."), false},
+		"pairs_idle":            {plainDesc("keytunnel_blind_relay_pairs_idle_total", "Pairs torn down after going idle."), false},
+		"pair_requests_refused": {plainDesc("keytunnel_blind_relay_pair_requests_refused_total", "Pair requests refused (limits, bad id)."), false},
+		"pair_requests_ignored": {plainDesc("keytunnel_blind_relay_pair_requests_ignored_total", "Pair requests for a slot already taken."), false},
+	},
+	"dht-relay": {
+		"clients": {plainDesc("keytunnel_dht_relay_clients", "dht-relay clients connected now."), true},
+	},
+	"testnet": {
+		"nodes": {plainDesc("keytunnel_testnet_nodes", "DHT nodes the testnet runs."), true},
+	},
+}
+
+type serverMetric struct {
+	desc  *prometheus.Desc
+	gauge bool
+}
+
+func plainDesc(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+
 // collector turns a registry snapshot into metrics at each scrape.
 type collector struct{ reg *registry }
 
@@ -83,6 +113,11 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		mNodes, mFirewalled, mRequests, mResponses, mTimeouts, mRetries, mDropped, mMalformed, mHandshakes,
 		mDials, mDialFailures, mPunchAttempts, mPunchSuccesses, mRelayFallbacks, mRelayUpgrades} {
 		ch <- d
+	}
+	for _, role := range serverMetrics {
+		for _, m := range role {
+			ch <- m.desc
+		}
 	}
 }
 
@@ -124,6 +159,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			peerSeen[p.PublicKey+p.Path] = true
 			gauge(mPeerRTT, p.RTTMillis/1000, t.Name, p.PublicKey, p.Path)
+		}
+	}
+	if srv := ps.Server; srv != nil {
+		for name, v := range srv.Counters {
+			m, ok := serverMetrics[srv.Role][name]
+			switch {
+			case !ok:
+				// TestServerCountersHaveMetrics keeps this from happening.
+			case m.gauge:
+				gauge(m.desc, float64(v))
+			default:
+				counter(m.desc, v)
+			}
 		}
 	}
 	if ps.DHT == nil {

@@ -19,20 +19,37 @@ type registry struct {
 	command string
 	started time.Time
 	nw      Network
+	dht     dhtStatser // a node other than nw's (testnet's bootstrap node)
 	tunnels []*regTunnel
+	server  *regServer
+}
+
+// regServer is what a relay, dht-relay or testnet process serves.
+type regServer struct {
+	role      string // relay, dht-relay, testnet
+	publicKey string // relay: its key
+	listen    string // dht-relay: its URL; testnet: its bootstrap list
+	since     time.Time
+	counters  func() []serverCounter
+}
+
+// serverCounter is one counter of a regServer; metrics.go knows each
+// role's names.
+type serverCounter struct {
+	name  string
+	value uint64
 }
 
 // regTunnel is one running tunnel: an expose or forward command, an `up`
 // entry, or connect.
 type regTunnel struct {
-	name      string              // up: the entry's name; else the local address
-	role      string              // expose, forward, connect
-	publicKey string              // expose: the key served
-	remote    string              // forward, connect: the key dialed
-	local     string              // expose: the target; forward: the listening address
-	udp       bool                // a UDP service: connections are UDP flows
-	stats     func() tunnel.Stats // nil: no counters (connect)
-	since     time.Time           // without stats: when it started
+	name      string // up: the entry's name; else the local address
+	role      string // expose, forward, connect
+	publicKey string // expose: the key served
+	remote    string // forward, connect: the key dialed
+	local     string // expose: the target; forward: the listening address
+	udp       bool   // a UDP service: connections are UDP flows
+	stats     func() tunnel.Stats
 }
 
 func (r *registry) setCommand(cmd string) {
@@ -46,6 +63,24 @@ func (r *registry) setNetwork(nw Network) {
 	defer r.mu.Unlock()
 	r.nw = nw
 }
+
+// setServer registers what this process serves.
+func (r *registry) setServer(s *regServer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.server = s
+}
+
+// setDHT makes f the node whose health this process reports.
+func (r *registry) setDHT(f func(context.Context) (dht.Stats, error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dht = dhtStatsFunc(f)
+}
+
+type dhtStatsFunc func(context.Context) (dht.Stats, error)
+
+func (f dhtStatsFunc) DHTStats(ctx context.Context) (dht.Stats, error) { return f(ctx) }
 
 // add registers t until the returned func is called.
 func (r *registry) add(t *regTunnel) (remove func()) {
@@ -71,7 +106,19 @@ type ProcessStatus struct {
 	Command string         `json:"command"`
 	Started time.Time      `json:"started"`
 	Tunnels []TunnelStatus `json:"tunnels"`
+	Server  *ServerStatus  `json:"server,omitempty"`
 	DHT     *DHTStatus     `json:"dht,omitempty"`
+}
+
+// ServerStatus is what a relay, dht-relay or testnet process serves, with
+// its counters: a blind relay's sessions and pairings, a dht-relay's
+// clients, a testnet's nodes.
+type ServerStatus struct {
+	Role      string            `json:"role"`
+	PublicKey string            `json:"public_key,omitempty"`
+	Listen    string            `json:"listen,omitempty"`
+	Since     time.Time         `json:"since"`
+	Counters  map[string]uint64 `json:"counters"`
 }
 
 // TunnelStatus is one tunnel of a process.
@@ -132,18 +179,24 @@ func (r *registry) snapshot(ctx context.Context) ProcessStatus {
 	ps := ProcessStatus{PID: os.Getpid(), Command: r.command, Started: r.started, Tunnels: []TunnelStatus{}}
 	tunnels := append([]*regTunnel(nil), r.tunnels...)
 	nw := r.nw
+	d, srv := r.dht, r.server
 	r.mu.Unlock()
+	if srv != nil {
+		ps.Server = &ServerStatus{Role: srv.role, PublicKey: srv.publicKey, Listen: srv.listen, Since: srv.since,
+			Counters: map[string]uint64{}}
+		for _, c := range srv.counters() {
+			ps.Server.Counters[c.name] = c.value
+		}
+	}
+	if d == nil {
+		d, _ = nw.(dhtStatser)
+	}
 	for _, t := range tunnels {
 		ts := TunnelStatus{Name: t.name, Role: t.role, PublicKey: t.publicKey, Remote: t.remote, UDP: t.udp, Peers: []PeerStatus{}}
 		if t.role == "expose" {
 			ts.Target = t.local
 		} else {
 			ts.Listen = t.local
-		}
-		if t.stats == nil {
-			ts.Since = t.since
-			ps.Tunnels = append(ps.Tunnels, ts)
-			continue
 		}
 		s := t.stats()
 		ts.Since, ts.BytesSent, ts.BytesReceived = s.Since, s.BytesSent, s.BytesReceived
@@ -154,7 +207,7 @@ func (r *registry) snapshot(ctx context.Context) ProcessStatus {
 		}
 		ps.Tunnels = append(ps.Tunnels, ts)
 	}
-	if d, ok := nw.(dhtStatser); ok {
+	if d != nil {
 		if s, err := d.DHTStats(ctx); err == nil {
 			ps.DHT = &DHTStatus{
 				RoutingNodes: s.RoutingNodes, Firewalled: s.Firewalled,

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/keytunnel/keytunnel/dht/rpc"
 	"github.com/keytunnel/keytunnel/internal/key"
@@ -30,16 +31,24 @@ func Relay(ctx context.Context, env *Env, o RelayOptions) error {
 			return err
 		}
 	}
+	stop, err := env.observe("relay")
+	if err != nil {
+		return err
+	}
+	defer stop()
 	n, err := startNode(ctx, env, o.Port, rpc.Adaptive)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	env.reg.setNetwork(n.Network())
 	r, err := n.ServeBlindRelay(ctx, kp, nil)
 	if err != nil {
 		return fmt.Errorf("announcing the relay %s: %w", kp.Public, err)
 	}
 	defer r.Close()
+	env.reg.setServer(&regServer{role: "relay", publicKey: kp.Public.String(), since: time.Now(),
+		counters: func() []serverCounter { return blindRelayCounters(r.Stats()) }})
 	env.out.emit(kp.Public.String(), Event{Event: EvListening, PublicKey: kp.Public.String(), Target: "blind-relay"})
 	env.logger.Info("relaying", "public_key", kp.Public.String())
 	<-ctx.Done()

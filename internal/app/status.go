@@ -92,13 +92,15 @@ func writeStatus(w io.Writer, rep StatusReport, now time.Time) {
 			case "expose":
 				fmt.Fprintf(w, "  %sexpose %s%s as %s\n", name, proto, t.Target, t.PublicKey)
 			case "connect":
-				fmt.Fprintf(w, "  connect stdio to %s, since %s (connect keeps no counters)\n", t.Remote, ago(now, t.Since))
-				continue
+				fmt.Fprintf(w, "  connect stdio to %s\n", t.Remote)
 			default:
 				fmt.Fprintf(w, "  %s%s %s%s to %s\n", name, t.Role, proto, t.Listen, t.Remote)
 			}
 			fmt.Fprintf(w, "    sent %s, received %s; %s %d open, %d total; redials %d; since %s\n",
 				bytesText(t.BytesSent), bytesText(t.BytesReceived), conns, t.ConnectionsOpen, t.ConnectionsTotal, t.Redials, ago(now, t.Since))
+			if t.Role == "connect" {
+				continue // Pipe does not say its path
+			}
 			if len(t.Peers) == 0 {
 				fmt.Fprintf(w, "    no peer connected\n")
 			}
@@ -113,6 +115,17 @@ func writeStatus(w io.Writer, rep StatusReport, now time.Time) {
 				}
 				fmt.Fprintf(w, "    peer %s (%s): %s, %s, up %s\n", pr.PublicKey, pr.Mode, path, rtt, ago(now, pr.Since))
 			}
+		}
+		if sv := p.Server; sv != nil {
+			what := sv.Listen
+			if sv.PublicKey != "" {
+				what = sv.PublicKey
+			}
+			var cs []string
+			for _, k := range sortedKeys(sv.Counters) {
+				cs = append(cs, fmt.Sprintf("%s %d", strings.ReplaceAll(k, "_", " "), sv.Counters[k]))
+			}
+			fmt.Fprintf(w, "  %s %s\n    %s; since %s\n", sv.Role, what, strings.Join(cs, ", "), ago(now, sv.Since))
 		}
 		if d := p.DHT; d != nil {
 			var hs []string

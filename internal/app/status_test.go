@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keytunnel/keytunnel/internal/key"
+	"github.com/keytunnel/keytunnel/relay/blindrelay"
 	"github.com/keytunnel/keytunnel/tunnel"
 )
 
@@ -102,3 +105,68 @@ func TestControlSocketAndStatus(t *testing.T) {
 		t.Fatalf("socket after stop: %v", err)
 	}
 }
+
+// Every counter a relay, dht-relay or testnet reports has its metric, and
+// a scrape carries them with their values, as status does.
+func TestServerCountersHaveMetrics(t *testing.T) {
+	for role, cs := range map[string][]serverCounter{
+		"relay":     blindRelayCounters(blindrelay.Stats{Sessions: 1, Pending: 2, Active: 3, Requested: 4, Matched: 5, Cancelled: 6, Expired: 7, Refused: 8, Ignored: 9, Idle: 10}),
+		"dht-relay": dhtRelayCounters(11),
+		"testnet":   testnetCounters(12),
+	} {
+		if len(cs) != len(serverMetrics[role]) {
+			t.Errorf("%s: %d counters, %d metrics", role, len(cs), len(serverMetrics[role]))
+		}
+		var reg registry
+		reg.setCommand(role)
+		reg.setServer(&regServer{role: role, since: time.Now(), counters: func() []serverCounter { return cs }})
+		ps := reg.snapshot(context.Background())
+		pr := prometheus.NewPedanticRegistry()
+		pr.MustRegister(collector{&reg})
+		mfs, err := pr.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+		for _, c := range cs {
+			m, ok := serverMetrics[role][c.name]
+			if !ok {
+				t.Errorf("%s: counter %s has no metric", role, c.name)
+				continue
+			}
+			name := m.desc.String()
+			name = name[strings.Index(name, `"`)+1:]
+			name = name[:strings.Index(name, `"`)]
+			if got[name] != float64(c.value) || ps.Server.Counters[c.name] != c.value {
+				t.Errorf("%s: %s = %v in the scrape, %d in status; want %d", role, name, got[name], ps.Server.Counters[c.name], c.value)
+			}
+		}
+	}
+}
+
+// connect's stdio counts what it reads from stdin (sent) and writes to
+// stdout (received), and still half-closes stdout.
+func TestStdioCounts(t *testing.T) {
+	var out closeBuffer
+	c := &stdioCounter{}
+	rw := stdio(strings.NewReader("hello"), &out, c)
+	b := make([]byte, 64)
+	n, _ := rw.Read(b)
+	rw.Write([]byte("world, and more"))
+	rw.(interface{ CloseWrite() error }).CloseWrite()
+	if s := c.stats(); n != 5 || s.BytesSent != 5 || s.BytesReceived != 15 || s.ConnsTotal != 1 || !out.closed || out.String() != "world, and more" {
+		t.Fatalf("read %d; stats %+v; closed %v, out %q", n, s, out.closed, out.String())
+	}
+}
+
+type closeBuffer struct {
+	strings.Builder
+	closed bool
+}
+
+func (c *closeBuffer) Close() error { c.closed = true; return nil }
