@@ -230,8 +230,12 @@ func (n *Node) ServeBlindRelay(ctx context.Context, kp key.KeyPair, opts *blindr
 				return
 			}
 			rpk := c.RemotePublicKey()
+			// The source counts towards MaxSessionsPerSource; the
+			// streams stay unpinned (RemoteAddr unset), as the
+			// reference's are.
+			from, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 			_, err = blindrelay.StartMux(protomux.SecretStream(c), protomux.Options{}, func(m *protomux.Mux) error {
-				_, err := srv.Accept(m, blindrelay.AcceptOptions{ID: rpk[:]})
+				_, err := srv.Accept(m, blindrelay.AcceptOptions{ID: rpk[:], Source: from.Addr()})
 				return err
 			})
 			if err != nil {

@@ -41,7 +41,9 @@
 //
 // # Differences from the reference
 //
-// The reference bounds nothing. Server bounds pending pairings globally and
+// The reference bounds nothing. Server caps sessions globally and per
+// source address (IPv4 address, IPv6 /64), closes sessions that send no
+// pair request soon after opening, bounds pending pairings globally and
 // per session, bounds active pairs, expires pending pairings, and tears
 // down pairs that stay idle; refused requests are reported (OnError,
 // Stats) since the protocol has no error reply. Only a session that holds

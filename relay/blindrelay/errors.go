@@ -31,8 +31,9 @@ var (
 	ErrInvalidStreamID = errors.New("blindrelay: stream id out of range")
 	// ErrLimit: the server refused a pair request because a bound
 	// (ServerOptions MaxPending, MaxPendingPerSession, MaxActive) was
-	// reached. The protocol has no way to tell the requester, whose Pair
-	// then ends with its context.
+	// reached; the protocol has no way to tell the requester, whose Pair
+	// then ends with its context. Or Accept refused a session over
+	// MaxSessions or MaxSessionsPerSource.
 	ErrLimit = errors.New("blindrelay: limit reached")
 	// ErrUnknownToken: an unpair named a token the session has neither
 	// pending nor paired.
@@ -40,6 +41,9 @@ var (
 	// ErrExpired: a pending pairing waited longer than
 	// ServerOptions.PendingTimeout for its other half and was dropped.
 	ErrExpired = errors.New("blindrelay: pairing expired")
+	// ErrSilent: a session sent no pair request within
+	// ServerOptions.FirstMessageTimeout and was closed with its Mux.
+	ErrSilent = errors.New("blindrelay: session silent")
 	// ErrIdle: a relayed pair carried no packet for
 	// ServerOptions.IdleTimeout and was torn down.
 	ErrIdle = errors.New("blindrelay: relayed pair idle")

@@ -137,21 +137,33 @@ func (p *peer) relayAddr() netip.AddrPort { return p.conn.RemoteAddr().(*net.UDP
 // connectGo connects a new peer to a Go Server listening on relaySock.
 func connectGo(t testing.TB, srv *Server, relaySock *udx.Socket) *peer {
 	t.Helper()
+	p, err := connectGoFrom(t, srv, relaySock, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// connectGoFrom is connectGo with the session counted under source src
+// (its loopback address if src is the zero Addr); it returns Accept's
+// error.
+func connectGoFrom(t testing.TB, srv *Server, relaySock *udx.Socket, src netip.Addr) (*peer, error) {
+	t.Helper()
 	p := &peer{sock: loopbackSocket(t), kp: genKey(t)}
 	pc, rc := dialUDX(t, p.sock, relaySock)
 	p.conn = pc
 	cs, ss := secretPair(t, pc, rc, p.kp)
 	rpk := ss.RemotePublicKey()
 	smux, err := StartMux(protomux.SecretStream(ss), protomux.Options{}, func(m *protomux.Mux) error {
-		_, err := srv.Accept(m, AcceptOptions{ID: rpk[:], RemoteAddr: addrOf(p.sock)})
+		_, err := srv.Accept(m, AcceptOptions{ID: rpk[:], RemoteAddr: addrOf(p.sock), Source: src})
 		return err
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(func() { smux.Close() })
 	p.startClient(t, cs)
-	return p
+	return p, nil
 }
 
 func (p *peer) startClient(t testing.TB, cs *secretstream.Conn) {

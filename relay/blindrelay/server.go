@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/keytunnel/keytunnel/internal/admit"
 	"github.com/keytunnel/keytunnel/internal/protomux"
 	"github.com/keytunnel/keytunnel/udx"
 )
@@ -22,10 +24,50 @@ type Streams interface {
 	NewStream(id uint32, opts *udx.StreamOptions) (*udx.Stream, error)
 }
 
+// Session admission defaults. A relay open to the internet accepts
+// connections from anyone; each session holds a connection (a udx stream,
+// its secret-stream and the Mux goroutines) for as long as it stays open,
+// so sessions are capped in total and per source (an IPv4 address or an
+// IPv6 /64, as relay/dhtrelay counts them), and a session must ask for a
+// pairing soon after it opens.
+const (
+	// DefaultMaxSessions is 2048: one relayed connection takes a session
+	// on each side, so this serves about 1024 relayed connections at once,
+	// whose connection state fits a small VPS with room to spare.
+	DefaultMaxSessions = 2048
+	// DefaultMaxSessionsPerSource is 64: hyperdht and keytunnel open one
+	// relay connection per relayed connection, so a host (or a NAT that
+	// hides several) with many relayed peers needs many, while one source
+	// still cannot take more than 1/32 of the default total.
+	DefaultMaxSessionsPerSource = 64
+	// DefaultFirstMessageTimeout is 10 s. A client sends its pair request
+	// right after opening the channel (hyperdht's relayConnection and
+	// keytunnel's pairThroughRelay pair as soon as the relay connection is
+	// up), so it arrives one round trip after the session opens; 10 s
+	// leaves room for a few udx retransmissions (1 s initial timeout,
+	// doubling) on a lossy link and is below hyperdht's 15 s pairing
+	// timeout, after which the client gives up anyway.
+	DefaultFirstMessageTimeout = 10 * time.Second
+)
+
 // ServerOptions configure a Server. Zero values mean the defaults.
 type ServerOptions struct {
 	// Streams makes the relayed streams. Required.
 	Streams Streams
+	// MaxSessions bounds the sessions open at once; Accept refuses the
+	// ones over it. Default DefaultMaxSessions.
+	MaxSessions int
+	// MaxSessionsPerSource bounds the sessions open at once from one
+	// source (AcceptOptions.Source: an IPv4 address or an IPv6 /64);
+	// Accept refuses the ones over it. Sessions with no known source
+	// count only towards MaxSessions. Default DefaultMaxSessionsPerSource.
+	MaxSessionsPerSource int
+	// FirstMessageTimeout closes a session that has not sent a pair
+	// request this long after Accept, and destroys its Mux (closing the
+	// connection): a silent session would hold its connection and a
+	// session slot for nothing. Default DefaultFirstMessageTimeout;
+	// negative disables.
+	FirstMessageTimeout time.Duration
 	// MaxPending bounds the pairings waiting for their second half, over
 	// all sessions. Default 4096. (The reference has no bound.)
 	MaxPending int
@@ -53,16 +95,18 @@ type ServerOptions struct {
 
 // Stats are a Server's counters.
 type Stats struct {
-	Sessions  int    // sessions open now
-	Pending   int    // pairings waiting for their second half now
-	Active    int    // pairs being relayed now
-	Requested uint64 // pair requests that took a slot
-	Matched   uint64 // pairings that got both halves and their streams
-	Cancelled uint64 // pairings ended by unpair or by their session closing
-	Expired   uint64 // pending pairings dropped after PendingTimeout
-	Refused   uint64 // pair requests refused (limits, bad id)
-	Ignored   uint64 // pair requests for an already taken slot (as the reference)
-	Idle      uint64 // pairs torn down after IdleTimeout
+	Sessions        int    // sessions open now
+	SessionsRefused uint64 // sessions Accept refused (MaxSessions, MaxSessionsPerSource)
+	Silent          uint64 // sessions closed without a pair request after FirstMessageTimeout
+	Pending         int    // pairings waiting for their second half now
+	Active          int    // pairs being relayed now
+	Requested       uint64 // pair requests that took a slot
+	Matched         uint64 // pairings that got both halves and their streams
+	Cancelled       uint64 // pairings ended by unpair or by their session closing
+	Expired         uint64 // pending pairings dropped after PendingTimeout
+	Refused         uint64 // pair requests refused (limits, bad id)
+	Ignored         uint64 // pair requests for an already taken slot (as the reference)
+	Idle            uint64 // pairs torn down after IdleTimeout
 }
 
 // Server is a blind relay: it pairs two pair requests that present the
@@ -81,6 +125,7 @@ type Server struct {
 	closed   bool
 	pending  map[Token]*pendingPair
 	sessions map[*Session]struct{}
+	sources  admit.Counter // sessions, in total and per source
 	active   int
 	stats    Stats
 
@@ -132,6 +177,15 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	if opts.IdleTimeout == 0 {
 		opts.IdleTimeout = 2 * time.Minute
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
+	if opts.MaxSessionsPerSource <= 0 {
+		opts.MaxSessionsPerSource = DefaultMaxSessionsPerSource
+	}
+	if opts.FirstMessageTimeout == 0 {
+		opts.FirstMessageTimeout = DefaultFirstMessageTimeout
 	}
 	s := &Server{
 		opts:     opts,
@@ -188,30 +242,65 @@ type AcceptOptions struct {
 	// address. The reference connects to whoever sends first; leave it
 	// unset for that behaviour (e.g. a relay behind several addresses).
 	RemoteAddr netip.AddrPort
+	// Source is the connection's remote address, for
+	// ServerOptions.MaxSessionsPerSource. When unset, RemoteAddr's is
+	// used; with neither, the session counts only towards MaxSessions.
+	Source netip.Addr
 }
 
 // Session is one connection's blind-relay channel on the server.
 type Session struct {
 	srv     *Server
+	mux     *protomux.Mux
 	ch      *protomux.Channel
 	pairMsg *protomux.Message[Pair]
 	remote  netip.AddrPort
+	src     netip.Prefix // invalid when the source is unknown
 
 	// guarded by srv.mu
-	closed   bool
-	pending  map[Token]int // slots this session holds per pending token
-	npending int
-	links    map[Token]*link
+	closed bool
+	// silentAfter is when the session is closed unless it has sent a pair
+	// request; zero once it has (or with no FirstMessageTimeout).
+	silentAfter time.Time
+	pending     map[Token]int // slots this session holds per pending token
+	npending    int
+	links       map[Token]*link
 }
 
 // Accept opens the blind-relay channel on mux and serves it. Call it
-// before mux can have read the peer's OPEN (see StartMux).
+// before mux can have read the peer's OPEN (see StartMux). Over
+// MaxSessions or MaxSessionsPerSource it opens nothing and returns an
+// error wrapping ErrLimit; the caller should close the connection.
 func (s *Server) Accept(mux *protomux.Mux, opts AcceptOptions) (*Session, error) {
-	ss := &Session{srv: s, remote: opts.RemoteAddr, pending: map[Token]int{}, links: map[Token]*link{}}
+	ss := &Session{srv: s, mux: mux, remote: opts.RemoteAddr, pending: map[Token]int{}, links: map[Token]*link{}}
+	switch {
+	case opts.Source.IsValid():
+		ss.src = admit.SourceOf(opts.Source)
+	case opts.RemoteAddr.IsValid():
+		ss.src = admit.SourceOf(opts.RemoteAddr.Addr())
+	}
+	perSource := s.opts.MaxSessionsPerSource
+	if !ss.src.IsValid() {
+		perSource = math.MaxInt
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil, ErrClosed
+	}
+	if !s.sources.Acquire(ss.src, s.opts.MaxSessions, perSource) {
+		s.stats.SessionsRefused++
+		n := len(s.sessions)
+		s.mu.Unlock()
+		err := fmt.Errorf("%w: %d sessions open", ErrLimit, n)
+		if n < s.opts.MaxSessions {
+			err = fmt.Errorf("%w: %d sessions open from %v", ErrLimit, s.opts.MaxSessionsPerSource, ss.src)
+		}
+		s.report(err)
+		return nil, err
+	}
+	if s.opts.FirstMessageTimeout > 0 {
+		ss.silentAfter = time.Now().Add(s.opts.FirstMessageTimeout)
 	}
 	s.sessions[ss] = struct{}{}
 	s.mu.Unlock()
@@ -262,6 +351,7 @@ func (ss *Session) teardown() {
 		s.stopLinkLocked(l)
 	}
 	delete(s.sessions, ss)
+	s.sources.Release(ss.src)
 }
 
 func (s *Server) report(err error) {
@@ -272,6 +362,11 @@ func (s *Server) report(err error) {
 
 // onPair runs on the session's Mux dispatcher.
 func (s *Server) onPair(ss *Session, p Pair) {
+	s.mu.Lock()
+	// Any pair request, even one refused below, shows a client that
+	// speaks the protocol; the caps and expiry bound what it holds next.
+	ss.silentAfter = time.Time{}
+	s.mu.Unlock()
 	if !ValidStreamID(p.ID) {
 		s.mu.Lock()
 		s.stats.Refused++
@@ -494,10 +589,16 @@ func (s *Server) newRelayStream(remoteID uint32, pin netip.AddrPort) (*udx.Strea
 	return nil, err
 }
 
-// janitor expires pending pairings.
+// janitor expires pending pairings and closes silent sessions. It wakes
+// every quarter of the shorter timeout (at most every second), so either
+// is enforced within that much of its due time.
 func (s *Server) janitor() {
 	defer s.wg.Done()
-	every := min(max(s.opts.PendingTimeout/4, 5*time.Millisecond), time.Second)
+	shortest := s.opts.PendingTimeout
+	if s.opts.FirstMessageTimeout > 0 {
+		shortest = min(shortest, s.opts.FirstMessageTimeout)
+	}
+	every := min(max(shortest/4, 5*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -506,6 +607,7 @@ func (s *Server) janitor() {
 			return
 		case now := <-t.C:
 			var expired []Token
+			var silent []*Session
 			s.mu.Lock()
 			for tok, pp := range s.pending {
 				if now.After(pp.expires) {
@@ -514,9 +616,24 @@ func (s *Server) janitor() {
 					expired = append(expired, tok)
 				}
 			}
+			for ss := range s.sessions {
+				if !ss.silentAfter.IsZero() && now.After(ss.silentAfter) {
+					ss.silentAfter = time.Time{}
+					s.stats.Silent++
+					silent = append(silent, ss)
+				}
+			}
 			s.mu.Unlock()
 			for _, tok := range expired {
 				s.report(fmt.Errorf("%w: pair %x…", ErrExpired, tok[:4]))
+			}
+			for _, ss := range silent {
+				err := fmt.Errorf("%w: no pair request within %v", ErrSilent, s.opts.FirstMessageTimeout)
+				ss.Close()
+				// Destroy does not wait for the Mux's goroutines, so
+				// one stuck connection cannot stall the janitor.
+				ss.mux.Destroy(err)
+				s.report(err)
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keytunnel/keytunnel/internal/admit"
 )
 
 // Admission defaults: what a relay open to the internet lets connections
@@ -28,70 +30,14 @@ const (
 	DefaultFirstMessageTimeout = 3 * time.Second
 )
 
-// sourceOf is the admission key of a remote address ("ip:port" or a bare
-// IP, as X-Forwarded-For gives): the IPv4 address, or the IPv6 /64.
-func sourceOf(remote string) netip.Prefix {
-	var ip netip.Addr
-	if ap, err := netip.ParseAddrPort(remote); err == nil {
-		ip = ap.Addr()
-	} else if a, err := netip.ParseAddr(remote); err == nil {
-		ip = a
-	}
-	ip = ip.Unmap()
-	bits := 32
-	if ip.Is6() {
-		bits = 64
-	}
-	p, _ := ip.Prefix(bits)
-	return p
-}
-
-// counter counts connections in one state, in total and per source.
-type counter struct {
-	mu    sync.Mutex
-	total int
-	per   map[netip.Prefix]int
-}
-
-// acquire counts one more connection from src unless that would pass max
-// in total or perSource for src.
-func (c *counter) acquire(src netip.Prefix, max, perSource int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.total >= max || c.per[src] >= perSource {
-		return false
-	}
-	if c.per == nil {
-		c.per = map[netip.Prefix]int{}
-	}
-	c.total++
-	c.per[src]++
-	return true
-}
-
-func (c *counter) release(src netip.Prefix) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.total--
-	if c.per[src]--; c.per[src] <= 0 {
-		delete(c.per, src)
-	}
-}
-
-func (c *counter) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.total
-}
-
 // admitPending counts a new connection as pending, or says why not: the
 // pending caps, or the client cap (pending connections count towards it,
 // so that it holds before any handshake work is done).
 func (s *Server) admitPending(src netip.Prefix) error {
-	if s.pending.count()+s.Clients() >= s.opts.MaxClients {
+	if s.pending.Count()+s.Clients() >= s.opts.MaxClients {
 		return errTooManyClients
 	}
-	if !s.pending.acquire(src, s.opts.MaxPending, s.opts.MaxPendingPerSource) {
+	if !s.pending.Acquire(src, s.opts.MaxPending, s.opts.MaxPendingPerSource) {
 		return errTooManyPending
 	}
 	return nil
@@ -174,7 +120,7 @@ func (s *Server) ServeWebSocket(l net.Listener) error {
 		ConnState: func(c net.Conn, state http.ConnState) {
 			switch state {
 			case http.StateNew:
-				src := sourceOf(c.RemoteAddr().String())
+				src := admit.Source(c.RemoteAddr().String())
 				if err := s.admitPending(src); err != nil {
 					s.log.Debug("dhtrelay: connection refused", "remote", c.RemoteAddr(), "err", err)
 					c.Close()
@@ -183,7 +129,7 @@ func (s *Server) ServeWebSocket(l net.Listener) error {
 				pending.Store(c, src)
 			case http.StateHijacked, http.StateClosed:
 				if src, ok := pending.LoadAndDelete(c); ok {
-					s.pending.release(src.(netip.Prefix))
+					s.pending.Release(src.(netip.Prefix))
 				}
 			}
 		},

@@ -4,10 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/netip"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keytunnel/keytunnel/internal/admit"
 )
 
 // failingListener fails its first Accepts with EMFILE, as a process out of
@@ -49,24 +50,10 @@ func TestAcceptRetriesEMFILE(t *testing.T) {
 	}
 }
 
-func TestSourceOf(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7:5000":            "192.0.2.7/32",
-		"192.0.2.7":                 "192.0.2.7/32",
-		"[::ffff:192.0.2.7]:1":      "192.0.2.7/32",
-		"[2001:db8:1:2:3:4:5:6]:80": "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::1":      "2001:db8:1:2::/64",
-	} {
-		if got := sourceOf(in); got != netip.MustParsePrefix(want) {
-			t.Errorf("sourceOf(%q) = %v, want %v", in, got, want)
-		}
-	}
-}
-
 func TestPendingCaps(t *testing.T) {
 	s := NewServer(nil, ServerOptions{MaxPending: 3, MaxPendingPerSource: 2})
 	defer s.Close()
-	a, b := sourceOf("192.0.2.1:1"), sourceOf("192.0.2.2:1")
+	a, b := admit.Source("192.0.2.1:1"), admit.Source("192.0.2.2:1")
 	for i, want := range []bool{true, true, false} {
 		if got := s.admitPending(a) == nil; got != want {
 			t.Fatalf("source a, connection %d admitted %v, want %v", i, got, want)
@@ -78,7 +65,7 @@ func TestPendingCaps(t *testing.T) {
 	if err := s.admitPending(b); err == nil {
 		t.Fatal("over the global pending cap admitted")
 	}
-	s.pending.release(a)
+	s.pending.Release(a)
 	if err := s.admitPending(b); err != nil {
 		t.Fatalf("after a release: %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/dht/wire"
+	"github.com/keytunnel/keytunnel/internal/admit"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/protomux"
 )
@@ -94,8 +95,8 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	pending counter // connections before their first exchange
-	sources counter // clients, per source
+	pending admit.Counter // connections before their first exchange
+	sources admit.Counter // clients, per source
 
 	mu      sync.Mutex
 	clients map[*serverClient]struct{}
@@ -177,7 +178,7 @@ func (s *Server) Serve(l net.Listener) error {
 			}
 			return err
 		}
-		src := sourceOf(c.RemoteAddr().String())
+		src := admit.Source(c.RemoteAddr().String())
 		if err := s.admitPending(src); err != nil {
 			s.log.Debug("dhtrelay: connection refused", "remote", c.RemoteAddr(), "err", err)
 			c.Close()
@@ -185,7 +186,7 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		go func() {
 			f, err := s.handshakeTCP(s.ctx, withFirstMessageTimeout(c, s.opts.FirstMessageTimeout), c.RemoteAddr())
-			s.pending.release(src)
+			s.pending.Release(src)
 			if err == nil {
 				_ = s.ServeFramed(s.ctx, f, c.RemoteAddr().String())
 			}
@@ -248,14 +249,14 @@ func (s *Server) ServeFramed(ctx context.Context, f protomux.Framed, remote stri
 		s.log.Warn("dhtrelay: too many clients", "remote", remote, "max", s.opts.MaxClients)
 		return fmt.Errorf("%w: %d clients", ErrLimit, s.opts.MaxClients)
 	}
-	src := sourceOf(remote)
-	if !s.sources.acquire(src, s.opts.MaxClients, s.opts.MaxClientsPerSource) {
+	src := admit.Source(remote)
+	if !s.sources.Acquire(src, s.opts.MaxClients, s.opts.MaxClientsPerSource) {
 		s.mu.Unlock()
 		f.Close()
 		s.log.Warn("dhtrelay: too many clients from one source", "remote", remote, "source", src, "max", s.opts.MaxClientsPerSource)
 		return fmt.Errorf("%w: %d clients from %s", ErrLimit, s.opts.MaxClientsPerSource, src)
 	}
-	defer s.sources.release(src)
+	defer s.sources.Release(src)
 	c := &serverClient{s: s, remote: remote, sess: NewSession(RoleRelay, s.opts.Limits),
 		streams: map[uint32]*relayStream{}, servers: map[uint32]*relayServer{}, firewall: map[uint32]chan bool{},
 		queries: map[uint32]context.CancelFunc{}, noise: map[uint32]*relayHandshake{}, signatures: map[uint32]chan []byte{},

@@ -78,9 +78,9 @@ func FuzzWebSocketUpgrade(f *testing.F) {
 		}
 		c.Close()
 		deadline := time.Now().Add(5 * time.Second)
-		for s.pending.count() != 0 || s.Clients() != 0 {
+		for s.pending.Count() != 0 || s.Clients() != 0 {
 			if time.Now().After(deadline) {
-				t.Fatalf("request %q: %d pending, %d clients after it closed", in, s.pending.count(), s.Clients())
+				t.Fatalf("request %q: %d pending, %d clients after it closed", in, s.pending.Count(), s.Clients())
 			}
 			time.Sleep(time.Millisecond)
 		}
