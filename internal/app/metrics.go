@@ -89,6 +89,8 @@ var serverMetrics = map[string]map[string]serverMetric{
 		"pairs_idle":            {plainDesc("keytunnel_blind_relay_pairs_idle_total", "Pairs torn down after going idle."), false},
 		"pair_requests_refused": {plainDesc("keytunnel_blind_relay_pair_requests_refused_total", "Pair requests refused (limits, bad id)."), false},
 		"pair_requests_ignored": {plainDesc("keytunnel_blind_relay_pair_requests_ignored_total", "Pair requests for a slot already taken."), false},
+		"sessions_refused":      {plainDesc("keytunnel_blind_relay_sessions_refused_total", "Sessions refused at once (--max-sessions, --max-sessions-per-source)."), false},
+		"sessions_silent":       {plainDesc("keytunnel_blind_relay_sessions_silent_total", "Sessions closed for sending no pair request within --first-message-timeout."), false},
 	},
 	"dht-relay": {
 		"clients": {plainDesc("keytunnel_dht_relay_clients", "dht-relay clients connected now."), true},

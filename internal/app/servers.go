@@ -19,6 +19,8 @@ func blindRelayCounters(s blindrelay.Stats) []serverCounter {
 		{"pairs_idle", s.Idle},
 		{"pair_requests_refused", s.Refused},
 		{"pair_requests_ignored", s.Ignored},
+		{"sessions_refused", s.SessionsRefused},
+		{"sessions_silent", s.Silent},
 	}
 }
 

@@ -110,7 +110,7 @@ func TestControlSocketAndStatus(t *testing.T) {
 // a scrape carries them with their values, as status does.
 func TestServerCountersHaveMetrics(t *testing.T) {
 	for role, cs := range map[string][]serverCounter{
-		"relay":     blindRelayCounters(blindrelay.Stats{Sessions: 1, Pending: 2, Active: 3, Requested: 4, Matched: 5, Cancelled: 6, Expired: 7, Refused: 8, Ignored: 9, Idle: 10}),
+		"relay":     blindRelayCounters(blindrelay.Stats{Sessions: 1, Pending: 2, Active: 3, Requested: 4, Matched: 5, Cancelled: 6, Expired: 7, Refused: 8, Ignored: 9, Idle: 10, SessionsRefused: 11, Silent: 12}),
 		"dht-relay": dhtRelayCounters(11),
 		"testnet":   testnetCounters(12),
 	} {
