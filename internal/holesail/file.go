@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/keytunnel/keytunnel/internal/key"
@@ -56,24 +55,9 @@ func WriteSecretFile(path string, c Conn) error {
 	if !c.Private {
 		return errors.New("holesail: not a private connection string")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err := key.WritePrivateFile(path, c.String()+"\n")
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s already exists", path)
 	}
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(c.String() + "\n"); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return err
-	}
-	return nil
+	return err
 }

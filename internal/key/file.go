@@ -107,25 +107,36 @@ func isHexText(b []byte) bool {
 // WriteSeedFile writes seed to a new file at path with mode 0600, creating
 // the parent directory (mode 0700) if needed. It refuses to overwrite.
 func WriteSeedFile(path string, seed Seed) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("key: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err := WritePrivateFile(path, fmt.Sprintf("%x\n", seed[:]))
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%w: %s", ErrExists, path)
 	}
 	if err != nil {
 		return fmt.Errorf("key: %w", err)
 	}
-	line := fmt.Sprintf("%x\n", seed[:])
-	if _, err := f.WriteString(line); err != nil {
+	return nil
+}
+
+// WritePrivateFile writes content to a new file at path, mode 0600 from
+// its creation on, making the parent directory (mode 0700) if needed. It
+// never overwrites: an existing file fails with fs.ErrExist. A file it
+// could not finish writing is removed, so no partial secret is left.
+func WritePrivateFile(path, content string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
 		f.Close()
 		os.Remove(path)
-		return fmt.Errorf("key: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(path)
-		return fmt.Errorf("key: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }
