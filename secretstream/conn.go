@@ -91,6 +91,7 @@ type Conn struct {
 	wg        sync.WaitGroup
 	epoch     time.Time
 	lastWrite atomic.Int64 // nanoseconds since epoch (monotonic)
+	lastRead  atomic.Int64 // of the latest frame read, likewise; 0: none yet
 
 	// Handshake results; written once under hsMu before hsDone is set.
 	hsMu      sync.Mutex
@@ -440,6 +441,7 @@ func (c *Conn) readRecord() error {
 		return c.fail(&ProtocolError{Phase: PhaseData, Frame: frame, Len: e - s, Err: err})
 	}
 	c.plain = m
+	c.lastRead.Store(int64(time.Since(c.epoch)))
 	return nil
 }
 
@@ -733,6 +735,20 @@ func (c *Conn) RTT() time.Duration {
 		return r.RTT()
 	}
 	return 0
+}
+
+// LastReceive is when the latest frame from the peer was read, its
+// keepalives included (zero before the first). The peer's keepalive
+// bounds how old it gets while the peer lives and the path works, so a
+// session above can tell a quiet peer from a vanished one long before any
+// timeout would; it is read as the frames are, so it says nothing while
+// nobody reads.
+func (c *Conn) LastReceive() time.Time {
+	ns := c.lastRead.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return c.epoch.Add(time.Duration(ns))
 }
 
 // IsInitiator reports the role given in Options.

@@ -296,3 +296,34 @@ func TestXXGoToGo(t *testing.T) {
 		}
 	})
 }
+
+// TestLastReceive: the peer's keepalives count as hearing from it, though
+// Read returns none of them; a side that has read no frame yet reports
+// the zero time.
+func TestLastReceive(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	x, y := net.Pipe()
+	c1, c2 := wrap(t, x, y, Options{KeepAlive: 5 * time.Millisecond}, Options{})
+	defer c1.Close()
+	defer c2.Close()
+	if !c2.LastReceive().IsZero() {
+		t.Fatalf("LastReceive before any frame: %v", c2.LastReceive())
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(io.Discard, c2)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for c2.LastReceive().IsZero() || time.Since(c2.LastReceive()) > 50*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("keepalives every 5 ms, yet LastReceive is %v", c2.LastReceive())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !c1.LastReceive().IsZero() {
+		t.Fatalf("c1 read nothing, yet LastReceive is %v", c1.LastReceive())
+	}
+	c1.Close()
+	<-done
+}

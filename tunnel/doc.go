@@ -214,7 +214,13 @@
 // RTOs, 2 s on most paths) resumes the transfer, and nothing is delivered
 // twice (udx drops duplicate packets, yamux and TCP above see one
 // ordered stream). A peer that is gone for good is noticed within
-// 15 + 45 = 60 s, and a Forwarder then redials.
+// 15 + 45 = 60 s, and a Forwarder then redials. New connections do not
+// wait that long: a session that has heard nothing from its peer for
+// longer than the peer's keepalive allows (quietLimit, 7 s) is pinged
+// before it gets a new stream, and with no answer within a few round
+// trips the connection waits for a fresh dial instead, which reaches a
+// peer restarted on the same key at once; the old session keeps its open
+// streams in case its path comes back.
 //
 // When the client's NAT mapping or address changes mid-session (conntrack
 // flushed, a phone moving between networks), its next packet comes from

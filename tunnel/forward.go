@@ -58,6 +58,99 @@ type session struct {
 	*yamux.Session
 	pc    PeerConn
 	flows *flowSet
+
+	abandoned chan struct{} // closed by keeper.abandon
+	abandon   sync.Once
+}
+
+// lastHeard is when the peer connection last received anything, where it
+// can tell (a secret stream: its frames, the peer's keepalives
+// included); zero where it cannot.
+func (s *session) lastHeard() time.Time {
+	if r, ok := s.pc.(interface{ LastReceive() time.Time }); ok {
+		return r.LastReceive()
+	}
+	return time.Time{}
+}
+
+// quietLimit is how long a session may go without a frame from its peer
+// before a new stream is not trusted to it. The peer's secret stream
+// writes at least every 5 s (its keepalive, dht's connectionKeepAlive),
+// so a live peer on a working path is heard well within this plus a few
+// round trips.
+const quietLimit = 7 * time.Second
+
+// answers says whether sess is worth a new stream. A session that heard
+// from its peer recently is, with no wait. One that has been quiet for
+// longer than the peer's keepalive allows may have lost its peer without
+// a word (the process killed and restarted, its host gone, a NAT mapping
+// dropped); yamux's keepalive would notice that only within a minute, and
+// a stream opened on it meanwhile hangs, so it is pinged first. With no
+// answer within a few round trips (pingWait) the session is abandoned:
+// the connection waits for a fresh dial, which reaches a restarted peer
+// at once, while the old session keeps its streams until it hears from
+// its peer again or times out, as it would have anyway. False also when
+// the session closed or the Forwarder did.
+func (k *keeper) answers(sess *session) bool {
+	heard := sess.lastHeard()
+	if heard.IsZero() || time.Since(heard) < quietLimit+2*rttOf(sess.pc) {
+		return true
+	}
+	wait := pingWait(sess.pc)
+	res := make(chan error, 1)
+	k.s.wg.Add(1)
+	go func() {
+		defer k.s.wg.Done()
+		_, err := sess.Ping() // joins a ping under way; returns when the session closes
+		res <- err
+	}()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case err := <-res:
+		return err == nil
+	case <-timer.C:
+		if time.Since(sess.lastHeard()) < wait {
+			return true // the peer spoke meanwhile: the ping is on its way back
+		}
+		k.abandon(sess, time.Since(heard))
+		return false
+	case <-k.s.ctx.Done():
+		return false
+	}
+}
+
+// pingWait is how long answers waits for a quiet session's ping: a few
+// round trips, at least 2 s for a loaded host and at most 5 s.
+func pingWait(pc PeerConn) time.Duration {
+	return min(max(4*rttOf(pc)+500*time.Millisecond, 2*time.Second), 5*time.Second)
+}
+
+func rttOf(pc PeerConn) time.Duration {
+	if r, ok := pc.(interface{ RTT() time.Duration }); ok {
+		return r.RTT()
+	}
+	return 0
+}
+
+func (s *session) isAbandoned() bool {
+	select {
+	case <-s.abandoned:
+		return true
+	default:
+		return false
+	}
+}
+
+// abandon makes sessionLoop give sess up (once) as if it had closed,
+// without closing it: a peer that comes back to it still finds its
+// streams there.
+func (k *keeper) abandon(sess *session, quiet time.Duration) {
+	sess.abandon.Do(func() {
+		k.log.Warn("the peer has gone quiet; dialing it again for new connections (the open ones keep the old session until it answers or times out)",
+			"quiet", quiet.Round(time.Millisecond))
+		close(sess.abandoned)
+	})
 }
 
 // keeper owns the peer session of a Forwarder or UDPForwarder: it dials
@@ -146,6 +239,9 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			}
 			return
 		}
+		if !f.answers(sess) {
+			continue // abandoned, or closed: the next try waits for a new session
+		}
 		st, err := sess.OpenStream(f.ctx)
 		if err != nil {
 			sess.Close() // make sure sessionLoop notices
@@ -192,7 +288,7 @@ func (k *keeper) session() (*session, error) {
 		dialing, ended, failAt, next := k.dialing, k.dials > start, k.failAt, k.next
 		known := knownUnreachable(lastErr, k.failed)
 		k.mu.Unlock()
-		if sess != nil && !sess.IsClosed() {
+		if sess != nil && !sess.IsClosed() && !sess.isAbandoned() {
 			return sess, nil
 		}
 		if !dialing {
@@ -330,6 +426,18 @@ func (k *keeper) sessionLoop() {
 		})
 		select {
 		case <-sess.CloseChan():
+		case <-sess.abandoned:
+			// It closes itself when its peer stays silent (yamux's
+			// keepalive), or with the Forwarder.
+			k.s.wg.Add(1)
+			go func() {
+				defer k.s.wg.Done()
+				select {
+				case <-sess.CloseChan():
+				case <-k.s.ctx.Done():
+					sess.Close()
+				}
+			}()
 		case <-k.s.ctx.Done():
 			gone()
 			sess.Close()
@@ -337,7 +445,9 @@ func (k *keeper) sessionLoop() {
 			return
 		}
 		gone()
-		k.log.Warn("peer session lost; the next local connection dials again", "lived", time.Since(up).Round(time.Millisecond))
+		if !sess.isAbandoned() {
+			k.log.Warn("peer session lost; the next local connection dials again", "lived", time.Since(up).Round(time.Millisecond))
+		}
 		k.emit.emit(Event{Kind: EventDisconnected, Remote: k.remote, Mode: "mux"})
 		// A session that stayed up for a while resets the backoff; one
 		// that died at once counts as a failure, so that a peer which
@@ -404,5 +514,5 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string
 		pc.Close()
 		return nil, err
 	}
-	return &session{Session: sess, pc: pc}, nil
+	return &session{Session: sess, pc: pc, abandoned: make(chan struct{})}, nil
 }

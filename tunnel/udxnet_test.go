@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/secretstream"
@@ -23,8 +25,12 @@ type udxNet struct {
 	client key.KeyPair
 	server key.KeyPair
 
+	// keepAlive is both secret streams' KeepAlive (0: none).
+	keepAlive time.Duration
+
 	mu      sync.Mutex
 	streams []*udx.Stream
+	servers []*mutedConn // the listening side's sockets, for vanish
 }
 
 func newUDXNet(t testing.TB) *udxNet {
@@ -41,25 +47,50 @@ type ssConn struct {
 
 func (c ssConn) RemotePublicKey() key.PublicKey { return c.remote }
 
-func (n *udxNet) socket() (*udx.Socket, error) {
+func (n *udxNet) socket() (*udx.Socket, *mutedConn, error) {
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	s, err := udx.NewSocket(pc)
+	m := &mutedConn{PacketConn: pc}
+	s, err := udx.NewSocket(m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	n.t.Cleanup(func() { s.Close() })
-	return s, nil
+	return s, m, nil
+}
+
+// mutedConn drops everything both ways once muted, as the path to a
+// killed process does: nothing comes back, not even an ICMP error (a
+// DHT socket is unconnected and never sees one).
+type mutedConn struct {
+	net.PacketConn
+	muted atomic.Bool
+}
+
+func (c *mutedConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil || !c.muted.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+func (c *mutedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.muted.Load() {
+		return len(p), nil
+	}
+	return c.PacketConn.WriteTo(p, addr)
 }
 
 func (n *udxNet) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, error) {
-	sa, err := n.socket()
+	sa, _, err := n.socket()
 	if err != nil {
 		return nil, err
 	}
-	sb, err := n.socket()
+	sb, mb, err := n.socket()
 	if err != nil {
 		return nil, err
 	}
@@ -79,12 +110,13 @@ func (n *udxNet) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, erro
 	}
 	n.mu.Lock()
 	n.streams = append(n.streams, a, b)
+	n.servers = append(n.servers, mb)
 	n.mu.Unlock()
-	x, err := secretstream.Client(a, secretstream.Options{KeyPair: n.client, SendHeader: true})
+	x, err := secretstream.Client(a, secretstream.Options{KeyPair: n.client, SendHeader: true, KeepAlive: n.keepAlive})
 	if err != nil {
 		return nil, err
 	}
-	y, err := secretstream.Server(b, secretstream.Options{KeyPair: n.server, SendHeader: true})
+	y, err := secretstream.Server(b, secretstream.Options{KeyPair: n.server, SendHeader: true, KeepAlive: n.keepAlive})
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +133,20 @@ func (n *udxNet) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, erro
 		return ssConn{x, remote}, nil
 	case <-n.closed:
 		return nil, net.ErrClosed
+	}
+}
+
+// vanish mutes the UDP sockets of the listening side's connections so
+// far, without a word to their clients: a peer process killed, its host
+// gone. The listener keeps accepting new connections, as a restarted peer
+// on the same key would.
+func (n *udxNet) vanish() {
+	n.mu.Lock()
+	ss := n.servers
+	n.servers = nil
+	n.mu.Unlock()
+	for _, s := range ss {
+		s.muted.Store(true)
 	}
 }
 

@@ -248,6 +248,15 @@ func (c relayConn) RTT() time.Duration {
 	return 0
 }
 
+// LastReceive passes on when the connection last heard from its peer,
+// which lets a Forwarder tell a vanished peer from a quiet one.
+func (c relayConn) LastReceive() time.Time {
+	if r, ok := c.Conn.(interface{ LastReceive() time.Time }); ok {
+		return r.LastReceive()
+	}
+	return time.Time{}
+}
+
 func (n relayNetwork) withPath(c dhtrelay.Conn) tunnel.PeerConn {
 	return relayConn{c, "dht-relay " + n.url}
 }
