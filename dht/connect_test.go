@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"github.com/keytunnel/keytunnel/udx"
 	"io"
 	"net"
 	"net/netip"
@@ -256,4 +257,96 @@ func TestReusableRoute(t *testing.T) {
 	if _, err := cli.Dial(ctx, seedKey(43).Public, nil); !errors.Is(err, ErrPeerNotFound) && !errors.Is(err, ErrPeerConnectionFailed) {
 		t.Fatalf("dial without the route: %v", err)
 	}
+}
+
+// TestDialDirectDespiteUnknownRelay: a server configured with a blind
+// relay that no node knows (a typo, a relay that is down) still takes a
+// direct connection. The pairing fails within milliseconds, usually
+// before the client's first packet reaches the server; that used to end
+// the connection on the server while the client, its handshake done,
+// sent into the void and reported "peer did not answer". Both sides
+// asking for the relay is the same race.
+func TestDialDirectDespiteUnknownRelay(t *testing.T) {
+	tn := testnet(t, 5)
+	ctx := testCtx(t, 90*time.Second)
+	// An open server (as a host with a public address is): it waits
+	// for the client's first packet instead of punching.
+	sconn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Conn: sconn, Bootstrap: tn.Bootstrap, KeyPair: seedKey(1), NotFirewalled: true, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	if err := srv.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nobody := seedKey(9).Public
+	l, err := srv.Listen(ctx, seedKey(3), &ListenOptions{RelayThrough: RelayKeys(nobody)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	echo(t, l)
+	for i := range 6 {
+		// A fresh client, firewalled as far as it knows (so the server
+		// waits for its first packet rather than connecting to it), whose stream packets leave 600 ms late: the pairing
+		// fails before the first of them arrives, as it did between
+		// processes under load.
+		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sock, err := udx.NewSocket(&lateStream{PacketConn: conn, delay: 600 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sock.Close() })
+		cli, err := New(Config{Conn: sock, Bootstrap: tn.Bootstrap, KeyPair: seedKey(byte(20 + i)), Logger: testLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.Close() })
+		if err := cli.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		opts := &DialOptions{}
+		if i%2 == 1 {
+			opts.RelayThrough = RelayKeys(nobody)
+		}
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		c, err := cli.Dial(dctx, seedKey(3).Public, opts)
+		cancel()
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatalf("dial %d: write: %v", i, err)
+		}
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+			t.Fatalf("dial %d (client asks for the relay too: %v): echo %q, %v: the server dropped the direct connection", i, i%2 == 1, got, err)
+		}
+		c.Close()
+	}
+}
+
+// lateStream delays the udx packets it sends (those starting with udx's
+// magic byte, 0xff) and passes everything else (DHT messages, punches)
+// at once.
+type lateStream struct {
+	net.PacketConn
+	delay time.Duration
+}
+
+func (c *lateStream) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if len(p) == 0 || p[0] != 0xff {
+		return c.PacketConn.WriteTo(p, addr)
+	}
+	b := bytes.Clone(p)
+	time.AfterFunc(c.delay, func() { c.PacketConn.WriteTo(b, addr) })
+	return len(p), nil
 }

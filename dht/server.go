@@ -110,6 +110,7 @@ type slot struct {
 	puncher        *holepunch.Puncher
 	pool           *punchPool
 	relayPending   bool                      // a blind-relay pairing is under way
+	directGaveUp   bool                      // abortSlot ran while relayPending: the relay is all that is left
 	relayFrom      atomic.Pointer[relayPath] // where relayed packets come from
 	stopWatch      func()
 	prepunch       *time.Timer
@@ -820,13 +821,24 @@ func (l *Listener) relaySlot(s *slot, relayPK key.PublicKey, isInitiator bool, t
 	})
 	s.mu.Lock()
 	s.relayPending = false
+	gaveUp := s.directGaveUp
 	s.mu.Unlock()
 	if err != nil {
-		l.n.log.Debug("dht: relay pairing failed", "relay", relayPK, "err", err)
-		select {
-		case <-s.decided:
-		default:
-			l.abortSlot(s, true)
+		l.n.log.Debug("dht: relay pairing failed", "relay", relayPK, "err", err, "direct_gave_up", gaveUp)
+		// A failed pairing ends the connection only when the direct
+		// attempt has given up already (server.js onabort destroys the
+		// raw stream only when hs.aborted). Otherwise the client's first
+		// packet or the punch may still come, and the prepunch timer
+		// ends the slot if neither does: a relay that is unknown (or
+		// slow to fail) must not cut a direct path that works, which it
+		// did whenever the pairing failed before the client's first
+		// packet arrived.
+		if gaveUp {
+			select {
+			case <-s.decided:
+			default:
+				l.abortSlot(s, true)
+			}
 		}
 		return
 	}
@@ -960,6 +972,9 @@ func (l *Listener) upgrade(s *slot, link *relayLink, sock *udx.Socket, from neti
 func (l *Listener) abortSlot(s *slot, later bool) {
 	s.mu.Lock()
 	relaying := s.relayPending && l.ctx.Err() == nil
+	if relaying {
+		s.directGaveUp = true
+	}
 	s.mu.Unlock()
 	aborted := false
 	if !relaying {
