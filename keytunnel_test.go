@@ -214,7 +214,7 @@ func TestErrors(t *testing.T) {
 	if err := n.Expose(ctx, "1234"); !errors.Is(err, keytunnel.ErrListening) {
 		t.Fatalf("Expose while listening: %v", err)
 	}
-	if err := n.Forward(ctx, n.PublicKey(), "nope"); err == nil || !strings.Contains(err.Error(), "want PORT or HOST:PORT") {
+	if err := n.Forward(ctx, n.PublicKey(), "nope"); err == nil || !strings.Contains(err.Error(), "want PORT, HOST:PORT or unix:PATH") {
 		t.Fatalf("bad listen address: %v", err)
 	}
 	ln.Close()

@@ -75,7 +75,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		{[]string{"expose", "--key", bad, "8080"}, "keytunnel: --key " + bad + ": not a seed file (want 64 hex characters or 32 bytes)"},
 		{[]string{"expose", "--seed", "123", "8080"}, "keytunnel: --seed: not a seed (want 64 hex characters)"},
 		{[]string{"expose", "--key", good, "--seed", strings.Repeat("00", 32), "8080"}, "keytunnel: give --key or --seed, not both"},
-		{[]string{"expose", "http"}, `keytunnel: target "http": want PORT or HOST:PORT`},
+		{[]string{"expose", "http"}, `keytunnel: target "http": want PORT, HOST:PORT or unix:PATH`},
 		{[]string{"expose", "8080", "--key", good}, "keytunnel: expose: options go before the arguments (usage: keytunnel expose PORT|HOST:PORT|unix:PATH)"},
 		{[]string{"forward", "not-a-key", "9000"}, `keytunnel: "not-a-key" is not a public key (want 64 hex or 52 z-base-32 characters) or holesail connection string (hs://…)`},
 		{[]string{"forward", kp.Public.String(), taken.Addr().String()}, "keytunnel: " + taken.Addr().String() + " is already in use (another program listens there)"},

@@ -49,7 +49,7 @@ func TestKeyShow(t *testing.T) {
 	// gets as far as the address.
 	for _, k := range []string{kp.Public.Z32(), strings.ToUpper(kp.Public.Z32()), strings.ToUpper(kp.Public.String())} {
 		_, _, errs := runProc(t, "forward", k, "nowhere")
-		if errs != "keytunnel: listen address \"nowhere\": want PORT or HOST:PORT\n" {
+		if errs != "keytunnel: listen address \"nowhere\": want PORT, HOST:PORT or unix:PATH\n" {
 			t.Errorf("forward %s: %q", k, errs)
 		}
 	}

@@ -24,12 +24,18 @@ func ParsePublicKey(s string) (key.PublicKey, error) {
 // HostPort reads "PORT" (meaning 127.0.0.1:PORT) or "HOST:PORT". Port 0 is
 // allowed only if zeroOK. what names the value in errors.
 func HostPort(what, s string, zeroOK bool) (string, error) {
+	return hostPort(what, s, zeroOK, "PORT or HOST:PORT")
+}
+
+// hostPort is HostPort, with the forms the caller accepts named in the
+// error for a value of none of them.
+func hostPort(what, s string, zeroOK bool, forms string) (string, error) {
 	if p, err := strconv.Atoi(s); err == nil {
 		s = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 	}
 	h, ps, err := net.SplitHostPort(s)
 	if err != nil {
-		return "", fmt.Errorf("%s %q: want PORT or HOST:PORT", what, s)
+		return "", fmt.Errorf("%s %q: want %s", what, s, forms)
 	}
 	p, err := strconv.Atoi(ps)
 	if err != nil || p < 0 || p > 65535 || (p == 0 && !zeroOK) {

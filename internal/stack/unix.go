@@ -25,7 +25,7 @@ const UnixPrefix = "unix:"
 func Address(what, s string, zeroOK bool) (string, error) {
 	path, ok := strings.CutPrefix(s, UnixPrefix)
 	if !ok {
-		return HostPort(what, s, zeroOK)
+		return hostPort(what, s, zeroOK, "PORT, HOST:PORT or unix:PATH")
 	}
 	if path == "" {
 		return "", fmt.Errorf("%s %q: want unix:PATH, the path of a Unix socket", what, s)
