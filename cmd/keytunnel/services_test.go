@@ -1,0 +1,163 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/internal/proctest"
+)
+
+// refusedConn connects to a forward's port and checks that the
+// connection ends without a byte of any service.
+func refusedConn(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, err := io.ReadAll(c); len(b) != 0 || (err != nil && strings.Contains(err.Error(), "timeout")) {
+		t.Fatalf("refused connection: got %q, %v", b, err)
+	}
+}
+
+// unquote undoes the JSON log's escaping of the quotes in a message.
+func unquote(s string) string { return strings.ReplaceAll(s, `\"`, `"`) }
+
+// TestExposeServices drives issue #15's services with processes on a
+// testnet: one expose serves a default target and two named ones, ssh
+// for one key only. forward KEY reaches the default, KEY/web and KEY/ssh
+// theirs; a stranger's KEY/ssh and anyone's KEY/db are refused with one
+// log line saying why, and the connection closes.
+func TestExposeServices(t *testing.T) {
+	bs := proctest.Testnet(t, 3)
+	dflt, web, ssh := named(t, "default"), named(t, "web"), named(t, "ssh")
+	friendFile, friend := proctest.WriteSeed(t, "friend.key")
+
+	_, pub := proctest.Expose(t, bs, dflt, "--service", "web="+web, "--service", "ssh="+ssh, "--allow", "ssh="+friend.Public.String())
+	_, addr := proctest.Forward(t, bs, pub)
+	reach(t, addr, "default", 30*time.Second)
+	_, addr = proctest.Forward(t, bs, pub+"/web")
+	reach(t, addr, "web", 30*time.Second)
+	_, addr = proctest.Forward(t, bs, pub+"/ssh", "--key", friendFile)
+	reach(t, addr, "ssh", 30*time.Second)
+
+	for _, tc := range []struct{ service, want string }{
+		{"ssh", `is not in the allow list of service "ssh"`},
+		{"db", `no service "db" behind this key (it serves: web, ssh)`},
+	} {
+		fw, addr := proctest.Forward(t, bs, pub+"/"+tc.service)
+		refusedConn(t, addr)
+		line := unquote(fw.ErrLine("connection refused by the peer", 30*time.Second))
+		if !strings.Contains(line, tc.want) {
+			t.Errorf("forward to %s logged %q, want %q", tc.service, line, tc.want)
+		}
+		if n := fw.Err.Count("connection refused by the peer"); n != 1 {
+			t.Errorf("forward to %s: %d refusal lines, want 1", tc.service, n)
+		}
+	}
+	// The stranger still reaches the open services.
+	_, addr = proctest.Forward(t, bs, pub+"/web")
+	reach(t, addr, "web", 30*time.Second)
+
+	// connect KEY/NAME, and ssh user@KEY/NAME through it: OpenSSH passes
+	// the host, service and all, to ProxyCommand's connect %h.
+	c := proctest.Start(t, proctest.Env(t, bs), "connect", pub+"/web")
+	if code := c.Wait(60 * time.Second); code != 0 || c.Out.String() != "web\n" {
+		t.Errorf("connect KEY/web: exit %d, stdout %q", code, c.Out.String())
+	}
+	banner := proctest.Serve(t, func(c net.Conn) {
+		c.Write([]byte("SSH-2.0-svctest_ssh\r\n"))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.Copy(io.Discard, c)
+	})
+	proctest.Tool(t, "ssh", "apt-get install openssh-client")
+	_, pub2 := proctest.Expose(t, bs, dflt, "--service", "ssh="+banner)
+	sh := proctest.Start(t, proctest.Env(t, bs), "ssh", "-v", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "user@"+pub2+"/ssh", "true")
+	sh.ErrLine("remote software version svctest_ssh", 60*time.Second)
+}
+
+// TestExposeServicesOutput: without a positional target the first
+// service is the default; the listening event and the text output list
+// each service and how to reach it; bad forms fail with one line.
+func TestExposeServicesOutput(t *testing.T) {
+	bs := proctest.Testnet(t, 3)
+	web := named(t, "web")
+	dns := proctest.ServeUDP(t, func(p []byte, _ netip.AddrPort) []byte { return p })
+	_, dnsPort, _ := net.SplitHostPort(dns.LocalAddr().String())
+
+	p := proctest.Start(t, proctest.Env(t, bs), "--json", "expose", "--service", "web="+web, "--service", "dns=udp:"+dnsPort)
+	ev := proctest.JSON(t, p.Line(`"event":"listening"`, 60*time.Second))
+	pub := ev["public_key"].(string)
+	svcs, _ := ev["services"].([]any)
+	if len(svcs) != 2 {
+		t.Fatalf("listening event's services: %v", ev["services"])
+	}
+	first, second := svcs[0].(map[string]any), svcs[1].(map[string]any)
+	if first["name"] != "web" || first["default"] != true || first["forward"] != "keytunnel forward "+pub+"/web" {
+		t.Errorf("first service: %v", first)
+	}
+	if second["name"] != "dns" || second["udp"] != true || second["target"] != "127.0.0.1:"+dnsPort || second["forward"] != "keytunnel forward --udp "+pub+"/dns" {
+		t.Errorf("second service: %v", second)
+	}
+	_, addr := proctest.Forward(t, bs, pub)
+	reach(t, addr, "web", 30*time.Second)
+	fw := proctest.Start(t, proctest.Env(t, bs), "--json", "forward", "--udp", pub+"/dns", "0")
+	fwEv := proctest.JSON(t, fw.Line(`"event":"forwarding"`, 60*time.Second))
+	if fwEv["service"] != "dns" {
+		t.Errorf("forwarding event: %v", fwEv)
+	}
+	c := proctest.DialUDP(t, fwEv["listen"].(string))
+	got := ""
+	buf := make([]byte, 100)
+	for deadline := time.Now().Add(30 * time.Second); got != "q" && time.Now().Before(deadline); {
+		c.Write([]byte("q"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := c.Read(buf); err == nil {
+			got = string(buf[:n])
+		}
+	}
+	if got != "q" {
+		t.Errorf("UDP service through KEY/dns: got %q", got)
+	}
+	p.Stop()
+
+	text := proctest.Start(t, proctest.Env(t, bs), "expose", "--service", "web="+web, "--service", "dns=udp:"+dnsPort)
+	key := strings.TrimSpace(text.First(60 * time.Second))
+	for _, want := range []string{
+		"service web (default): " + web + "; reach it with: keytunnel forward " + key + "/web",
+		"service dns: udp:127.0.0.1:" + dnsPort + "; reach it with: keytunnel forward --udp " + key + "/dns",
+	} {
+		text.Line(want, 10*time.Second)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--service", "Web=80"}, `keytunnel: --service "Web=80": name "Web" may hold only a-z, 0-9, '-', '_' and '.'`},
+		{[]string{"--service", "web=80", "--service", "web=81"}, `keytunnel: --service: service "web" named twice`},
+		{[]string{"--service", "web"}, `keytunnel: --service "web": want NAME=TARGET (TARGET: PORT, HOST:PORT, unix:PATH or udp:PORT)`},
+		{[]string{"--service", "web=80", "--allow", "db=" + key}, `keytunnel: --allow db=…: no --service named "db"`},
+		{[]string{"--allow", key}, `keytunnel: expose: wrong number of arguments`},
+	} {
+		p := proctest.Start(t, proctest.Env(t, bs), append([]string{"expose"}, tc.args...)...)
+		if code := p.Wait(30 * time.Second); code != 1 {
+			t.Errorf("%v: exit %d, want 1", tc.args, code)
+		}
+		if got := p.Err.String(); !strings.HasPrefix(got, tc.want) || strings.Count(got, "\n") != 1 {
+			t.Errorf("%v: stderr %q, want one line starting %q", tc.args, got, tc.want)
+		}
+	}
+	fwBad := proctest.Start(t, proctest.Env(t, bs), "forward", key+"/No", "0")
+	if code := fwBad.Wait(30 * time.Second); code != 1 || strings.Count(fwBad.Err.String(), "\n") != 1 || !strings.Contains(fwBad.Err.String(), "names a service") {
+		t.Errorf("forward KEY/No: exit %d, stderr %q", code, fwBad.Err.String())
+	}
+}
+
