@@ -1,9 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,3 +164,65 @@ func TestExposeServicesOutput(t *testing.T) {
 	}
 }
 
+// TestUpServices: `up` serves an [[expose]] entry's services tables, and
+// its [[forward]] entries reach a service by name (service = "ssh") or
+// the default; a bad service fails the file with its line.
+func TestUpServices(t *testing.T) {
+	bs := proctest.Testnet(t, 3)
+	dir := t.TempDir()
+	web, ssh := named(t, "web"), named(t, "ssh")
+	svcFile, svc := proctest.WriteSeed(t, "svc.key")
+	friendFile, friend := proctest.WriteSeed(t, "friend.key")
+	pub := svc.Public.String()
+
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte(fmt.Sprintf("[[expose]]\nkey = %q\n\n[expose.services.Web]\naddress = %q\ndefault = true\n", svcFile, web)), 0o600)
+	p := proctest.Start(t, proctest.Env(t, bs), "up", "-c", bad)
+	if code := p.Wait(20 * time.Second); code != 1 || !strings.HasPrefix(p.Err.String(), "keytunnel: "+bad+":4: expose[0].services.Web: ") {
+		t.Fatalf("bad service name: exit %d, stderr %q", code, p.Err.String())
+	}
+
+	exp := filepath.Join(dir, "expose.toml")
+	os.WriteFile(exp, []byte(fmt.Sprintf(`[[expose]]
+name = "host"
+key = %q
+
+[expose.services.web]
+address = %q
+default = true
+
+[expose.services.ssh]
+address = %q
+allow = [%q]
+`, svcFile, web, ssh, friend.Public)), 0o600)
+	ex := proctest.Start(t, proctest.Env(t, bs), "--json", "up", "-c", exp)
+	ev := proctest.JSON(t, ex.Line(`"event":"listening"`, 60*time.Second))
+	if svcs, _ := ev["services"].([]any); len(svcs) != 2 || ev["public_key"] != pub {
+		t.Fatalf("listening: %v", ev)
+	}
+
+	pd, pw, ps := proctest.FreeTCP(t), proctest.FreeTCP(t), proctest.FreeTCP(t)
+	fwd := filepath.Join(dir, "forward.toml")
+	os.WriteFile(fwd, []byte(fmt.Sprintf(`[[forward]]
+name = "default"
+key = %q
+port = %d
+
+[[forward]]
+name = "web"
+key = %q
+service = "web"
+port = %d
+
+[[forward]]
+name = "ssh"
+key = %q
+service = "ssh"
+port = %d
+`, pub, pd, pub, pw, pub, ps)), 0o600)
+	fw := proctest.Start(t, proctest.Env(t, bs), "up", "--key", friendFile, "-c", fwd)
+	fw.Line("ssh: forwarding 127.0.0.1:"+fmt.Sprint(ps)+" to "+pub+"/ssh", 30*time.Second)
+	reach(t, fmt.Sprintf("127.0.0.1:%d", pd), "web", 30*time.Second)
+	reach(t, fmt.Sprintf("127.0.0.1:%d", pw), "web", 30*time.Second)
+	reach(t, fmt.Sprintf("127.0.0.1:%d", ps), "ssh", 30*time.Second)
+}
