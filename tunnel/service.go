@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
+
+	"github.com/keytunnel/keytunnel/internal/key"
 )
 
 // Service is one named target of an Exposer that serves several under
@@ -197,3 +200,33 @@ func (s *serviceStream) Read(b []byte) (int, error) {
 	}
 	return s.muxStream.Read(b)
 }
+
+// openServiceConn opens a stream to service on st for a Client and
+// waits for the server's reply.
+func openServiceConn(ctx context.Context, st muxStream, remote key.PublicKey, service string) (PeerConn, error) {
+	ss, err := openServiceStream(st, service)
+	if err != nil {
+		st.Reset()
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Now()) })
+	ss.replied = true
+	err = readStreamReply(st)
+	if !stop() && err != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	st.SetReadDeadline(time.Time{})
+	return serviceConn{ss, remote}, nil
+}
+
+// serviceConn is a Client's connection to a named service.
+type serviceConn struct {
+	*serviceStream
+	remote key.PublicKey
+}
+
+func (c serviceConn) RemotePublicKey() key.PublicKey { return c.remote }
