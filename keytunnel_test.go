@@ -493,3 +493,48 @@ func readOne(t *testing.T, ctx context.Context, n *keytunnel.Node, remote string
 	}
 	return string(b)
 }
+
+// Expose with Service serves a named target next to the default one;
+// Dial and Forward reach it as KEY/NAME, and a name the peer lacks fails
+// Dial with ErrRefused and the reason.
+func TestExposeService(t *testing.T) {
+	tn := testnet(t)
+	dflt := proctest.Serve(t, func(c net.Conn) { c.Write([]byte("default\n")) })
+	web := proctest.Serve(t, func(c net.Conn) { c.Write([]byte("web\n")) })
+	server, client := newNode(t, tn.Config()), newNode(t, tn.Config())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	errs, done := make(chan error, 1), make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() { defer close(done); errs <- server.Expose(ctx, dflt, keytunnel.Service("web", web)) }()
+	read := func(remote string) (string, error) {
+		c, err := client.Dial(ctx, remote)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	for {
+		if got, err := read(server.PublicKey()); err == nil && got == "default\n" {
+			break
+		}
+		select {
+		case err := <-errs:
+			t.Fatalf("Expose returned: %v", err)
+		case <-ctx.Done():
+			t.Fatal("Dial never reached the default service")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if got, err := read(server.PublicKey() + "/web"); err != nil || got != "web\n" {
+		t.Errorf("Dial KEY/web: %q, %v", got, err)
+	}
+	if _, err := read(server.PublicKey() + "/db"); !errors.Is(err, keytunnel.ErrRefused) || !strings.Contains(err.Error(), `no service "db"`) {
+		t.Errorf("Dial KEY/db: %v, want ErrRefused naming db", err)
+	}
+	if _, err := read(server.PublicKey() + "/Bad"); err == nil {
+		t.Error("Dial KEY/Bad: no error for an invalid name")
+	}
+}
