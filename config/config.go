@@ -305,21 +305,8 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 	field := fmt.Sprintf("expose[%d]", i)
 	at := func(keys ...string) int { return p.lines.entryField("expose", i, keys...) }
 	var e Expose
-	switch {
-	case r.Port != nil && r.Address != nil:
-		p.fail(at("port"), field, "set port or address, not both")
-	case r.Port != nil:
-		if *r.Port < 1 || *r.Port > 65535 {
-			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a TCP port (1-65535)", *r.Port))
-		}
-		e.Target = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
-	case r.Address != nil:
-		addr, err := p.address(*r.Address)
-		if err != nil {
-			p.fail(at("address"), field+".address", err.Error())
-		}
-		e.Target = addr
-	case len(r.Services) == 0:
+	var set bool
+	if e.Target, set = p.portOrAddress(r.Port, r.Address, "address", 1, field, at); !set && len(r.Services) == 0 {
 		p.fail(at(), field, "needs port or address")
 	}
 	switch {
@@ -422,21 +409,8 @@ func (p *parser) services(r rawExpose, allow []key.PublicKey, field string, at f
 			p.fail(sat(""), sf, strings.TrimPrefix(err.Error(), tunnel.ErrBadService.Error()+": "))
 		}
 		svc := tunnel.Service{Name: n, UDP: rs.UDP != nil && *rs.UDP}
-		switch {
-		case rs.Port != nil && rs.Address != nil:
-			p.fail(sat("port"), sf, "set port or address, not both")
-		case rs.Port != nil:
-			if *rs.Port < 1 || *rs.Port > 65535 {
-				p.fail(sat("port"), sf+".port", fmt.Sprintf("%d is not a port (1-65535)", *rs.Port))
-			}
-			svc.Target = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*rs.Port, 10))
-		case rs.Address != nil:
-			addr, err := p.address(*rs.Address)
-			if err != nil {
-				p.fail(sat("address"), sf+".address", err.Error())
-			}
-			svc.Target = addr
-		default:
+		var set bool
+		if svc.Target, set = p.portOrAddress(rs.Port, rs.Address, "address", 1, sf, func(k ...string) int { return sat(k[0]) }); !set {
 			p.fail(sat(""), sf, "needs port or address")
 		}
 		if svc.UDP && strings.HasPrefix(svc.Target, unixPrefix) {
@@ -500,21 +474,8 @@ func (p *parser) forward(i int, r rawForward) Forward {
 			fw.Key, fw.KeyPair, hs = c.PublicKey, c.KeyPair, true
 		}
 	}
-	switch {
-	case r.Port != nil && r.Listen != nil:
-		p.fail(at("port"), field, "set port or listen, not both")
-	case r.Port != nil:
-		if *r.Port < 0 || *r.Port > 65535 {
-			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a TCP port (0-65535)", *r.Port))
-		}
-		fw.Listen = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
-	case r.Listen != nil:
-		addr, err := p.address(*r.Listen)
-		if err != nil {
-			p.fail(at("listen"), field+".listen", err.Error())
-		}
-		fw.Listen = addr
-	default:
+	var set bool
+	if fw.Listen, set = p.portOrAddress(r.Port, r.Listen, "listen", 0, field, at); !set {
 		p.fail(at(), field, "needs listen or port")
 	}
 	// holesail servers speak raw; a keytunnel expose serves raw clients too.
@@ -541,6 +502,30 @@ func (p *parser) forward(i int, r rawForward) Forward {
 		fw.Name = "forward-" + fw.Listen
 	}
 	return fw
+}
+
+// portOrAddress reads an entry's port (on 127.0.0.1, from minPort up)
+// or its address field (addrKey: address, listen). set reports that one
+// of them was given; a problem with it is reported here.
+func (p *parser) portOrAddress(port *int64, addr *string, addrKey string, minPort int64, field string, at func(keys ...string) int) (target string, set bool) {
+	switch {
+	case port != nil && addr != nil:
+		p.fail(at("port"), field, "set port or "+addrKey+", not both")
+	case port != nil:
+		if *port < minPort || *port > 65535 {
+			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a port (%d-65535)", *port, minPort))
+		}
+		target = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*port, 10))
+	case addr != nil:
+		a, err := p.address(*addr)
+		if err != nil {
+			p.fail(at(addrKey), field+"."+addrKey, err.Error())
+		}
+		target = a
+	default:
+		return "", false
+	}
+	return target, true
 }
 
 // udp parses an entry's udp, udp_idle_timeout and max_flows; the last two
