@@ -72,8 +72,8 @@
 //     --udp`, and a key its service's list lacks `key K is not in the
 //     allow list of service "ssh"`.
 //
-// A client asks for a named service (ForwardOptions.Service) with a mux2
-// session, whose streams all name it; a client of the default service
+// A client asks for a named service (ForwardOptions.Service,
+// Client.OpenService) with a mux2 session, whose streams all name it; a client of the default service
 // keeps sending mux1, so nothing changes for it, and an older server
 // refuses a named stream with its own reason.
 //

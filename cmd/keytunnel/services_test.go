@@ -163,9 +163,11 @@ func TestExposeServicesOutput(t *testing.T) {
 			t.Errorf("%v: stderr %q, want one line starting %q", tc.args, got, tc.want)
 		}
 	}
-	fwBad := proctest.Start(t, proctest.Env(t, bs), "forward", key+"/No", "0")
-	if code := fwBad.Wait(30 * time.Second); code != 1 || strings.Count(fwBad.Err.String(), "\n") != 1 || !strings.Contains(fwBad.Err.String(), "names a service") {
-		t.Errorf("forward KEY/No: exit %d, stderr %q", code, fwBad.Err.String())
+	for _, cmd := range []string{"forward", "connect", "doctor"} {
+		bad := proctest.Start(t, proctest.Env(t, bs), cmd, key+"/No")
+		if code := bad.Wait(30 * time.Second); code != 1 || strings.Count(bad.Err.String(), "\n") != 1 || !strings.Contains(bad.Err.String(), "names a service") {
+			t.Errorf("%s KEY/No: exit %d, stderr %q", cmd, code, bad.Err.String())
+		}
 	}
 }
 
