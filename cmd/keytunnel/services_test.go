@@ -227,9 +227,20 @@ key = %q
 service = "ssh"
 port = %d
 `, pub, pd, pub, pw, pub, ps)), 0o600)
-	fw := proctest.Start(t, proctest.Env(t, bs), "up", "--key", friendFile, "-c", fwd)
+	env := append(proctest.Env(t, bs), "XDG_RUNTIME_DIR="+t.TempDir())
+	fw := proctest.Start(t, env, "up", "--key", friendFile, "-c", fwd)
 	fw.Line("ssh: forwarding 127.0.0.1:"+fmt.Sprint(ps)+" to "+pub+"/ssh", 30*time.Second)
 	reach(t, fmt.Sprintf("127.0.0.1:%d", pd), "web", 30*time.Second)
 	reach(t, fmt.Sprintf("127.0.0.1:%d", pw), "web", 30*time.Second)
 	reach(t, fmt.Sprintf("127.0.0.1:%d", ps), "ssh", 30*time.Second)
+	// status names the service of each forward.
+	out := runStatus(t, env, "status")
+	for _, want := range []string{
+		fmt.Sprintf("ssh: forward 127.0.0.1:%d to %s/ssh\n", ps, pub),
+		fmt.Sprintf("default: forward 127.0.0.1:%d to %s\n", pd, pub),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
 }

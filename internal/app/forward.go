@@ -118,7 +118,7 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		OnEvent: env.onEvent(""),
 	}
 	fw := newForwarder(nw.Dialer(kp, nil), remote, sock, fo)
-	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), local: local, udp: o.UDP, stats: fw.Stats})()
+	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), service: service, local: local, udp: o.UDP, stats: fw.Stats})()
 	return runUntil(ctx, fw)
 }
 
@@ -200,7 +200,7 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	// Pipe keeps no counters (and tunnel is not where connect's belong):
 	// the bytes are counted here, at stdin and stdout.
 	cnt := &stdioCounter{since: time.Now()}
-	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), stats: cnt.stats})()
+	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), service: service, stats: cnt.stats})()
 	cnt.open.Store(1)
 	defer cnt.open.Store(0)
 	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout, cnt), tunnel.ForwardOptions{

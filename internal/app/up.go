@@ -289,7 +289,7 @@ func (r *runner) startForward(f config.Forward, sock io.Closer) {
 	}
 	fw := newForwarder(r.nw.Dialer(id, f.Relay.Override()), f.Key, sock, opts)
 	local, what := localAddr(sock)
-	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), local: local, udp: f.UDP, stats: fw.Stats})
+	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), service: f.Service, local: local, udp: f.UDP, stats: fw.Stats})
 	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw, unregister: unregister}
 	r.env.out.emit(fmt.Sprintf("%s: forwarding %s%s to %s", f.Name, what, local, withService(f.Key, f.Service)), Event{
 		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(), Service: f.Service, UDP: f.UDP,
