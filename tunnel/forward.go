@@ -271,7 +271,7 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 		closed()
 		if ss, ok := peer.(*serviceStream); ok && ss.refused != nil {
 			f.log.Warn("connection refused by the peer: "+strings.TrimPrefix(ss.refused.Error(), ErrRefused.Error()+": "), "client", c.RemoteAddr().String())
-			f.emit.emit(Event{Kind: EventRefused, Remote: f.remote, Mode: "mux", Err: ss.refused})
+			f.emit.emit(Event{Kind: EventRefused, Remote: f.remote, Mode: "mux", Service: f.opts.Service, Err: ss.refused})
 			return
 		}
 		if PeerReset(err) {

@@ -153,7 +153,7 @@ func TestServices(t *testing.T) {
 		if c := strings.Count(lg.String(), "connection refused by the peer"); c != 1 || testing.Verbose() {
 			t.Errorf("forward to %q logged %d refusals:\n%s", service, c, lg)
 		}
-		if ev := events.of(EventRefused); len(ev) != 1 || !errors.Is(ev[0].Err, ErrRefused) {
+		if ev := events.of(EventRefused); len(ev) != 1 || !errors.Is(ev[0].Err, ErrRefused) || ev[0].Service != service {
 			t.Errorf("forward to %q: refused events %+v", service, ev)
 		}
 	}

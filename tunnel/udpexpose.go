@@ -56,21 +56,21 @@ func (ms *muxServer) serveStream(st muxStream) {
 	svc := e.lookup(h.service)
 	switch {
 	case h.flags != 0:
-		ms.refuse(st, fmt.Sprintf("stream flags %#x not understood by this keytunnel; update it", h.flags), nil)
+		ms.refuse(st, h.service, fmt.Sprintf("stream flags %#x not understood by this keytunnel; update it", h.flags), nil)
 		return
 	case h.kind != kindTCP && h.kind != kindUDP:
-		ms.refuse(st, fmt.Sprintf("stream kind %d not understood by this keytunnel; update it", h.kind), nil)
+		ms.refuse(st, h.service, fmt.Sprintf("stream kind %d not understood by this keytunnel; update it", h.kind), nil)
 		return
 	case svc == nil:
 		reason := e.unknownService(h.service)
-		ms.refuse(st, reason, fmt.Errorf("%w: %s", errNoService, reason))
+		ms.refuse(st, h.service, reason, fmt.Errorf("%w: %s", errNoService, reason))
 		return
 	case !svc.Allow.Allows(ms.remote):
 		reason := fmt.Sprintf("key %s is not in the allow list of %s", ms.remote, e.label(svc))
-		ms.refuse(st, reason, fmt.Errorf("%w: %s", ErrRefused, reason))
+		ms.refuse(st, h.service, reason, fmt.Errorf("%w: %s", ErrRefused, reason))
 		return
 	case h.kind == kindUDP && !svc.UDP, h.kind == kindTCP && svc.UDP:
-		ms.refuse(st, e.label(svc)+" behind this key is "+svc.kindAdvice(), errWrongKind)
+		ms.refuse(st, h.service, e.label(svc)+" behind this key is "+svc.kindAdvice(), errWrongKind)
 		return
 	}
 	if h.kind == kindUDP {
@@ -86,7 +86,7 @@ func (ms *muxServer) serveStream(st muxStream) {
 	tc, err := e.dialTarget(svc)
 	if err != nil {
 		ms.log.Warn("cannot reach target", "service", svc.Name, "target", svc.Target, "err", err)
-		ms.refuse(st, e.label(svc)+" behind this key is down", nil)
+		ms.refuse(st, svc.Name, e.label(svc)+" behind this key is down", nil)
 		return
 	}
 	if _, err := st.Write(appendStreamReply(nil, replyOK, "")); err != nil {
@@ -98,13 +98,13 @@ func (ms *muxServer) serveStream(st muxStream) {
 	_ = join(e.ctx, st, asConn(tc), &e.stats.received, &e.stats.sent)
 }
 
-// refuse answers a stream header with a refusal and closes the stream;
-// the reason reaches the client, which logs it. err, when set, is what a
-// refused event carries.
-func (ms *muxServer) refuse(st muxStream, reason string, err error) {
+// refuse answers a stream header for service with a refusal and closes
+// the stream; the reason reaches the client, which logs it. err, when
+// set, is what a refused event carries.
+func (ms *muxServer) refuse(st muxStream, service, reason string, err error) {
 	ms.e.refusals.log(ms.log, "refused stream: "+reason)
 	if err != nil {
-		ms.e.emit.emit(Event{Kind: EventRefused, Remote: ms.remote, Mode: "mux", Err: err})
+		ms.e.emit.emit(Event{Kind: EventRefused, Remote: ms.remote, Mode: "mux", Service: service, Err: err})
 	}
 	st.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	st.Write(appendStreamReply(nil, replyRefused, reason))
@@ -120,7 +120,7 @@ func (ms *muxServer) serveFlow(st muxStream, svc *service, id uint32) {
 	tc, err := e.dialTarget(svc)
 	if err != nil {
 		ms.log.Warn("cannot reach target", "service", svc.Name, "target", svc.Target, "err", err)
-		ms.refuse(st, e.label(svc)+" behind this key is unreachable", nil)
+		ms.refuse(st, svc.Name, e.label(svc)+" behind this key is unreachable", nil)
 		return
 	}
 	f := newFlow(ktFraming, func(p []byte) { tc.Write(p) })
@@ -133,12 +133,12 @@ func (ms *muxServer) serveFlow(st muxStream, svc *service, id uint32) {
 	}
 	if !ms.flows.put(f) {
 		tc.Close()
-		ms.refuse(st, fmt.Sprintf("flow id %d is already open on this session", id), nil)
+		ms.refuse(st, svc.Name, fmt.Sprintf("flow id %d is already open on this session", id), nil)
 		return
 	}
 	f.attach(st, ms.flows)
 	if !e.flows.add(f, f) {
-		ms.refuse(st, "too many UDP flows on this service; try again later", errTooManyFlows)
+		ms.refuse(st, svc.Name, "too many UDP flows on this service; try again later", errTooManyFlows)
 		f.close()
 		return
 	}

@@ -183,7 +183,7 @@ func (u *UDPForwarder) runFlowStream(f *flow, r *bufio.Reader, addr netip.AddrPo
 	if err := readStreamReply(r); err != nil {
 		if !f.isClosed() && u.ctx.Err() == nil {
 			u.drops.log(u.log, "UDP flow refused: "+err.Error())
-			u.emit.emit(Event{Kind: EventRefused, Remote: u.remote, Mode: "mux", Err: err})
+			u.emit.emit(Event{Kind: EventRefused, Remote: u.remote, Mode: "mux", Service: u.opts.Service, Err: err})
 		}
 		f.close()
 		return
