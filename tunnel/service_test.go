@@ -232,6 +232,15 @@ func TestServicesSessionAllow(t *testing.T) {
 		t.Fatal(err)
 	}
 	sess.Close()
+	// mux1 reaches the default, the first service, whose list lacks b.
+	if _, err := dialSession(context.Background(), n.dialer(b), server.Public, preamble, testLogger(t, nil)); !errors.Is(err, ErrRefused) {
+		t.Errorf("b's mux1 session to the default x: %v, want ErrRefused", err)
+	}
+	if sess, err := dialSession(context.Background(), n.dialer(a), server.Public, preamble, testLogger(t, nil)); err != nil {
+		t.Errorf("a's mux1 session to the default x: %v", err)
+	} else {
+		sess.Close()
+	}
 	if got := SessionAllow(NewAllowList(a.Public), NewAllowList(b.Public)); !got.Allows(a.Public) || !got.Allows(b.Public) || got.Allows(stranger.Public) {
 		t.Errorf("SessionAllow union: %v", got)
 	}
