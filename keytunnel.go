@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,9 +137,10 @@ func (n *Node) PublicKey() string { return n.kp.Public.String() }
 type Option func(*options)
 
 type options struct {
-	allow   []string
-	raw     bool
-	replace bool
+	allow    []string
+	raw      bool
+	replace  bool
+	services [][2]string // name, target
 }
 
 // Allow admits only peers with these keys (hex or z32) to Listen or
@@ -162,6 +164,16 @@ func Raw() Option { return func(o *options) { o.raw = true } }
 // stops serving it. Without Replace, Listen and Expose fail with
 // ErrServed then. A node without a Seed has a fresh key and never checks.
 func Replace() Option { return func(o *options) { o.replace = true } }
+
+// Service makes Expose serve target (PORT, HOST:PORT or unix:PATH, as
+// for Expose's own target) under name as well: peers reach it with
+// Dial or Forward of "KEY/name" (or `keytunnel forward KEY/name`), while
+// the target given to Expose stays the default service that "KEY" alone,
+// hypertele and holesail reach. Names are 1 to 63 bytes of a-z, 0-9, '-',
+// '_' and '.'. Allow applies to every service.
+func Service(name, target string) Option {
+	return func(o *options) { o.services = append(o.services, [2]string{name, target}) }
+}
 
 func collect(opts []Option) options {
 	var o options
@@ -274,20 +286,23 @@ func (l *listener) Close() error {
 
 func (l *listener) Addr() net.Addr { return Addr(l.n.PublicKey()) }
 
-// Dial opens a connection to the peer listening on remote (hex or z32): a
+// Dial opens a connection to the peer listening on remote (hex or z32; or
+// KEY/NAME for the service NAME of several behind KEY, see Service): a
 // stream over the node's session to that peer, dialing the session first
 // if there is none (or it was lost). With Raw, a DHT connection of its
-// own. ctx bounds the dial; the connection outlives it.
+// own. ctx bounds the dial; the connection outlives it. A name the peer
+// does not serve, or whose allow list lacks our key, fails with
+// ErrRefused and the peer's reason.
 func (n *Node) Dial(ctx context.Context, remote string, opts ...Option) (net.Conn, error) {
-	k, err := stack.ParsePublicKey(remote)
+	k, service, err := parseRemote(remote)
 	if err != nil {
-		return nil, fmt.Errorf("keytunnel: %w", err)
+		return nil, err
 	}
 	c := n.mux
 	if collect(opts).raw {
 		c = n.raw
 	}
-	pc, err := c.Open(ctx, k)
+	pc, err := c.OpenService(ctx, k, service)
 	if err != nil {
 		return nil, dialError(k.String(), err)
 	}
@@ -303,12 +318,27 @@ func (n *Node) Expose(ctx context.Context, target string, opts ...Option) error 
 	if err != nil {
 		return fmt.Errorf("keytunnel: %w", err)
 	}
-	pl, allow, err := n.announce(ctx, collect(opts))
+	o := collect(opts)
+	var svcs []tunnel.Service
+	for _, s := range o.services {
+		t, err := stack.Address("target of service "+s[0], s[1], false)
+		if err != nil {
+			return fmt.Errorf("keytunnel: %w", err)
+		}
+		svcs = append(svcs, tunnel.Service{Name: s[0], Target: t})
+	}
+	if err := tunnel.CheckServices(svcs); err != nil {
+		return fmt.Errorf("keytunnel: %w", err)
+	}
+	pl, allow, err := n.announce(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer n.release()
-	err = tunnel.Expose(ctx, pl, addr, tunnel.ExposeOptions{Allow: allow, Logger: n.log})
+	for i := range svcs {
+		svcs[i].Allow = allow
+	}
+	err = tunnel.Expose(ctx, pl, addr, tunnel.ExposeOptions{Allow: allow, Services: svcs, Logger: n.log})
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -317,13 +347,14 @@ func (n *Node) Expose(ctx context.Context, target string, opts ...Option) error 
 
 // Forward opens the local TCP address listen (PORT on 127.0.0.1, or
 // HOST:PORT; or a Unix socket, unix:PATH, mode 0600) and carries every connection to it to the peer at remote
-// (hex or z32), as `keytunnel forward` does, until ctx ends. The peer is
+// (hex or z32, or KEY/NAME for a named service), as `keytunnel forward`
+// does, until ctx ends. The peer is
 // dialed on the first connection and again when the session is lost. It
 // returns nil when ctx ends.
 func (n *Node) Forward(ctx context.Context, remote, listen string, opts ...Option) error {
-	k, err := stack.ParsePublicKey(remote)
+	k, service, err := parseRemote(remote)
 	if err != nil {
-		return fmt.Errorf("keytunnel: %w", err)
+		return err
 	}
 	addr, err := stack.Address("listen address", listen, false)
 	if err != nil {
@@ -333,11 +364,26 @@ func (n *Node) Forward(ctx context.Context, remote, listen string, opts ...Optio
 	if err != nil {
 		return fmt.Errorf("keytunnel: %w", err)
 	}
-	err = tunnel.Forward(ctx, n.nw.Dialer(n.kp, nil), k, ln, tunnel.ForwardOptions{Raw: collect(opts).raw, Logger: n.log})
+	err = tunnel.Forward(ctx, n.nw.Dialer(n.kp, nil), k, ln, tunnel.ForwardOptions{Raw: collect(opts).raw, Service: service, Logger: n.log})
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// parseRemote reads KEY or KEY/NAME (a named service behind KEY).
+func parseRemote(remote string) (key.PublicKey, string, error) {
+	ks, service, named := strings.Cut(remote, "/")
+	k, err := stack.ParsePublicKey(ks)
+	if err != nil {
+		return k, "", fmt.Errorf("keytunnel: %w", err)
+	}
+	if named {
+		if err := tunnel.CheckServiceName(service); err != nil {
+			return k, "", fmt.Errorf("keytunnel: %q: %w", remote, err)
+		}
+	}
+	return k, service, nil
 }
 
 // Close ends the node: its listeners, every connection made through it,

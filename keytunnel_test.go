@@ -289,26 +289,17 @@ func TestExposeForward(t *testing.T) {
 	wg.Add(2)
 	go func() { defer wg.Done(); errs <- server.Expose(ctx, target) }()
 	go func() { defer wg.Done(); errs <- client.Forward(ctx, server.PublicKey(), local) }()
-	for {
+	until(t, ctx, errs, "the forward never reached the exposed service", func() bool {
 		c, err := net.Dial("tcp", local)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			c.Write([]byte("x"))
-			b := make([]byte, 1)
-			_, err = io.ReadFull(c, b)
-			c.Close()
-			if err == nil {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		select {
-		case err := <-errs:
-			t.Fatalf("Expose or Forward returned: %v", err)
-		case <-ctx.Done():
-			t.Fatal("the forward never reached the exposed service")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("x"))
+		_, err = io.ReadFull(c, make([]byte, 1))
+		return err == nil
+	})
 	c, err := net.Dial("tcp", local)
 	if err != nil {
 		t.Fatal(err)
@@ -492,4 +483,56 @@ func readOne(t *testing.T, ctx context.Context, n *keytunnel.Node, remote string
 		return ""
 	}
 	return string(b)
+}
+
+// Expose with Service serves a named target next to the default one;
+// Dial and Forward reach it as KEY/NAME, and a name the peer lacks fails
+// Dial with ErrRefused and the reason.
+func TestExposeService(t *testing.T) {
+	tn := testnet(t)
+	dflt := proctest.Serve(t, func(c net.Conn) { c.Write([]byte("default\n")) })
+	web := proctest.Serve(t, func(c net.Conn) { c.Write([]byte("web\n")) })
+	server, client := newNode(t, tn.Config()), newNode(t, tn.Config())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	errs, done := make(chan error, 1), make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() { defer close(done); errs <- server.Expose(ctx, dflt, keytunnel.Service("web", web)) }()
+	read := func(remote string) (string, error) {
+		c, err := client.Dial(ctx, remote)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	until(t, ctx, errs, "Dial never reached the default service", func() bool {
+		got, err := read(server.PublicKey())
+		return err == nil && got == "default\n"
+	})
+	if got, err := read(server.PublicKey() + "/web"); err != nil || got != "web\n" {
+		t.Errorf("Dial KEY/web: %q, %v", got, err)
+	}
+	if _, err := read(server.PublicKey() + "/db"); !errors.Is(err, keytunnel.ErrRefused) || !strings.Contains(err.Error(), `no service "db"`) {
+		t.Errorf("Dial KEY/db: %v, want ErrRefused naming db", err)
+	}
+	if _, err := read(server.PublicKey() + "/Bad"); err == nil {
+		t.Error("Dial KEY/Bad: no error for an invalid name")
+	}
+}
+
+// until polls ok every 50 ms until it holds; the test fails with what
+// when ctx ends first, or when an Expose or Forward returns on errs.
+func until(t *testing.T, ctx context.Context, errs <-chan error, what string, ok func() bool) {
+	t.Helper()
+	for !ok() {
+		select {
+		case err := <-errs:
+			t.Fatalf("Expose or Forward returned: %v", err)
+		case <-ctx.Done():
+			t.Fatal(what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,13 +37,19 @@ type File struct {
 
 // Expose publishes a local TCP service under a key pair.
 type Expose struct {
-	Name    string
-	Target  string // host:port of the local service
-	KeyFile string // absolute path of the seed file
-	KeyPair key.KeyPair
-	Allow   []key.PublicKey // empty: anyone who knows the key
-	Raw     bool
-	Relay   Relay
+	Name string
+	// Target is host:port (or unix:PATH) of the local service, the
+	// default one; empty when Services holds the default (first).
+	Target string
+	// Services are the entry's named services ([expose.services.NAME]):
+	// the one with default = true first, then the others by name. Each
+	// one's Allow holds the entry's allow list and its own.
+	Services []tunnel.Service
+	KeyFile  string // absolute path of the seed file
+	KeyPair  key.KeyPair
+	Allow    []key.PublicKey // empty: anyone who knows the key
+	Raw      bool
+	Relay    Relay
 	// Private: KeyPair comes from the private connection string in
 	// KeyFile (secret_file), and Allow holds its public key, so that only
 	// clients holding the string get in (holesail's secure mode).
@@ -84,11 +91,14 @@ func (r Relay) equal(o Relay) bool { return r.Set == o.Set && slices.Equal(r.Key
 
 // Forward opens a local port that reaches the service behind a public key.
 type Forward struct {
-	Name   string
-	Key    key.PublicKey
-	Listen string // host:port
-	Raw    bool
-	Relay  Relay
+	Name string
+	Key  key.PublicKey
+	// Service names one of several services behind Key (service = "web");
+	// empty is its default.
+	Service string
+	Listen  string // host:port
+	Raw     bool
+	Relay   Relay
 	// UDP: the local side is a UDP socket and the service a UDP one.
 	UDP   bool
 	Flows tunnel.FlowOptions
@@ -109,6 +119,8 @@ type rawFile struct {
 }
 
 type rawExpose struct {
+	Services map[string]rawService `toml:"services"`
+
 	Name    *string  `toml:"name"`
 	Port    *int64   `toml:"port"`
 	Address *string  `toml:"address"`
@@ -128,6 +140,15 @@ type rawExpose struct {
 	rawUDP
 }
 
+// rawService is one [expose.services.NAME] table.
+type rawService struct {
+	Port    *int64   `toml:"port"`
+	Address *string  `toml:"address"`
+	Allow   []string `toml:"allow"`
+	UDP     *bool    `toml:"udp"`
+	Default *bool    `toml:"default"`
+}
+
 // rawUDP are the UDP fields of both entry kinds.
 type rawUDP struct {
 	UDP         *bool   `toml:"udp"`
@@ -136,13 +157,14 @@ type rawUDP struct {
 }
 
 type rawForward struct {
-	Name   *string  `toml:"name"`
-	Key    *string  `toml:"key"`
-	Listen *string  `toml:"listen"`
-	Port   *int64   `toml:"port"`
-	Raw    *bool    `toml:"raw"`
-	Relay  []string `toml:"relay_through"`
-	Secret *string  `toml:"secret_file"`
+	Name    *string  `toml:"name"`
+	Key     *string  `toml:"key"`
+	Service *string  `toml:"service"`
+	Listen  *string  `toml:"listen"`
+	Port    *int64   `toml:"port"`
+	Raw     *bool    `toml:"raw"`
+	Relay   []string `toml:"relay_through"`
+	Secret  *string  `toml:"secret_file"`
 
 	rawUDP
 }
@@ -251,8 +273,8 @@ func (p *parser) failKey(k toml.Key, msg string) {
 	// Keys inside [[expose]]/[[forward]] come without an index; the scan
 	// finds the first entry that has the key.
 	line := 0
-	if len(k) == 2 {
-		line = p.lines.anyEntryField(k[0], k[1])
+	if len(k) >= 2 {
+		line = p.lines.anyEntryField(k[0], strings.Join(k[1:], "."))
 	} else if len(k) == 1 {
 		line = p.lines.top(k[0])
 	}
@@ -283,21 +305,8 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 	field := fmt.Sprintf("expose[%d]", i)
 	at := func(keys ...string) int { return p.lines.entryField("expose", i, keys...) }
 	var e Expose
-	switch {
-	case r.Port != nil && r.Address != nil:
-		p.fail(at("port"), field, "set port or address, not both")
-	case r.Port != nil:
-		if *r.Port < 1 || *r.Port > 65535 {
-			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a TCP port (1-65535)", *r.Port))
-		}
-		e.Target = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
-	case r.Address != nil:
-		addr, err := p.address(*r.Address)
-		if err != nil {
-			p.fail(at("address"), field+".address", err.Error())
-		}
-		e.Target = addr
-	default:
+	var set bool
+	if e.Target, set = p.portOrAddress(r.Port, r.Address, "address", 1, field, at); !set && len(r.Services) == 0 {
 		p.fail(at(), field, "needs port or address")
 	}
 	switch {
@@ -358,14 +367,83 @@ func (p *parser) expose(i int, r rawExpose) Expose {
 	if e.UDP && strings.HasPrefix(e.Target, unixPrefix) {
 		p.fail(at("udp"), field+".udp", "a UDP service is a port, not a Unix socket (unix: address)")
 	}
+	e.Services = p.services(r, e.Allow, field, at)
+	if e.Target == "" && e.UDP && len(e.Services) > 0 {
+		p.fail(at("udp"), field+".udp", "applies to the entry's port or address; give a UDP service udp = true in its own table")
+	}
+	if e.Raw && len(e.Services) > 0 {
+		p.fail(at("raw"), field+".raw", "raw mode serves one service; drop raw or the services")
+	}
 	if r.Name != nil {
 		e.Name = p.checkName(at("name"), field, *r.Name)
 	} else if r.Port != nil {
 		e.Name = fmt.Sprintf("expose-%d", *r.Port)
-	} else {
+	} else if e.Target != "" {
 		e.Name = "expose-" + e.Target
+	} else if len(e.Services) > 0 {
+		e.Name = "expose-" + e.Services[0].Name
 	}
 	return e
+}
+
+// services parses an entry's [expose.services.NAME] tables. allow is the
+// entry's list, which every service gets too. The default service (the
+// entry's port or address, or else the one with default = true) comes
+// first; the rest follow by name, so that an unchanged file compares
+// equal.
+func (p *parser) services(r rawExpose, allow []key.PublicKey, field string, at func(keys ...string) int) []tunnel.Service {
+	names := make([]string, 0, len(r.Services))
+	for n := range r.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []tunnel.Service
+	var defaults []string
+	for _, n := range names {
+		rs := r.Services[n]
+		sf := field + ".services." + n
+		sat := func(k string) int { return at("services."+n+"."+k, "services."+n, "services") }
+		if err := tunnel.CheckServiceName(n); err != nil {
+			// Reported, and parsed on, so that its other fields
+			// (default = true) do not add errors of their own.
+			p.fail(sat(""), sf, strings.TrimPrefix(err.Error(), tunnel.ErrBadService.Error()+": "))
+		}
+		svc := tunnel.Service{Name: n, UDP: rs.UDP != nil && *rs.UDP}
+		var set bool
+		if svc.Target, set = p.portOrAddress(rs.Port, rs.Address, "address", 1, sf, func(k ...string) int { return sat(k[0]) }); !set {
+			p.fail(sat(""), sf, "needs port or address")
+		}
+		if svc.UDP && strings.HasPrefix(svc.Target, unixPrefix) {
+			p.fail(sat("udp"), sf+".udp", "a UDP service is a port, not a Unix socket (unix: address)")
+		}
+		keys := append([]key.PublicKey(nil), allow...)
+		for j, a := range rs.Allow {
+			k, err := key.ParsePublicKey(a)
+			if err != nil {
+				p.fail(sat("allow"), fmt.Sprintf("%s.allow[%d]", sf, j), err.Error())
+				continue
+			}
+			keys = append(keys, k)
+		}
+		svc.Allow = tunnel.NewAllowList(keys...)
+		if rs.Default != nil && *rs.Default {
+			defaults = append(defaults, n)
+			out = append([]tunnel.Service{svc}, out...)
+			continue
+		}
+		out = append(out, svc)
+	}
+	hasTarget := r.Port != nil || r.Address != nil
+	switch {
+	case len(r.Services) == 0:
+	case hasTarget && len(defaults) > 0:
+		p.fail(at("services."+defaults[0]+".default"), field+".services."+defaults[0]+".default", "the entry's port or address is its default service; drop default = true or the entry's port")
+	case !hasTarget && len(defaults) == 0:
+		p.fail(at("services"), field, "needs port or address (the default service), or default = true in one of its services")
+	case len(defaults) > 1:
+		p.fail(at("services."+defaults[1]+".default"), field+".services", fmt.Sprintf("default = true in more than one service (%s)", strings.Join(defaults, ", ")))
+	}
+	return out
 }
 
 func (p *parser) forward(i int, r rawForward) Forward {
@@ -396,25 +474,21 @@ func (p *parser) forward(i int, r rawForward) Forward {
 			fw.Key, fw.KeyPair, hs = c.PublicKey, c.KeyPair, true
 		}
 	}
-	switch {
-	case r.Port != nil && r.Listen != nil:
-		p.fail(at("port"), field, "set port or listen, not both")
-	case r.Port != nil:
-		if *r.Port < 0 || *r.Port > 65535 {
-			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a TCP port (0-65535)", *r.Port))
-		}
-		fw.Listen = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*r.Port, 10))
-	case r.Listen != nil:
-		addr, err := p.address(*r.Listen)
-		if err != nil {
-			p.fail(at("listen"), field+".listen", err.Error())
-		}
-		fw.Listen = addr
-	default:
+	var set bool
+	if fw.Listen, set = p.portOrAddress(r.Port, r.Listen, "listen", 0, field, at); !set {
 		p.fail(at(), field, "needs listen or port")
 	}
 	// holesail servers speak raw; a keytunnel expose serves raw clients too.
 	fw.Raw = r.Raw != nil && *r.Raw || hs
+	if r.Service != nil {
+		fw.Service = *r.Service
+		switch err := tunnel.CheckServiceName(fw.Service); {
+		case err != nil:
+			p.fail(at("service"), field+".service", strings.TrimPrefix(err.Error(), tunnel.ErrBadService.Error()+": "))
+		case fw.Raw:
+			p.fail(at("service"), field+".service", "raw mode (raw, hs:// keys, secret_file) cannot ask for a named service")
+		}
+	}
 	if r.Relay != nil {
 		fw.Relay = Relay{Set: true, Keys: p.relayKeys(at("relay_through"), field+".relay_through", r.Relay)}
 	}
@@ -428,6 +502,30 @@ func (p *parser) forward(i int, r rawForward) Forward {
 		fw.Name = "forward-" + fw.Listen
 	}
 	return fw
+}
+
+// portOrAddress reads an entry's port (on 127.0.0.1, from minPort up)
+// or its address field (addrKey: address, listen). set reports that one
+// of them was given; a problem with it is reported here.
+func (p *parser) portOrAddress(port *int64, addr *string, addrKey string, minPort int64, field string, at func(keys ...string) int) (target string, set bool) {
+	switch {
+	case port != nil && addr != nil:
+		p.fail(at("port"), field, "set port or "+addrKey+", not both")
+	case port != nil:
+		if *port < minPort || *port > 65535 {
+			p.fail(at("port"), field+".port", fmt.Sprintf("%d is not a port (%d-65535)", *port, minPort))
+		}
+		target = net.JoinHostPort("127.0.0.1", strconv.FormatInt(*port, 10))
+	case addr != nil:
+		a, err := p.address(*addr)
+		if err != nil {
+			p.fail(at(addrKey), field+"."+addrKey, err.Error())
+		}
+		target = a
+	default:
+		return "", false
+	}
+	return target, true
 }
 
 // udp parses an entry's udp, udp_idle_timeout and max_flows; the last two
@@ -543,6 +641,7 @@ func scanLines(data []byte) lineIndex {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 1<<20)
 	var cur *entryLines
+	prefix := "" // inside [table.sub]: "sub." before each key
 	inTable := false
 	for n := 1; sc.Scan(); n++ {
 		l := strings.TrimSpace(sc.Text())
@@ -552,15 +651,25 @@ func scanLines(data []byte) lineIndex {
 			li.entries[name] = append(li.entries[name], entryLines{header: n, keys: map[string]int{}})
 			es := li.entries[name]
 			cur = &es[len(es)-1]
-			inTable = true
+			prefix, inTable = "", true
 		case strings.HasPrefix(l, "["):
-			cur, inTable = nil, true
+			// [expose.services.ssh] is a table of the last [[expose]].
+			name := strings.TrimSpace(strings.SplitN(strings.TrimPrefix(l, "["), "]", 2)[0])
+			table, sub, ok := strings.Cut(name, ".")
+			es := li.entries[table]
+			cur, prefix, inTable = nil, "", true
+			if ok && len(es) > 0 {
+				cur, prefix = &es[len(es)-1], sub+"."
+				if _, seen := cur.keys[sub]; !seen {
+					cur.keys[sub] = n
+				}
+			}
 		default:
 			k, _, ok := strings.Cut(l, "=")
 			if !ok || strings.HasPrefix(l, "#") {
 				continue
 			}
-			k = strings.Trim(strings.TrimSpace(k), `"'`)
+			k = prefix + strings.Trim(strings.TrimSpace(k), `"'`)
 			if cur != nil {
 				if _, seen := cur.keys[k]; !seen {
 					cur.keys[k] = n
@@ -656,12 +765,45 @@ func Diff(old, cur *File) Change {
 func exposeEqual(a, b Expose) bool {
 	return a.Name == b.Name && a.Target == b.Target && a.KeyPair.Public == b.KeyPair.Public &&
 		a.Raw == b.Raw && slices.Equal(a.Allow, b.Allow) && a.Relay.equal(b.Relay) && a.Budget == b.Budget &&
-		a.UDP == b.UDP && a.Flows == b.Flows &&
+		a.UDP == b.UDP && a.Flows == b.Flows && servicesEqual(a.Services, b.Services) &&
 		a.Private == b.Private && a.Holesail == b.Holesail
 }
 
+func servicesEqual(a, b []tunnel.Service) bool {
+	return slices.EqualFunc(a, b, func(x, y tunnel.Service) bool {
+		return x.Name == y.Name && x.Target == y.Target && x.UDP == y.UDP && maps.Equal(x.Allow, y.Allow)
+	})
+}
+
+// Default is the entry's default service: its target (Target, or the
+// first service's) and whether it is UDP.
+func (e Expose) Default() (target string, udp bool) {
+	if e.Target == "" && len(e.Services) > 0 {
+		return e.Services[0].Target, e.Services[0].UDP
+	}
+	return e.Target, e.UDP
+}
+
+// SessionAllow is the allow list of the entry's peer sessions, for the
+// DHT firewall: the union of its services' lists, nil when any is open
+// (tunnel.SessionAllow).
+func (e Expose) SessionAllow() []key.PublicKey {
+	lists := make([]tunnel.AllowList, 0, len(e.Services)+1)
+	if e.Target != "" {
+		lists = append(lists, tunnel.NewAllowList(e.Allow...))
+	}
+	for _, s := range e.Services {
+		lists = append(lists, s.Allow)
+	}
+	var out []key.PublicKey
+	for k := range tunnel.SessionAllow(lists...) {
+		out = append(out, k)
+	}
+	return out
+}
+
 func forwardEqual(a, b Forward) bool {
-	return a.Name == b.Name && a.Key == b.Key && a.Listen == b.Listen && a.Raw == b.Raw && a.Relay.equal(b.Relay) &&
+	return a.Name == b.Name && a.Key == b.Key && a.Service == b.Service && a.Listen == b.Listen && a.Raw == b.Raw && a.Relay.equal(b.Relay) &&
 		a.UDP == b.UDP && a.Flows == b.Flows &&
 		a.KeyPair.Public == b.KeyPair.Public
 }

@@ -23,9 +23,17 @@
 //	udp_idle_timeout = "60s"          # udp only: a flow idle this long is dropped
 //	max_flows = 1024                  # udp only: cap on open UDP flows
 //
+//	[expose.services.ssh]             # optional, repeatable: a named service of the entry
+//	address = "127.0.0.1:22"          # or: port = 22
+//	allow = ["<public key>", ...]     # optional: added to the entry's allow for this one
+//	udp = false                       # true: a UDP service
+//	default = false                   # true: the default service, when the entry has
+//	                                  # no port or address of its own
+//
 //	[[forward]]
 //	name   = "web"                    # unique; defaults to "forward-<port>"
 //	key    = "<public key>"           # hex or z32, or holesail's hs://0000<key>
+//	service = "ssh"                   # optional: a named service behind key
 //	                                  # or: secret_file = "web.secret" (private)
 //	listen = "127.0.0.1:9000"         # or: port = 9000
 //	raw    = false                    # implied by hs:// and secret_file; with udp:
@@ -41,6 +49,17 @@
 // only clients holding it, a [[forward]] dials with that key pair. A
 // private string is never accepted inline (key = "hs://s000…"), since the
 // file holding the configuration is often readable by others.
+//
+// An [[expose]] entry serves several services under its key with
+// [expose.services.NAME] tables (or services = { NAME = { ... } }); names
+// are 1 to 63 bytes of a-z, 0-9, '-', '_' and '.'. Its port or address, if
+// it has one, is the default service (what clients without a service
+// name, hypertele and holesail reach), else the service with default =
+// true is. The entry's allow applies to every service, a service's own
+// allow to it alone; a service with no allow at all is open. Clients
+// reach a service with `keytunnel forward KEY/NAME` or a [[forward]]
+// with service = "NAME" (not with raw, hs:// keys or secret_file, which
+// speak raw mode, which cannot name a service).
 //
 // A relative unix: path, like a relative key path, is taken from the
 // file's directory.

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -29,7 +30,14 @@ type Client struct {
 	wg     sync.WaitGroup
 
 	mu   sync.Mutex
-	sess map[key.PublicKey]*clientSession
+	sess map[clientKey]*clientSession
+}
+
+// clientKey names a session: a peer's mux1 session carries its default
+// service, its mux2 session named ones.
+type clientKey struct {
+	remote key.PublicKey
+	mux2   bool
 }
 
 // clientSession is one peer's session, or the dial that brings it up:
@@ -44,13 +52,25 @@ type clientSession struct {
 // and Logger apply.
 func NewClient(d Dialer, opts ForwardOptions) *Client {
 	opts.defaults()
-	c := &Client{d: d, opts: opts, log: loggerOr(opts.Logger), sess: make(map[key.PublicKey]*clientSession)}
+	c := &Client{d: d, opts: opts, log: loggerOr(opts.Logger), sess: make(map[clientKey]*clientSession)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }
 
 // Open returns a connection to the service behind remote.
 func (c *Client) Open(ctx context.Context, remote key.PublicKey) (PeerConn, error) {
+	return c.OpenService(ctx, remote, "")
+}
+
+// OpenService returns a connection to the named service behind remote
+// (see ExposeOptions.Services); "" is its default service, as for Open.
+// It waits for the server's answer, so a name the key does not serve, or
+// one whose allow list lacks our key, fails here with ErrRefused and the
+// server's reason. Not with Raw.
+func (c *Client) OpenService(ctx context.Context, remote key.PublicKey, service string) (PeerConn, error) {
+	if c.opts.Raw && service != "" {
+		return nil, fmt.Errorf("%w: raw mode cannot name service %q", ErrBadService, service)
+	}
 	if c.opts.Raw {
 		dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 		defer cancel()
@@ -61,20 +81,24 @@ func (c *Client) Open(ctx context.Context, remote key.PublicKey) (PeerConn, erro
 	// the second try dials its replacement.
 	for range 2 {
 		var sess *session
-		if sess, err = c.session(ctx, remote); err != nil {
+		if sess, err = c.session(ctx, clientKey{remote, service != ""}); err != nil {
 			return nil, err
 		}
 		var st *yamux.Stream
-		if st, err = sess.OpenStream(ctx); err == nil {
+		if st, err = sess.OpenStream(ctx); err != nil {
+			sess.Close()
+			continue
+		}
+		if service == "" {
 			return streamConn{muxStream{st}, remote}, nil
 		}
-		sess.Close()
+		return openServiceConn(ctx, muxStream{st}, remote, service)
 	}
 	return nil, err
 }
 
 // session returns the live session to remote, dialing it if there is none.
-func (c *Client) session(ctx context.Context, remote key.PublicKey) (*session, error) {
+func (c *Client) session(ctx context.Context, remote clientKey) (*session, error) {
 	c.mu.Lock()
 	if c.ctx.Err() != nil {
 		c.mu.Unlock()
@@ -110,10 +134,14 @@ func (c *Client) session(ctx context.Context, remote key.PublicKey) (*session, e
 // dial brings s up and owns it: the session is closed with the Client.
 // The dial runs on the Client's context, not the first caller's, since
 // later callers share it.
-func (c *Client) dial(s *clientSession, remote key.PublicKey) {
+func (c *Client) dial(s *clientSession, remote clientKey) {
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout)
-	s.sess, s.err = dialSession(ctx, c.d, remote, preamble, c.log.With("remote", remote.String()))
+	pre := preamble
+	if remote.mux2 {
+		pre = preamble2
+	}
+	s.sess, s.err = dialSession(ctx, c.d, remote.remote, pre, c.log.With("remote", remote.remote.String()))
 	cancel()
 	close(s.done)
 	if s.err == nil {

@@ -43,16 +43,39 @@
 //	reply   status u8 (0 ok, 1 refused) ‖ len u8 ‖ reason[len]
 //
 // (uint and string in compact-encoding). Kinds are 0 for a TCP stream and
-// 1 for a UDP flow; the service name is empty for the key's one service,
-// and for now any other name is refused ("no service named ..."), as are
-// unknown kinds and unknown flag bits, each with a reason the client
-// logs. An extension that a server may ignore goes after the known
+// 1 for a UDP flow; the service name is empty for the key's default
+// service, or names one of several (below). Unknown kinds, names and flag
+// bits are refused, each with a reason the client logs. An extension that a server may ignore goes after the known
 // fields; one it must understand sets a flag bit. The client does not wait
 // for the reply before sending, so a stream still costs no round trip.
 // Clients send mux2 only when they need it: a TCP forward keeps sending
 // mux1, which every keytunnel server understands, and a server accepts
 // both. A mux1 client of a UDP service is refused at the preamble ("use
 // --udp").
+//
+// # Several services under one key
+//
+// An Exposer with ExposeOptions.Services serves several targets, each
+// under a name (1 to 63 bytes of a-z, 0-9, '-', '_', '.'), TCP or UDP,
+// with an allow list of its own. One is the default: the target given
+// to NewExposer (its name is empty), or else the first named one. The
+// rule on the wire adds nothing to mux2:
+//
+//   - a mux2 stream header's service field names the service; empty is
+//     the default. Its kind must match the service's (0 for TCP, 1 for a
+//     UDP service's flows);
+//   - mux1 sessions and raw peers (hypertele, holesail) reach the
+//     default service, as they reach a one-service key;
+//   - an unknown name gets the refusal reply `no service "db" behind
+//     this key (it serves: web, ssh)`, a kind that does not match the
+//     service `service "dns" behind this key is UDP; forward it with
+//     --udp`, and a key its service's list lacks `key K is not in the
+//     allow list of service "ssh"`.
+//
+// A client asks for a named service (ForwardOptions.Service,
+// Client.OpenService) with a mux2 session, whose streams all name it; a client of the default service
+// keeps sending mux1, so nothing changes for it, and an older server
+// refuses a named stream with its own reason.
 //
 // # UDP
 //
@@ -142,7 +165,12 @@
 // closed connection, the server logs a warning, and the target never sees a
 // connection. The DHT listener's firewall should call the same
 // AllowList.Allows, so that strangers are rejected during the handshake,
-// before this package sees them.
+// before this package sees them. With several services, each has its own
+// list: a mux1 or raw peer is checked against the default service's, a
+// mux2 session against the union of all (SessionAllow, nil when any
+// service is open to everyone, which is what the firewall should use),
+// and each of its streams against its own service's list, refused with
+// a stream reply that says so.
 //
 // # Close semantics and backpressure
 //

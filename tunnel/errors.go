@@ -31,4 +31,7 @@ var (
 	ErrOverBudget = errors.New("tunnel: over budget")
 	// ErrBadBudget reports a Budget that cannot be applied.
 	ErrBadBudget = errors.New("tunnel: invalid budget")
+	// ErrBadService reports a service name or list that cannot be served
+	// (CheckServices).
+	ErrBadService = errors.New("tunnel: invalid service")
 )

@@ -30,6 +30,7 @@ type Event struct {
 	Time    time.Time
 	Remote  key.PublicKey
 	Mode    string        // "mux" or "raw"
+	Service string        // refused: the named service a stream asked for
 	Attempt int           // redialing: failed attempts so far
 	Delay   time.Duration // redialing: backoff; connections before it fail without a dial
 	Err     error
@@ -44,11 +45,12 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		Time    time.Time `json:"time"`
 		Remote  string    `json:"remote,omitempty"`
 		Mode    string    `json:"mode,omitempty"`
+		Service string    `json:"service,omitempty"`
 		Attempt int       `json:"attempt,omitempty"`
 		DelayMS int64     `json:"delay_ms,omitempty"`
 		Err     string    `json:"error,omitempty"`
 	}
-	o := out{Kind: e.Kind, Time: e.Time, Mode: e.Mode, Attempt: e.Attempt, DelayMS: e.Delay.Milliseconds()}
+	o := out{Kind: e.Kind, Time: e.Time, Mode: e.Mode, Service: e.Service, Attempt: e.Attempt, DelayMS: e.Delay.Milliseconds()}
 	if !e.Remote.IsZero() {
 		o.Remote = e.Remote.String()
 	}

@@ -40,7 +40,8 @@ func detectWait(base time.Duration, pc PeerConn) time.Duration {
 
 // ExposeOptions tune an Exposer. The zero value is usable.
 type ExposeOptions struct {
-	// Allow lists the keys that may connect; empty allows everyone.
+	// Allow lists the keys that may use the target given to NewExposer;
+	// empty allows everyone.
 	Allow AllowList
 	// DetectTimeout is the wait before a silent peer is treated as raw;
 	// on a path that reports a slower RTT the wait is 3 RTT + 200 ms
@@ -57,6 +58,15 @@ type ExposeOptions struct {
 	// UDP makes the target a UDP service (host:port): peers reach it as
 	// UDP flows (see doc.go), and DialTarget, when nil, dials UDP.
 	UDP bool
+	// Services are further targets under the same key, each under a
+	// name that clients give in their stream headers (see doc.go,
+	// "Several services under one key"). The target given to NewExposer,
+	// with Allow and UDP, is the default service; without one (an empty
+	// target), the first of Services is. Names must be valid and distinct
+	// (CheckServices). A peer session is admitted if any service's list
+	// admits its key (SessionAllow); each stream is checked against its
+	// own service's list.
+	Services []Service
 	// Flows caps and expires UDP flows; zero fields take the defaults.
 	Flows   FlowOptions
 	Logger  *slog.Logger
@@ -65,11 +75,16 @@ type ExposeOptions struct {
 
 // Exposer serves a local TCP service to the peers of a PeerListener.
 type Exposer struct {
-	ln     PeerListener
-	target string
-	opts   ExposeOptions
-	log    *slog.Logger
-	emit   emitter
+	ln   PeerListener
+	opts ExposeOptions
+	// services by name; def is the default one (also under its name).
+	services     map[string]*service
+	def          *service
+	names        []string  // the named services, in the order given
+	anyUDP       bool      // some service is UDP: flows expire
+	sessionAllow AllowList // the union of the services' lists
+	log          *slog.Logger
+	emit         emitter
 	// deliver, when set, takes each tunnelled connection instead of a
 	// connection to target (a Listener's Accept); false means nobody will.
 	deliver func(context.Context, PeerConn) bool
@@ -94,34 +109,19 @@ func newExposer(ln PeerListener, target string, opts ExposeOptions, deliver func
 	opts.DialTimeout = orDefault(opts.DialTimeout, 10*time.Second)
 	opts.Budget = opts.Budget.withDefaults()
 	opts.Flows = opts.Flows.withDefaults()
-	if opts.DialTarget == nil && opts.UDP {
-		var d net.Dialer
-		opts.DialTarget = func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, "udp", addr)
-			if uc, ok := c.(*net.UDPConn); ok {
-				// Room for a burst of replies (1 MiB: 800 of 1200
-				// bytes) while the flow's sender catches up.
-				uc.SetReadBuffer(1 << 20)
-			}
-			return c, err
-		}
-	}
-	if opts.DialTarget == nil {
-		opts.DialTarget = DialTarget
-	}
 	e := &Exposer{
 		ln:      ln,
-		target:  target,
 		opts:    opts,
-		log:     loggerOr(opts.Logger).With("key", ln.PublicKey().String(), "target", target),
 		emit:    emitter(opts.OnEvent),
 		deliver: deliver,
 		acct:    newAccountant(opts.Budget),
 		stats:   newCounters(),
 		flows:   newFlowTable[*flow](opts.Flows),
 	}
+	e.initServices(target, opts)
+	e.log = loggerOr(opts.Logger).With("key", ln.PublicKey().String(), "target", e.def.Target)
 	e.init(ln)
-	if opts.UDP {
+	if e.anyUDP {
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
@@ -163,7 +163,14 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	case kindProbe:
 		mode = "probe"
 	}
-	if !e.opts.Allow.Allows(remote) {
+	// mux1 and raw peers reach the default service only; a mux2 session
+	// (or a probe) is for any service that admits the key, and each of
+	// its streams is checked again.
+	allow := e.def.Allow
+	if kind == kindMux2 || kind == kindProbe {
+		allow = e.sessionAllow
+	}
+	if !allow.Allows(remote) {
 		log.Warn("refused peer: key not in allow list", "mode", mode)
 		e.emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode})
 		if mux {
@@ -180,7 +187,7 @@ func (e *Exposer) servePeer(pc PeerConn) {
 		return
 	}
 	defer e.acct.endSession()
-	if kind == kindMux && e.opts.UDP {
+	if kind == kindMux && e.def.UDP {
 		// A mux1 session can only carry TCP streams.
 		log.Warn("refused peer: a TCP forward reached this UDP service", "mode", mode)
 		e.emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: errWrongKind})
@@ -194,7 +201,7 @@ func (e *Exposer) servePeer(pc PeerConn) {
 		err = e.serveMux(pc, kind, log)
 	} else if kind == kindProbe {
 		err = e.serveProbe(pc)
-	} else if e.opts.UDP {
+	} else if e.def.UDP {
 		err = e.serveRawUDP(pc, got, eof, log)
 	} else if e.deliver != nil {
 		err = e.deliverRaw(pc, got, eof)
@@ -218,7 +225,7 @@ func refuse(pc PeerConn, reason string) {
 }
 
 func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) error {
-	tc, err := e.dialTarget()
+	tc, err := e.dialTarget(e.def)
 	if err != nil {
 		log.Warn("cannot reach target", "err", err)
 		return err
@@ -410,7 +417,7 @@ func (e *Exposer) serveStream(st muxStream, remote key.PublicKey, log *slog.Logg
 		}
 		return
 	}
-	tc, err := e.dialTarget()
+	tc, err := e.dialTarget(e.def)
 	if err != nil {
 		log.Warn("cannot reach target; resetting the peer's connection", "err", err)
 		// A reset, so that the client's connection fails as a TCP
@@ -439,8 +446,8 @@ func DialTarget(ctx context.Context, addr string) (net.Conn, error) {
 	return c, err
 }
 
-func (e *Exposer) dialTarget() (net.Conn, error) {
+func (e *Exposer) dialTarget(s *service) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(e.ctx, e.opts.DialTimeout)
 	defer cancel()
-	return e.opts.DialTarget(ctx, e.target)
+	return s.dial(ctx, s.Target)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,12 @@ type ForwardOptions struct {
 	// dials again at once. Zero means 500 ms and 5 s.
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
+	// Service names one of the services behind the remote key (see
+	// ExposeOptions.Services); empty is its default service. A named
+	// service is asked for in each stream's header (a mux2 session), so
+	// only a keytunnel server that serves several services knows it. Not
+	// with Raw.
+	Service string
 	// Flows caps and expires the flows of a UDPForwarder.
 	Flows   FlowOptions
 	Logger  *slog.Logger
@@ -191,7 +198,13 @@ func (k *keeper) init(s *serving, d Dialer, remote key.PublicKey, opts ForwardOp
 func NewForwarder(d Dialer, remote key.PublicKey, ln net.Listener, opts ForwardOptions) *Forwarder {
 	opts.defaults()
 	f := &Forwarder{ln: ln}
-	f.keeper.init(&f.serving, d, remote, opts, loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String()), preamble)
+	log := loggerOr(opts.Logger).With("remote", remote.String(), "local", ln.Addr().String())
+	pre := preamble
+	if opts.Service != "" {
+		log = log.With("service", opts.Service)
+		pre = preamble2
+	}
+	f.keeper.init(&f.serving, d, remote, opts, log, pre)
 	f.serving.init(ln)
 	startAccepting(&f.serving, f.log, "local", ln.Accept, f.serveLocal)
 	if !opts.Raw {
@@ -247,14 +260,34 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
+		peer, err := f.streamTo(muxStream{st})
+		if err != nil {
+			st.Reset()
+			sess.Close() // the header did not go out: the session is broken
+			continue
+		}
 		closed := f.stats.connOpened()
-		err = join(f.ctx, local, muxStream{st}, &f.stats.sent, &f.stats.received)
+		err = join(f.ctx, local, peer, &f.stats.sent, &f.stats.received)
 		closed()
+		if ss, ok := peer.(*serviceStream); ok && ss.refused != nil {
+			f.log.Warn("connection refused by the peer: "+strings.TrimPrefix(ss.refused.Error(), ErrRefused.Error()+": "), "client", c.RemoteAddr().String())
+			f.emit.emit(Event{Kind: EventRefused, Remote: f.remote, Mode: "mux", Service: f.opts.Service, Err: ss.refused})
+			return
+		}
 		if PeerReset(err) {
 			f.log.Warn("the exposing side reset the connection: its target is down, or its limits refused this connection (its log says why)", "client", c.RemoteAddr().String())
 		}
 		return
 	}
+}
+
+// streamTo makes st a connection to the forward's service: st itself for
+// the default service of a mux1 session, else a stream that names it.
+func (k *keeper) streamTo(st muxStream) (conn, error) {
+	if k.opts.Service == "" {
+		return st, nil
+	}
+	return openServiceStream(st, k.opts.Service)
 }
 
 // unreachableAdvice follows a dropped connection's or flow's reason when

@@ -27,11 +27,12 @@ type Listener struct {
 }
 
 // Listen starts accepting ln's peers. ExposeOptions.DialTarget, DialTimeout
-// do not apply. The Listener owns ln; Close closes it and every
+// and Services do not apply. The Listener owns ln; Close closes it and every
 // connection the Listener has handed out, since they ride on peer
 // connections it owns.
 func Listen(ln PeerListener, opts ExposeOptions) *Listener {
 	l := &Listener{ch: make(chan PeerConn)}
+	opts.Services = nil
 	l.e = newExposer(ln, "", opts, l.deliver)
 	return l
 }

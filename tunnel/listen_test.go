@@ -110,7 +110,7 @@ func TestListenerClientAndForwarder(t *testing.T) {
 	// loss may still get a stream on the dying session (yamux opens without
 	// a round trip), so wait until the Client's session has seen it.
 	c.mu.Lock()
-	lost := c.sess[server.Public].sess
+	lost := c.sess[clientKey{remote: server.Public}].sess
 	c.mu.Unlock()
 	n.killAll()
 	select {

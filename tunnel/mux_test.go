@@ -34,7 +34,7 @@ func TestTargetKeepAlive(t *testing.T) {
 	tg := newTarget(t, echo)
 	e := NewExposer(newFakeNet(t).listen(genKey(t)), tg.addr(), ExposeOptions{Logger: testLogger(t, nil)})
 	defer e.Close()
-	c, err := e.opts.DialTarget(context.Background(), tg.addr())
+	c, err := e.def.dial(context.Background(), tg.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestTargetKeepAlive(t *testing.T) {
 	}()
 	var r net.Conn
 	if err := h.Run(func() (err error) {
-		r, err = e.opts.DialTarget(context.Background(), h.AddrPort(uint16(ln.Addr().(*net.TCPAddr).Port)).String())
+		r, err = e.def.dial(context.Background(), h.AddrPort(uint16(ln.Addr().(*net.TCPAddr).Port)).String())
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -34,7 +34,11 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 		peer = pc
 	} else {
 		mode = "mux"
-		sess, err := dialSession(dctx, d, remote, preamble, log)
+		pre := preamble
+		if opts.Service != "" {
+			pre = preamble2
+		}
+		sess, err := dialSession(dctx, d, remote, pre, log)
 		if err != nil {
 			if errors.Is(err, ErrRefused) {
 				emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: err})
@@ -47,6 +51,11 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 			return err
 		}
 		peer = muxStream{st}
+		if opts.Service != "" {
+			if peer, err = openServiceStream(muxStream{st}, opts.Service); err != nil {
+				return err
+			}
+		}
 	}
 	emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
 	err := join(ctx, rwConn{rw}, peer, nil, nil)

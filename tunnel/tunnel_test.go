@@ -110,6 +110,7 @@ func newRig(t testing.TB, targetAddr string, eopts ExposeOptions, fopts *Forward
 }
 
 func dialTCP(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -357,9 +357,10 @@ func TestUDPKindMismatch(t *testing.T) {
 	}
 }
 
-// TestMux2TCPStream checks the TCP kind of a mux2 stream header, which no
-// forward sends yet: a reply, then the target's bytes; and that a named
-// service is refused with a reason.
+// TestMux2TCPStream checks the TCP kind of a mux2 stream header (a
+// forward of a named service sends it): a reply, then the target's
+// bytes; and that a name a one-service key lacks is refused with a
+// reason.
 func TestMux2TCPStream(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	n := newFakeNet(t)
@@ -393,7 +394,7 @@ func TestMux2TCPStream(t *testing.T) {
 		t.Fatalf("echo: %q %v", buf, err)
 	}
 	st.Close()
-	if _, err := open(streamHeader{kind: kindTCP, service: "web"}); err == nil || !strings.Contains(err.Error(), `no service named "web"`) {
+	if _, err := open(streamHeader{kind: kindTCP, service: "web"}); err == nil || !strings.Contains(err.Error(), `no service "web" behind this key (it serves one unnamed service)`) {
 		t.Errorf("named service: %v", err)
 	}
 	if _, err := open(streamHeader{kind: kindTCP, flags: 4}); err == nil || !strings.Contains(err.Error(), "flags") {

@@ -21,6 +21,7 @@ const headerTimeout = 10 * time.Second
 
 var (
 	errWrongKind    = errors.New("tunnel: a stream of the other kind (TCP vs UDP) than the exposed service")
+	errNoService    = errors.New("tunnel: a stream for a service this key does not serve")
 	errTooManyFlows = fmt.Errorf("%w: UDP flows at their cap", ErrOverBudget)
 )
 
@@ -52,25 +53,28 @@ func (ms *muxServer) serveStream(st muxStream) {
 		return
 	}
 	e := ms.e
+	svc := e.lookup(h.service)
 	switch {
 	case h.flags != 0:
-		ms.refuse(st, fmt.Sprintf("stream flags %#x not understood by this keytunnel; update it", h.flags), nil)
-		return
-	case h.service != "":
-		ms.refuse(st, fmt.Sprintf("no service named %q here (this key serves one unnamed service)", h.service), nil)
+		ms.refuse(st, h.service, fmt.Sprintf("stream flags %#x not understood by this keytunnel; update it", h.flags), nil)
 		return
 	case h.kind != kindTCP && h.kind != kindUDP:
-		ms.refuse(st, fmt.Sprintf("stream kind %d not understood by this keytunnel; update it", h.kind), nil)
+		ms.refuse(st, h.service, fmt.Sprintf("stream kind %d not understood by this keytunnel; update it", h.kind), nil)
 		return
-	case h.kind == kindUDP && !e.opts.UDP:
-		ms.refuse(st, "this key exposes a TCP service; forward it without --udp", errWrongKind)
+	case svc == nil:
+		reason := e.unknownService(h.service)
+		ms.refuse(st, h.service, reason, fmt.Errorf("%w: %s", errNoService, reason))
 		return
-	case h.kind == kindTCP && e.opts.UDP:
-		ms.refuse(st, "this key exposes a UDP service; forward it with --udp", errWrongKind)
+	case !svc.Allow.Allows(ms.remote):
+		reason := fmt.Sprintf("key %s is not in the allow list of %s", ms.remote, e.label(svc))
+		ms.refuse(st, h.service, reason, fmt.Errorf("%w: %s", ErrRefused, reason))
+		return
+	case h.kind == kindUDP && !svc.UDP, h.kind == kindTCP && svc.UDP:
+		ms.refuse(st, h.service, e.label(svc)+" behind this key is "+svc.kindAdvice(), errWrongKind)
 		return
 	}
 	if h.kind == kindUDP {
-		ms.serveFlow(st, h.flow)
+		ms.serveFlow(st, svc, h.flow)
 		return
 	}
 	if e.deliver != nil {
@@ -79,10 +83,10 @@ func (ms *muxServer) serveStream(st muxStream) {
 		}
 		return
 	}
-	tc, err := e.dialTarget()
+	tc, err := e.dialTarget(svc)
 	if err != nil {
-		ms.log.Warn("cannot reach target", "err", err)
-		ms.refuse(st, "the service behind this key is down", nil)
+		ms.log.Warn("cannot reach target", "service", svc.Name, "target", svc.Target, "err", err)
+		ms.refuse(st, svc.Name, e.label(svc)+" behind this key is down", nil)
 		return
 	}
 	if _, err := st.Write(appendStreamReply(nil, replyOK, "")); err != nil {
@@ -94,13 +98,13 @@ func (ms *muxServer) serveStream(st muxStream) {
 	_ = join(e.ctx, st, asConn(tc), &e.stats.received, &e.stats.sent)
 }
 
-// refuse answers a stream header with a refusal and closes the stream;
-// the reason reaches the client, which logs it. err, when set, is what a
-// refused event carries.
-func (ms *muxServer) refuse(st muxStream, reason string, err error) {
+// refuse answers a stream header for service with a refusal and closes
+// the stream; the reason reaches the client, which logs it. err, when
+// set, is what a refused event carries.
+func (ms *muxServer) refuse(st muxStream, service, reason string, err error) {
 	ms.e.refusals.log(ms.log, "refused stream: "+reason)
 	if err != nil {
-		ms.e.emit.emit(Event{Kind: EventRefused, Remote: ms.remote, Mode: "mux", Err: err})
+		ms.e.emit.emit(Event{Kind: EventRefused, Remote: ms.remote, Mode: "mux", Service: service, Err: err})
 	}
 	st.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	st.Write(appendStreamReply(nil, replyRefused, reason))
@@ -111,12 +115,12 @@ func (ms *muxServer) refuse(st muxStream, reason string, err error) {
 // towards the target (so that the target's replies come back to this flow
 // alone), framed datagrams on the stream both ways, and datagrams on the
 // session's channel where they fit.
-func (ms *muxServer) serveFlow(st muxStream, id uint32) {
+func (ms *muxServer) serveFlow(st muxStream, svc *service, id uint32) {
 	e := ms.e
-	tc, err := e.dialTarget()
+	tc, err := e.dialTarget(svc)
 	if err != nil {
-		ms.log.Warn("cannot reach target", "err", err)
-		ms.refuse(st, "the service behind this key is unreachable", nil)
+		ms.log.Warn("cannot reach target", "service", svc.Name, "target", svc.Target, "err", err)
+		ms.refuse(st, svc.Name, e.label(svc)+" behind this key is unreachable", nil)
 		return
 	}
 	f := newFlow(ktFraming, func(p []byte) { tc.Write(p) })
@@ -129,12 +133,12 @@ func (ms *muxServer) serveFlow(st muxStream, id uint32) {
 	}
 	if !ms.flows.put(f) {
 		tc.Close()
-		ms.refuse(st, fmt.Sprintf("flow id %d is already open on this session", id), nil)
+		ms.refuse(st, svc.Name, fmt.Sprintf("flow id %d is already open on this session", id), nil)
 		return
 	}
 	f.attach(st, ms.flows)
 	if !e.flows.add(f, f) {
-		ms.refuse(st, "too many UDP flows on this service; try again later", errTooManyFlows)
+		ms.refuse(st, svc.Name, "too many UDP flows on this service; try again later", errTooManyFlows)
 		f.close()
 		return
 	}
@@ -190,7 +194,7 @@ func readTarget(f *flow, tc net.Conn) {
 // keytunnel forward --udp --raw), whose connection carries one flow in
 // holesail's framing. got holds the bytes detect read.
 func (e *Exposer) serveRawUDP(pc PeerConn, got []byte, eof bool, log *slog.Logger) error {
-	tc, err := e.dialTarget()
+	tc, err := e.dialTarget(e.def)
 	if err != nil {
 		log.Warn("cannot reach target", "err", err)
 		return err

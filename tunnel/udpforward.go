@@ -31,7 +31,11 @@ type UDPForwarder struct {
 func NewUDPForwarder(d Dialer, remote key.PublicKey, pc net.PacketConn, opts ForwardOptions) *UDPForwarder {
 	opts.defaults()
 	u := &UDPForwarder{pc: pc, flows: newFlowTable[netip.AddrPort](opts.Flows)}
-	u.keeper.init(&u.serving, d, remote, opts, loggerOr(opts.Logger).With("remote", remote.String(), "local", pc.LocalAddr().String(), "proto", "udp"), preamble2)
+	log := loggerOr(opts.Logger).With("remote", remote.String(), "local", pc.LocalAddr().String(), "proto", "udp")
+	if opts.Service != "" {
+		log = log.With("service", opts.Service)
+	}
+	u.keeper.init(&u.serving, d, remote, opts, log, preamble2)
 	u.onUp = u.sessionUp
 	u.serving.init(pc)
 	u.wg.Add(2)
@@ -155,7 +159,7 @@ func (u *UDPForwarder) runMux(f *flow, addr netip.AddrPort) {
 		if !f.attach(muxStream{st}, sess.flows) {
 			return
 		}
-		if _, err := st.Write(appendStreamHeader(nil, streamHeader{kind: kindUDP, flow: f.id})); err != nil {
+		if _, err := st.Write(appendStreamHeader(nil, streamHeader{kind: kindUDP, service: u.opts.Service, flow: f.id})); err != nil {
 			f.close()
 			return
 		}
@@ -179,7 +183,7 @@ func (u *UDPForwarder) runFlowStream(f *flow, r *bufio.Reader, addr netip.AddrPo
 	if err := readStreamReply(r); err != nil {
 		if !f.isClosed() && u.ctx.Err() == nil {
 			u.drops.log(u.log, "UDP flow refused: "+err.Error())
-			u.emit.emit(Event{Kind: EventRefused, Remote: u.remote, Mode: "mux", Err: err})
+			u.emit.emit(Event{Kind: EventRefused, Remote: u.remote, Mode: "mux", Service: u.opts.Service, Err: err})
 		}
 		f.close()
 		return

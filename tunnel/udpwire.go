@@ -34,7 +34,8 @@ const (
 //	body:
 //	  kind     compact uint: 0 TCP stream, 1 UDP flow
 //	  service  compact string: the service's name, UTF-8, at most 255
-//	           bytes; empty is the key's default (and for now only) service
+//	           bytes (names a server accepts are at most 63, see
+//	           CheckServiceName); empty is the key's default service
 //	  flags    compact uint: bits for extensions the server must
 //	           understand; a server refuses a stream with a bit it does not
 //	           know. None is defined yet.

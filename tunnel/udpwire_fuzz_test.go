@@ -37,7 +37,7 @@ func FuzzStreamHeader(f *testing.F) {
 // never panics.
 func FuzzStreamReply(f *testing.F) {
 	f.Add(appendStreamReply(nil, replyOK, ""))
-	f.Add(appendStreamReply(nil, replyRefused, "no service named \"x\""))
+	f.Add(appendStreamReply(nil, replyRefused, "no service \"x\" behind this key"))
 	f.Add([]byte{9, 0})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		err := readStreamReply(bytes.NewReader(in))

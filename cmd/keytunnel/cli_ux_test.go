@@ -132,7 +132,7 @@ func TestCompletion(t *testing.T) {
 	for words, want := range map[string]string{
 		"keytunnel ex":                      "expose",
 		"keytunnel --bootstrap 1.2.3.4:5 f": "forward",
-		"keytunnel expose --":               "--key --seed-file --seed --allow --replace --holesail --private --secret-file --max-sessions --max-streams-per-session --max-streams --max-buffer-mib --udp --udp-idle-timeout --max-flows --help",
+		"keytunnel expose --":               "--key --seed-file --seed --allow --service --replace --holesail --private --secret-file --max-sessions --max-streams-per-session --max-streams --max-buffer-mib --udp --udp-idle-timeout --max-flows --help",
 		"keytunnel forward --u":             "--udp --udp-idle-timeout",
 		"keytunnel ssh --r":                 "--raw",
 		"keytunnel --log-level w":           "warn",

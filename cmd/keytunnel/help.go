@@ -26,6 +26,7 @@ var examples = map[string][]string{
 		"keytunnel expose unix:/var/run/docker.sock          # a Unix socket service",
 		"keytunnel expose --replace 8080                     # take the key over from a running expose 8080",
 		"keytunnel expose --udp 53                           # a UDP service (DNS); peers: forward --udp KEY PORT",
+		"keytunnel expose --service web=8080 --service ssh=22 --allow ssh=KEY   # two services, ssh for KEY only",
 	},
 	"forward": {
 		"keytunnel forward KEY 9000                          # then: curl http://127.0.0.1:9000/",
@@ -35,16 +36,19 @@ var examples = map[string][]string{
 		"keytunnel forward KEY unix:/run/kt/db.sock          # a Unix socket, mode 0600, removed on exit",
 		"keytunnel forward --udp KEY 5353                    # then: dig @127.0.0.1 -p 5353 example.org",
 		"keytunnel forward --udp --raw KEY 5353              # a holesail --udp server",
+		"keytunnel forward KEY/web 9000                      # the service web of several behind KEY",
 	},
 	"connect": {
 		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY",
 		"echo hello | keytunnel connect KEY",
 		"KEYTUNNEL_SECRET=$(cat web.secret) keytunnel connect KEY   # a private service",
+		"ssh -o ProxyCommand='keytunnel connect %h' user@KEY/ssh     # the service ssh behind KEY",
 	},
 	"ssh": {
 		"keytunnel ssh user@KEY",
 		"keytunnel ssh --key me.key -p 22 -L 5432:localhost:5432 user@KEY",
 		"keytunnel ssh --secret-file ssh.secret user@KEY     # a private service: KEY is its public key",
+		"keytunnel ssh user@KEY/ssh                          # the service ssh of several behind KEY",
 	},
 	"up": {
 		"keytunnel up -c keytunnel.toml                      # kill -HUP PID re-reads the file",

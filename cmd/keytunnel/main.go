@@ -268,13 +268,19 @@ func exposeCommand(env *app.Env) *cli.Command {
 		Usage:     "serve a local TCP service under a public key (printed first)",
 		ArgsUsage: "PORT|HOST:PORT|unix:PATH",
 		Flags: append(append(append(append(keyFlags(),
-			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect; repeatable"},
+			&cli.StringSliceFlag{Name: "allow", Aliases: []string{"a"}, Usage: "only clients with this public `KEY` may connect (to every service; NAME=KEY: to the service NAME alone); repeatable"},
+			&cli.StringSliceFlag{Name: "service", Aliases: []string{"s"}, Usage: "also serve a named `SERVICE` under the key, given as NAME=TARGET (TARGET: PORT, HOST:PORT, unix:PATH, or udp:PORT for a UDP service); clients reach it with forward KEY/NAME; repeatable; without PORT the first is the default service"},
 			&cli.BoolFlag{Name: "replace", Usage: "take the key over from another running process that serves it (new clients then reach this one); without it expose refuses to start", DisableDefaultText: true},
 			&cli.BoolFlag{Name: "holesail", Usage: "publish holesail's DHT record (port, protocol) for holesail clients and print the holesail connection string", DisableDefaultText: true},
 		), secretFlags("serve under a key pair derived from a secret and admit only clients holding it (holesail's secure mode); prints the private connection string")...), budgetFlags()...),
 			udpFlags("the service is a UDP one (DNS, a game, WireGuard): peers reach it with forward --udp, or holesail's UDP client")...),
 		Action: func(c *cli.Context) error {
-			if err := args(c, 1, 1); err != nil {
+			svcs := c.StringSlice("service")
+			minArgs := 1
+			if len(svcs) > 0 {
+				minArgs = 0 // the first service is the default
+			}
+			if err := args(c, minArgs, 1); err != nil {
 				return err
 			}
 			flows, err := flowOptions(c)
@@ -282,7 +288,7 @@ func exposeCommand(env *app.Env) *cli.Command {
 				return err
 			}
 			return app.Expose(c.Context, env, app.ExposeOptions{
-				Target: c.Args().First(), Key: keyOptions(c), Allow: c.StringSlice("allow"),
+				Target: c.Args().First(), Services: svcs, Key: keyOptions(c), Allow: c.StringSlice("allow"),
 				Budget: budgetOptions(c), Secret: secretOptions(c), Holesail: c.Bool("holesail"), Replace: c.Bool("replace"),
 				UDP: c.Bool("udp"), Flows: flows,
 			})
@@ -294,7 +300,7 @@ func forwardCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "forward",
 		Usage:     "make the service behind a public key reachable on a local port",
-		ArgsUsage: "KEY|hs://… [PORT|HOST:PORT|unix:PATH]",
+		ArgsUsage: "KEY[/SERVICE]|hs://… [PORT|HOST:PORT|unix:PATH]",
 		Flags: append(append(append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server (one peer connection per TCP connection, or per UDP client with --udp)", DisableDefaultText: true},
 		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
@@ -321,7 +327,7 @@ func connectCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "connect",
 		Usage:     "join stdin/stdout to the service behind a public key (ssh ProxyCommand)",
-		ArgsUsage: "KEY|hs://…",
+		ArgsUsage: "KEY[/SERVICE]|hs://…",
 		Flags: append(append(keyFlags(),
 			&cli.BoolFlag{Name: "raw", Usage: "speak to a hypertele/holesail server", DisableDefaultText: true},
 		), secretFlags("KEY is a bare holesail private string: a secret, or a z-base-32 seed")...),
@@ -341,7 +347,7 @@ func sshCommand(env *app.Env) *cli.Command {
 	return &cli.Command{
 		Name:      "ssh",
 		Usage:     "run ssh through keytunnel connect (keytunnel's options first, then ssh's)",
-		ArgsUsage: "[--key FILE|--seed HEX] [--secret-file FILE|-] [--raw] [ssh options] [user@]KEY|hs://… [command]",
+		ArgsUsage: "[--key FILE|--seed HEX] [--secret-file FILE|-] [--raw] [ssh options] [user@]KEY[/SERVICE]|hs://… [command]",
 		// ssh's own options (-p, -L, ...) must reach ssh untouched;
 		// app.ParseSSHArgs takes keytunnel's from the front. Flags are
 		// declared for help only.

@@ -50,7 +50,12 @@ func TestInteropNodeClientsRefusedByExpose(t *testing.T) {
 	target, conns := countingEcho(t)
 	_, friend := proctest.WriteSeed(t, "friend.key")
 	ex, pub := proctest.Expose(t, bs, target, "--allow", friend.Public.Z32())
-	before := conns.Load() // expose's own check that the target listens
+	// expose's own check that the target listens comes after its first
+	// line: wait for it, so that it does not count as a refused client's.
+	for deadline := time.Now().Add(10 * time.Second); conns.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := conns.Load()
 
 	t.Run("hyperdht", func(t *testing.T) {
 		p := nodetest.Start(t, "hyperdht-peer.js", "client", bs, pub, "1024")

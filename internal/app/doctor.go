@@ -74,8 +74,12 @@ func Doctor(ctx context.Context, env *Env, o DoctorOptions) error {
 	d := &doctor{env: env}
 	var remote key.PublicKey
 	if o.Remote != "" {
-		var err error
-		if remote, err = parsePublicKey(o.Remote); err != nil {
+		// KEY/NAME: the path is the key's, whichever service is named.
+		ks, _, err := splitService(o.Remote)
+		if err != nil {
+			return err
+		}
+		if remote, err = parsePublicKey(ks); err != nil {
 			return err
 		}
 	}

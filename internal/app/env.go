@@ -148,6 +148,7 @@ type Event struct {
 	// holesail print (keygen, key show, listening).
 	PublicKeyZ32 string `json:"public_key_z32,omitempty"`
 	Remote       string `json:"remote,omitempty"`
+	Service      string `json:"service,omitempty"` // forward: the named service behind Remote
 	Target       string `json:"target,omitempty"`
 	UDP          bool   `json:"udp,omitempty"` // expose, forward: a UDP service
 	Listen       string `json:"listen,omitempty"`
@@ -171,6 +172,8 @@ type Event struct {
 	Stopped []string `json:"stopped,omitempty"`
 	Kept    []string `json:"kept,omitempty"`
 	Failed  []string `json:"failed,omitempty"`
+	// listening: an expose's services, when it has named ones.
+	Services []ServiceInfo `json:"services,omitempty"`
 }
 
 // Event kinds of this package (the tunnel adds its own).

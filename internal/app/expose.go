@@ -15,9 +15,14 @@ import (
 
 // ExposeOptions are expose's arguments.
 type ExposeOptions struct {
-	Target string // PORT (on 127.0.0.1), HOST:PORT or unix:PATH
-	Key    KeyOptions
-	Allow  []string // public keys (hex or z32), each may be comma-separated
+	Target string // PORT (on 127.0.0.1), HOST:PORT or unix:PATH; may be empty with Services
+	// Services are further services under the key, NAME=TARGET (see
+	// parseServices); without Target the first is the default.
+	Services []string
+	Key      KeyOptions
+	// Allow: public keys (hex or z32), each may be comma-separated, for
+	// every service; NAME=KEY[,KEY] for the service NAME alone.
+	Allow  []string
 	Budget BudgetOptions
 	UDP    bool // the target is a UDP service
 	Flows  tunnel.FlowOptions
@@ -40,16 +45,32 @@ type ExposeOptions struct {
 // earlier run, or a new one saved for the next.
 func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	env.init()
-	target, err := address("target", o.Target, false)
+	svcs, err := parseServices(o.Services)
 	if err != nil {
 		return err
+	}
+	var target string
+	switch {
+	case o.Target != "":
+		if target, err = address("target", o.Target, false); err != nil {
+			return err
+		}
+	case len(svcs) == 0:
+		return errors.New("expose needs a target: PORT, HOST:PORT, unix:PATH, or --service NAME=TARGET")
+	case o.UDP:
+		return errors.New("--udp applies to the positional target; give a UDP service as --service NAME=udp:PORT")
 	}
 	if o.UDP && strings.HasPrefix(target, "unix:") {
 		return fmt.Errorf("%s: --udp exposes a UDP port, not a Unix socket", target)
 	}
-	allow, err := parseAllow(o.Allow)
+	allow, perService, err := parseServiceAllow(o.Allow, svcs)
 	if err != nil {
 		return err
+	}
+	// The key file, holesail record and logs follow the default service.
+	defTarget, defUDP := target, o.UDP
+	if target == "" {
+		defTarget, defUDP = svcs[0].Target, svcs[0].UDP
 	}
 	budget, err := o.Budget.budget()
 	if err != nil {
@@ -66,7 +87,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		if o.Key.File != "" || o.Key.Seed != "" || o.Key.SeedFile != "" {
 			return errors.New("--private derives the key pair from the private connection string; drop --key, --seed and --seed-file")
 		}
-		if conn, file, created, err = env.privateKey(o.Secret, target, o.UDP); err != nil {
+		if conn, file, created, err = env.privateKey(o.Secret, defTarget, defUDP); err != nil {
 			return err
 		}
 		kp = conn.KeyPair
@@ -75,7 +96,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	case o.Secret.File != "":
 		return errors.New("--secret-file names a private connection string; it needs --private")
 	default:
-		if kp, file, created, err = env.exposeKey(o.Key, target, o.UDP); err != nil {
+		if kp, file, created, err = env.exposeKey(o.Key, defTarget, defUDP); err != nil {
 			return err
 		}
 		conn = holesail.Public(kp.Public)
@@ -92,7 +113,17 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	}
 	defer nw.Close()
 	env.reg.setNetwork(nw)
-	ln, err := nw.Listen(ctx, kp, env.listenOptions("", kp.Public, allow, nil, o.Replace || created))
+	for i := range svcs {
+		svcs[i].Allow = tunnel.NewAllowList(append(append([]key.PublicKey(nil), allow...), perService[svcs[i].Name]...)...)
+	}
+	lists := []tunnel.AllowList{}
+	if target != "" {
+		lists = append(lists, tunnel.NewAllowList(allow...))
+	}
+	for _, s := range svcs {
+		lists = append(lists, s.Allow)
+	}
+	ln, err := nw.Listen(ctx, kp, env.listenOptions("", kp.Public, keysOf(tunnel.SessionAllow(lists...)), nil, o.Replace || created))
 	if errors.Is(err, stack.ErrServed) {
 		return fmt.Errorf("%s is already served by another running process (a keytunnel expose or up with this key, here or elsewhere); stop that one, or pass --replace to take the key over", kp.Public)
 	}
@@ -103,7 +134,7 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	// keytunnel clients given a holesail string that we speak mux
 	// (--private strings are holesail strings).
 	if o.Holesail || conn.Private {
-		stop, err := env.publishRecord(ctx, nw, kp, recordFor(target, o.UDP), "")
+		stop, err := env.publishRecord(ctx, nw, kp, recordFor(defTarget, defUDP), "")
 		switch {
 		case err == nil:
 			defer stop()
@@ -115,8 +146,11 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 		}
 	}
 	ev := Event{
-		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: target, UDP: o.UDP,
+		Event: EvListening, PublicKey: kp.Public.String(), PublicKeyZ32: kp.Public.Z32(), Target: defTarget, UDP: defUDP,
 		KeyFile: file, Created: created, Private: conn.Private,
+	}
+	if len(svcs) > 0 {
+		ev.Services = serviceInfos(kp.Public, target, o.UDP, allow, svcs)
 	}
 	if conn.Private || o.Holesail {
 		ev.Connection = conn.String()
@@ -130,6 +164,9 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	case o.Holesail:
 		env.out.text("holesail: " + conn.String())
 	}
+	for _, s := range ev.Services {
+		env.out.text(s.text())
+	}
 	switch {
 	case created:
 		env.out.text("new " + what + " saved in " + file + " (used again the next time this target is exposed)")
@@ -140,26 +177,41 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	switch {
 	case conn.Private:
 		access = "holders of the private string"
-	case len(allow) > 0:
-		access = "the --allow list"
+	case len(allow) > 0 || len(perService) > 0:
+		access = "the --allow lists"
 	}
-	env.logger.Info("exposing", "target", target, "udp", o.UDP, "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
-	env.ready("exposing " + target + " as " + kp.Public.String())
-	if !o.UDP {
-		// A UDP service cannot be probed: it answers only what it
-		// understands.
+	env.logger.Info("exposing", "target", defTarget, "udp", defUDP, "services", len(ev.Services), "public_key", kp.Public.String(), "z32", kp.Public.Z32(), "open_to", access, "holesail", o.Holesail)
+	env.ready("exposing " + defTarget + " as " + kp.Public.String())
+	// A UDP service cannot be probed: it answers only what it
+	// understands.
+	if target != "" && !o.UDP {
 		checkTarget(env, target)
 	}
+	for _, s := range svcs {
+		if !s.UDP {
+			checkTarget(env, s.Target)
+		}
+	}
 	ex := tunnel.NewExposer(ln, target, tunnel.ExposeOptions{
-		Allow:   tunnel.NewAllowList(allow...),
-		Budget:  budget,
-		UDP:     o.UDP,
-		Flows:   o.Flows,
-		Logger:  env.logger,
-		OnEvent: env.onEvent(""),
+		Allow:    tunnel.NewAllowList(allow...),
+		Services: svcs,
+		Budget:   budget,
+		UDP:      o.UDP,
+		Flows:    o.Flows,
+		Logger:   env.logger,
+		OnEvent:  env.onEvent(""),
 	})
-	defer env.reg.add(&regTunnel{name: target, role: "expose", publicKey: kp.Public.String(), local: target, udp: o.UDP, stats: ex.Stats})()
+	defer env.reg.add(&regTunnel{name: defTarget, role: "expose", publicKey: kp.Public.String(), local: defTarget, udp: defUDP, stats: ex.Stats})()
 	return runUntil(ctx, ex)
+}
+
+// keysOf lists the keys of a; nil for nil (everyone).
+func keysOf(a tunnel.AllowList) []key.PublicKey {
+	var out []key.PublicKey
+	for k := range a {
+		out = append(out, k)
+	}
+	return out
 }
 
 // runUntil runs s (an Exposer or Forwarder) until ctx ends, which is no

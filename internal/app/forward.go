@@ -21,8 +21,9 @@ import (
 
 // ForwardOptions are forward's arguments.
 type ForwardOptions struct {
-	// Remote is the service: a public key or a holesail connection
-	// string; empty or "-" when Secret names a private one.
+	// Remote is the service: a public key (KEY/NAME for the service
+	// NAME of several behind it) or a holesail connection string; empty
+	// or "-" when Secret names a private one.
 	Remote string
 	// Listen is PORT (on 127.0.0.1), HOST:PORT or unix:PATH; port 0 picks
 	// one. Empty: the port of the service's holesail record, if it has
@@ -40,7 +41,7 @@ type ForwardOptions struct {
 // connection, and again when the session is lost.
 func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	env.init()
-	conn, err := env.remote(o.Remote, o.Secret)
+	conn, service, err := env.remoteService(o.Remote, o.Secret)
 	if err != nil {
 		return err
 	}
@@ -86,6 +87,9 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 	defer nw.Close()
 	env.reg.setNetwork(nw)
 	raw, rec, err := env.holesailService(ctx, nw, conn, o.Raw, o.UDP)
+	if err == nil {
+		err = noRawService(raw, service)
+	}
 	if err != nil {
 		if sock != nil {
 			sock.Close()
@@ -101,18 +105,20 @@ func Forward(ctx context.Context, env *Env, o ForwardOptions) error {
 		}
 	}
 	local, what := localAddr(sock)
-	env.out.emit(fmt.Sprintf("forwarding %s%s to %s", what, local, remote), Event{
-		Event: EvForwarding, Listen: local, Remote: remote.String(), UDP: o.UDP,
+	to := withService(remote, service)
+	env.out.emit(fmt.Sprintf("forwarding %s%s to %s", what, local, to), Event{
+		Event: EvForwarding, Listen: local, Remote: remote.String(), Service: service, UDP: o.UDP,
 	})
-	env.ready("forwarding " + what + local + " to " + remote.String())
+	env.ready("forwarding " + what + local + " to " + to)
 	fo := tunnel.ForwardOptions{
 		Raw:     raw,
+		Service: service,
 		Flows:   o.Flows,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	}
 	fw := newForwarder(nw.Dialer(kp, nil), remote, sock, fo)
-	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), local: local, udp: o.UDP, stats: fw.Stats})()
+	defer env.reg.add(&regTunnel{name: local, role: "forward", remote: remote.String(), service: service, local: local, udp: o.UDP, stats: fw.Stats})()
 	return runUntil(ctx, fw)
 }
 
@@ -164,7 +170,7 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	if o.Secret.File == "-" {
 		return errors.New("connect: --secret-file - cannot read the string from stdin, which is the tunnel; use --secret-file FILE or " + SecretEnvVar)
 	}
-	conn, err := env.remote(o.Remote, o.Secret)
+	conn, service, err := env.remoteService(o.Remote, o.Secret)
 	if err != nil {
 		return err
 	}
@@ -185,17 +191,21 @@ func Connect(ctx context.Context, env *Env, o ConnectOptions) error {
 	defer nw.Close()
 	env.reg.setNetwork(nw)
 	raw, _, err := env.holesailService(ctx, nw, conn, o.Raw, false)
+	if err == nil {
+		err = noRawService(raw, service)
+	}
 	if err != nil {
 		return err
 	}
 	// Pipe keeps no counters (and tunnel is not where connect's belong):
 	// the bytes are counted here, at stdin and stdout.
 	cnt := &stdioCounter{since: time.Now()}
-	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), stats: cnt.stats})()
+	defer env.reg.add(&regTunnel{name: "stdio", role: "connect", remote: remote.String(), service: service, stats: cnt.stats})()
 	cnt.open.Store(1)
 	defer cnt.open.Store(0)
 	err = tunnel.Pipe(ctx, nw.Dialer(kp, nil), remote, stdio(env.Stdin, env.Stdout, cnt), tunnel.ForwardOptions{
 		Raw:     raw,
+		Service: service,
 		Logger:  env.logger,
 		OnEvent: env.onEvent(""),
 	})

@@ -47,6 +47,7 @@ type regTunnel struct {
 	role      string // expose, forward, connect
 	publicKey string // expose: the key served
 	remote    string // forward, connect: the key dialed
+	service   string // forward, connect: the named service behind remote
 	local     string // expose: the target; forward: the listening address
 	udp       bool   // a UDP service: connections are UDP flows
 	stats     func() tunnel.Stats
@@ -127,6 +128,7 @@ type TunnelStatus struct {
 	Role      string    `json:"role"`
 	PublicKey string    `json:"public_key,omitempty"` // expose: the key served
 	Remote    string    `json:"remote,omitempty"`     // forward, connect: the key dialed
+	Service   string    `json:"service,omitempty"`    // forward, connect: a named service behind Remote
 	Target    string    `json:"target,omitempty"`     // expose
 	Listen    string    `json:"listen,omitempty"`     // forward
 	UDP       bool      `json:"udp,omitempty"`        // a UDP service; connections are its flows
@@ -192,7 +194,7 @@ func (r *registry) snapshot(ctx context.Context) ProcessStatus {
 		d, _ = nw.(dhtStatser)
 	}
 	for _, t := range tunnels {
-		ts := TunnelStatus{Name: t.name, Role: t.role, PublicKey: t.publicKey, Remote: t.remote, UDP: t.udp, Peers: []PeerStatus{}}
+		ts := TunnelStatus{Name: t.name, Role: t.role, PublicKey: t.publicKey, Remote: t.remote, Service: t.service, UDP: t.udp, Peers: []PeerStatus{}}
 		if t.role == "expose" {
 			ts.Target = t.local
 		} else {

@@ -92,9 +92,9 @@ func writeStatus(w io.Writer, rep StatusReport, now time.Time) {
 			case "expose":
 				fmt.Fprintf(w, "  %sexpose %s%s as %s\n", name, proto, t.Target, t.PublicKey)
 			case "connect":
-				fmt.Fprintf(w, "  connect stdio to %s\n", t.Remote)
+				fmt.Fprintf(w, "  connect stdio to %s\n", t.remoteText())
 			default:
-				fmt.Fprintf(w, "  %s%s %s%s to %s\n", name, t.Role, proto, t.Listen, t.Remote)
+				fmt.Fprintf(w, "  %s%s %s%s to %s\n", name, t.Role, proto, t.Listen, t.remoteText())
 			}
 			fmt.Fprintf(w, "    sent %s, received %s; %s %d open, %d total; redials %d; since %s\n",
 				bytesText(t.BytesSent), bytesText(t.BytesReceived), conns, t.ConnectionsOpen, t.ConnectionsTotal, t.Redials, ago(now, t.Since))
@@ -179,4 +179,12 @@ func bytesText(n uint64) string {
 		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 	}
 	return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+}
+
+// remoteText is KEY, or KEY/NAME for a named service.
+func (t TunnelStatus) remoteText() string {
+	if t.Service == "" {
+		return t.Remote
+	}
+	return t.Remote + "/" + t.Service
 }

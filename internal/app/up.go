@@ -130,7 +130,7 @@ func Up(ctx context.Context, env *Env, o UpOptions) error {
 	defer r.stopAll()
 	pls := make([]tunnel.PeerListener, len(cfg.Expose))
 	for i, e := range cfg.Expose {
-		pl, err := nw.Listen(ctx, e.KeyPair, env.listenOptions(e.Name, e.KeyPair.Public, e.Allow, e.Relay.Override(), e.Replace))
+		pl, err := nw.Listen(ctx, e.KeyPair, env.listenOptions(e.Name, e.KeyPair.Public, e.SessionAllow(), e.Relay.Override(), e.Replace))
 		if err != nil {
 			closeAll()
 			for _, pl := range pls[:i] {
@@ -233,21 +233,29 @@ func (e *Env) bindForwards(fs []config.Forward, reuse map[string]bool) ([]io.Clo
 
 func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.PeerListener) {
 	ex := tunnel.NewExposer(pl, e.Target, tunnel.ExposeOptions{
-		Allow:   tunnel.NewAllowList(e.Allow...),
-		Budget:  e.Budget,
-		UDP:     e.UDP,
-		Flows:   e.Flows,
-		Logger:  r.env.logger.With("entry", e.Name),
-		OnEvent: r.env.onEvent(e.Name),
+		Allow:    tunnel.NewAllowList(e.Allow...),
+		Services: e.Services,
+		Budget:   e.Budget,
+		UDP:      e.UDP,
+		Flows:    e.Flows,
+		Logger:   r.env.logger.With("entry", e.Name),
+		OnEvent:  r.env.onEvent(e.Name),
 	})
-	unregister := r.env.reg.add(&regTunnel{name: e.Name, role: "expose", publicKey: e.KeyPair.Public.String(), local: e.Target, udp: e.UDP, stats: ex.Stats})
+	target, udp := e.Default()
+	unregister := r.env.reg.add(&regTunnel{name: e.Name, role: "expose", publicKey: e.KeyPair.Public.String(), local: target, udp: udp, stats: ex.Stats})
 	re := &runningExpose{cfg: e, ex: ex, unregister: unregister}
 	r.exposes[e.Name] = re
 	ev := Event{
-		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: e.Target, KeyFile: e.KeyFile,
-		Private: e.Private, UDP: e.UDP,
+		Event: EvListening, Entry: e.Name, PublicKey: e.KeyPair.Public.String(), Target: target, KeyFile: e.KeyFile,
+		Private: e.Private, UDP: udp,
 	}
-	text := fmt.Sprintf("%s: exposing %s as %s", e.Name, e.Target, e.KeyPair.Public)
+	if len(e.Services) > 0 {
+		ev.Services = serviceInfos(e.KeyPair.Public, e.Target, e.UDP, e.Allow, e.Services)
+	}
+	text := fmt.Sprintf("%s: exposing %s as %s", e.Name, target, e.KeyPair.Public)
+	for _, s := range ev.Services {
+		text += "\n" + e.Name + ": " + s.text()
+	}
 	switch {
 	case e.Private:
 		// The private string stays in its file: up's output often goes
@@ -258,7 +266,7 @@ func (r *runner) startExpose(ctx context.Context, e config.Expose, pl tunnel.Pee
 		text += " (holesail: " + ev.Connection + ")"
 	}
 	if e.Holesail || e.Private {
-		stop, err := r.env.publishRecord(ctx, r.nw, e.KeyPair, recordFor(e.Target, e.UDP), e.Name)
+		stop, err := r.env.publishRecord(ctx, r.nw, e.KeyPair, recordFor(target, udp), e.Name)
 		if err != nil && e.Holesail {
 			r.env.logger.Warn("no holesail record", "entry", e.Name, "err", err)
 		}
@@ -274,16 +282,17 @@ func (r *runner) startForward(f config.Forward, sock io.Closer) {
 	}
 	opts := tunnel.ForwardOptions{
 		Raw:     f.Raw,
+		Service: f.Service,
 		Flows:   f.Flows,
 		Logger:  r.env.logger.With("entry", f.Name),
 		OnEvent: r.env.onEvent(f.Name),
 	}
 	fw := newForwarder(r.nw.Dialer(id, f.Relay.Override()), f.Key, sock, opts)
 	local, what := localAddr(sock)
-	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), local: local, udp: f.UDP, stats: fw.Stats})
+	unregister := r.env.reg.add(&regTunnel{name: f.Name, role: "forward", remote: f.Key.String(), service: f.Service, local: local, udp: f.UDP, stats: fw.Stats})
 	r.forwards[f.Name] = &runningForward{cfg: f, fw: fw, unregister: unregister}
-	r.env.out.emit(fmt.Sprintf("%s: forwarding %s%s to %s", f.Name, what, local, f.Key), Event{
-		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(), UDP: f.UDP,
+	r.env.out.emit(fmt.Sprintf("%s: forwarding %s%s to %s", f.Name, what, local, withService(f.Key, f.Service)), Event{
+		Event: EvForwarding, Entry: f.Name, Listen: local, Remote: f.Key.String(), Service: f.Service, UDP: f.UDP,
 	})
 }
 
@@ -402,7 +411,7 @@ func (r *runner) reload(ctx context.Context) {
 		started = append(started, f.Name)
 	}
 	for _, e := range ch.StartExpose {
-		pl, err := r.nw.Listen(ctx, e.KeyPair, r.env.listenOptions(e.Name, e.KeyPair.Public, e.Allow, e.Relay.Override(), e.Replace))
+		pl, err := r.nw.Listen(ctx, e.KeyPair, r.env.listenOptions(e.Name, e.KeyPair.Public, e.SessionAllow(), e.Relay.Override(), e.Replace))
 		if err != nil {
 			err = announceError(e.KeyPair.Public, err)
 			log.Error("entry not started", "entry", e.Name, "err", err)
