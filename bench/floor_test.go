@@ -29,19 +29,21 @@ import (
 const floorRoleEnv = "KEYTUNNEL_BENCH_FLOOR"
 
 func viaFloor(tb testing.TB, svc string) (string, []int) {
-	in := startFloor(tb, "in", svc)
+	in := startRelay(tb, floorRoleEnv, "in", svc)
 	udp := in.Line("udp ", 10*time.Second)
-	out := startFloor(tb, "out", strings.TrimPrefix(udp, "udp "))
+	out := startRelay(tb, floorRoleEnv, "out", strings.TrimPrefix(udp, "udp "))
 	return strings.TrimPrefix(out.Line("tcp ", 10*time.Second), "tcp "), []int{in.Pid(), out.Pid()}
 }
 
-func startFloor(tb testing.TB, role, arg string) *proctest.Proc {
+// startRelay starts this test binary as a relay of one of the floors:
+// env (the floor's role variable) set to "role arg", on one P.
+func startRelay(tb testing.TB, env, role, arg string) *proctest.Proc {
 	exe, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	return proctest.StartCmd(tb, cmd, append(os.Environ(), floorRoleEnv+"="+role+" "+arg, "GOMAXPROCS=1"))
+	return proctest.StartCmd(tb, cmd, append(os.Environ(), env+"="+role+" "+arg, "GOMAXPROCS=1"))
 }
 
 // runFloor serves as one relay if the environment asks for it, until
