@@ -6,9 +6,11 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 
 	"github.com/keytunnel/keytunnel/internal/key"
+	"golang.org/x/net/ipv4"
 )
 
 // UDPForwarder makes a remote peer's UDP service reachable on a local UDP
@@ -17,6 +19,7 @@ import (
 // replies back to that address.
 type UDPForwarder struct {
 	pc    net.PacketConn
+	wbp   *ipv4.PacketConn // pc for batch writes, or nil (batchConn)
 	flows *flowTable[netip.AddrPort]
 	drops lockedRefusalLog
 	serving
@@ -30,7 +33,7 @@ type UDPForwarder struct {
 // Forwarder it dials lazily and redials a lost session on demand.
 func NewUDPForwarder(d Dialer, remote key.PublicKey, pc net.PacketConn, opts ForwardOptions) *UDPForwarder {
 	opts.defaults()
-	u := &UDPForwarder{pc: pc, flows: newFlowTable[netip.AddrPort](opts.Flows)}
+	u := &UDPForwarder{pc: pc, wbp: batchConn(pc), flows: newFlowTable[netip.AddrPort](opts.Flows)}
 	u.keeper.init(&u.serving, d, remote, opts, loggerOr(opts.Logger).With("remote", remote.String(), "local", pc.LocalAddr().String(), "proto", "udp"), preamble2)
 	u.onUp = u.sessionUp
 	u.serving.init(pc)
@@ -71,6 +74,13 @@ func (u *UDPForwarder) readLoop() {
 			}
 			f.toPeer(p)
 		})
+		// Let the udx loop put this batch on the wire before reading
+		// the next: on one P (as the binary runs) this goroutine would
+		// otherwise keep the P while its socket has datagrams, sealing
+		// datagrams that then find udx's queue full and are dropped,
+		// the encryption wasted; now an overloaded forward drops them
+		// in the socket instead, before spending anything on them.
+		runtime.Gosched()
 		if err != nil {
 			if u.ctx.Err() == nil {
 				u.err = err
@@ -85,6 +95,7 @@ func (u *UDPForwarder) readLoop() {
 // datagrams queue in the flow meanwhile. nil if the table is full.
 func (u *UDPForwarder) startFlow(addr netip.AddrPort) *flow {
 	f := newFlow(ktFraming, u.writerTo(addr))
+	f.deliverBatch = u.batchWriterTo(addr)
 	if u.opts.Raw {
 		f.framing = holesailFraming
 	}

@@ -24,13 +24,10 @@ type datagramReader struct {
 }
 
 func newDatagramReader(pc net.PacketConn) *datagramReader {
-	r := &datagramReader{pc: pc}
+	r := &datagramReader{pc: pc, bp: batchConn(pc)}
 	n := 1
-	if uc, ok := pc.(*net.UDPConn); ok {
-		if a, ok := uc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil && !a.IP.IsUnspecified() {
-			r.bp = ipv4.NewPacketConn(uc)
-			n = readBatch
-		}
+	if r.bp != nil {
+		n = readBatch
 	}
 	r.ms = make([]ipv4.Message, n)
 	for i := range r.ms {
@@ -61,6 +58,17 @@ func (r *datagramReader) read(each func(p []byte, from netip.AddrPort)) error {
 		}
 		ap := a.AddrPort()
 		each(m.Buffers[0][:m.N], netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	return nil
+}
+
+// batchConn returns pc for batch reads and writes (golang.org/x/net/ipv4)
+// when it is an IPv4 *net.UDPConn bound to a specific address, else nil.
+func batchConn(pc net.PacketConn) *ipv4.PacketConn {
+	if uc, ok := pc.(*net.UDPConn); ok {
+		if a, ok := uc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil && !a.IP.IsUnspecified() {
+			return ipv4.NewPacketConn(uc)
+		}
 	}
 	return nil
 }
