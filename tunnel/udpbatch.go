@@ -3,8 +3,9 @@ package tunnel
 import (
 	"net"
 	"net/netip"
+	"sync"
 
-	"golang.org/x/net/ipv4"
+	"github.com/keytunnel/keytunnel/udx"
 )
 
 // Datagrams from the peer's datagram channel arrive in bursts (one
@@ -21,12 +22,30 @@ const (
 	batchBytes    = 64 << 10
 )
 
-// batchWriter sends datagrams to one destination in batches. It is
-// owned by one goroutine at a time (the session's dispatcher).
+// batchSender sends batches on one UDP socket with udx's system calls
+// (udx.BatchWriter: a raw sendmmsg, GSO for runs of equal sizes), shared
+// by the flows that send on the socket. Its writer is made at the first
+// batch: a flow that never gets more than a datagram at a time does not
+// pay for one.
+type batchSender struct {
+	uc *net.UDPConn
+	mu sync.Mutex
+	w  *udx.BatchWriter
+}
+
+func (s *batchSender) send(ps [][]byte, to netip.AddrPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		s.w = udx.NewBatchWriter(s.uc)
+	}
+	s.w.Write(ps, to)
+}
+
+// batchWriter sends a flow's batches to its destination.
 type batchWriter struct {
-	bp *ipv4.PacketConn
-	to net.Addr // nil: the socket is connected
-	ms []ipv4.Message
+	s  *batchSender
+	to netip.AddrPort
 }
 
 // connBatchWriter returns a batch writer for a connected UDP socket (the
@@ -36,31 +55,16 @@ func connBatchWriter(c net.Conn) *batchWriter {
 	if !ok {
 		return nil
 	}
-	// ipv4's batches work on any UDP socket when they carry no address.
-	return &batchWriter{bp: ipv4.NewPacketConn(uc)}
+	ra, ok := uc.RemoteAddr().(*net.UDPAddr)
+	if !ok {
+		return nil
+	}
+	return &batchWriter{s: &batchSender{uc: uc}, to: ra.AddrPort()}
 }
 
 // write sends ps, each once; a datagram the socket refuses (a pending
 // ICMP error, a full buffer) is lost, as with a write of its own.
-func (w *batchWriter) write(ps [][]byte) {
-	for len(w.ms) < len(ps) {
-		w.ms = append(w.ms, ipv4.Message{Buffers: make([][]byte, 1), Addr: w.to})
-	}
-	ms := w.ms[:len(ps)]
-	for i, p := range ps {
-		ms[i].Buffers[0] = p
-	}
-	for sent := 0; sent < len(ms); {
-		n, err := w.bp.WriteBatch(ms[sent:], 0)
-		sent += n
-		if err != nil {
-			sent++ // the one that failed
-		}
-	}
-	for i := range ms {
-		ms[i].Buffers[0] = nil
-	}
-}
+func (w *batchWriter) write(ps [][]byte) { w.s.send(ps, w.to) }
 
 // flowBatch collects a burst's datagrams of consecutive flows and hands
 // each flow its run at once (flush).
@@ -118,11 +122,10 @@ func (f *flow) fromPeerBatch(ps [][]byte) {
 }
 
 // batchWriterTo returns a batch writer to a client of the forward, or nil
-// when pc is not an IPv4 socket bound to a specific address (see
-// datagramReader: ipv4's addresses would not suit an IPv6 socket).
+// when its socket is not a *net.UDPConn.
 func (u *UDPForwarder) batchWriterTo(addr netip.AddrPort) *batchWriter {
-	if u.wbp == nil || !addr.Addr().Is4() {
+	if u.sender == nil {
 		return nil
 	}
-	return &batchWriter{bp: u.wbp, to: net.UDPAddrFromAddrPort(addr)}
+	return &batchWriter{s: u.sender, to: addr}
 }

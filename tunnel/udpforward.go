@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/keytunnel/keytunnel/internal/key"
-	"golang.org/x/net/ipv4"
 )
 
 // UDPForwarder makes a remote peer's UDP service reachable on a local UDP
@@ -18,10 +17,12 @@ import (
 // flow, which carries its datagrams to the service and the service's
 // replies back to that address.
 type UDPForwarder struct {
-	pc    net.PacketConn
-	wbp   *ipv4.PacketConn // pc for batch writes, or nil (batchConn)
-	flows *flowTable[netip.AddrPort]
-	drops lockedRefusalLog
+	pc net.PacketConn
+	// sender writes the datagram channel's bursts to clients (nil:
+	// pc is not a *net.UDPConn).
+	sender *batchSender
+	flows  *flowTable[netip.AddrPort]
+	drops  lockedRefusalLog
 	serving
 	keeper
 }
@@ -33,7 +34,10 @@ type UDPForwarder struct {
 // Forwarder it dials lazily and redials a lost session on demand.
 func NewUDPForwarder(d Dialer, remote key.PublicKey, pc net.PacketConn, opts ForwardOptions) *UDPForwarder {
 	opts.defaults()
-	u := &UDPForwarder{pc: pc, wbp: batchConn(pc), flows: newFlowTable[netip.AddrPort](opts.Flows)}
+	u := &UDPForwarder{pc: pc, flows: newFlowTable[netip.AddrPort](opts.Flows)}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		u.sender = &batchSender{uc: uc}
+	}
 	u.keeper.init(&u.serving, d, remote, opts, loggerOr(opts.Logger).With("remote", remote.String(), "local", pc.LocalAddr().String(), "proto", "udp"), preamble2)
 	u.onUp = u.sessionUp
 	u.serving.init(pc)

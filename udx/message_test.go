@@ -2,8 +2,10 @@ package udx
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 )
@@ -51,4 +53,49 @@ func TestReadMessageBatch(t *testing.T) {
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("after the peer's DESTROY: %v", err)
 	}
+}
+
+// BatchWriter delivers every datagram once, in order, sizes mixed (runs
+// of equal sizes go as GSO where the kernel has it), to an unconnected
+// socket's destination and on a connected socket.
+func TestBatchWriter(t *testing.T) {
+	sink := mustUDP(t)
+	defer sink.Close()
+	sink.SetReadBuffer(4 << 20) // the whole burst
+	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
+	var ps [][]byte
+	for i := range 80 {
+		size := 1200
+		if i%40 == 39 {
+			size = 7 // ends a run
+		}
+		p := make([]byte, size)
+		binary.BigEndian.PutUint16(p, uint16(i))
+		ps = append(ps, p)
+	}
+	check := func(name string) {
+		t.Helper()
+		buf := make([]byte, 2048)
+		sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for i := range ps {
+			n, err := sink.Read(buf)
+			if err != nil {
+				t.Fatalf("%s: datagram %d: %v", name, i, err)
+			}
+			if n != len(ps[i]) || binary.BigEndian.Uint16(buf) != uint16(i) {
+				t.Fatalf("%s: datagram %d: %d bytes, number %d", name, i, n, binary.BigEndian.Uint16(buf))
+			}
+		}
+	}
+	u := mustUDP(t)
+	defer u.Close()
+	NewBatchWriter(u).Write(ps, to)
+	check("unconnected")
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(to))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	NewBatchWriter(c).Write(ps, to)
+	check("connected")
 }
