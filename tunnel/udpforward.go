@@ -253,13 +253,10 @@ func (u *UDPForwarder) writerTo(addr netip.AddrPort) func([]byte) {
 	return func(p []byte) { u.pc.WriteTo(p, to) }
 }
 
-// readFromAddrPort reads a datagram and its sender as a netip.AddrPort,
-// without allocating when pc is a *net.UDPConn.
+// readFromAddrPort reads a datagram and its sender as a netip.AddrPort
+// from a PacketConn that is not a *net.UDPConn (those datagramReader
+// reads in batches).
 func readFromAddrPort(pc net.PacketConn, buf []byte) (int, netip.AddrPort, error) {
-	if uc, ok := pc.(*net.UDPConn); ok {
-		n, ap, err := uc.ReadFromUDPAddrPort(buf)
-		return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), err
-	}
 	n, a, err := pc.ReadFrom(buf)
 	if err != nil {
 		return n, netip.AddrPort{}, err

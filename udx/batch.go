@@ -47,3 +47,56 @@ func (w *BatchWriter) Write(ps [][]byte, to netip.AddrPort) {
 	clear(w.msgs)
 	w.msgs = w.msgs[:0]
 }
+
+// BatchReader reads datagrams from a UDP socket of the caller's with
+// udx's system calls: one recvmmsg per batch, raw on Linux (as
+// BatchWriter's sendmmsg, and for the same reason).
+type BatchReader struct {
+	uc   *net.UDPConn
+	bio  batchIO // nil: one read per datagram
+	msgs []rxMsg
+}
+
+// NewBatchReader returns a reader of up to n datagrams per call, each
+// into a buffer of size bytes (a larger datagram is cut to size), for uc,
+// which stays the caller's.
+func NewBatchReader(uc *net.UDPConn, n, size int) *BatchReader {
+	r := &BatchReader{uc: uc}
+	if a, ok := uc.LocalAddr().(*net.UDPAddr); ok {
+		r.bio = newBatchIO(uc, a.IP.To4() == nil, false, false)
+	}
+	if r.bio == nil {
+		n = 1
+	}
+	r.msgs = make([]rxMsg, max(min(n, maxReadBatch), 1))
+	for i := range r.msgs {
+		r.msgs[i].buf = make([]byte, size)
+	}
+	return r
+}
+
+// maxReadBatch is the most datagrams one recvmmsg takes (rawMmsgIO's).
+const maxReadBatch = 64
+
+// Read waits for datagrams and calls each with every one it read, in
+// order: its payload and sender (an IPv4 sender of an IPv6 socket as a
+// v4-mapped address), valid only during the call.
+func (r *BatchReader) Read(each func(p []byte, from netip.AddrPort)) error {
+	if r.bio == nil {
+		m := &r.msgs[0]
+		n, from, err := r.uc.ReadFromUDPAddrPort(m.buf)
+		if err != nil {
+			return err
+		}
+		each(m.buf[:n], from)
+		return nil
+	}
+	n, err := r.bio.read(r.msgs)
+	if err != nil {
+		return err
+	}
+	for _, m := range r.msgs[:n] {
+		each(m.buf[:m.n], m.addr)
+	}
+	return nil
+}

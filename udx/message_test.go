@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -98,4 +99,39 @@ func TestBatchWriter(t *testing.T) {
 	defer c.Close()
 	NewBatchWriter(c).Write(ps, to)
 	check("connected")
+}
+
+// BatchReader takes what has arrived in batches of its size, in order,
+// with the senders, and cuts a datagram larger than its buffers.
+func TestBatchReader(t *testing.T) {
+	sink, src := mustUDP(t), mustUDP(t)
+	defer sink.Close()
+	defer src.Close()
+	to := sink.LocalAddr().(*net.UDPAddr)
+	for i := range 10 {
+		if _, err := src.WriteToUDP([]byte(fmt.Sprintf("d%d-long", i)), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewBatchReader(sink, 4, 2)
+	from := src.LocalAddr().(*net.UDPAddr).AddrPort()
+	var got []string
+	sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for calls := 0; len(got) < 10; calls++ {
+		if calls == 10 {
+			t.Fatalf("10 reads for %d datagrams", len(got))
+		}
+		err := r.Read(func(p []byte, a netip.AddrPort) {
+			if a != from {
+				t.Errorf("sender %v, want %v", a, from)
+			}
+			got = append(got, string(p))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(got) != "[d0 d1 d2 d3 d4 d5 d6 d7 d8 d9]" {
+		t.Fatalf("read %q", got)
+	}
 }
