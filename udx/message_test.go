@@ -1,6 +1,7 @@
 package udx
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -48,6 +49,18 @@ func TestReadMessageBatch(t *testing.T) {
 	})
 	if err != nil || next != n {
 		t.Fatalf("one batch: %d messages, %v", next-1, err)
+	}
+	// A MESSAGE larger than the pool's buffers (a jumbo datagram read
+	// whole with GRO) is queued in a buffer of its own.
+	big := bytes.Repeat([]byte{'j'}, 3*pktBufSize)
+	b.deliverMessage(big)
+	err = b.ReadMessageBatch(ctx, func(p []byte) {
+		if !bytes.Equal(p, big) {
+			t.Errorf("jumbo MESSAGE: %d bytes", len(p))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	a.Destroy()
 	err = b.ReadMessageBatch(ctx, func(p []byte) { t.Errorf("message %q after the end", p) })

@@ -527,9 +527,9 @@ func (s *Stream) Send(p []byte) error {
 		s.mu.Unlock()
 		return ErrWouldBlock
 	}
-	// A pooled buffer (p fits: see above), which sendMessages gives back:
-	// at 100k datagrams a second a fresh one each would keep the
-	// collector busy.
+	// A pooled buffer (p fits, as recvBufferSize is pktBufSize), which
+	// sendMessages gives back: at 100k datagrams a second a fresh one
+	// each would keep the collector busy.
 	b := getPktBuf()[:len(p)]
 	copy(b, p)
 	s.mq = append(s.mq, b)
@@ -999,9 +999,15 @@ func (s *Stream) deliverEOF() {
 func (s *Stream) deliverMessage(p []byte) {
 	s.mu.Lock()
 	if len(s.msgs) < maxQueuedMessages {
-		// Pooled (p came in a packet, so it fits): ReadMessageBatch
-		// gives it back.
-		b := getPktBuf()[:len(p)]
+		// Pooled, which ReadMessageBatch gives back; a datagram larger
+		// than a pool buffer (a peer's jumbo MESSAGE, read whole with
+		// GRO) gets its own.
+		var b []byte
+		if len(p) <= pktBufSize {
+			b = getPktBuf()[:len(p)]
+		} else {
+			b = make([]byte, len(p))
+		}
 		copy(b, p)
 		s.msgs = append(s.msgs, b)
 	}
