@@ -29,10 +29,18 @@ import (
 const floorRoleEnv = "KEYTUNNEL_BENCH_FLOOR"
 
 func viaFloor(tb testing.TB, svc string) (string, []int) {
-	in := startRelay(tb, floorRoleEnv, "in", svc)
-	udp := in.Line("udp ", 10*time.Second)
-	out := startRelay(tb, floorRoleEnv, "out", strings.TrimPrefix(udp, "udp "))
-	return strings.TrimPrefix(out.Line("tcp ", 10*time.Second), "tcp "), []int{in.Pid(), out.Pid()}
+	return startRelays(tb, floorRoleEnv, "in", "out", svc, "tcp ")
+}
+
+// startRelays starts the two relays of a floor: the server's side
+// (srvRole, towards svc), which prints "udp ADDR", and the client's side
+// (cliRole, towards that address), which prints cliPrefix and the address
+// to reach svc by. It returns that address and both processes.
+func startRelays(tb testing.TB, env, srvRole, cliRole, svc, cliPrefix string) (string, []int) {
+	srv := startRelay(tb, env, srvRole, svc)
+	peer := strings.TrimPrefix(srv.Line("udp ", 10*time.Second), "udp ")
+	cli := startRelay(tb, env, cliRole, peer)
+	return strings.TrimPrefix(cli.Line(cliPrefix, 10*time.Second), cliPrefix), []int{srv.Pid(), cli.Pid()}
 }
 
 // startRelay starts this test binary as a relay of one of the floors:

@@ -7,30 +7,28 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/net/ipv4"
 )
 
-// The UDP floor is the most a UDP tunnel of two processes can carry on
+// The UDP floor is what a plain UDP tunnel of two processes carries on
 // this machine: two bare relays, run as processes on one P like
 // keytunnel, the client's side reading datagrams from its local socket
 // and sending each to the other relay, which sends it on to the service
-// from a connected socket, and replies back the same way. Both read and
-// write in batches (recvmmsg, sendmmsg) as keytunnel does. No encryption,
-// no framing, one flow: what is left is the system calls and wake-ups
-// that any such tunnel pays for a datagram (client to relay, relay to
-// relay, relay to service). BenchmarkUDP runs it as its "floor" path.
+// from a connected socket, and replies back the same way, in batches
+// (golang.org/x/net's recvmmsg and sendmmsg). No encryption, no framing,
+// one flow: what is left is the system calls and wake-ups that such a
+// tunnel pays for a datagram (client to relay, relay to relay, relay to
+// service). It is not a lower bound: keytunnel's raw system calls and
+// GSO (udx.BatchWriter) save what its encryption costs. BenchmarkUDP runs
+// it as its "floor" path.
 //
 // The relays are this test binary started again with udpFloorRoleEnv set.
 
 const udpFloorRoleEnv = "KEYTUNNEL_BENCH_UDPFLOOR"
 
 func viaUDPFloor(tb testing.TB, svc string) (string, []int) {
-	srv := startRelay(tb, udpFloorRoleEnv, "server", svc)
-	peer := strings.TrimPrefix(srv.Line("udp ", 10*time.Second), "udp ")
-	cli := startRelay(tb, udpFloorRoleEnv, "client", peer)
-	return strings.TrimPrefix(cli.Line("udp ", 10*time.Second), "udp "), []int{srv.Pid(), cli.Pid()}
+	return startRelays(tb, udpFloorRoleEnv, "server", "client", svc, "udp ")
 }
 
 // runUDPFloor serves as one UDP relay if the environment asks for it,
