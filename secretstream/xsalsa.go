@@ -91,7 +91,11 @@ func (s *xsalsaStream) eight(out, in []byte) {
 		c := s.block + uint64(j)
 		s.ctr[j], s.ctr[8+j] = uint32(c), uint32(c>>32)
 	}
-	salsa20x8(&out[0], &in[0], &s.state, &s.ctr)
+	if useAVX512 {
+		salsa20x8AVX512(&out[0], &in[0], &s.state, &s.ctr)
+	} else {
+		salsa20x8(&out[0], &in[0], &s.state, &s.ctr)
+	}
 	s.block += 8
 }
 

@@ -17,6 +17,23 @@ func TestXSalsaIsSecretbox(t *testing.T) {
 	if !hasSalsa20x8 {
 		t.Log("no AVX2 here: xsalsaSeal is secretbox.Seal")
 	}
+	eachSalsa(t, testXSalsaIsSecretbox)
+}
+
+// eachSalsa runs f with the AVX2 code and, where the CPU has it, the
+// AVX-512 code.
+func eachSalsa(t *testing.T, f func(t *testing.T)) {
+	had := useAVX512
+	defer func() { useAVX512 = had }()
+	useAVX512 = false
+	t.Run("avx2", f)
+	if had {
+		useAVX512 = true
+		t.Run("avx512", f)
+	}
+}
+
+func testXSalsaIsSecretbox(t *testing.T) {
 	var key [32]byte
 	var nonce [24]byte
 	msg := make([]byte, 3*512+100)
@@ -57,6 +74,10 @@ func TestXSalsaCounterCarry(t *testing.T) {
 	if !hasSalsa20x8 {
 		t.Skip("no AVX2 here")
 	}
+	eachSalsa(t, testXSalsaCounterCarry)
+}
+
+func testXSalsaCounterCarry(t *testing.T) {
 	var key [32]byte
 	var nonce [24]byte
 	rand.Read(key[:])
@@ -92,12 +113,21 @@ func BenchmarkSealDatagram(b *testing.B) {
 	var nonce [24]byte
 	msg := make([]byte, 1200)
 	out := make([]byte, 0, 1300)
-	b.Run("xsalsa", func(b *testing.B) {
-		b.SetBytes(int64(len(msg)))
-		for b.Loop() {
-			xsalsaSeal(out[:0], msg, &nonce, &key)
+	had := useAVX512
+	defer func() { useAVX512 = had }()
+	for _, avx512 := range []bool{false, true} {
+		if avx512 && !had {
+			continue
 		}
-	})
+		useAVX512 = avx512
+		name := map[bool]string{false: "xsalsa-avx2", true: "xsalsa-avx512"}[avx512]
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(msg)))
+			for b.Loop() {
+				xsalsaSeal(out[:0], msg, &nonce, &key)
+			}
+		})
+	}
 	b.Run("secretbox", func(b *testing.B) {
 		b.SetBytes(int64(len(msg)))
 		for b.Loop() {
