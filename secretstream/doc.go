@@ -27,8 +27,9 @@
 // Unordered datagrams (secret-stream's send/trySend over UDX MESSAGE
 // packets) are boxed with XSalsa20-Poly1305 under per-role keys derived from
 // the handshake hash; see Datagrams, SealDatagram and OpenDatagram. The
-// box is crypto_secretbox's byte for byte; on amd64 with AVX2 its key
-// stream comes from eight-block Salsa20 assembly (xsalsa.go says why),
+// box is crypto_secretbox's byte for byte; on amd64 with AVX2 or
+// AVX-512 its key stream comes from eight-block Salsa20 assembly
+// (xsalsa.go says why),
 // elsewhere from golang.org/x/crypto's secretbox. ReadDatagramBatch
 // takes a burst at a time without allocating.
 //

@@ -53,8 +53,12 @@ func testXSalsaIsSecretbox(t *testing.T) {
 		}
 		bad := bytes.Clone(box)
 		bad[len(bad)/2] ^= 1 << (n % 8)
-		if _, ok := xsalsaOpen(nil, bad, &nonce, &key); ok {
+		spare := bytes.Repeat([]byte{0xaa}, n+64)
+		if _, ok := xsalsaOpen(spare[:0], bad, &nonce, &key); ok {
 			t.Fatalf("length %d: a flipped bit authenticated", n)
+		}
+		if bytes.Count(spare, []byte{0xaa}) != len(spare) {
+			t.Fatalf("length %d: a forgery was decrypted into dst", n)
 		}
 	}
 }
