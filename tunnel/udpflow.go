@@ -305,9 +305,9 @@ func (s *flowSet) get(id uint32) *flow {
 }
 
 // dispatch hands each datagram arriving on dg to its flow until ctx ends
-// or dg fails. Datagrams of unknown flows (one that just closed) and of
-// unknown types are dropped.
-// Each burst that dg has queued goes to the flows in runs (flowBatch).
+// or dg fails, a burst (what dg queued since the last) at a time, in runs
+// per flow (flowBatch). Datagrams of unknown flows (one that just closed)
+// and of unknown types are dropped.
 func (s *flowSet) dispatch(ctx context.Context, dg dgConn) {
 	var b flowBatch
 	for {
