@@ -39,7 +39,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if runFloor() || runUDX() {
+	if runFloor() || runUDPFloor() || runUDX() {
 		return
 	}
 	proctest.Main(m)

@@ -29,19 +29,29 @@ import (
 const floorRoleEnv = "KEYTUNNEL_BENCH_FLOOR"
 
 func viaFloor(tb testing.TB, svc string) (string, []int) {
-	in := startFloor(tb, "in", svc)
-	udp := in.Line("udp ", 10*time.Second)
-	out := startFloor(tb, "out", strings.TrimPrefix(udp, "udp "))
-	return strings.TrimPrefix(out.Line("tcp ", 10*time.Second), "tcp "), []int{in.Pid(), out.Pid()}
+	return startRelays(tb, floorRoleEnv, "in", "out", svc, "tcp ")
 }
 
-func startFloor(tb testing.TB, role, arg string) *proctest.Proc {
+// startRelays starts the two relays of a floor: the server's side
+// (srvRole, towards svc), which prints "udp ADDR", and the client's side
+// (cliRole, towards that address), which prints cliPrefix and the address
+// to reach svc by. It returns that address and both processes.
+func startRelays(tb testing.TB, env, srvRole, cliRole, svc, cliPrefix string) (string, []int) {
+	srv := startRelay(tb, env, srvRole, svc)
+	peer := strings.TrimPrefix(srv.Line("udp ", 10*time.Second), "udp ")
+	cli := startRelay(tb, env, cliRole, peer)
+	return strings.TrimPrefix(cli.Line(cliPrefix, 10*time.Second), cliPrefix), []int{srv.Pid(), cli.Pid()}
+}
+
+// startRelay starts this test binary as a relay of one of the floors:
+// env (the floor's role variable) set to "role arg", on one P.
+func startRelay(tb testing.TB, env, role, arg string) *proctest.Proc {
 	exe, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	return proctest.StartCmd(tb, cmd, append(os.Environ(), floorRoleEnv+"="+role+" "+arg, "GOMAXPROCS=1"))
+	return proctest.StartCmd(tb, cmd, append(os.Environ(), env+"="+role+" "+arg, "GOMAXPROCS=1"))
 }
 
 // runFloor serves as one relay if the environment asks for it, until

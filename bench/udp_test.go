@@ -30,28 +30,37 @@ import (
 // µs). Throughput: 1200-byte datagrams offered at 100k/s for 2 s to a
 // counting sink (dgram/s delivered, loss-%; the target is >= 100k/s with
 // <= 1 % loss), and as fast as one sender can (max-dgram/s, max-loss-%).
+// The floor path is two bare relay processes (udpfloor_test.go): what
+// any two-process UDP tunnel costs on this machine. The machine's cores
+// are shared by the sender, the sink and the tunnel's two processes, so
+// the tunnel's CPU time per datagram bounds the rate: cpu-us/dgram-server
+// and -client are the processes' CPU time (user and system) during the
+// offered-rate run per datagram that reached the sink.
 
-// A udpPath leads to a UDP service: it returns the address to send to.
+// A udpPath leads to a UDP service: it returns the address to send to,
+// and the processes that carry the datagrams, the server's side (next to
+// svc) first.
 type udpPath struct {
 	name string
-	via  func(tb testing.TB, svc string) string
+	via  func(tb testing.TB, svc string) (string, []int)
 }
 
 var udpPaths = []udpPath{
-	{"udp", func(_ testing.TB, svc string) string { return svc }},
+	{"udp", func(_ testing.TB, svc string) (string, []int) { return svc, nil }},
+	{"floor", viaUDPFloor},
 	{"keytunnel", viaKeytunnelUDP},
 	{"holesail", viaHolesailUDP},
 }
 
-func viaKeytunnelUDP(tb testing.TB, svc string) string {
+func viaKeytunnelUDP(tb testing.TB, svc string) (string, []int) {
 	bs := proctest.Testnet(tb, 4)
 	_, port, _ := net.SplitHostPort(svc)
-	_, pub := proctest.Expose(tb, bs, port, "--udp")
-	_, local := proctest.Forward(tb, bs, pub, "--udp")
-	return local
+	exp, pub := proctest.Expose(tb, bs, port, "--udp")
+	fwd, local := proctest.Forward(tb, bs, pub, "--udp")
+	return local, []int{exp.Pid(), fwd.Pid()}
 }
 
-func viaHolesailUDP(tb testing.TB, svc string) string {
+func viaHolesailUDP(tb testing.TB, svc string) (string, []int) {
 	nodetest.Require(tb)
 	bs := proctest.Testnet(tb, 4)
 	_, port, _ := net.SplitHostPort(svc)
@@ -60,7 +69,7 @@ func viaHolesailUDP(tb testing.TB, svc string) string {
 	srv := nodetest.Start(tb, "holesail-udp.js", "server", bs, hex.EncodeToString(seed[:]), port)
 	pub := srv.Expect("holesail-udp-server ", 60*time.Second)
 	cli := nodetest.Start(tb, "holesail-udp.js", "client", bs, pub, "0")
-	return cli.Expect("holesail-udp-client ", 60*time.Second)
+	return cli.Expect("holesail-udp-client ", 60*time.Second), []int{srv.Pid(), cli.Pid()}
 }
 
 // udpService echoes datagrams that start with 'E' and counts the others.
@@ -172,7 +181,7 @@ func BenchmarkUDP(b *testing.B) {
 	for _, p := range udpPaths {
 		b.Run(p.name, func(b *testing.B) {
 			svc := newUDPService(b)
-			addr := p.via(b, svc.addr)
+			addr, pids := p.via(b, svc.addr)
 			c := udpConn(b, addr)
 			// Warm up: the flow opens, and 1200-byte datagrams, framed
 			// on the stream until the path MTU is probed up, go as
@@ -192,9 +201,16 @@ func BenchmarkUDP(b *testing.B) {
 					b.ReportMetric(us(pct(rtts, 0.99)-pct(floor, 0.99))/2, "oneway-p99-us")
 				}
 				n := offered * seconds
+				cpu0 := make([]time.Duration, len(pids))
+				for i, pid := range pids {
+					cpu0[i] = procCPU(b, pid)
+				}
 				got, took := blast(c, svc, n, size, offered)
 				b.ReportMetric(float64(got)/took.Seconds(), "dgram/s")
 				b.ReportMetric(100*float64(n-got)/float64(n), "loss-%")
+				for i, side := range []string{"server", "client"}[:len(pids)] {
+					b.ReportMetric(us(procCPU(b, pids[i])-cpu0[i])/float64(max(got, 1)), "cpu-us/dgram-"+side)
+				}
 				got, took = blast(c, svc, n, size, 0)
 				b.ReportMetric(float64(got)/took.Seconds(), "max-dgram/s")
 				b.ReportMetric(100*float64(n-got)/float64(n), "max-loss-%")
@@ -210,7 +226,8 @@ func TestUDPHarness(t *testing.T) {
 	for _, p := range udpPaths {
 		t.Run(p.name, func(t *testing.T) {
 			svc := newUDPService(t)
-			c := udpConn(t, p.via(t, svc.addr))
+			addr, _ := p.via(t, svc.addr)
+			c := udpConn(t, addr)
 			rtts := pings(t, c, 50, 1200)
 			got, _ := blast(c, svc, 2000, 1200, 20_000)
 			t.Log(fmt.Sprintf("%s: rtt p50 %v; %d of 2000 datagrams at 20k/s", p.name, pct(rtts, 0.5), got))

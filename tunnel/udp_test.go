@@ -414,6 +414,7 @@ func TestMux2TCPStream(t *testing.T) {
 // binary.
 func BenchmarkUDPFlowUDX(b *testing.B) {
 	n := newUDXNet(b)
+	n.plain = true
 	var sent atomic.Int64
 	var got atomic.Int64
 	sink := newUDPService(b, func(p []byte, from netip.AddrPort) []byte {

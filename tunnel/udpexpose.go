@@ -124,6 +124,7 @@ func (ms *muxServer) serveFlow(st muxStream, svc *service, id uint32) {
 		return
 	}
 	f := newFlow(ktFraming, func(p []byte) { tc.Write(p) })
+	f.deliverBatch = connBatchWriter(tc)
 	f.countIn(e.stats)
 	f.id, f.dg = id, ms.dg
 	f.ready.Store(true)

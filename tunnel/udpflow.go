@@ -52,7 +52,7 @@ func (o FlowOptions) withDefaults() FlowOptions {
 // a hyperdht connection, direct or through a blind relay, is.
 type dgConn interface {
 	SendDatagram(p []byte) error
-	ReadDatagram(ctx context.Context) ([]byte, error)
+	ReadDatagramBatch(ctx context.Context, each func(p []byte)) error
 	MaxDatagram() int
 }
 
@@ -81,10 +81,13 @@ type flow struct {
 	set     *flowSet    // the session's ids, which close leaves
 	out     chan []byte // framed datagrams for writeLoop
 	deliver func([]byte)
-	last    atomic.Int64 // when a datagram last passed, in ns since flowEpoch
-	done    chan struct{}
-	once    sync.Once
-	onClose func()
+	// deliverBatch, when set, delivers a burst from the datagram
+	// channel in one system call (udpbatch.go).
+	deliverBatch *batchWriter
+	last         atomic.Int64 // when a datagram last passed, in ns since flowEpoch
+	done         chan struct{}
+	once         sync.Once
+	onClose      func()
 	// stats, when set (by countIn), counts the flow as a connection and
 	// its datagrams' payload: sent to the peer, received from it.
 	stats   *counters
@@ -302,20 +305,24 @@ func (s *flowSet) get(id uint32) *flow {
 }
 
 // dispatch hands each datagram arriving on dg to its flow until ctx ends
-// or dg fails. Datagrams of unknown flows (one that just closed) and of
-// unknown types are dropped.
+// or dg fails, a burst (what dg queued since the last) at a time, in runs
+// per flow (flowBatch). Datagrams of unknown flows (one that just closed)
+// and of unknown types are dropped.
 func (s *flowSet) dispatch(ctx context.Context, dg dgConn) {
+	var b flowBatch
 	for {
-		b, err := dg.ReadDatagram(ctx)
+		err := dg.ReadDatagramBatch(ctx, func(d []byte) {
+			id, p, ok := parseFlowDatagram(d)
+			if !ok {
+				return
+			}
+			if f := s.get(id); f != nil {
+				b.add(f, p)
+			}
+		})
+		b.flush()
 		if err != nil {
 			return
-		}
-		id, p, ok := parseFlowDatagram(b)
-		if !ok {
-			continue
-		}
-		if f := s.get(id); f != nil {
-			f.fromPeer(p)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 
 	"github.com/keytunnel/keytunnel/internal/key"
@@ -16,9 +17,12 @@ import (
 // flow, which carries its datagrams to the service and the service's
 // replies back to that address.
 type UDPForwarder struct {
-	pc    net.PacketConn
-	flows *flowTable[netip.AddrPort]
-	drops lockedRefusalLog
+	pc net.PacketConn
+	// sender writes the datagram channel's bursts to clients (nil:
+	// pc is not a *net.UDPConn).
+	sender *batchSender
+	flows  *flowTable[netip.AddrPort]
+	drops  lockedRefusalLog
 	serving
 	keeper
 }
@@ -31,6 +35,9 @@ type UDPForwarder struct {
 func NewUDPForwarder(d Dialer, remote key.PublicKey, pc net.PacketConn, opts ForwardOptions) *UDPForwarder {
 	opts.defaults()
 	u := &UDPForwarder{pc: pc, flows: newFlowTable[netip.AddrPort](opts.Flows)}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		u.sender = &batchSender{uc: uc}
+	}
 	log := loggerOr(opts.Logger).With("remote", remote.String(), "local", pc.LocalAddr().String(), "proto", "udp")
 	if opts.Service != "" {
 		log = log.With("service", opts.Service)
@@ -75,6 +82,13 @@ func (u *UDPForwarder) readLoop() {
 			}
 			f.toPeer(p)
 		})
+		// Let the udx loop put this batch on the wire before reading
+		// the next: on one P (as the binary runs) this goroutine would
+		// otherwise keep the P while its socket has datagrams, sealing
+		// datagrams that then find udx's queue full and are dropped,
+		// the encryption wasted; now an overloaded forward drops them
+		// in the socket instead, before spending anything on them.
+		runtime.Gosched()
 		if err != nil {
 			if u.ctx.Err() == nil {
 				u.err = err
@@ -89,6 +103,7 @@ func (u *UDPForwarder) readLoop() {
 // datagrams queue in the flow meanwhile. nil if the table is full.
 func (u *UDPForwarder) startFlow(addr netip.AddrPort) *flow {
 	f := newFlow(ktFraming, u.writerTo(addr))
+	f.deliverBatch = u.batchWriterTo(addr)
 	if u.opts.Raw {
 		f.framing = holesailFraming
 	}
@@ -242,13 +257,10 @@ func (u *UDPForwarder) writerTo(addr netip.AddrPort) func([]byte) {
 	return func(p []byte) { u.pc.WriteTo(p, to) }
 }
 
-// readFromAddrPort reads a datagram and its sender as a netip.AddrPort,
-// without allocating when pc is a *net.UDPConn.
+// readFromAddrPort reads a datagram and its sender as a netip.AddrPort
+// from a PacketConn that is not a *net.UDPConn (those datagramReader
+// reads in batches).
 func readFromAddrPort(pc net.PacketConn, buf []byte) (int, netip.AddrPort, error) {
-	if uc, ok := pc.(*net.UDPConn); ok {
-		n, ap, err := uc.ReadFromUDPAddrPort(buf)
-		return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), err
-	}
 	n, a, err := pc.ReadFrom(buf)
 	if err != nil {
 		return n, netip.AddrPort{}, err

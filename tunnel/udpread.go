@@ -4,7 +4,7 @@ import (
 	"net"
 	"net/netip"
 
-	"golang.org/x/net/ipv4"
+	"github.com/keytunnel/keytunnel/udx"
 )
 
 // readBatch is how many datagrams a forward's socket reader takes per
@@ -13,54 +13,35 @@ import (
 // instead of one datagram.
 const readBatch = 16
 
-// datagramReader reads a forward's local socket: in batches from an IPv4
-// *net.UDPConn bound to a specific address (golang.org/x/net/ipv4's
-// ReadBatch), else one datagram per call. (A wildcard or IPv6 address
-// may be an IPv6 socket, whose batch addresses ipv4 would not parse.)
+// datagramReader reads a forward's local socket: in batches from a
+// *net.UDPConn (udx.BatchReader: recvmmsg as a raw system call, which
+// keeps sysmon and its P hand-offs out of a busy reader's way), else one
+// datagram per call.
 type datagramReader struct {
-	pc net.PacketConn
-	bp *ipv4.PacketConn
-	ms []ipv4.Message
+	pc  net.PacketConn
+	br  *udx.BatchReader
+	buf []byte
 }
 
 func newDatagramReader(pc net.PacketConn) *datagramReader {
-	r := &datagramReader{pc: pc}
-	n := 1
 	if uc, ok := pc.(*net.UDPConn); ok {
-		if a, ok := uc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil && !a.IP.IsUnspecified() {
-			r.bp = ipv4.NewPacketConn(uc)
-			n = readBatch
-		}
+		return &datagramReader{pc: pc, br: udx.NewBatchReader(uc, readBatch, maxDatagram)}
 	}
-	r.ms = make([]ipv4.Message, n)
-	for i := range r.ms {
-		r.ms[i].Buffers = [][]byte{make([]byte, maxDatagram)}
-	}
-	return r
+	return &datagramReader{pc: pc, buf: make([]byte, maxDatagram)}
 }
 
 // read returns the next datagrams: each's payload and sender, valid until
 // the next read.
 func (r *datagramReader) read(each func(p []byte, from netip.AddrPort)) error {
-	if r.bp == nil {
-		n, from, err := readFromAddrPort(r.pc, r.ms[0].Buffers[0])
+	if r.br == nil {
+		n, from, err := readFromAddrPort(r.pc, r.buf)
 		if err != nil {
 			return err
 		}
-		each(r.ms[0].Buffers[0][:n], from)
+		each(r.buf[:n], from)
 		return nil
 	}
-	k, err := r.bp.ReadBatch(r.ms, 0)
-	if err != nil {
-		return err
-	}
-	for _, m := range r.ms[:k] {
-		a, ok := m.Addr.(*net.UDPAddr)
-		if !ok {
-			continue
-		}
-		ap := a.AddrPort()
-		each(m.Buffers[0][:m.N], netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-	}
-	return nil
+	return r.br.Read(func(p []byte, from netip.AddrPort) {
+		each(p, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	})
 }

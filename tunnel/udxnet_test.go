@@ -27,6 +27,10 @@ type udxNet struct {
 
 	// keepAlive is both secret streams' KeepAlive (0: none).
 	keepAlive time.Duration
+	// plain gives udx the bare *net.UDPConn, as the binary does, so that
+	// it reads and writes in batches (recvmmsg, sendmmsg, GSO); vanish
+	// then mutes nothing.
+	plain bool
 
 	mu      sync.Mutex
 	streams []*udx.Stream
@@ -53,7 +57,11 @@ func (n *udxNet) socket() (*udx.Socket, *mutedConn, error) {
 		return nil, nil, err
 	}
 	m := &mutedConn{PacketConn: pc}
-	s, err := udx.NewSocket(m)
+	var c net.PacketConn = m
+	if n.plain {
+		c = pc
+	}
+	s, err := udx.NewSocket(c)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -54,4 +54,7 @@
 // (EIO or EINVAL for a run it takes datagram by datagram) turns GSO off for
 // the socket; holepunching's small sockets read without GRO, whose reader
 // would hold 512 KiB; elsewhere datagrams go one per batch entry.
+// BatchReader and BatchWriter lend the same system calls to a UDP socket
+// of the caller's that carries no streams (keytunnel's UDP flows, towards
+// their clients and services).
 package udx

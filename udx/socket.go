@@ -43,6 +43,7 @@ type Socket struct {
 	// owned by the loop
 	tx       []txMsg
 	arena    []byte
+	arenas   []*[wqChunkSize]byte // the pooled chunks arena was taken from
 	queued   bool
 	detached bool
 }
@@ -239,7 +240,15 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // scratch returns n bytes valid until the loop's next transmit flush.
 func (s *Socket) scratch(n int) []byte {
 	if len(s.arena)+n > cap(s.arena) {
-		s.arena = make([]byte, 0, max(64<<10, n))
+		// A burst of datagrams fills several chunks before a flush,
+		// which gives them back to the pool for the next one.
+		if n > wqChunkSize {
+			s.arena = make([]byte, 0, n)
+		} else {
+			c := wqPool.Get().(*[wqChunkSize]byte)
+			s.arenas = append(s.arenas, c)
+			s.arena = c[:0]
+		}
 	}
 	b := s.arena[len(s.arena) : len(s.arena)+n]
 	s.arena = s.arena[:len(s.arena)+n]
@@ -275,6 +284,17 @@ func (s *Socket) flushTx() {
 	}
 	clear(s.tx)
 	s.tx = s.tx[:0]
+	// Keep the last chunk (the one being filled), give back the others.
+	if k := len(s.arenas); k > 1 {
+		for i, c := range s.arenas[:k-1] {
+			wqPool.Put(c)
+			s.arenas[i] = nil
+		}
+		s.arenas[0] = s.arenas[k-1]
+		s.arenas[k-1] = nil
+		s.arenas = s.arenas[:1]
+		s.arena = s.arenas[0][:0]
+	}
 	s.arena = s.arena[:0]
 }
 

@@ -191,6 +191,7 @@ type Stream struct {
 	err        error
 	userClosed bool
 	msgs       [][]byte
+	msgsSpare  [][]byte // msgs' previous array, which ReadMessageBatch gives back
 	mq         [][]byte // MESSAGEs for the loop to send (Send)
 	mqSpare    [][]byte // loop-owned: mq's previous array, for reuse
 	rdl, wdl   time.Time
@@ -521,13 +522,16 @@ func (s *Stream) Send(p []byte) error {
 	if s.remAddr.Load() == nil {
 		return ErrNotConnected
 	}
-	b := make([]byte, len(p))
-	copy(b, p)
 	s.mu.Lock()
 	if len(s.mq) >= maxQueuedMessages {
 		s.mu.Unlock()
 		return ErrWouldBlock
 	}
+	// A pooled buffer (p fits, as recvBufferSize is pktBufSize), which
+	// sendMessages gives back: at 100k datagrams a second a fresh one
+	// each would keep the collector busy.
+	b := getPktBuf()[:len(p)]
+	copy(b, p)
 	s.mq = append(s.mq, b)
 	s.mu.Unlock()
 	s.u.kickStream(s)
@@ -549,6 +553,7 @@ func (s *Stream) sendMessages() {
 			copy(buf[HeaderSize:], b)
 			s.sock.queue(buf, s.ruaddr, s.raddr)
 		}
+		putPktBuf(b)
 		mq[i] = nil
 	}
 	s.mqSpare = mq[:0]
@@ -585,21 +590,61 @@ func (s *Stream) ReadMessage(ctx context.Context) ([]byte, error) {
 			s.mu.Unlock()
 			return m, nil
 		}
-		err := s.err
-		if err == nil && s.isDone() {
-			err = ErrClosed
-		}
-		s.mu.Unlock()
-		if err != nil {
+		if err := s.waitMessagesLocked(ctx); err != nil {
 			return nil, err
 		}
-		select {
-		case <-s.msgable:
-		case <-s.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	}
+}
+
+// ReadMessageBatch waits for MESSAGEs and calls each with every one
+// queued by then, in the order they arrived. A payload is valid only
+// during its call: its buffer goes back to a pool, so that a stream
+// receiving datagrams at a high rate allocates nothing per datagram (as
+// ReadMessage must), and one wake-up of the reader takes a burst.
+func (s *Stream) ReadMessageBatch(ctx context.Context, each func(p []byte)) error {
+	for {
+		s.mu.Lock()
+		if len(s.msgs) > 0 {
+			ms := s.msgs
+			s.msgs = s.msgsSpare[:0]
+			s.msgsSpare = nil
+			s.mu.Unlock()
+			for i, m := range ms {
+				each(m)
+				putPktBuf(m)
+				ms[i] = nil
+			}
+			s.mu.Lock()
+			if s.msgsSpare == nil {
+				s.msgsSpare = ms[:0]
+			}
+			s.mu.Unlock()
+			return nil
+		}
+		if err := s.waitMessagesLocked(ctx); err != nil {
+			return err
 		}
 	}
+}
+
+// waitMessagesLocked, called with s.mu held and no MESSAGE queued,
+// unlocks it and waits for one, the stream's end or ctx's.
+func (s *Stream) waitMessagesLocked(ctx context.Context) error {
+	err := s.err
+	if err == nil && s.isDone() {
+		err = ErrClosed
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-s.msgable:
+	case <-s.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 func (s *Stream) isDone() bool {
@@ -952,10 +997,18 @@ func (s *Stream) deliverEOF() {
 }
 
 func (s *Stream) deliverMessage(p []byte) {
-	b := make([]byte, len(p))
-	copy(b, p)
 	s.mu.Lock()
 	if len(s.msgs) < maxQueuedMessages {
+		// Pooled, which ReadMessageBatch gives back; a datagram larger
+		// than a pool buffer (a peer's jumbo MESSAGE, read whole with
+		// GRO) gets its own.
+		var b []byte
+		if len(p) <= pktBufSize {
+			b = getPktBuf()[:len(p)]
+		} else {
+			b = make([]byte, len(p))
+		}
+		copy(b, p)
 		s.msgs = append(s.msgs, b)
 	}
 	s.mu.Unlock()
