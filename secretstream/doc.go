@@ -27,11 +27,10 @@
 // Unordered datagrams (secret-stream's send/trySend over UDX MESSAGE
 // packets) are boxed with XSalsa20-Poly1305 under per-role keys derived from
 // the handshake hash; see Datagrams, SealDatagram and OpenDatagram. The
-// box is crypto_secretbox's byte for byte; on amd64 with AVX2 or
-// AVX-512 its key stream comes from eight-block Salsa20 assembly
-// (xsalsa.go says why),
-// elsewhere from golang.org/x/crypto's secretbox. ReadDatagramBatch
-// takes a burst at a time without allocating.
+// box is crypto_secretbox's, from golang.org/x/crypto (a wider,
+// hand-written Salsa20 would seal 1200 bytes in 1.0 µs instead of 2.2, but
+// cryptographic assembly is what a well-kept library is for).
+// ReadDatagramBatch takes a burst at a time without allocating.
 //
 // crypto_secretstream_xchacha20poly1305 itself is implemented here from
 // golang.org/x/crypto primitives (xchacha.go), with no per-message

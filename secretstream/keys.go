@@ -79,7 +79,7 @@ func SealDatagram(dst []byte, key *[32]byte, counter [DatagramCounterSize]byte, 
 	var nonce [24]byte
 	copy(nonce[:], counter[:])
 	dst = append(dst, counter[:]...)
-	return xsalsaSeal(dst, plaintext, &nonce, key)
+	return secretbox.Seal(dst, plaintext, &nonce, key)
 }
 
 // OpenDatagram authenticates an envelope made by SealDatagram and appends
@@ -94,7 +94,7 @@ func OpenDatagram(dst []byte, key *[32]byte, envelope []byte) (out []byte, ok bo
 	}
 	var nonce [24]byte
 	copy(nonce[:], envelope[:DatagramCounterSize])
-	if out, ok = xsalsaOpen(dst, envelope[DatagramCounterSize:], &nonce, key); !ok {
+	if out, ok = secretbox.Open(dst, envelope[DatagramCounterSize:], &nonce, key); !ok {
 		return dst, false
 	}
 	return out, true
