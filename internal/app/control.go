@@ -220,4 +220,3 @@ func socketPID(name string) int {
 	}
 	return pid
 }
-
