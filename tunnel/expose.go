@@ -32,8 +32,8 @@ const DefaultDetectTimeout = 400 * time.Millisecond
 // costs a retransmission) is not taken for a raw one and failed with "peer
 // did not answer the keytunnel preamble".
 func detectWait(base time.Duration, pc PeerConn) time.Duration {
-	if r, ok := pc.(interface{ RTT() time.Duration }); ok && r.RTT() > 0 {
-		return max(base, 3*r.RTT()+200*time.Millisecond)
+	if rtt := rttOf(pc); rtt > 0 {
+		return max(base, 3*rtt+200*time.Millisecond)
 	}
 	return base
 }

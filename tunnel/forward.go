@@ -133,6 +133,8 @@ func pingWait(pc PeerConn) time.Duration {
 	return min(max(4*rttOf(pc)+500*time.Millisecond, 2*time.Second), 5*time.Second)
 }
 
+// rttOf is pc's smoothed round-trip time where its transport measures one
+// (a secret stream over udx), else 0.
 func rttOf(pc PeerConn) time.Duration {
 	if r, ok := pc.(interface{ RTT() time.Duration }); ok {
 		return r.RTT()

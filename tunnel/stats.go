@@ -97,10 +97,7 @@ func (c *counters) snapshot() Stats {
 	}
 	c.mu.Lock()
 	for p := range c.peers {
-		ps := PeerStats{Remote: p.pc.RemotePublicKey(), Mode: p.mode, Since: p.since}
-		if r, ok := p.pc.(interface{ RTT() time.Duration }); ok {
-			ps.RTT = r.RTT()
-		}
+		ps := PeerStats{Remote: p.pc.RemotePublicKey(), Mode: p.mode, Since: p.since, RTT: rttOf(p.pc)}
 		if r, ok := p.pc.(interface{ Path() string }); ok {
 			ps.Path = r.Path()
 		}
