@@ -100,7 +100,9 @@ func newAccountant(b Budget) *accountant {
 func clientMemory() *sessionMemory {
 	a := newAccountant(Budget{})
 	a.perSession = a.b.Memory
-	return a.session()
+	s := a.session()
+	s.extraInitial = clientInitialWindow - initialWindow
+	return s
 }
 
 // admitSession counts a new peer session, or says which cap it is over.
@@ -152,6 +154,11 @@ type sessionMemory struct {
 	a       *accountant
 	streams int   // admitted, guarded by a.mu
 	memory  int64 // reserved by this session's spans, guarded by a.mu
+	// extraInitial is what the session's streams start with beyond
+	// yamux's 256 KiB (clientInitialWindow): yamux grants it in its first
+	// window update without reserving it, so it is counted with the
+	// 256 KiB it does reserve.
+	extraInitial int64
 }
 
 func (a *accountant) session() *sessionMemory { return &sessionMemory{a: a} }
@@ -174,6 +181,9 @@ func (sp *span) ReserveMemory(size int, prio uint8) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := int64(size)
+	if prio == 255 && sp.reserved == 0 {
+		n += sp.s.extraInitial
+	}
 	if prio < 255 && (a.memory+n > a.b.Memory || sp.s.memory+n > a.perSession) {
 		return ErrOverBudget
 	}

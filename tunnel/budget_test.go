@@ -231,3 +231,32 @@ func TestAccountantMemory(t *testing.T) {
 		t.Fatalf("after Done: %d %d %d reserved", a.memory, s1.memory, s2.memory)
 	}
 }
+
+// TestClientMemoryCountsInitialWindow: a Forwarder's streams start with
+// clientInitialWindow, of which yamux reserves only its own 256 KiB; the
+// rest is counted with it, and released with the stream.
+func TestClientMemoryCountsInitialWindow(t *testing.T) {
+	s := clientMemory()
+	mm, err := s.newSpan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mm.ReserveMemory(initialWindow, 255); err != nil {
+		t.Fatal(err)
+	}
+	if s.memory != clientInitialWindow {
+		t.Errorf("after the initial reservation: %d bytes counted, want %d", s.memory, clientInitialWindow)
+	}
+	// Growth is counted as asked, and only the first top-priority
+	// reservation carries the extra.
+	if err := mm.ReserveMemory(1<<20, 128); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(clientInitialWindow + 1<<20); s.memory != want {
+		t.Errorf("after growth: %d bytes counted, want %d", s.memory, want)
+	}
+	mm.Done()
+	if s.memory != 0 || s.a.memory != 0 {
+		t.Errorf("after Done: session %d, accountant %d bytes counted", s.memory, s.a.memory)
+	}
+}

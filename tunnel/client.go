@@ -89,10 +89,11 @@ func (c *Client) OpenService(ctx context.Context, remote key.PublicKey, service 
 			sess.Close()
 			continue
 		}
+		ms := sess.gate.stream(st)
 		if service == "" {
-			return streamConn{muxStream{st}, remote}, nil
+			return streamConn{ms, remote}, nil
 		}
-		return openServiceConn(ctx, muxStream{st}, remote, service)
+		return openServiceConn(ctx, ms, remote, service)
 	}
 	return nil, err
 }

@@ -33,7 +33,54 @@ type conn interface {
 // out, later input dropped) and frees the stream at once; a past deadline
 // also wakes our own blocked Read or Write. Reset is for failures, so that
 // the peer sees a truncated stream as an error rather than an end.
-type muxStream struct{ *yamux.Stream }
+//
+// Writes pass the session's sendGate (gate.go), which keeps a bulk
+// stream from queueing far ahead of other streams' small writes; a
+// muxStream without one (the zero gate) writes straight to yamux.
+type muxStream struct {
+	*yamux.Stream
+	gate *sendGate
+	stop *streamStop
+}
+
+func (s muxStream) Write(b []byte) (int, error) {
+	if s.gate == nil {
+		return s.Stream.Write(b)
+	}
+	// One admission per frame's worth at most, so that a large write does
+	// not hold a big share of the gate while yamux waits for window.
+	var total int
+	for len(b) > 0 {
+		chunk := b[:min(len(b), bufSize)]
+		if err := s.gate.admit(len(chunk), s.stop); err != nil && err != errGateClosed {
+			return total, err
+		}
+		n, err := s.Stream.Write(chunk)
+		if n < len(chunk) {
+			s.gate.release(len(chunk) - n)
+		}
+		total += n
+		if err != nil {
+			return total, err
+		}
+		b = b[n:]
+	}
+	return total, nil
+}
+
+func (s muxStream) SetDeadline(t time.Time) error {
+	if s.stop != nil {
+		s.stop.setDeadline(t)
+	}
+	return s.Stream.SetDeadline(t)
+}
+
+func (s muxStream) SetWriteDeadline(t time.Time) error {
+	if s.stop != nil {
+		s.stop.setDeadline(t)
+	}
+	return s.Stream.SetWriteDeadline(t)
+}
 
 // PeerReset reports whether err ended a tunnelled connection because the
 // exposing side reset it (its target refused the connection, or a budget
@@ -57,12 +104,20 @@ func (s muxStream) Read(b []byte) (int, error) {
 
 func (s muxStream) Close() error {
 	err := s.Stream.Close()
-	s.Stream.SetDeadline(time.Now())
+	s.SetDeadline(time.Now())
+	if s.stop != nil {
+		s.stop.close()
+	}
 	return err
 }
 
 // SetLinger(0) is join's way of asking for a reset on Close (as for TCP).
-func (s muxStream) SetLinger(int) error { return s.Stream.Reset() }
+func (s muxStream) SetLinger(int) error {
+	if s.stop != nil {
+		s.stop.close()
+	}
+	return s.Stream.Reset()
+}
 
 // join copies a to b and b to a until both directions have seen EOF, one
 // fails, or ctx ends. An EOF in one direction is passed on as CloseWrite of

@@ -27,6 +27,7 @@ const ackDelay = time.Millisecond
 //	8  length (4 bytes): data length, or window delta for a window update
 const (
 	muxHeaderSize       = 12
+	muxTypeData         = 0
 	muxTypeWindowUpdate = 1
 	muxFlagACK          = 2
 )

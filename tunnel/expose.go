@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/key"
-	"github.com/libp2p/go-yamux/v5"
 )
 
 // DefaultDetectTimeout is how long Expose waits for a peer's first bytes
@@ -338,7 +337,7 @@ func (e *Exposer) serveMux(pc PeerConn, kind peerKind, log *slog.Logger) error {
 		return err
 	}
 	mem := e.acct.session()
-	sess, err := yamux.Server(newCorkConn(pc), serverMuxConfig(log, e.opts.Budget), mem.newSpan)
+	sess, gate, err := newGatedMux(newCorkConn(pc), true, serverMuxConfig(log, e.opts.Budget), mem.newSpan)
 	if err != nil {
 		return err
 	}
@@ -369,10 +368,10 @@ func (e *Exposer) serveMux(pc PeerConn, kind peerKind, log *slog.Logger) error {
 			defer wg.Done()
 			defer e.acct.endStream(mem)
 			if ms != nil {
-				ms.serveStream(muxStream{st})
+				ms.serveStream(gate.stream(st))
 				return
 			}
-			e.serveStream(muxStream{st}, pc.RemotePublicKey(), log)
+			e.serveStream(gate.stream(st), pc.RemotePublicKey(), log)
 		}()
 	}
 }

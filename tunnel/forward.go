@@ -64,6 +64,7 @@ type Forwarder struct {
 type session struct {
 	*yamux.Session
 	pc    PeerConn
+	gate  *sendGate
 	flows *flowSet
 
 	abandoned chan struct{} // closed by keeper.abandon
@@ -262,7 +263,7 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 			sess.Close() // make sure sessionLoop notices
 			continue
 		}
-		peer, err := f.streamTo(muxStream{st})
+		peer, err := f.streamTo(sess.gate.stream(st))
 		if err != nil {
 			st.Reset()
 			sess.Close() // the header did not go out: the session is broken
@@ -544,10 +545,10 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string
 		}
 		return nil, err
 	}
-	sess, err := yamux.Client(pc, muxConfig(log), clientMemory().newSpan)
+	sess, gate, err := newGatedMux(pc, false, clientMuxConfig(log), clientMemory().newSpan)
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
-	return &session{Session: sess, pc: pc, abandoned: make(chan struct{})}, nil
+	return &session{Session: sess, pc: pc, gate: gate, abandoned: make(chan struct{})}, nil
 }

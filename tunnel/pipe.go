@@ -50,9 +50,10 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 		if err != nil {
 			return err
 		}
-		peer = muxStream{st}
+		ms := sess.gate.stream(st)
+		peer = ms
 		if opts.Service != "" {
-			if peer, err = openServiceStream(muxStream{st}, opts.Service); err != nil {
+			if peer, err = openServiceStream(ms, opts.Service); err != nil {
 				return err
 			}
 		}

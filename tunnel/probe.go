@@ -108,7 +108,7 @@ func Check(ctx context.Context, d Dialer, remote key.PublicKey, pings, size int)
 		pc.Close()
 		return r, err
 	}
-	sess, err := yamux.Client(pc, muxConfig(loggerOr(nil)), clientMemory().newSpan)
+	sess, err := yamux.Client(pc, clientMuxConfig(loggerOr(nil)), clientMemory().newSpan)
 	if err != nil {
 		pc.Close()
 		return r, err

@@ -171,14 +171,15 @@ func (u *UDPForwarder) runMux(f *flow, addr netip.AddrPort) {
 		}
 		sess.flows.add(f)
 		f.dg = datagramsOf(sess.pc)
-		if !f.attach(muxStream{st}, sess.flows) {
+		ms := sess.gate.stream(st)
+		if !f.attach(ms, sess.flows) {
 			return
 		}
 		if _, err := st.Write(appendStreamHeader(nil, streamHeader{kind: kindUDP, service: u.opts.Service, flow: f.id})); err != nil {
 			f.close()
 			return
 		}
-		u.runFlowStream(f, bufio.NewReader(muxStream{st}), addr)
+		u.runFlowStream(f, bufio.NewReader(ms), addr)
 		return
 	}
 	f.close()
