@@ -25,12 +25,12 @@ import (
 //   - A packet from a new address on the stream's socket that fits the
 //     stream (roamFits: no DESTROY, its ack between what the peer
 //     acknowledged before and what we sent, its seq within the
-//     out-of-order window around our ack) and brings news (data not
-//     received yet, or an ack of data not acknowledged yet) makes the
-//     address the candidate, replacing an older one. A stale packet (a
-//     late one from the old path, a replay) brings no news, so it cannot
-//     displace the candidate; later packets from the candidate count as
-//     its own whatever they bring.
+//     out-of-order window around our ack) and brings news (data beyond
+//     any received yet, or an ack of data not acknowledged yet) makes
+//     the address the candidate, replacing an older one. A stale packet
+//     (a late one from the old path, one that fills a gap, a replay)
+//     brings no news, so it cannot displace the candidate; later packets
+//     from the candidate count as its own whatever they bring.
 //   - The stream notes the offset in its byte stream of the first byte
 //     delivered from a candidate packet, in order or out of order
 //     (candOff; out-of-order packets are marked oooFromCand).
@@ -102,10 +102,16 @@ func (s *Stream) roamFits(sk *Socket, p *Packet) bool {
 	return d >= -oooCap && d <= oooCap
 }
 
-// roamNews reports whether p brings news: data not received yet or an
-// ack of data not acknowledged yet.
+// roamNews reports whether p brings news: data beyond any received yet,
+// or an ack of data not acknowledged yet. Data that fills a gap is no
+// news: around a rebinding it is what the network reordered from the old
+// address, which must not become the candidate again.
 func (s *Stream) roamNews(p *Packet) bool {
-	newData := seqDiff(p.Seq, s.ack) >= 0 && p.Type&flagDataOrEnd != 0
+	top := s.ack
+	if n := len(s.blocks); n > 0 {
+		top = s.blocks[n-1].End
+	}
+	newData := seqDiff(p.Seq, top) >= 0 && p.Type&flagDataOrEnd != 0
 	return newData || seqDiff(p.Ack, s.remoteAcked) > 0
 }
 

@@ -664,3 +664,46 @@ func TestTimeoutRidesOutDarkLink(t *testing.T) {
 		t.Fatal("a stream with Timeout 0 survived 15 s of darkness: the test proves nothing")
 	}
 }
+
+// What counts as news for a packet from a new address (roamNews): data
+// beyond all received, or an ack of unacknowledged data; not data that
+// fills a gap (what the network reordered from the old address around a
+// rebinding), nor a duplicate.
+func TestRoamNews(t *testing.T) {
+	sa, _ := vnetPair(t, vnet.Config{})
+	s, err := sa.NewStream(1, &StreamOptions{Firewall: roamFirewall})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, other := netipAddr("10.0.9.1:1000"), netipAddr("10.0.9.2:1000")
+	if err := s.Connect(sa, 2, peer); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.u.do(func(now int64) error {
+		data := func(seq uint32) Packet {
+			return Packet{Header: Header{Type: FlagData, ID: 1, RWnd: defaultRwndMax, Seq: seq}, Payload: []byte("x")}
+		}
+		// From the peer: seq 0 in order, 2 and 3 out of order (a gap at 1).
+		for _, q := range []uint32{0, 2, 3} {
+			p := data(q)
+			s.onPacket(nil, &p, now)
+		}
+		for _, c := range []struct {
+			name string
+			p    Packet
+			news bool
+		}{
+			{"a duplicate", data(0), false},
+			{"data filling the gap", data(1), false},
+			{"data held already", data(3), false},
+			{"data beyond all received", data(4), true},
+			{"an ack of nothing new", Packet{Header: Header{ID: 1, Seq: 1}}, false},
+		} {
+			if got := s.roamCandidate(sa, other, &c.p); got != c.news || s.cand.IsValid() != c.news {
+				t.Errorf("%s: candidate %v (%v), want %v", c.name, got, s.cand, c.news)
+			}
+			s.dropCandidate()
+		}
+		return nil
+	})
+}
