@@ -32,9 +32,10 @@ const roamLimit = 20 * time.Second
 //	conn-alive  1 when the connection was still open (not reset or
 //	            ended) at the end, else 0
 //
-// keytunnel's server stream moves to the client's new port on its next
-// packet that fits the stream (udx.FirewallRoam); libudx keeps sending to
-// the old one, so hypertele's connection stalls until its stream gives up.
+// keytunnel's server stream moves to the client's new port once
+// secret-stream has authenticated data that came from there
+// (udx.FirewallRoam); libudx keeps sending to the old one, so
+// hypertele's connection stalls until its stream gives up.
 func BenchmarkRoaming(b *testing.B) {
 	for _, name := range []string{"keytunnel", "hypertele"} {
 		b.Run(name, func(b *testing.B) {

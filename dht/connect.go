@@ -64,7 +64,8 @@ type dialer struct {
 	relayToken   [32]byte
 	relayFrom    atomic.Pointer[relayPath]
 	// roam is set once the stream is on a direct path for good: the
-	// server's packets from a new address then move it (udx.FirewallRoam).
+	// server's authenticated data from a new address then moves it
+	// (udx.FirewallRoam; secret-stream reports what it authenticated).
 	roam atomic.Bool
 
 	// set once by the first successful handshake
@@ -134,9 +135,10 @@ func (n *Node) dial(ctx context.Context, remote key.PublicKey, opts *DialOptions
 // path and hold the packets, which udx replays when we connect. On a
 // relayed connection: the server moved to a direct path, and so do we.
 // On a direct one: the server's address changed (its NAT lost our
-// mapping), and udx follows it when the packet fits the stream
-// (udx.FirewallRoam). Anything else on a connected stream is accepted
-// (Hold then means accept), as udx-native does.
+// mapping), and udx follows it once secret-stream has authenticated
+// data that came from there (udx.FirewallRoam). Anything else on a
+// connected stream is accepted (Hold then means accept), as udx-native
+// does.
 func (d *dialer) firewall(_ *udx.Stream, sock *udx.Socket, from netip.AddrPort) udx.FirewallVerdict {
 	if d.relayFrom.Load().is(sock, from) {
 		return udx.FirewallHold // relayed: connect once the pairing answers

@@ -96,8 +96,9 @@ type slot struct {
 	directOnce  sync.Once
 	upgradeOnce sync.Once
 	// roam is set once the stream is connected on a direct path: the
-	// client's packets from a new address then move it (udx.FirewallRoam:
-	// its NAT lost the mapping, or its address changed).
+	// client's authenticated data from a new address then moves it
+	// (udx.FirewallRoam: its NAT lost the mapping, or its address
+	// changed).
 	roam atomic.Bool
 
 	mu             sync.Mutex

@@ -39,6 +39,18 @@ type addresser interface {
 	RemoteAddr() net.Addr
 }
 
+// authNoter is a raw connection that wants to know how much of what was
+// read from it is authenticated: a udx stream follows its peer to a new
+// address only once bytes from there are (udx.Stream.Authenticated).
+// n counts the bytes read from the raw connection since New.
+type authNoter interface{ Authenticated(n int64) }
+
+// stallNotifier is a raw connection that says when data it was receiving
+// stops coming (udx.Stream.OnReceiveStall): this side may have moved to a
+// new address, and the peer follows only authenticated data from there,
+// so the Conn sends a keepalive.
+type stallNotifier interface{ OnReceiveStall(f func()) }
+
 // Options configure a Conn.
 type Options struct {
 	// IsInitiator is the role: the initiator sends the first handshake
@@ -52,7 +64,11 @@ type Options struct {
 	// starts with the header exchange.
 	Handshake *noise.Result
 	// KeepAlive, when positive, sends an empty encrypted frame after this
-	// long without a write (hyperdht uses 5 s).
+	// long without a write (hyperdht uses 5 s), and also at once when a
+	// raw connection that can tell (a udx stream, OnReceiveStall) sees
+	// the data it was receiving stop: if this side's address changed,
+	// that authenticated frame from the new one is what moves the peer
+	// there (see udx's FirewallRoam).
 	KeepAlive time.Duration
 	// MaxFrameSize bounds the length prefix of received frames; 0 means
 	// MaxFrame, the protocol maximum, which is what Node can send.
@@ -90,8 +106,10 @@ type Conn struct {
 	rawErr    error
 	wg        sync.WaitGroup
 	epoch     time.Time
-	lastWrite atomic.Int64 // nanoseconds since epoch (monotonic)
-	lastRead  atomic.Int64 // of the latest frame read, likewise; 0: none yet
+	lastWrite atomic.Int64  // nanoseconds since epoch (monotonic)
+	lastRead  atomic.Int64  // of the latest frame read, likewise; 0: none yet
+	stall     chan struct{} // the raw connection's receive stalled (stallNotifier)
+	auth      authNoter     // raw, when it wants to know (nil otherwise)
 
 	// Handshake results; written once under hsMu before hsDone is set.
 	hsMu      sync.Mutex
@@ -140,8 +158,10 @@ func New(raw RawConn, opts Options) (*Conn, error) {
 		rnd:    opts.Random,
 		done:   make(chan struct{}),
 		kaStop: make(chan struct{}),
+		stall:  make(chan struct{}, 1),
 		epoch:  time.Now(),
 	}
+	c.auth, _ = raw.(authNoter)
 	if c.rnd == nil {
 		c.rnd = rand.Reader
 	}
@@ -243,8 +263,20 @@ func (c *Conn) handshakeCtx(ctx context.Context) error {
 			go c.keepAlive(c.opts.KeepAlive)
 		}
 		c.mu.Unlock()
+		if sn, ok := c.raw.(stallNotifier); ok {
+			sn.OnReceiveStall(c.onStall)
+		}
 	}
 	return nil
+}
+
+// onStall is the raw connection's receive-stall hook: it must not block,
+// so it only wakes keepAlive.
+func (c *Conn) onStall() {
+	select {
+	case c.stall <- struct{}{}:
+	default:
+	}
 }
 
 // hsError wraps err as a handshake failure unless it is already a protocol
@@ -442,6 +474,11 @@ func (c *Conn) readRecord() error {
 	}
 	c.plain = m
 	c.lastRead.Store(int64(time.Since(c.epoch)))
+	if c.auth != nil {
+		// Everything read up to this message's end is authentic now;
+		// what the frame reader holds beyond it is not yet.
+		c.auth.Authenticated(c.rd.total - int64(c.rd.w-c.rd.r))
+	}
 	return nil
 }
 
@@ -586,24 +623,31 @@ func (c *Conn) flushHeader() error {
 func (c *Conn) touchWrite() { c.lastWrite.Store(int64(time.Since(c.epoch))) }
 
 // keepAlive sends an empty frame (20 bytes on the wire) whenever d has
-// passed without a write, like Node's setKeepAlive. It skips a beat when a
-// Write is in progress, which refreshes the timer anyway.
+// passed without a write, like Node's setKeepAlive, and when the raw
+// connection's receive stalls (onStall). It skips a beat when a Write is
+// in progress, which refreshes the timer anyway and whose data speaks
+// for this side as well.
 func (c *Conn) keepAlive(d time.Duration) {
 	defer c.wg.Done()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
+		stalled := false
 		select {
 		case <-c.done:
 			return
 		case <-c.kaStop:
 			return
+		case <-c.stall:
+			stalled = true
 		case <-t.C:
 		}
-		idle := time.Since(c.epoch) - time.Duration(c.lastWrite.Load())
-		if idle < d {
-			t.Reset(d - idle)
-			continue
+		if !stalled {
+			idle := time.Since(c.epoch) - time.Duration(c.lastWrite.Load())
+			if idle < d {
+				t.Reset(d - idle)
+				continue
+			}
 		}
 		if c.wmu.TryLock() {
 			if c.writable() == nil && !c.wclosed {
@@ -611,7 +655,9 @@ func (c *Conn) keepAlive(d time.Duration) {
 			}
 			c.wmu.Unlock()
 		}
-		t.Reset(d)
+		if !stalled {
+			t.Reset(d)
+		}
 	}
 }
 

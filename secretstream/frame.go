@@ -50,6 +50,9 @@ type frameReader struct {
 	r, w   int   // unprocessed bytes are buf[r:w]
 	err    error // raw read error, returned once buffered frames are used up
 	frames int64 // frames returned so far
+	// total counts the bytes read from raw; total − (w − r) is the raw
+	// stream offset of the end of the last frame returned.
+	total int64
 }
 
 // next returns the bounds of the next frame's body in buf, reading from
@@ -84,6 +87,7 @@ func (f *frameReader) next(raw io.Reader, limit int) (start, end int, err error)
 		f.makeRoom(need)
 		k, err := raw.Read(f.buf[f.w:])
 		f.w += k
+		f.total += int64(k)
 		if err != nil {
 			if isTimeout(err) {
 				if k == 0 {

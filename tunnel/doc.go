@@ -250,14 +250,22 @@
 // peer restarted on the same key at once; the old session keeps its open
 // streams in case its path comes back.
 //
-// When the client's NAT mapping or address changes mid-session (conntrack
-// flushed, a phone moving between networks), its next packet comes from
-// a new address; the server's stream moves there once a packet from it
-// fits the stream's state (udx.FirewallRoam, which says what that
-// proves), so no tunnelled connection is reset and the transfer carries
-// on within a round trip or two. A relayed session does not roam, and
-// keeps libudx's 13 s stream timeout, the only way its ends learn that
-// the relay died.
+// When one side's NAT mapping or address changes mid-session (conntrack
+// flushed, a phone moving between networks), its next packets come from
+// a new address. A packet there only makes the address a candidate; the
+// other side's stream moves there once secret-stream has verified a
+// message with bytes that came from it (udx.FirewallRoam and
+// udx.Stream.Authenticated; udx's roam.go says why nothing less may move
+// it). Meanwhile the candidate's data is acknowledged to it too, so a
+// side that moved while sending completes its message, and a side that
+// moved while only receiving notices its data stop (nothing new for
+// max(2·RTT, 200 ms)) and sends a secret-stream keepalive at once
+// (udx.Stream.OnReceiveStall), rather than its next one up to 5 s later.
+// On the move, what went to the old address is resent. So no tunnelled
+// connection is reset and the transfer carries on within a few hundred
+// milliseconds, whichever side moved. A relayed session does not roam,
+// and keeps libudx's 13 s stream timeout, the only way its ends learn
+// that the relay died.
 //
 // # Lifetimes and events
 //

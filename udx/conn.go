@@ -197,6 +197,14 @@ func (s *Stream) sendAck(now int64) {
 	if s.sock == nil {
 		return
 	}
+	h := s.putAck(s.ruaddr, s.raddr)
+	s.lastRwnd = h.RWnd
+	s.checkRemoteEnded()
+}
+
+// putAck queues an ACK to addr, with SACK blocks when out-of-order data
+// is held (see sendAck), and returns its header.
+func (s *Stream) putAck(uaddr *net.UDPAddr, addr netip.AddrPort) Header {
 	total := len(s.blocks)
 	nb := min(total, MaxSACKBlocks)
 	typ := uint8(0)
@@ -234,9 +242,8 @@ func (s *Stream) sendAck(now int64) {
 		}
 		s.sackCursor = (c + MaxSACKBlocks - 1) % rest
 	}
-	s.sock.queue(b, s.ruaddr, s.raddr)
-	s.lastRwnd = h.RWnd
-	s.checkRemoteEnded()
+	s.sock.queue(b, uaddr, addr)
+	return h
 }
 
 // checkRemoteEnded delivers EOF once ack has passed the remote END and
@@ -569,6 +576,9 @@ func (s *Stream) onTimer(now int64) {
 		s.destroy(ErrClosed)
 		return
 	}
+	if s.stallAt != 0 && now >= s.stallAt {
+		s.checkStall(now)
+	}
 	if s.timerAt == 0 || now < s.timerAt {
 		return
 	}
@@ -772,6 +782,7 @@ func (s *Stream) processData(typ uint8, seq uint32, payload []byte) {
 			if !s.deliverable(len(payload)) {
 				return
 			}
+			s.noteCandBytes(s.fromCand, len(payload))
 			s.deliver(payload)
 		}
 		s.ack++
@@ -813,6 +824,9 @@ func (s *Stream) processData(typ uint8, seq uint32, payload []byte) {
 		s.ooo[slot] = emptyPayload
 	}
 	s.oooTypes[slot] = typ
+	if s.fromCand {
+		s.oooTypes[slot] |= oooFromCand
+	}
 	switch {
 	case extendPrev && extendNext:
 		s.blocks[i-1].End = s.blocks[i].End
@@ -846,6 +860,7 @@ func (s *Stream) drainOOO() {
 				return
 			}
 			if len(b) > 0 {
+				s.noteCandBytes(s.oooTypes[slot]&oooFromCand != 0, len(b))
 				s.deliverBuf(b)
 			}
 		} else if len(b) > 0 {
@@ -881,6 +896,12 @@ func (s *Stream) onPacket(raw []byte, p *Packet, now int64) {
 
 	if p.Type&flagDataOrEnd != 0 && seqDiff(s.ack, p.Seq) > 0 {
 		s.stats.Duplicates++
+	}
+	if p.Type&flagDataOrEnd != 0 && s.fromCand {
+		s.candAck = true
+	}
+	if p.Type&FlagData != 0 && len(p.Payload) > 0 && seqDiff(s.ack, p.Seq) <= 0 {
+		s.noteRx(now)
 	}
 	// Out-of-order data held before this packet: whatever it brings, the
 	// sender is waiting for our ACK (RFC 5681's immediate ACK for a packet

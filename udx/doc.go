@@ -12,8 +12,9 @@
 //
 // A connected stream keeps sending to the address it was connected to;
 // its firewall may let it follow the peer to a new one (FirewallRoam:
-// NAT rebinding, a changed address), on a packet that fits the stream's
-// state (roam.go says what that proves). StreamOptions.Timeout lets a
+// NAT rebinding, a changed address) once the layer above has
+// authenticated bytes that came from there (Authenticated, OnReceiveStall;
+// roam.go says how and why). StreamOptions.Timeout lets a
 // stream retransmit through a dark link for longer than libudx's six
 // RTOs.
 //

@@ -29,14 +29,17 @@ const (
 	// A hyperdht client uses it for the server's first packets, which can
 	// outrun the handshake reply that names the server's stream id.
 	FirewallHold
-	// FirewallRoam processes the packet and, when it is the peer's next
-	// packet (see roamable), moves the connected stream to the packet's
-	// source address, keeping its socket and remote id: the peer's NAT
-	// mapping or its own address changed mid-connection (NAT rebinding,
-	// a phone moving from Wi-Fi to mobile data). Everything sent from
-	// then on, retransmissions included, goes to the new address. Before
-	// the stream is connected it is FirewallConnect; on a foreign socket
-	// of a connected stream, FirewallAccept.
+	// FirewallRoam processes the packet and, when it fits the stream
+	// and brings news, makes its source address the peer's candidate
+	// new address: the peer's NAT mapping or its own address may have
+	// changed mid-connection (NAT rebinding, a phone moving from Wi-Fi
+	// to mobile data). The connected stream moves there, keeping its
+	// socket and remote id, once the layer above has authenticated bytes
+	// that came from the candidate (Authenticated; roam.go says why).
+	// Everything sent from then on, retransmissions included, goes to
+	// the new address. Before the stream is connected it is
+	// FirewallConnect; on a foreign socket of a connected stream,
+	// FirewallAccept.
 	FirewallRoam
 )
 
@@ -80,6 +83,8 @@ type Stats struct {
 	FastRecoveries, RTOs, DroppedSACKs        uint64
 	Duplicates                                uint64 // DATA received twice
 	Roams                                     uint64 // moves to a peer's new address (FirewallRoam)
+	RoamCandidates                            uint64 // new addresses taken as candidates (FirewallRoam)
+	RecvStalls                                uint64 // calls of the OnReceiveStall hook
 	RTT                                       time.Duration
 	Cwnd                                      uint32
 	MTU                                       int
@@ -141,7 +146,6 @@ type Stream struct {
 	mtuState                           int
 	probeWanted                        bool
 
-	heardAt            int64 // when a packet last came from the remote (roaming)
 	remoteChanging     bool
 	seqOnRemoteChanged uint32
 	remoteChangedCh    chan struct{}
@@ -150,8 +154,21 @@ type Stream struct {
 	pathCh chan struct{}
 	pathOK bool
 
+	// Roaming (roam.go): the peer's candidate new address, not yet
+	// authenticated, and what it has sent.
+	cand     netip.AddrPort
+	candU    *net.UDPAddr
+	candOff  int64 // stream offset of the first byte delivered from cand; -1: none yet
+	candAck  bool  // cand sent DATA/END since our last ACK to it
+	fromCand bool  // the packet being processed came from cand
+	rxOff    int64 // bytes delivered to the reader so far
+	// The receive stall hook (roam.go, checkStall).
+	onStall func()
+	rxAt    int64 // when new data last arrived
+	stallAt int64 // when to look for a stall (0: not armed)
+
 	ooo          [][]byte
-	oooTypes     [oooCap]uint8
+	oooTypes     [oooCap]uint8 // packet type, | oooFromCand
 	blocks       []SACKBlock
 	blockStore   []SACKBlock
 	remoteEnding bool
@@ -208,6 +225,11 @@ type Stream struct {
 	// pubMTU is mtu as the loop last set it, for MaxMessage, which user
 	// goroutines call per datagram without a trip to the loop.
 	pubMTU atomic.Int32
+	// authOff is the highest offset Authenticated was given; candOffA is
+	// candOff as the loop last set it (-1: nothing to authenticate), so
+	// that Authenticated wakes the loop only when it may move the stream.
+	authOff  atomic.Int64
+	candOffA atomic.Int64
 }
 
 const (
@@ -264,6 +286,8 @@ func (u *UDX) NewStream(id uint32, opts *StreamOptions) (*Stream, error) {
 		s.opts.MTUMax = mtuBase
 	}
 	s.firewall = s.opts.Firewall
+	s.candOff = -1
+	s.candOffA.Store(-1)
 	s.notsentMax.Store(notsentLimit(0, s.opts.SendBuffer))
 	s.rwndMax = s.opts.RecvWindow
 	s.lastAdv.Store(s.rwndMax)
@@ -363,6 +387,7 @@ func (s *Stream) connectLocked(sock *Socket, remoteID uint32, addr netip.AddrPor
 		// sizes packets with the IPv6 overhead; do the same.
 		addr = netip.AddrPortFrom(netip.AddrFrom16(addr.Addr().As16()), addr.Port())
 	}
+	s.dropCandidate()
 	s.sock = sock
 	s.remoteID = remoteID
 	s.raddr = addr
@@ -963,6 +988,7 @@ func (s *Stream) deliver(payload []byte) {
 // deliverBuf is deliver for a packet buffer the stream owns, which goes to
 // the reader as it is.
 func (s *Stream) deliverBuf(b []byte) {
+	s.rxOff += int64(len(b))
 	s.rxq = append(s.rxq, b)
 	s.rxqBytes += int64(len(b))
 }
@@ -1051,7 +1077,8 @@ func (s *Stream) finish(err error) {
 			delete(s.u.streams, s.id)
 		}
 	}
-	s.timer, s.timerAt, s.paceAt, s.lingerAt = timerNone, 0, 0, 0
+	s.timer, s.timerAt, s.paceAt, s.lingerAt, s.stallAt = timerNone, 0, 0, 0, 0
+	s.onStall = nil
 	s.u.unschedule(s)
 	for p := s.inflight.head; p != nil; p = p.next {
 		putPktBuf(p.buf)
@@ -1093,6 +1120,9 @@ func (s *Stream) service(now int64) {
 		return
 	}
 	s.sendMessages()
+	if s.candOff >= 0 && s.authOff.Load() > s.candOff {
+		s.roamLocked(now)
+	}
 	if s.wantAck.Swap(false) {
 		s.ackNeeded = true
 		s.ackNow = true
@@ -1133,6 +1163,13 @@ func (s *Stream) flush(now int64) {
 			s.ackNow, s.ackAt, s.unacked = false, 0, 0
 		} else if s.ackAt == 0 {
 			s.ackAt = now + ackDelay
+		}
+	}
+	if s.candAck {
+		// The candidate's data is acknowledged to it as well (roam.go).
+		s.candAck = false
+		if s.connected && s.cand.IsValid() {
+			s.putAck(s.candU, s.cand)
 		}
 	}
 	if s.dead {

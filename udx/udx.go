@@ -259,16 +259,14 @@ func (u *UDX) processBatch(b *rxBatch, now int64) {
 			case FirewallRoam:
 				if !s.connected {
 					s.connectLocked(sk, s.opts.RemoteID, from, now)
-				} else if s.roamable(sk, &p, now) {
-					s.roamLocked(from, now)
+				} else {
+					s.fromCand = s.roamCandidate(sk, from, &p)
 				}
 			}
 		}
-		if sk == s.sock && sameAddrPort(from, s.raddr) {
-			s.heardAt = now
-		}
 		s.notePathLocked(sk, from)
 		s.onPacket(raw, &p, now)
+		s.fromCand = false
 		u.touch(s)
 	}
 }
@@ -292,6 +290,9 @@ func (u *UDX) schedule(s *Stream) {
 	}
 	if s.ackAt != 0 && (w == 0 || s.ackAt < w) {
 		w = s.ackAt
+	}
+	if s.stallAt != 0 && (w == 0 || s.stallAt < w) {
+		w = s.stallAt
 	}
 	if s.dead {
 		w = 0
