@@ -125,13 +125,14 @@ func setCC(c net.Conn, cc string) error {
 type wanLab struct {
 	prof     natlab.Profile
 	lab      *natlab.Lab
-	boot     string        // the lab DHT's bootstrap, host:port
-	srv, cli *natlab.Host  // srv: plain link; cli: behind the WAN link
-	svcPort  uint16        // the service, on every address of srv
-	rtt      time.Duration // base RTT, the unit of the *-rtt metrics
-	ping     time.Duration // median ICMP RTT across the link
-	minPing  time.Duration // fastest ICMP RTT across the link
-	hyper    bool          // LoopbackUDP set up for hypertele
+	boot     string                // the lab DHT's bootstrap, host:port
+	srv, cli *natlab.Host          // srv: plain link; cli: behind the WAN link
+	svcPort  uint16                // the service, on every address of srv
+	rtt      time.Duration         // base RTT, the unit of the *-rtt metrics
+	ping     time.Duration         // median ICMP RTT across the link
+	minPing  time.Duration         // fastest ICMP RTT across the link
+	hyper    bool                  // LoopbackUDP set up for hypertele
+	half     chan natlab.Histogram // splitSojourn's first half
 }
 
 func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
@@ -314,6 +315,30 @@ func (w *wanLab) capacity(d time.Duration) uint64 {
 
 // pull downloads from addr (sent with congestion control cc) for d and
 // returns the goodput in MB/s, counted from the request.
+// splitSojourn keeps the download link's queue sojourn histogram of the
+// next d apart from what follows (firstHalf returns it), so that a
+// download's report can tell its start from its steady state.
+func (w *wanLab) splitSojourn(d time.Duration) {
+	w.half = make(chan natlab.Histogram, 1)
+	ch := w.half
+	time.AfterFunc(d, func() {
+		k := w.link()
+		h := k.Stats(natlab.Down).Sojourn
+		k.ResetSojourn()
+		ch <- h
+	})
+}
+
+// firstHalf returns what splitSojourn kept, once, waiting for it.
+func (w *wanLab) firstHalf() (natlab.Histogram, bool) {
+	if w.half == nil {
+		return natlab.Histogram{}, false
+	}
+	h := <-w.half
+	w.half = nil
+	return h, true
+}
+
 func (w *wanLab) pull(tb testing.TB, addr string, cc byte, d time.Duration) float64 {
 	tb.Helper()
 	c := w.dial(tb, addr)
@@ -539,6 +564,8 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	x-udxnative   Go udx's goodput over udx-native's
 //	queue-p95-ms  the link's own measure of the bottleneck queue's sojourn
 //	              time (95th percentile) during the download
+//	queue-steady-p95-ms  the same over the download's second half, once
+//	              the sender's start-up (BBR's STARTUP overshoot) is over
 //	newconn-rtt   median of 20 new connections through the established
 //	              path, dial to first echoed byte (direct TCP: 2 RTT)
 //	dial-rtt      the first connection through a freshly started tunnel
@@ -567,6 +594,12 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 			b.ReportMetric(g/bbr, "x-tcpbbr")
 		}
 		s := w.link().Stats(natlab.Down)
+		if first, ok := w.firstHalf(); ok {
+			// The second half alone is the queue a running transfer
+			// keeps, without STARTUP's overshoot at its beginning.
+			b.ReportMetric(float64(s.Sojourn.Quantile(0.95))/1e6, "queue-steady-p95-ms")
+			s.Sojourn.Merge(first)
+		}
 		b.ReportMetric(float64(s.Sojourn.Quantile(0.95))/1e6, "queue-p95-ms")
 		b.ReportMetric(float64(rtt)/1e6, "base-rtt-ms")
 		b.ReportMetric(0, "ns/op")
@@ -589,6 +622,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		b.Run(name, func(b *testing.B) {
 			addr := w.srv.AddrPort(w.svcPort).String()
 			w.link().ResetSojourn()
+			w.splitSojourn(wanPull / 2)
 			report(b, name, w.pull(b, addr, cc, wanPull))
 			latency(b, addr, cc)
 		})
@@ -613,6 +647,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 			c.Close()
 			b.ReportMetric(inRTT(dial), "dial-rtt")
 			w.link().ResetSojourn()
+			w.splitSojourn(wanPull / 2)
 			report(b, name, w.pull(b, addr, '-', wanPull))
 			if h := goodput["hypertele"]; h > 0 && name != "hypertele" {
 				b.ReportMetric(goodput[name]/h, "x-hypertele")

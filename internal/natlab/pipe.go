@@ -309,6 +309,20 @@ func (h *Histogram) Add(d time.Duration) {
 	h.n++
 }
 
+// Merge adds o's counts to h's.
+func (h *Histogram) Merge(o Histogram) {
+	if o.n == 0 {
+		return
+	}
+	if h.counts == nil {
+		h.counts = make([]uint64, histBuckets)
+	}
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+}
+
 // Count is how many durations were added.
 func (h *Histogram) Count() uint64 { return h.n }
 

@@ -236,3 +236,23 @@ func TestHistogram(t *testing.T) {
 		t.Fatalf("max %v", q)
 	}
 }
+
+func TestHistogramMerge(t *testing.T) {
+	var a, b, empty Histogram
+	for i := range 50 {
+		a.Add(time.Duration(i) * time.Millisecond)
+		b.Add(time.Duration(50+i) * time.Millisecond)
+	}
+	empty.Merge(a)
+	empty.Merge(Histogram{})
+	a.Merge(b)
+	if a.Count() != 100 || empty.Count() != 50 {
+		t.Fatalf("counts %d, %d; want 100, 50", a.Count(), empty.Count())
+	}
+	if q := a.Quantile(0.95); q < 94*time.Millisecond || q > 95*time.Millisecond+histBucket {
+		t.Fatalf("merged p95 %v", q)
+	}
+	if q := empty.Quantile(1); q != 49*time.Millisecond+histBucket {
+		t.Fatalf("merged into empty: max %v", q)
+	}
+}
