@@ -42,6 +42,8 @@ import (
 //
 // RTT metrics are in units of the link's base RTT: the fastest of ten
 // pings across it, or the profile's RTT if that is more.
+var wanVerifyMiB = flag.Int("wan.verify", 512, "WAN benchmark: MiB each profile downloads through keytunnel with its SHA-256 checked (0: none)")
+
 var wanEchoes = flag.Int("wan.echoes", 200, "WAN benchmark: 1-byte echoes per loaded-rtt measurement")
 
 // The service's protocol, one request per connection: 'E' echoes
@@ -285,7 +287,7 @@ func (w *wanLab) download(tb testing.TB, addr string, cc byte, size int64, h has
 	tb.Helper()
 	c := w.dial(tb, addr)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	c.SetDeadline(time.Now().Add(10 * time.Minute))
 	var req [10]byte
 	req[0], req[1] = cmdDown, cc
 	binary.BigEndian.PutUint64(req[2:], uint64(size))
@@ -566,6 +568,8 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	              time (95th percentile) during the download
 //	queue-steady-p95-ms  the same over the download's second half, once
 //	              the sender's start-up (BBR's STARTUP overshoot) is over
+//	verified-MB/s keytunnel only: a download of -wan.verify MiB (512)
+//	              whose SHA-256 is checked
 //	newconn-rtt   median of 20 new connections through the established
 //	              path, dial to first echoed byte (direct TCP: 2 RTT)
 //	dial-rtt      the first connection through a freshly started tunnel
@@ -653,6 +657,15 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 				b.ReportMetric(goodput[name]/h, "x-hypertele")
 			}
 			latency(b, addr, '-')
+			if name == "keytunnel" && *wanVerifyMiB > 0 {
+				size := int64(*wanVerifyMiB) << 20
+				h := sha256.New()
+				d := w.download(b, addr, '-', size, h)
+				if string(h.Sum(nil)) != string(patternHash(size)) {
+					b.Errorf("%d MiB through the tunnel: SHA-256 differs", *wanVerifyMiB)
+				}
+				b.ReportMetric(mbps(size, d), "verified-MB/s")
+			}
 		})
 	}
 	tunnel("hypertele", w.hypertele)
