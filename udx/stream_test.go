@@ -108,12 +108,12 @@ func TestWriteNotSentLimit(t *testing.T) {
 	if most := notsentMin + 2*initialCwnd*mtuMax; n < notsentMin || n > most {
 		t.Fatalf("write took %d bytes before blocking, want %d to %d", n, notsentMin, most)
 	}
-	// 100 MB/s: 5 ms of it; a slow link: the 64 KiB floor; a fast one: the
+	// 100 MB/s: 2 ms of it; a slow link: the 16 KiB floor; a fast one: the
 	// send buffer.
 	for _, c := range []struct {
 		rate float64
 		want int64
-	}{{100, 500_000}, {1, notsentMin}, {10_000, defaultSendBuffer}} {
+	}{{100, 200_000}, {1, notsentMin}, {10_000, defaultSendBuffer}} {
 		if got := notsentLimit(c.rate, defaultSendBuffer); got != c.want {
 			t.Errorf("notsentLimit(%v B/µs) = %d, want %d", c.rate, got, c.want)
 		}
