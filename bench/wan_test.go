@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keytunnel/keytunnel/dht"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/internal/natlab"
 	"github.com/keytunnel/keytunnel/internal/nodetest"
@@ -135,6 +137,7 @@ type wanLab struct {
 	minPing  time.Duration         // fastest ICMP RTT across the link
 	hyper    bool                  // LoopbackUDP set up for hypertele
 	half     chan natlab.Histogram // splitSojourn's first half
+	exposed  string                // the key keytunnel exposes, hex
 }
 
 func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
@@ -187,6 +190,7 @@ func (w *wanLab) keytunnel(tb testing.TB) string {
 	if len(pub) != 64 {
 		tb.Fatalf("expose: %v", ev)
 	}
+	w.exposed = pub
 	fwd := proctest.StartCmd(tb, w.cli.Command(bin, "--json", "forward", pub, "0"), proctest.Env(tb, w.boot))
 	ev = proctest.JSON(tb, fwd.Line(`"event":"forwarding"`, 60*time.Second))
 	return fmt.Sprint(ev["listen"])
@@ -339,6 +343,41 @@ func (w *wanLab) firstHalf() (natlab.Histogram, bool) {
 	h := <-w.half
 	w.half = nil
 	return h, true
+}
+
+// dials has a Go DHT node on the client host dial the exposed key twice,
+// once cold (no route known) and once again after closing the first
+// connection, while the route it found is cached: the time to an
+// established connection (handshake done) each time.
+func (w *wanLab) dials(tb testing.TB) (cold, cached time.Duration) {
+	tb.Helper()
+	pk, err := key.ParsePublicKey(w.exposed)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n, err := dht.New(dht.Config{Conn: w.cli.ListenUDP(0), ClientConn: w.cli.ListenUDP(0), Bootstrap: []string{w.boot}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	dial := func() time.Duration {
+		start := time.Now()
+		c, err := n.Dial(ctx, pk, nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		d := time.Since(start)
+		c.Close()
+		return d
+	}
+	cold = dial()
+	cached = dial()
+	return cold, cached
 }
 
 func (w *wanLab) pull(tb testing.TB, addr string, cc byte, d time.Duration) float64 {
@@ -570,6 +609,9 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	              the sender's start-up (BBR's STARTUP overshoot) is over
 //	verified-MB/s keytunnel only: a download of -wan.verify MiB (512)
 //	              whose SHA-256 is checked
+//	dial-go-rtt, dial-cached-rtt  keytunnel only: a Go DHT node on the
+//	              client host dials the exposed key, to an established
+//	              connection: cold, then again at once (a route cached)
 //	newconn-rtt   median of 20 new connections through the established
 //	              path, dial to first echoed byte (direct TCP: 2 RTT)
 //	dial-rtt      the first connection through a freshly started tunnel
@@ -665,6 +707,11 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 					b.Errorf("%d MiB through the tunnel: SHA-256 differs", *wanVerifyMiB)
 				}
 				b.ReportMetric(mbps(size, d), "verified-MB/s")
+			}
+			if name == "keytunnel" {
+				cold, cached := w.dials(b)
+				b.ReportMetric(inRTT(cold), "dial-go-rtt")
+				b.ReportMetric(inRTT(cached), "dial-cached-rtt")
 			}
 		})
 	}
