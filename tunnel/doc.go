@@ -180,11 +180,20 @@
 // sends a request and shuts its write side still gets the whole response;
 // both sides are closed when both directions are done or either fails.
 // Nothing in this package buffers beyond that: a slow reader fills the
-// yamux stream window (256 KiB, growing to 16 MiB, a few times a long
-// fast path's bandwidth-delay product, while the reader keeps up and the
-// memory budget has room: an Exposer's Budget, or a Forwarder session's
-// own 64 MiB), and then the sender's Write blocks, back to the TCP
-// connection that feeds it.
+// yamux stream window (256 KiB on an Exposer, 4 MiB on a Forwarder, which
+// receives downloads; growing to 16 MiB, a few times a long fast path's
+// bandwidth-delay product, while the reader keeps up and the memory budget
+// has room: an Exposer's Budget, or a Forwarder session's own 64 MiB), and
+// then the sender's Write blocks, back to the TCP connection that feeds
+// it.
+//
+// Streams share their session's one peer connection in turn: a send gate
+// (gate.go) lets a stream's large writes into yamux only while less than
+// two frames (32 KiB) of data wait for the connection, and small writes
+// (4 KiB or less) always, so that an interactive connection's keystrokes
+// or requests wait behind at most that much of a bulk transfer in the
+// same tunnel, plus udx's own queue of 2 ms of its pacing rate, rather
+// than behind yamux's 64-frame queue.
 //
 // # Budgets
 //
