@@ -762,6 +762,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (_ punchP
 	defer pcancel()
 	go func() { done <- hp.run(pctx, c.serverAddress, serverRelay) }()
 	var out punchPath
+	defer func() { n.log.Debug("dht: holepunch done", "path", out.how, "from", out.from, "err", err) }()
 	runDone := false
 	select {
 	case out = <-arrived:
@@ -922,6 +923,7 @@ func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr 
 		if rfw >= wire.FirewallRandom && fw >= wire.FirewallRandom {
 			return p.abort(ctx, sr, ErrDoubleRandomized)
 		}
+		n.log.Debug("dht: probe round", "attempt", attempt, "ours", fw, "theirs", rfw, "token", token != nil)
 		if sameAddr(sr.RelayAddress, c.relayAddress) && !sameAddr(serverAddress, rep.peerAddress) {
 			serverAddress = rep.peerAddress
 			_ = ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
@@ -962,6 +964,7 @@ func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr 
 		}
 		return ErrRemoteNotPunchable.with(err)
 	}
+	n.log.Debug("dht: punching", "strategy", strategy, "remotes", remotes)
 	pctx, cancel := context.WithTimeout(ctx, punchWaitTimeout)
 	defer cancel()
 	cfg := holepunch.Config{Strategy: strategy, Initiator: true, Remote: remotes, Socket: ttl}
