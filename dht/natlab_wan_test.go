@@ -297,7 +297,13 @@ func BenchmarkNATMatrixWAN(b *testing.B) {
 					b.ReportMetric(nm, pre+"node-med-rtt")
 					b.ReportMetric(nx, pre+"node-max-rtt")
 					for _, e := range c.errs {
-						b.Errorf("%s %s: %s", p.Name, c.name(), e)
+						// keytunnel must connect; hyperdht's failures
+						// (its punch aborts now and then) are its own.
+						if strings.HasPrefix(e, "go") {
+							b.Errorf("%s %s: %s", p.Name, c.name(), e)
+						} else {
+							b.Logf("%s %s: hyperdht: %s", p.Name, c.name(), e)
+						}
 					}
 				}
 				// Printed, not logged: a benchmark's log is cut at ten lines.
