@@ -25,7 +25,7 @@ const (
 	connectParallel  = 2 // concurrent PEER_HANDSHAKEs
 	findPeerRetries  = 3
 	passiveWait      = 10 * time.Second // we are OPEN: the server comes to us
-	lanHeadStart     = time.Second      // a LAN ping answers long before this; punching waits for it
+	lanHeadStart     = time.Second      // behind a randomizing NAT, punching waits this long for a LAN ping
 	unknownGrace     = time.Second      // the server has not classified its NAT yet
 	punchWaitTimeout = 40 * time.Second // longest strategy (1750 × 20 ms) plus slack
 )
@@ -698,29 +698,36 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (_ punchP
 					close(lan)
 				}
 			}()
-			// The LAN gets a head start, as in connect.js which pings
-			// before punching at all: a punch round in flight when the
-			// LAN wins can make the server give up (two randomizing
-			// NATs) and destroy the stream the LAN path just opened.
-			wait := time.NewTimer(lanHeadStart)
-			if !remoteHolepunchable {
-				wait.Stop()
-			}
-			select {
-			case p, ok := <-lan:
-				wait.Stop()
-				if ok {
-					return p, nil
-				}
+			// Behind one randomizing NAT the LAN gets a head start: a
+			// punch round in flight when the LAN wins makes the server
+			// give up (two randomizing NATs) and destroy the stream the
+			// LAN path just opened. connect.js pings and punches at
+			// once; so do we behind any other NAT, where a punch round
+			// cannot end the stream and a LAN that does not answer (two
+			// networks behind one carrier-grade NAT) would cost the
+			// whole head start.
+			fw, _ := n.natState()
+			if !remoteHolepunchable || fw >= wire.FirewallRandom {
+				wait := time.NewTimer(lanHeadStart)
 				if !remoteHolepunchable {
-					return punchPath{}, ErrHolepunchAborted.with(errors.New("the server's LAN address did not answer"))
+					wait.Stop() // the LAN is all there is
 				}
-				lan = nil
-			case <-wait.C:
-				// A slow LAN: punch meanwhile.
-			case <-ctx.Done():
-				wait.Stop()
-				return punchPath{}, ctx.Err()
+				select {
+				case p, ok := <-lan:
+					wait.Stop()
+					if ok {
+						return p, nil
+					}
+					if !remoteHolepunchable {
+						return punchPath{}, ErrHolepunchAborted.with(errors.New("the server's LAN address did not answer"))
+					}
+					lan = nil
+				case <-wait.C:
+					// A slow LAN: punch meanwhile.
+				case <-ctx.Done():
+					wait.Stop()
+					return punchPath{}, ctx.Err()
+				}
 			}
 		}
 	}
@@ -764,6 +771,7 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (_ punchP
 	defer pcancel()
 	go func() { done <- hp.run(pctx, c.serverAddress, serverRelay) }()
 	var out punchPath
+	defer func() { n.log.Debug("dht: holepunch done", "path", out.how, "from", out.from, "err", err) }()
 	runDone := false
 	select {
 	case out = <-arrived:
@@ -924,6 +932,7 @@ func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr 
 		if rfw >= wire.FirewallRandom && fw >= wire.FirewallRandom {
 			return p.abort(ctx, sr, ErrDoubleRandomized)
 		}
+		n.log.Debug("dht: probe round", "attempt", attempt, "ours", fw, "theirs", rfw, "token", token != nil)
 		if sameAddr(sr.RelayAddress, c.relayAddress) && !sameAddr(serverAddress, rep.peerAddress) {
 			serverAddress = rep.peerAddress
 			_ = ttl.SendTTL(holepunch.Punch, serverAddress, holepunch.LowTTL)
@@ -964,6 +973,7 @@ func (p *clientPunch) run(ctx context.Context, serverAddress netip.AddrPort, sr 
 		}
 		return ErrRemoteNotPunchable.with(err)
 	}
+	n.log.Debug("dht: punching", "strategy", strategy, "remotes", remotes)
 	pctx, cancel := context.WithTimeout(ctx, punchWaitTimeout)
 	defer cancel()
 	cfg := holepunch.Config{Strategy: strategy, Initiator: true, Remote: remotes, Socket: ttl}

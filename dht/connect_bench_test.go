@@ -77,7 +77,7 @@ func BenchmarkDialFirstByte(b *testing.B) {
 		for range count {
 			line := p.Expect("", 2*time.Minute)
 			f := strings.Fields(line)
-			if len(f) != 2 || f[0] != "ttfb" {
+			if len(f) != 3 || f[0] != "ttfb" {
 				b.Fatalf("Node client: %q", line)
 			}
 			v, err := strconv.ParseFloat(f[1], 64)

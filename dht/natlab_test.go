@@ -26,7 +26,7 @@ type labNet struct {
 	boot []string
 }
 
-func newLabNet(t *testing.T) *labNet {
+func newLabNet(t testing.TB) *labNet {
 	lab := natlab.New(t)
 	pub := lab.Public()
 	bh := lab.Host(pub)
@@ -69,7 +69,7 @@ func (ln *labNet) host(kind natlab.Kind) *natlab.Host {
 
 // publicRelay serves a blind relay under keyFor(seed) from a node on a new
 // host of the public net, until ctx ends or the test does.
-func (ln *labNet) publicRelay(t *testing.T, ctx context.Context, seed int) (*natlab.Host, *BlindRelay) {
+func (ln *labNet) publicRelay(t testing.TB, ctx context.Context, seed int) (*natlab.Host, *BlindRelay) {
 	t.Helper()
 	h := ln.host(natlab.Public)
 	relay, err := ln.node(t, h, natlab.Public).ServeBlindRelay(ctx, keyFor(seed), nil)
@@ -94,7 +94,7 @@ func relayOptions(serverAsks bool, relay key.PublicKey) (*ListenOptions, *DialOp
 
 // node starts a user's node on h (server and client sockets, as
 // keytunnel runs it, plus holepunch sockets) and waits until it knows its NAT class.
-func (ln *labNet) node(t *testing.T, h *natlab.Host, kind natlab.Kind) *Node {
+func (ln *labNet) node(t testing.TB, h *natlab.Host, kind natlab.Kind) *Node {
 	t.Helper()
 	n, err := New(Config{Conn: h.ListenUDP(0), ClientConn: h.ListenUDP(0), Bootstrap: ln.boot, Logger: testLogger(),
 		LocalAddresses: func() []netip.Addr { return []netip.Addr{h.Addr()} },

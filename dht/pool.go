@@ -59,6 +59,9 @@ func (p *punchPool) Acquire() (holepunch.Socket, error) {
 		return nil, errPoolClosed
 	}
 	p.socks[t] = struct{}{}
+	if n := len(p.socks); n == 1 || n%64 == 0 {
+		p.n.log.Debug("dht: punch pool", "sockets", n)
+	}
 	p.mu.Unlock()
 	go func() {
 		// Non-stream datagrams on a pool socket: 1-byte punches matter,

@@ -1135,6 +1135,7 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 				}
 			}
 			p := holepunch.Start(pctx, cfg)
+			n.log.Debug("dht: server punching", "strategy", strategy, "remotes", remotes)
 			n.stats.punchAttempts.Add(1)
 			s.mu.Lock()
 			s.punching, s.puncher, s.pool = true, p, pool

@@ -20,9 +20,22 @@ const (
 	birthdaySockets   = 256
 	consistentRounds  = 10
 	consistentSpacing = time.Second
-	randomTries       = 1750 // × 20 ms ≈ 35 s
+	randomTries       = 1750 // as hyperdht: 1750 probes, or 1750 birthday keepalives × 20 ms ≈ 35 s
 	randomSpacing     = 20 * time.Millisecond
 	minRandomPort     = 1000
+
+	// probeSpacing paces the random probes, four times hyperdht's 20 ms.
+	// A probe finds the peer when its random port is one of the peer's
+	// birthday mappings: 256 of some 64,500 ports, 1 in 252, so the
+	// expected wait is 252 probes, 5 s at hyperdht's pace and 1.3 s at
+	// this one (median 3.5 s against 0.9 s; measured in
+	// BenchmarkNATMatrixWAN). The number of probes is hyperdht's, so the
+	// chance that the punch succeeds at all (1 - e^-6.9 = 99.9 %) and the
+	// mappings the probes leave in our own NAT (1750) are the same; they
+	// are sent in 8.75 s instead of 35 s, 200 a second, 29-byte
+	// datagrams: 46 kbit/s. Pacing is ours alone, nothing on the wire
+	// depends on it.
+	probeSpacing = 5 * time.Millisecond
 )
 
 // Punch is the holepunch datagram.
@@ -52,8 +65,8 @@ const (
 	// to every address the other reported, once a second, ten times.
 	StrategyConsistent
 	// StrategyRandomProbes: we are predictable, the peer randomizes its
-	// port; we spray its verified host at random ports, one every 20 ms,
-	// while its punches open our single mapping.
+	// port; we spray its verified host at 1750 random ports, one every
+	// 5 ms (hyperdht: 20 ms), while its punches open our single mapping.
 	StrategyRandomProbes
 	// StrategyBirthday: we randomize and the peer is predictable; we open
 	// 256 sockets (256 random mappings) each sending a low-TTL punch to
@@ -159,7 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 		for range randomTries {
 			port := uint16(minRandomPort + intn(65536-minRandomPort))
 			cfg.Socket.SendTTL(Punch, netip.AddrPortFrom(host.Addr(), port), DefaultTTL)
-			if err := sleep(ctx, randomSpacing); err != nil {
+			if err := sleep(ctx, probeSpacing); err != nil {
 				return err
 			}
 		}

@@ -14,14 +14,17 @@
 //       or "error <code> <message>". It waits until the node is fully
 //       bootstrapped (NAT classified) before the first connect, so <ms to
 //       open> is the connect alone.
-//   node hyperdht-peer.js ttfb <bootstrap> <pk> <count>
+//   node hyperdht-peer.js ttfb <bootstrap> <pk> <count> [relay-pk]
 //       after bootstrapping, connects count times, one after the other: each
 //       time writes one byte, waits for the first byte back and closes;
-//       prints "ttfb <ms, fractional>" per connection, or "error <code> <message>".
+//       prints "ttfb <ms, fractional> <remote host:port>" per connection, or
+//       "error <code> <message>". With relay-pk the client asks for that
+//       blind relay (connect's relayThrough).
 const DHT = require('hyperdht')
 const crypto = require('crypto')
 
 const [mode, boot, arg, size, count] = process.argv.slice(2)
+const relayPK = mode === 'ttfb' ? count : null // ttfb's fourth argument
 const bootstrap = boot.split(',').filter(Boolean)
 if (!bootstrap.length) {
   console.error('hyperdht-peer.js: a local bootstrap list is required')
@@ -92,10 +95,12 @@ async function client () {
 function ttfbOnce (pk) {
   return new Promise((resolve) => {
     const start = process.hrtime.bigint()
-    const s = node.connect(Buffer.from(pk, 'hex'))
+    const opts = relayPK ? { relayThrough: Buffer.from(relayPK, 'hex') } : {}
+    const s = node.connect(Buffer.from(pk, 'hex'), opts)
     s.write(Buffer.from([1]))
     s.once('data', () => {
-      console.log('ttfb ' + (Number(process.hrtime.bigint() - start) / 1e6).toFixed(3))
+      const r = s.rawStream ? s.rawStream.remoteHost + ':' + s.rawStream.remotePort : '-'
+      console.log('ttfb ' + (Number(process.hrtime.bigint() - start) / 1e6).toFixed(3) + ' ' + r)
       s.destroy()
       resolve()
     })

@@ -175,3 +175,58 @@ func TestUpgradeFromRelay(t *testing.T) {
 		t.Logf("no retransmits were needed (the relay had nothing in flight): %+v", st)
 	}
 }
+
+// TestRelayHoldsEarlyPackets: a blind relay connects each of its streams
+// on that side's first packet, so what one side sends before the other
+// side's first packet finds the other end unconnected. It is held and
+// forwarded once that end connects, not dropped (which would leave the
+// sender waiting out its 1 s initial RTO).
+func TestRelayHoldsEarlyPackets(t *testing.T) {
+	sa, sr, sb := udpSocket(t), udpSocket(t), udpSocket(t)
+	a, _ := sa.NewStream(1, nil)
+	b, _ := sb.NewStream(2, nil)
+	connect := func(*Stream, *Socket, netip.AddrPort) FirewallVerdict { return FirewallConnect }
+	r1, err := sr.NewStream(11, &StreamOptions{Firewall: connect, RemoteID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := sr.NewStream(12, &StreamOptions{Firewall: connect, RemoteID: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.RelayTo(r2); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.RelayTo(r1); err != nil {
+		t.Fatal(err)
+	}
+	a.Connect(sa, 11, addrOf(sr))
+	b.Connect(sb, 12, addrOf(sr))
+	if _, err := a.Write([]byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	// Until b's first packet, r2 has nowhere to send a's.
+	for r1.Stats().PacketsReceived == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if _, err := b.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "early" {
+		t.Fatalf("b read %q, %v", got, err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("a's early packet arrived %v after b's first packet: dropped and resent", d)
+	}
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got = make([]byte, 4)
+	if _, err := io.ReadFull(a, got); err != nil || string(got) != "late" {
+		t.Fatalf("a read %q, %v", got, err)
+	}
+	if st := a.Stats(); st.Retransmits != 0 {
+		t.Errorf("a retransmitted: %+v", st)
+	}
+}

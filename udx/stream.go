@@ -181,6 +181,9 @@ type Stream struct {
 	ackNow       bool
 	relayTo      *Stream
 	relayedBy    map[*Stream]struct{}
+	// relayHeld holds packets relayed before relayTo was connected (see
+	// relay); they go out when it connects.
+	relayHeld [][]byte
 
 	heapIdx     int
 	wakeAt      int64
@@ -1096,6 +1099,7 @@ func (s *Stream) finish(err error) {
 	}
 	s.ooo = nil
 	s.blocks = nil
+	s.relayHeld = nil
 	if s.relayTo != nil {
 		delete(s.relayTo.relayedBy, s)
 	}
