@@ -25,7 +25,7 @@ const (
 	connectParallel  = 2 // concurrent PEER_HANDSHAKEs
 	findPeerRetries  = 3
 	passiveWait      = 10 * time.Second // we are OPEN: the server comes to us
-	lanHeadStart     = time.Second      // behind a randomizing NAT, punching waits this long for a LAN ping
+	lanHeadStart     = time.Second      // a LAN ping answers long before this; punching waits for it
 	unknownGrace     = time.Second      // the server has not classified its NAT yet
 	punchWaitTimeout = 40 * time.Second // longest strategy (1750 × 20 ms) plus slack
 )
@@ -698,36 +698,29 @@ func (d *dialer) holepunch(ctx context.Context, path <-chan punchPath) (_ punchP
 					close(lan)
 				}
 			}()
-			// Behind one randomizing NAT the LAN gets a head start: a
-			// punch round in flight when the LAN wins makes the server
-			// give up (two randomizing NATs) and destroy the stream the
-			// LAN path just opened. connect.js pings and punches at
-			// once; so do we behind any other NAT, where a punch round
-			// cannot end the stream and a LAN that does not answer (two
-			// networks behind one carrier-grade NAT) would cost the
-			// whole head start.
-			fw, _ := n.natState()
-			if !remoteHolepunchable || fw >= wire.FirewallRandom {
-				wait := time.NewTimer(lanHeadStart)
+			// The LAN gets a head start, as in connect.js which pings
+			// before punching at all: a punch round in flight when the
+			// LAN wins can make the server give up (two randomizing
+			// NATs) and destroy the stream the LAN path just opened.
+			wait := time.NewTimer(lanHeadStart)
+			if !remoteHolepunchable {
+				wait.Stop()
+			}
+			select {
+			case p, ok := <-lan:
+				wait.Stop()
+				if ok {
+					return p, nil
+				}
 				if !remoteHolepunchable {
-					wait.Stop() // the LAN is all there is
+					return punchPath{}, ErrHolepunchAborted.with(errors.New("the server's LAN address did not answer"))
 				}
-				select {
-				case p, ok := <-lan:
-					wait.Stop()
-					if ok {
-						return p, nil
-					}
-					if !remoteHolepunchable {
-						return punchPath{}, ErrHolepunchAborted.with(errors.New("the server's LAN address did not answer"))
-					}
-					lan = nil
-				case <-wait.C:
-					// A slow LAN: punch meanwhile.
-				case <-ctx.Done():
-					wait.Stop()
-					return punchPath{}, ctx.Err()
-				}
+				lan = nil
+			case <-wait.C:
+				// A slow LAN: punch meanwhile.
+			case <-ctx.Done():
+				wait.Stop()
+				return punchPath{}, ctx.Err()
 			}
 		}
 	}
