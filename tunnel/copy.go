@@ -47,8 +47,9 @@ func (s muxStream) Write(b []byte) (int, error) {
 	if s.gate == nil {
 		return s.Stream.Write(b)
 	}
-	// One admission per frame's worth at most, so that a large write does
-	// not hold a big share of the gate while yamux waits for window.
+	// One admission per copy buffer (32 KiB) at most, so that a large
+	// write does not hold a big share of the gate while yamux waits for
+	// window.
 	var total int
 	for len(b) > 0 {
 		chunk := b[:min(len(b), bufSize)]
