@@ -26,6 +26,9 @@ const (
 	rttMinWindow   = 300_000_000
 	tlpMaxAckDelay = 2_000
 	maxRTOTimeouts = 6
+	// endGiveUpRTOs: RTO timeouts an unacked END may see, once the peer
+	// has ended too, before the stream closes cleanly (endUnanswered).
+	endGiveUpRTOs = 2
 
 	// oooCap bounds how far above ack we store out-of-order packets; a
 	// packet further ahead is dropped (the sender retransmits it later).
@@ -640,6 +643,14 @@ func (s *Stream) rtoTimeout(now int64) {
 		s.idleTimer(now)
 		return
 	}
+	if s.endUnanswered() {
+		// Both directions are done but for the ack of our END, and the
+		// peer has gone quiet: a libudx peer closes right after sending
+		// that ack and never answers again, so when the ack is lost the
+		// END would be retransmitted to nobody until ErrTimeout.
+		s.finish(nil)
+		return
+	}
 	s.highSeq = s.seq
 	s.stats.RTOs++
 	s.caState = caLoss
@@ -674,6 +685,19 @@ func (s *Stream) rtoTimeout(now int64) {
 	}
 	s.bbrOnRTO()
 	s.sendPackets(now)
+}
+
+// endUnanswered reports whether the only packet the peer has not acked is
+// our END, carrying no data, after the peer's own END has been read and
+// endGiveUpRTOs retransmissions of ours went unanswered. All data both ways
+// is confirmed then; only whether the peer saw our EOF is not, and a peer
+// still open would have acked one of the retransmissions.
+func (s *Stream) endUnanswered() bool {
+	if !s.endedRemote || !s.endSent || s.seq-s.remoteAcked != 1 {
+		return false
+	}
+	p := s.out.get(s.remoteAcked)
+	return p != nil && p.rtoTimeout >= endGiveUpRTOs && len(p.buf)-p.padding == HeaderSize
 }
 
 func clampRTT(s *Stream, rtt int64) int64 {

@@ -220,3 +220,80 @@ func TestRTOExhaustion(t *testing.T) {
 		t.Fatalf("err %v", st.Err())
 	}
 }
+
+// TestEndAckLost: the peer has ended and acked our data, then goes silent
+// without acking our END, as a libudx peer does when its one final ack is
+// lost: it closed right after sending it. The stream must close cleanly
+// after a few retransmissions of the END instead of timing out; if our data
+// went unacked, it must still time out.
+func TestEndAckLost(t *testing.T) {
+	for _, ackData := range []bool{true, false} {
+		name := map[bool]string{true: "data-acked", false: "data-unacked"}[ackData]
+		t.Run(name, func(t *testing.T) {
+			if !ackData && testing.Short() {
+				t.Skip("takes ~13 s")
+			}
+			sock := udpSocket(t)
+			raw := rawPeer(t)
+			st, _ := sock.NewStream(5, nil)
+			st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort())
+			h := Header{Type: FlagData | FlagEnd, ID: 5, RWnd: 1 << 20, Seq: 0, Ack: 0}
+			sendRaw(t, raw, sock, AppendPacket(nil, &h, nil, []byte("bye")))
+			if b, err := io.ReadAll(st); err != nil || string(b) != "bye" {
+				t.Fatalf("read %q %v", b, err)
+			}
+			st.Write([]byte("see you"))
+			st.Close()
+			start := time.Now()
+			var ends int
+			buf := make([]byte, 2048)
+			stop := time.Now().Add(30 * time.Second)
+		loop:
+			for time.Now().Before(stop) {
+				select {
+				case <-st.Done():
+					break loop
+				default:
+				}
+				raw.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				n, err := raw.Read(buf)
+				if err != nil {
+					continue
+				}
+				var sacks [8]SACKBlock
+				p, err := DecodePacket(buf[:n], sacks[:0])
+				if err != nil || p.ID != 6 || p.Type&(FlagData|FlagEnd) == 0 {
+					continue
+				}
+				if p.Type&FlagEnd != 0 {
+					if len(p.Payload) != 0 {
+						t.Fatalf("END carries %d data bytes; it must come in a packet of its own", len(p.Payload))
+					}
+					ends++
+					continue
+				}
+				if ackData {
+					a := Header{Type: 0, ID: 5, RWnd: 1 << 20, Seq: 1, Ack: p.Seq + 1}
+					sendRaw(t, raw, sock, AppendPacket(nil, &a, nil, nil))
+				}
+			}
+			select {
+			case <-st.Done():
+			case <-time.After(30 * time.Second):
+				t.Fatal("stream still open 30 s after Close")
+			}
+			el := time.Since(start)
+			t.Logf("closed after %v with %v; END sent %d times", el, st.Err(), ends)
+			if ackData {
+				if st.Err() != nil {
+					t.Fatalf("closed with %v, want a clean close", st.Err())
+				}
+				if ends < 1+endGiveUpRTOs || el > 10*time.Second {
+					t.Fatalf("END sent %d times, closed after %v: want %d sends within 10 s", ends, el, 1+endGiveUpRTOs)
+				}
+			} else if !errors.Is(st.Err(), ErrTimeout) {
+				t.Fatalf("data never acked, yet the stream closed with %v; want ErrTimeout", st.Err())
+			}
+		})
+	}
+}

@@ -847,7 +847,10 @@ func (s *Stream) takeWrite(dst []byte) (int, bool) {
 		}
 	}
 	left := s.wqBytes.Add(-int64(n))
-	end := len(s.wq) == 0 && s.endReq.Load()
+	// END goes in a packet of its own, after the last data. libudx acks
+	// every packet, so the data is confirmed by an ack of its own and a
+	// lost final ack leaves only the END in doubt (see endGiveUpRTOs).
+	end := n == 0 && len(s.wq) == 0 && s.endReq.Load()
 	s.mu.Unlock()
 	if n > 0 && left <= s.notsentMax.Load()/2 {
 		signal(s.writable)
