@@ -60,10 +60,16 @@ const (
 	idleBack = time.Second
 
 	// laneBufMax bounds what a lane's writer has queued for its connection
-	// (plus one batch being written): enough to keep a connection busy
-	// between two wake-ups of its writer, small enough that what is queued
-	// stays out of yamux's own queue only briefly.
+	// (plus the write under way): enough to keep a connection busy between
+	// two wake-ups of its writer. Once lane B's queue is full, yamux's send
+	// loop waits in Write with a bulk frame, and the frames behind it in
+	// yamux's queue (the send gate keeps that short) wait for room.
 	laneBufMax = 256 << 10
+	// laneWriteMax is the most a lane's writer hands its connection at
+	// once: one secret-stream frame (secretstream.DefaultWriteFrameSize).
+	// Room in a full lane B then comes in steps of that much rather than
+	// of the whole queue, which at 20 Mbit/s would be 100 ms apart.
+	laneWriteMax = 64 << 10
 	// inboxMax bounds the frames delivered to yamux and not yet read (plus
 	// one frame). yamux's receive loop drains them continuously.
 	inboxMax = 256 << 10
@@ -503,8 +509,8 @@ type laneConn struct {
 	kick        chan struct{}
 	kickWanted  bool
 	conns       [2]net.Conn
-	out         [2][]byte // queued for each lane's writer
-	inq         [][]byte  // delivered frames not yet read; inq[0] from inOff
+	out         [2]byteQueue // queued for each lane's writer
+	inq         [][]byte     // delivered frames not yet read; inq[0] from inOff
 	inOff       int
 	inBytes     int
 	rdl, wdl    time.Time
@@ -785,10 +791,10 @@ func (l *laneConn) enqueue(lane int, p []byte, whole bool) (int, error) {
 		if err := l.endedLocked(); err != nil {
 			return 0, err
 		}
-		room := laneBufMax - len(l.out[lane])
+		room := laneBufMax - l.out[lane].len()
 		if room >= len(p) || (room > 0 && !whole) {
 			k := min(room, len(p))
-			l.out[lane] = append(l.out[lane], p[:k]...)
+			l.out[lane].push(p[:k])
 			l.changedLocked()
 			return k, nil
 		}
@@ -810,9 +816,36 @@ func (l *laneConn) enqueueSwitch(lane int, id uint32) error {
 	if err := l.endedLocked(); err != nil {
 		return err
 	}
-	l.out[lane] = append(l.out[lane], switchFrame(id)...)
+	l.out[lane].push(switchFrame(id))
 	l.changedLocked()
 	return nil
+}
+
+// byteQueue is a FIFO of bytes that reuses its buffer.
+type byteQueue struct {
+	buf []byte
+	off int
+}
+
+func (q *byteQueue) len() int { return len(q.buf) - q.off }
+
+func (q *byteQueue) push(p []byte) {
+	if q.off > 0 && len(q.buf)+len(p) > cap(q.buf) {
+		q.buf = q.buf[:copy(q.buf, q.buf[q.off:])]
+		q.off = 0
+	}
+	q.buf = append(q.buf, p...)
+}
+
+// pop moves up to limit bytes from the front of q to dst.
+func (q *byteQueue) pop(dst []byte, limit int) []byte {
+	k := min(q.len(), limit)
+	dst = append(dst, q.buf[q.off:q.off+k]...)
+	q.off += k
+	if q.off == len(q.buf) {
+		q.buf, q.off = q.buf[:0], 0
+	}
+	return dst
 }
 
 func (l *laneConn) endedLocked() error {
@@ -822,8 +855,9 @@ func (l *laneConn) endedLocked() error {
 	return l.err
 }
 
-// writeLoop writes what is queued for lane to its connection, all that is
-// queued in one write. After Close it writes what is left and returns.
+// writeLoop writes what is queued for lane to its connection, up to
+// laneWriteMax in one write. After Close it writes what is left and
+// returns.
 func (l *laneConn) writeLoop(lane int) {
 	defer l.wg.Done()
 	var batch []byte
@@ -834,13 +868,13 @@ func (l *laneConn) writeLoop(lane int) {
 		l.changedLocked()
 	}()
 	for {
-		for len(l.out[lane]) == 0 && !l.closed && l.err == nil {
+		for l.out[lane].len() == 0 && !l.closed && l.err == nil {
 			l.waitLocked(time.Time{})
 		}
-		if l.err != nil || len(l.out[lane]) == 0 {
+		if l.err != nil || l.out[lane].len() == 0 {
 			return
 		}
-		batch, l.out[lane] = l.out[lane], batch[:0]
+		batch = l.out[lane].pop(batch[:0], laneWriteMax)
 		c := l.conns[lane]
 		l.changedLocked()
 		l.bmu.Unlock()

@@ -332,26 +332,46 @@ func TestLaneConnManyStreamsSwitch(t *testing.T) {
 	}
 }
 
-// stallConn's Read waits until release is closed (or the conn is), as if
-// a lost packet held up everything behind it.
+// stallConn's Read (or Write) waits until release is closed (or the conn
+// is), as if a lost packet held up everything behind it in the receiver
+// (or the sender's window were full).
 type stallConn struct {
 	net.Conn
+	writes  bool // stall Write, not Read
 	release chan struct{}
 	closed  chan struct{}
 	once    sync.Once
 }
 
-func newStallConn(c net.Conn) *stallConn {
-	return &stallConn{Conn: c, release: make(chan struct{}), closed: make(chan struct{})}
+func newStallConn(c net.Conn, writes bool) *stallConn {
+	return &stallConn{Conn: c, writes: writes, release: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (c *stallConn) wait() error {
+	select {
+	case <-c.release:
+		return nil
+	case <-c.closed:
+		return net.ErrClosed
+	}
 }
 
 func (c *stallConn) Read(p []byte) (int, error) {
-	select {
-	case <-c.release:
-	case <-c.closed:
-		return 0, net.ErrClosed
+	if !c.writes {
+		if err := c.wait(); err != nil {
+			return 0, err
+		}
 	}
 	return c.Conn.Read(p)
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if c.writes {
+		if err := c.wait(); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *stallConn) Close() error {
@@ -359,14 +379,30 @@ func (c *stallConn) Close() error {
 	return c.Conn.Close()
 }
 
-// TestLaneConnHeadOfLine stalls lane B at the server while a bulk stream
-// sends: a new small stream's echo still completes, over lane I.
+// TestLaneConnHeadOfLine stalls lane B, in the receiver or in the sender,
+// while a bulk stream sends: a new small stream's echo still completes,
+// over lane I. (In the sender it completes only while the bulk stream's
+// window, here yamux's 256 KiB, fits in lane B's queue: beyond, yamux's
+// send loop waits for room on lane B with everything behind it.)
 func TestLaneConnHeadOfLine(t *testing.T) {
+	for _, writes := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stallWrites=%v", writes), func(t *testing.T) { testLaneHeadOfLine(t, writes) })
+	}
+}
+
+func testLaneHeadOfLine(t *testing.T, stallWrites bool) {
 	conntest.CheckGoroutines(t)
 	p1, p2 := tcpPair(t)
 	i1, i2 := tcpPair(t)
-	stall := newStallConn(p2)
-	la, lb := newLaneConn(p1), newLaneConn(stall)
+	var la, lb *laneConn
+	var stall *stallConn
+	if stallWrites {
+		stall = newStallConn(p1, true)
+		la, lb = newLaneConn(stall), newLaneConn(p2)
+	} else {
+		stall = newStallConn(p2, false)
+		la, lb = newLaneConn(p1), newLaneConn(stall)
+	}
 	if err := la.attach(i1); err != nil {
 		t.Fatal(err)
 	}
@@ -608,7 +644,7 @@ func TestLaneConnClose(t *testing.T) {
 	waitFor(t, "lane I to fill", func() bool {
 		l.bmu.Lock()
 		defer l.bmu.Unlock()
-		return len(l.out[laneI]) == laneBufMax
+		return l.out[laneI].len() == laneBufMax
 	})
 	start := time.Now()
 	if err := l.Close(); err != nil {
@@ -928,6 +964,34 @@ func fuzzLaneRecv(t *testing.T, b, i, order []byte) {
 		}
 		if err != nil {
 			return
+		}
+	}
+}
+
+func TestByteQueue(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	var q byteQueue
+	var want []byte
+	next := byte(0)
+	for range 10000 {
+		if rng.IntN(2) == 0 {
+			p := make([]byte, rng.IntN(300))
+			for i := range p {
+				p[i] = next
+				next++
+			}
+			q.push(p)
+			want = append(want, p...)
+		} else {
+			k := rng.IntN(400)
+			got := q.pop(nil, k)
+			if len(got) != min(k, len(want)) || !bytes.Equal(got, want[:len(got)]) {
+				t.Fatalf("popped % x, want % x", got, want[:len(got)])
+			}
+			want = want[len(got):]
+		}
+		if q.len() != len(want) {
+			t.Fatalf("len %d, want %d", q.len(), len(want))
 		}
 	}
 }
