@@ -39,8 +39,9 @@ import (
 // stream (OpenStream queues it before returning the stream) and ACK on the
 // acceptor's (AcceptStream queues it before returning the stream); the
 // only other first frame is the RST with which the session refuses a
-// stream it cannot accept. The receiver relies on exactly that to tell a
-// stream's first frame from a frame that overtook it on the other lane.
+// stream it cannot accept, and a reset goes to yamux at once anyway (see
+// laneRouter.recv). The receiver relies on exactly that to tell a stream's
+// first frame from a frame that overtook it on the other lane.
 const (
 	laneB = 0 // the primary connection: bulk streams, and everything before attach
 	laneI = 1 // the interactive lane
@@ -74,11 +75,18 @@ const (
 	// one frame). yamux's receive loop drains them continuously.
 	inboxMax = 256 << 10
 	// maxHeld bounds the bytes of frames held for streams waiting for a
-	// SWITCH or a first frame from the other lane: a lane that is behind
-	// by more than that, or a peer that never sends the SWITCH, fails the
-	// session rather than the memory. heldOverhead is charged per held
-	// frame, so that empty frames count too.
-	maxHeld      = 4 << 20
+	// SWITCH or a first frame from the other lane. What a peer sends
+	// within the windows we granted is held at most until the other lane
+	// catches up: mostly a stream that moved to lane B while lane I
+	// retransmits the SWITCH, one retransmission's worth of the path's
+	// rate (1.25 MB at 100 Mbit/s and 100 ms), and never more than the
+	// stream's window. Those windows are counted in the session's memory
+	// budget already; maxHeld is what a peer that ignores them, or never
+	// sends the SWITCH, can make us hold before the session fails: one
+	// largest window (maxWindow), and an Exposer session's default share
+	// of Budget.Memory. heldOverhead is charged per held frame, so that
+	// empty frames count too.
+	maxHeld      = maxWindow
 	heldOverhead = 64
 	// maxLaneFrame is the largest data frame body accepted. A frame is read
 	// whole before it is routed (so a lane stalled in the middle of a frame
@@ -133,7 +141,7 @@ type laneStats struct {
 }
 
 // laneStream is what a laneConn knows of one yamux stream, in both
-// directions. It is dropped when the stream is done (see laneRouter.done).
+// directions. It is dropped when the stream is done (see laneRouter.drop).
 type laneStream struct {
 	sendStarted bool
 	sendLane    int
@@ -387,7 +395,7 @@ func (r *laneRouter) recv(lane int, f []byte, out [][]byte) ([][]byte, error) {
 				}
 				continue
 			}
-			e.recvStarted, e.recvLane = true, qlane
+			e.recvStarted, e.recvLane, e.unopened = true, qlane, false
 			if h.flags&muxFlagSYN != 0 {
 				r.noteSyn(qlane, h.id)
 			}
