@@ -62,31 +62,43 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 
 // laneSessions runs a yamux client on a and a server on b, both serving
 // echo on the streams they accept: a stream echoes what it reads and then
-// ends its write side.
+// ends its write side. Gated sessions run over a send gate (gate.go), as
+// the tunnel's do, and their streams pass it.
 type laneSessions struct {
 	client, server *yamux.Session
+	gates          [2]*sendGate // client's, server's; nil if ungated
 	wg             sync.WaitGroup
 }
 
-func newLaneSessions(t *testing.T, a, b net.Conn) *laneSessions {
+func newLaneSessions(t *testing.T, a, b net.Conn, gated bool) *laneSessions {
 	t.Helper()
 	s := &laneSessions{}
-	var err error
-	if s.client, err = yamux.Client(a, laneMuxConfig(), nil); err != nil {
-		t.Fatal(err)
+	sess := [2]*yamux.Session{}
+	for i, c := range []net.Conn{a, b} {
+		var err error
+		switch {
+		case gated:
+			sess[i], s.gates[i], err = newGatedMux(c, i == 1, laneMuxConfig(), nil)
+		case i == 0:
+			sess[i], err = yamux.Client(c, laneMuxConfig(), nil)
+		default:
+			sess[i], err = yamux.Server(c, laneMuxConfig(), nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	if s.server, err = yamux.Server(b, laneMuxConfig(), nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, sess := range []*yamux.Session{s.client, s.server} {
+	s.client, s.server = sess[0], sess[1]
+	for i, ss := range sess {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			for {
-				st, err := sess.AcceptStream()
+				ys, err := ss.AcceptStream()
 				if err != nil {
 					return
 				}
+				st := s.gates[i].stream(ys)
 				s.wg.Add(1)
 				go func() {
 					defer s.wg.Done()
@@ -107,6 +119,21 @@ func newLaneSessions(t *testing.T, a, b net.Conn) *laneSessions {
 		s.wg.Wait()
 	})
 	return s
+}
+
+// opener opens streams on the client's session (or the server's).
+func (s *laneSessions) opener(client bool) func() (net.Conn, error) {
+	sess, g := s.server, s.gates[1]
+	if client {
+		sess, g = s.client, s.gates[0]
+	}
+	return func() (net.Conn, error) {
+		st, err := sess.OpenStream(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		return g.stream(st), nil
+	}
 }
 
 // echoRounds sends rounds of pseudo-random data of the given sizes over a
@@ -156,15 +183,15 @@ func echoRounds(st net.Conn, seed uint64, sizes []int, pause func(int) time.Dura
 
 func noPause(int) time.Duration { return 0 }
 
-// runEchoStreams opens n streams on sess and runs echoRounds on each.
-func runEchoStreams(t *testing.T, sess *yamux.Session, n int, seed uint64, sizes func(*rand.Rand) []int, pause func(*rand.Rand) func(int) time.Duration) {
+// runEchoStreams opens n streams and runs echoRounds on each.
+func runEchoStreams(t *testing.T, open func() (net.Conn, error), n int, seed uint64, sizes func(*rand.Rand) []int, pause func(*rand.Rand) func(int) time.Duration) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)))
 		sz, p := sizes(rng), pause(rng)
-		st, err := sess.OpenStream(context.Background())
+		st, err := open()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +200,7 @@ func runEchoStreams(t *testing.T, sess *yamux.Session, n int, seed uint64, sizes
 			defer wg.Done()
 			defer st.Close()
 			if err := echoRounds(st, seed*1000+uint64(i), sz, p); err != nil {
-				errs <- fmt.Errorf("stream %d: %w", st.StreamID(), err)
+				errs <- fmt.Errorf("stream %d: %w", i, err)
 			}
 		}()
 	}
@@ -199,9 +226,9 @@ func TestLaneConnBeforeAttach(t *testing.T) {
 				la, lb = newLaneConn(p1), newLaneConn(p2)
 				a, b = la, lb
 			}
-			s := newLaneSessions(t, a, b)
-			runEchoStreams(t, s.client, 8, 1, fixedSizes(1, 100, 70<<10, 300<<10), func(*rand.Rand) func(int) time.Duration { return noPause })
-			runEchoStreams(t, s.server, 4, 2, fixedSizes(5000, 200<<10), func(*rand.Rand) func(int) time.Duration { return noPause })
+			s := newLaneSessions(t, a, b, false)
+			runEchoStreams(t, s.opener(true), 8, 1, fixedSizes(1, 100, 70<<10, 300<<10), func(*rand.Rand) func(int) time.Duration { return noPause })
+			runEchoStreams(t, s.opener(false), 4, 2, fixedSizes(5000, 200<<10), func(*rand.Rand) func(int) time.Duration { return noPause })
 			if plain {
 				return
 			}
@@ -223,15 +250,16 @@ func TestLaneConnBeforeAttach(t *testing.T) {
 }
 
 func TestLaneConnAttachMidSession(t *testing.T) {
-	for _, clientFirst := range []bool{true, false} {
-		t.Run(fmt.Sprintf("clientFirst=%v", clientFirst), func(t *testing.T) {
+	for _, x := range []struct{ clientFirst, gated bool }{{true, false}, {false, false}, {true, true}} {
+		clientFirst, gated := x.clientFirst, x.gated
+		t.Run(fmt.Sprintf("clientFirst=%v/gated=%v", clientFirst, gated), func(t *testing.T) {
 			conntest.CheckGoroutines(t)
 			p1, p2 := net.Pipe()
 			i1, i2 := net.Pipe()
 			la, lb := newLaneConn(p1), newLaneConn(p2)
 			la.setIdleBack(5 * time.Millisecond)
 			lb.setIdleBack(5 * time.Millisecond)
-			s := newLaneSessions(t, la, lb)
+			s := newLaneSessions(t, la, lb, gated)
 
 			sizes := func(rng *rand.Rand) []int {
 				sz := make([]int, 12)
@@ -247,11 +275,11 @@ func TestLaneConnAttachMidSession(t *testing.T) {
 			wg.Add(2)
 			go func() { // streams opened before attach, running across it
 				defer wg.Done()
-				runEchoStreams(t, s.client, 6, 3, sizes, pause)
+				runEchoStreams(t, s.opener(true), 6, 3, sizes, pause)
 			}()
 			go func() {
 				defer wg.Done()
-				runEchoStreams(t, s.server, 3, 4, sizes, pause)
+				runEchoStreams(t, s.opener(false), 3, 4, sizes, pause)
 			}()
 			time.Sleep(40 * time.Millisecond)
 			first, second := la, lb
@@ -270,8 +298,8 @@ func TestLaneConnAttachMidSession(t *testing.T) {
 				t.Errorf("second attach: %v", err)
 			}
 			// Streams opened after attach.
-			runEchoStreams(t, s.client, 4, 5, sizes, pause)
-			runEchoStreams(t, s.server, 4, 6, sizes, pause)
+			runEchoStreams(t, s.opener(true), 4, 5, sizes, pause)
+			runEchoStreams(t, s.opener(false), 4, 6, sizes, pause)
 			wg.Wait()
 			for _, l := range []*laneConn{la, lb} {
 				if st := l.stats(); st.FramesRecvd[laneI] == 0 || st.FramesSent[laneI] == 0 {
@@ -283,6 +311,12 @@ func TestLaneConnAttachMidSession(t *testing.T) {
 }
 
 func TestLaneConnManyStreamsSwitch(t *testing.T) {
+	for _, gated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gated=%v", gated), func(t *testing.T) { testLaneManyStreams(t, gated) })
+	}
+}
+
+func testLaneManyStreams(t *testing.T, gated bool) {
 	conntest.CheckGoroutines(t)
 	p1, p2 := net.Pipe()
 	i1, i2 := tcpPair(t)
@@ -296,9 +330,9 @@ func TestLaneConnManyStreamsSwitch(t *testing.T) {
 	if err := lb.attach(i2); err != nil {
 		t.Fatal(err)
 	}
-	s := newLaneSessions(t, la, lb)
+	s := newLaneSessions(t, la, lb, gated)
 	sizes := func(rng *rand.Rand) []int {
-		sz := make([]int, 5)
+		sz := make([]int, 8)
 		for i := range sz {
 			if rng.IntN(5) < 2 {
 				sz[i] = 65<<10 + rng.IntN(150<<10)
@@ -313,14 +347,14 @@ func TestLaneConnManyStreamsSwitch(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); runEchoStreams(t, s.client, 10, 7, sizes, pause) }()
-	go func() { defer wg.Done(); runEchoStreams(t, s.server, 10, 8, sizes, pause) }()
+	go func() { defer wg.Done(); runEchoStreams(t, s.opener(true), 10, 7, sizes, pause) }()
+	go func() { defer wg.Done(); runEchoStreams(t, s.opener(false), 10, 8, sizes, pause) }()
 	wg.Wait()
 	sa, sb := la.stats(), lb.stats()
 	t.Logf("client %+v", sa)
 	t.Logf("server %+v", sb)
 	for _, st := range []laneStats{sa, sb} {
-		if st.ToBulk < 10 || st.ToInteractive < 10 || st.SwitchesRecvd < 10 {
+		if st.ToBulk < 5 || st.ToInteractive < 3 || st.SwitchesRecvd < 10 {
 			t.Errorf("too few lane moves to have tested them: %+v", st)
 		}
 	}
