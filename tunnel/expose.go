@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -93,6 +94,7 @@ type Exposer struct {
 	// the idle expiry.
 	flows    *flowTable[*flow]
 	refusals lockedRefusalLog
+	lanes    laneRegistry // mux sessions, for their interactive lanes
 
 	serving
 }
@@ -152,6 +154,14 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	pc.SetReadDeadline(time.Time{})
 	if err != nil {
 		log.Debug("peer failed before speaking", "err", err)
+		return
+	}
+	if kind == kindLane {
+		// A second connection of a session already admitted, from its
+		// own key (serveLane checks): not a new peer.
+		if err := e.serveLane(pc, log); err != nil {
+			log.Debug("lane failed", "err", err)
+		}
 		return
 	}
 	mode := "raw"
@@ -246,6 +256,9 @@ func (e *Exposer) serveRaw(pc PeerConn, got []byte, eof bool, log *slog.Logger) 
 		case kindProbe:
 			tc.Close()
 			return e.serveProbe(pc)
+		case kindLane:
+			tc.Close()
+			return e.serveLane(pc, log)
 		}
 	}
 	// The bytes detect consumed go to the target first; after a peer EOF
@@ -333,12 +346,17 @@ type replayConn struct {
 func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func (e *Exposer) serveMux(pc PeerConn, kind peerKind, log *slog.Logger) error {
-	if err := writeReply(pc, replyOK, featureProbe); err != nil {
+	lc := newLaneConn(newCorkConn(pc))
+	token, unregister := e.lanes.add(pc.RemotePublicKey(), lc)
+	defer unregister()
+	if err := writeReply(pc, replyOK, featureProbe+" "+featureLanes+"="+hex.EncodeToString(token[:])); err != nil {
+		lc.Close()
 		return err
 	}
 	mem := e.acct.session()
-	sess, gate, err := newGatedMux(newCorkConn(pc), true, serverMuxConfig(log, e.opts.Budget), mem.newSpan)
+	sess, gate, err := newGatedMux(lc, true, serverMuxConfig(log, e.opts.Budget), mem.newSpan)
 	if err != nil {
+		lc.Close()
 		return err
 	}
 	defer sess.Close()

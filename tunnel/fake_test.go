@@ -23,7 +23,8 @@ type fakeNet struct {
 	mu    sync.Mutex // serializes pair(), and guards the maps
 	lns   map[key.PublicKey]*fakeListener
 	conns []net.Conn
-	dials atomic.Int64
+	dials atomic.Int64 // sessions' peer connections
+	lanes atomic.Int64 // lanes' peer connections (lanepair.go)
 }
 
 func newFakeNet(t testing.TB) *fakeNet {
@@ -118,7 +119,8 @@ type fakeDialer struct {
 var errFakeDial = errors.New("fake dial failure")
 
 func (d *fakeDialer) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, error) {
-	if d.fail.Add(-1) >= 0 {
+	lane := isLaneDial(ctx)
+	if !lane && d.fail.Add(-1) >= 0 {
 		if d.definitive {
 			return nil, fmt.Errorf("%w: %w", ErrUnreachable, errFakeDial)
 		}
@@ -137,7 +139,11 @@ func (d *fakeDialer) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, 
 	if err != nil {
 		return nil, err
 	}
-	d.n.dials.Add(1)
+	if lane {
+		d.n.lanes.Add(1)
+	} else {
+		d.n.dials.Add(1)
+	}
 	select {
 	case l.ch <- fakeConn{b, d.kp.Public}:
 		return fakeConn{a, remote}, nil

@@ -65,6 +65,7 @@ type session struct {
 	*yamux.Session
 	pc    PeerConn
 	gate  *sendGate
+	lanes *laneConn // under the session when the server offered lanes
 	flows *flowSet
 
 	abandoned chan struct{} // closed by keeper.abandon
@@ -537,7 +538,7 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	err = clientHandshake(pc, pre, timeout)
+	features, err := handshakeWith(pc, pre, timeout)
 	if !stop() || err != nil {
 		pc.Close()
 		if err == nil {
@@ -545,10 +546,22 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string
 		}
 		return nil, err
 	}
-	sess, gate, err := newGatedMux(pc, false, clientMuxConfig(log), clientMemory().newSpan)
+	token, lanes := feature(features, featureLanes)
+	var mc net.Conn = pc
+	var lc *laneConn
+	if lanes {
+		lc = newLaneConn(pc)
+		mc = lc
+	}
+	sess, gate, err := newGatedMux(mc, false, clientMuxConfig(log), clientMemory().newSpan)
 	if err != nil {
-		pc.Close()
+		mc.Close()
 		return nil, err
 	}
-	return &session{Session: sess, pc: pc, gate: gate, abandoned: make(chan struct{})}, nil
+	if lanes {
+		// The goroutine ends with the session at the latest: closing it
+		// cancels the dial.
+		go openLane(d, remote, token, lc, sess.CloseChan(), log)
+	}
+	return &session{Session: sess, pc: pc, gate: gate, lanes: lc, abandoned: make(chan struct{})}, nil
 }

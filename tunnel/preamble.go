@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,37 @@ const probePreamble = "\x00keytunnel/prb1\n"
 // probePreamble. Older clients read and ignore an OK reply's reason.
 const featureProbe = "probe1"
 
+// lanePreamble opens a second peer connection for a mux session, its
+// interactive lane (lanes.go): these 16 bytes, then the session's 16-byte
+// lane token. It shares the first 11 bytes with preamble. A client sends it
+// only to a server whose OK reply offered featureLanes: an older server
+// would take it for a raw client.
+const lanePreamble = "\x00keytunnel/lan1\n"
+
+// featureLanes, in an OK reply's reason, offers the session an
+// interactive lane: "lanes1=" and the token in 32 hex digits. An OK
+// reply's reason is a space-separated list of features.
+const featureLanes = "lanes1"
+
+// laneTokenSize is the length of the token that ties a lane to its
+// session; 16 random bytes cannot be guessed, and the lane must also come
+// from the session's own key.
+const laneTokenSize = 16
+
+// feature looks f up in an OK reply's reason: ok if it is listed, alone
+// or as f=value.
+func feature(reason, f string) (value string, ok bool) {
+	for _, w := range strings.Fields(reason) {
+		if w == f {
+			return "", true
+		}
+		if v, found := strings.CutPrefix(w, f+"="); found {
+			return v, true
+		}
+	}
+	return "", false
+}
+
 // peerKind is what detect made of a peer's first bytes.
 type peerKind int
 
@@ -34,6 +66,7 @@ const (
 	kindMux            // preamble
 	kindMux2           // preamble2: streams carry a stream header (udpwire.go)
 	kindProbe          // probePreamble
+	kindLane           // lanePreamble: a session's interactive lane
 )
 
 // The reply to the preamble: the 3 bytes of replyMagic, one status byte,
@@ -108,7 +141,7 @@ func handshakeWith(c net.Conn, pre string, timeout time.Duration) (features stri
 }
 
 // detect reads the first bytes of a peer connection, until they either are
-// one of the preambles (kindMux, kindMux2, kindProbe) or cannot become
+// one of the preambles (kindMux, kindMux2, kindProbe, kindLane) or cannot become
 // one, or until the read deadline the caller set. What was read is
 // returned, with kindRaw, so that a raw peer's bytes can be replayed to the
 // target. eof reports that the peer already half-closed.
@@ -119,7 +152,7 @@ func detect(c net.Conn) (kind peerKind, got []byte, eof bool, err error) {
 		m, rerr := c.Read(buf[n:])
 		n += m
 		if !bytes.Equal(buf[:n], []byte(preamble[:n])) && !bytes.Equal(buf[:n], []byte(preamble2[:n])) &&
-			!bytes.Equal(buf[:n], []byte(probePreamble[:n])) {
+			!bytes.Equal(buf[:n], []byte(probePreamble[:n])) && !bytes.Equal(buf[:n], []byte(lanePreamble[:n])) {
 			return kindRaw, buf[:n], false, nil
 		}
 		switch {
@@ -140,6 +173,8 @@ func detect(c net.Conn) (kind peerKind, got []byte, eof bool, err error) {
 		return kindMux2, nil, false, nil
 	case probePreamble:
 		return kindProbe, nil, false, nil
+	case lanePreamble:
+		return kindLane, nil, false, nil
 	}
 	return kindMux, nil, false, nil
 }

@@ -123,7 +123,7 @@ func Check(ctx context.Context, d Dialer, remote key.PublicKey, pings, size int)
 	}
 	sess.Close()
 	sort.Slice(r.RTTs, func(i, j int) bool { return r.RTTs[i] < r.RTTs[j] })
-	if features != featureProbe || size <= 0 {
+	if _, ok := feature(features, featureProbe); !ok || size <= 0 {
 		return r, nil
 	}
 	r.Up, r.Down, err = probe(ctx, d, remote, min(size, maxProbeBytes))

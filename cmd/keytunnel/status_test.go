@@ -105,10 +105,11 @@ func TestE2EStatusAndMetrics(t *testing.T) {
 		len(ep.PublicKey) != 64 || !strings.HasPrefix(ep.Path, "direct ") || ep.RTTMillis <= 0 {
 		t.Fatalf("peers: forward %+v, expose %+v", fp, ep)
 	}
-	if d := exSt.DHT; d == nil || d.RoutingNodes == 0 || d.Requests == 0 || d.Handshakes["accepted"] != 1 {
+	// One session, and its interactive lane unless it is still dialing.
+	if d := exSt.DHT; d == nil || d.RoutingNodes == 0 || d.Requests == 0 || d.Handshakes["accepted"] < 1 || d.Handshakes["accepted"] > 2 {
 		t.Fatalf("expose's dht: %+v", d)
 	}
-	if d := fwSt.DHT; d == nil || d.RoutingNodes == 0 || d.Dials != 1 || d.DialFailures != 0 {
+	if d := fwSt.DHT; d == nil || d.RoutingNodes == 0 || d.Dials < 1 || d.Dials > 2 || d.DialFailures != 0 {
 		t.Fatalf("forward's dht: %+v", d)
 	}
 	m := scrape(t, exMetrics)

@@ -1,0 +1,154 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/keytunnel/keytunnel/internal/key"
+)
+
+// A mux session's interactive lane is a second peer connection to the
+// same server, dialed by the client once the session is up; laneConn
+// (lanes.go) routes each stream's frames to one lane or the other. The
+// server offers it in its OK reply (featureLanes=token), the client dials
+// the key again and sends lanePreamble and the token, and the server joins
+// that connection to the session whose token it is, if it comes from the
+// same key. Until then, and for good if the second dial fails (a path the
+// second connection cannot take, an older client), the session runs on its
+// one connection as before.
+
+// laneWait bounds how long a lane connection may take to send its token,
+// and how long a client waits for the lane's reply.
+const laneWait = 10 * time.Second
+
+// laneDialTimeout bounds the client's second dial.
+const laneDialTimeout = 30 * time.Second
+
+type laneToken [laneTokenSize]byte
+
+// laneDialKey marks the context of a lane's dial, so that a Dialer can
+// tell it from a session's (the tests' fake network counts sessions).
+type laneDialKey struct{}
+
+func isLaneDial(ctx context.Context) bool { return ctx.Value(laneDialKey{}) != nil }
+
+// laneRegistry holds a server's mux sessions waiting for, or holding, their
+// interactive lanes, by token.
+type laneRegistry struct {
+	mu sync.Mutex
+	m  map[laneToken]*laneSession
+}
+
+type laneSession struct {
+	remote key.PublicKey
+	lc     *laneConn
+	done   chan struct{} // closed when the session ends
+	taken  bool          // a lane has been joined
+}
+
+// add registers a session of remote on lc and returns its token and the
+// function that ends the registration (the session is over).
+func (l *laneRegistry) add(remote key.PublicKey, lc *laneConn) (laneToken, func()) {
+	var t laneToken
+	rand.Read(t[:])
+	ls := &laneSession{remote: remote, lc: lc, done: make(chan struct{})}
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[laneToken]*laneSession{}
+	}
+	l.m[t] = ls
+	l.mu.Unlock()
+	return t, func() {
+		l.mu.Lock()
+		delete(l.m, t)
+		l.mu.Unlock()
+		close(ls.done)
+	}
+}
+
+// take hands out the session of token t to its own key, once.
+func (l *laneRegistry) take(t laneToken, remote key.PublicKey) *laneSession {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls := l.m[t]
+	if ls == nil || ls.taken || ls.remote != remote {
+		return nil
+	}
+	ls.taken = true
+	return ls
+}
+
+// serveLane joins pc, which sent lanePreamble, to the session whose token
+// it sends next, and holds pc until that session ends (servePeer closes pc
+// when this returns).
+func (e *Exposer) serveLane(pc PeerConn, log *slog.Logger) error {
+	var t laneToken
+	pc.SetReadDeadline(time.Now().Add(laneWait))
+	_, err := io.ReadFull(pc, t[:])
+	pc.SetReadDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("tunnel: reading a lane's token: %w", err)
+	}
+	ls := e.lanes.take(t, pc.RemotePublicKey())
+	if ls == nil {
+		log.Debug("refused a lane: no session of this key has its token")
+		refuse(pc, "no session to join this lane to; it may have ended")
+		return nil
+	}
+	if err := writeReply(pc, replyOK, ""); err != nil {
+		return err
+	}
+	if err := ls.lc.attach(pc); err != nil {
+		return err
+	}
+	log.Debug("interactive lane joined")
+	select {
+	case <-ls.done:
+	case <-e.ctx.Done():
+	}
+	return nil
+}
+
+// openLane dials the session's interactive lane in the background and
+// joins it to lc; on any failure the session goes on without one. It ends
+// when the lane is joined, the attempt fails, or the session closes.
+func openLane(d Dialer, remote key.PublicKey, token string, lc *laneConn, closed <-chan struct{}, log *slog.Logger) {
+	t, err := hex.DecodeString(token)
+	if err != nil || len(t) != laneTokenSize {
+		log.Debug("server offered a malformed lane token", "token", token)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), laneDialKey{}, true), laneDialTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	pc, err := d.Dial(ctx, remote)
+	if err != nil {
+		log.Debug("no interactive lane: dial failed", "err", err)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	_, err = handshakeWith(pc, lanePreamble+string(t), laneWait)
+	if !stop() || err != nil {
+		pc.Close()
+		log.Debug("no interactive lane", "err", err)
+		return
+	}
+	if err := lc.attach(pc); err != nil {
+		pc.Close()
+		log.Debug("no interactive lane", "err", err)
+		return
+	}
+	log.Debug("interactive lane joined")
+}
