@@ -50,15 +50,24 @@ func (s muxStream) Write(b []byte) (int, error) {
 	// One admission per copy buffer (32 KiB) at most, so that a large
 	// write does not hold a big share of the gate while yamux waits for
 	// window.
+	// Window first (gatewin.go), holding no credit, then credit for
+	// what yamux can send of it at once.
 	var total int
+	id := s.StreamID()
 	for len(b) > 0 {
-		chunk := b[:min(len(b), bufSize)]
+		w, err := s.gate.reserve(id, min(len(b), bufSize), s.stop)
+		if err != nil && err != errGateClosed {
+			return total, err
+		}
+		chunk := b[:w]
 		if err := s.gate.admit(len(chunk), s.stop); err != nil && err != errGateClosed {
+			s.gate.unreserve(id, len(chunk))
 			return total, err
 		}
 		n, err := s.Stream.Write(chunk)
 		if n < len(chunk) {
 			s.gate.release(len(chunk) - n)
+			s.gate.unreserve(id, len(chunk)-n)
 		}
 		total += n
 		if err != nil {

@@ -44,6 +44,11 @@ type sendGate struct {
 	queued  int // data bytes admitted and not yet written to the connection
 	waiters []*gateWaiter
 	closed  bool
+
+	// Send windows (gatewin.go).
+	win     map[uint32]*sendWindow
+	winKick chan struct{} // closed and cleared when a window opens or ends
+	rx      frameWatcher  // yamux's receive loop's only
 }
 
 type gateWaiter struct {
@@ -122,6 +127,7 @@ func (g *sendGate) close() {
 		return
 	}
 	g.closed = true
+	g.kickWindowsLocked()
 	for _, w := range g.waiters {
 		close(w.granted)
 	}
@@ -137,10 +143,17 @@ type gateConn struct {
 }
 
 func (c gateConn) Write(b []byte) (int, error) {
+	c.gate.watchOut(b)
 	n, err := c.Conn.Write(b)
 	if len(b) > muxHeaderSize && b[1] == muxTypeData {
 		c.gate.release(len(b) - muxHeaderSize)
 	}
+	return n, err
+}
+
+func (c gateConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.gate.watchIn(p[:n])
 	return n, err
 }
 
@@ -169,6 +182,9 @@ func newGatedMux(c net.Conn, server bool, cfg *yamux.Config, mm func() (yamux.Me
 
 // stream wraps a stream of g's session (g may be nil: an ungated stream).
 func (g *sendGate) stream(st *yamux.Stream) muxStream {
+	if g != nil {
+		g.track(st.StreamID())
+	}
 	return muxStream{Stream: st, gate: g, stop: newStreamStop()}
 }
 

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -258,5 +259,77 @@ func TestGateSmallWriteNotBehindBulk(t *testing.T) {
 	// not, this test could not tell the gate from no gate.
 	if ungated <= limit {
 		t.Errorf("ungated: only %d bytes ahead; the test no longer shows the queue the gate removes", ungated)
+	}
+}
+
+// TestGateWindowBlockedStreamDoesNotStall: a stream whose reader has
+// stopped (its window spent) must not keep the gate's credit while it
+// waits for window, or every other stream's large writes wait with it:
+// a paused download would stall the whole tunnel.
+func TestGateWindowBlockedStreamDoesNotStall(t *testing.T) {
+	a, b := net.Pipe()
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.LogOutput = io.Discard
+	cs, g, err := newGatedMux(a, false, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	ss, err := yamux.Server(b, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	accepted := make(chan *yamux.Stream, 2)
+	go func() {
+		for {
+			st, err := ss.AcceptStream()
+			if err != nil {
+				return
+			}
+			accepted <- st
+		}
+	}()
+	// Two stalled streams: their peers never read.
+	for range 2 {
+		st, err := cs.OpenStream(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := g.stream(st)
+		go ms.Write(make([]byte, 1<<20)) // ends when the session closes
+		<-accepted
+	}
+	time.Sleep(100 * time.Millisecond) // both spend their windows and block
+	st, err := cs.OpenStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 20
+	done := make(chan error, 1)
+	go func() {
+		_, err := g.stream(st).Write(make([]byte, size))
+		done <- err
+	}()
+	peer := <-accepted
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.CopyN(io.Discard, peer, size)
+	if err != nil {
+		g.mu.Lock()
+		state := fmt.Sprintf("queued %d, %d waiting", g.queued, len(g.waiters))
+		for id, w := range g.win {
+			state += fmt.Sprintf("; stream %d window %d", id, w.avail)
+		}
+		g.mu.Unlock()
+		t.Fatalf("third stream: %d of %d bytes: %v (gate: %s)", n, size, err, state)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("third stream's write still blocked")
 	}
 }

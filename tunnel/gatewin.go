@@ -1,0 +1,185 @@
+package tunnel
+
+import (
+	"encoding/binary"
+)
+
+// The gate's credit is for bytes in yamux's send queue. A write that
+// yamux holds back for want of window is in no queue, yet it kept the
+// credit it was admitted with: two streams whose readers had stopped (a
+// paused download) held the whole gateLimit, and every other stream's
+// large writes waited with them, for as long as those readers slept.
+//
+// So the gate also keeps each stream's send window, as yamux does: its
+// initial 256 KiB (the yamux spec's), plus the peer's window updates, read
+// off the connection, minus the data our writes hand to yamux. A write
+// waits for window first, holding no credit, and then asks the gate only
+// for what the window lets yamux send at once. A stream's window entry is
+// made by its SYN (ours or the peer's), or when the stream is handed
+// out, and dropped by a RST either way or FINs both ways, so late frames
+// of a finished stream add nothing.
+// Data written to a stream past the gate (a mux2 stream header) is not
+// subtracted; the few bytes only make a write wait for them inside yamux.
+
+// yamuxInitialWindow is every yamux stream's send window before the
+// peer's first window update (go-yamux's initialStreamWindow).
+const yamuxInitialWindow = 256 << 10
+
+type sendWindow struct {
+	avail         int64
+	finOut, finIn bool
+}
+
+// frameWatcher follows the frames yamux reads, across reads that split
+// them anywhere. Only yamux's receive loop calls it.
+type frameWatcher struct {
+	hdr  [muxHeaderSize]byte
+	have int
+	skip int64 // body bytes of the current data frame still to pass
+}
+
+// watchIn updates windows from bytes yamux read from the connection.
+func (g *sendGate) watchIn(p []byte) {
+	w := &g.rx
+	for len(p) > 0 {
+		if w.skip > 0 {
+			k := int64(min(int64(len(p)), w.skip))
+			w.skip -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(w.hdr[w.have:], p)
+		w.have += k
+		p = p[k:]
+		if w.have < muxHeaderSize {
+			return
+		}
+		w.have = 0
+		typ := w.hdr[1]
+		flags := binary.BigEndian.Uint16(w.hdr[2:4])
+		id := binary.BigEndian.Uint32(w.hdr[4:8])
+		length := binary.BigEndian.Uint32(w.hdr[8:12])
+		if typ == muxTypeData {
+			w.skip = int64(length)
+		}
+		if id == 0 || w.hdr[0] != 0 {
+			continue
+		}
+		g.frame(id, flags, false, func(sw *sendWindow) {
+			if typ == muxTypeWindowUpdate {
+				sw.avail += int64(length)
+			}
+		})
+	}
+}
+
+// watchOut notes a frame yamux wrote: a SYN makes the stream's entry, a
+// FIN or RST may end it.
+func (g *sendGate) watchOut(b []byte) {
+	if len(b) < muxHeaderSize || b[0] != 0 {
+		return
+	}
+	id := binary.BigEndian.Uint32(b[4:8])
+	if id == 0 {
+		return
+	}
+	g.frame(id, binary.BigEndian.Uint16(b[2:4]), true, nil)
+}
+
+// frame applies one frame's flags (and update) to stream id's window.
+func (g *sendGate) frame(id uint32, flags uint16, out bool, update func(*sendWindow)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sw := g.win[id]
+	if sw == nil {
+		if flags&muxFlagSYN == 0 {
+			return // a finished stream's late frame, or one never gated
+		}
+		if g.win == nil {
+			g.win = map[uint32]*sendWindow{}
+		}
+		sw = &sendWindow{avail: yamuxInitialWindow}
+		g.win[id] = sw
+	}
+	if update != nil {
+		before := sw.avail
+		update(sw)
+		if sw.avail > before && before <= 0 {
+			g.kickWindowsLocked()
+		}
+	}
+	if out {
+		sw.finOut = sw.finOut || flags&muxFlagFIN != 0
+	} else {
+		sw.finIn = sw.finIn || flags&muxFlagFIN != 0
+	}
+	if flags&muxFlagRST != 0 || (sw.finOut && sw.finIn) {
+		delete(g.win, id)
+		g.kickWindowsLocked() // a writer waiting on it gives up
+	}
+}
+
+func (g *sendGate) kickWindowsLocked() {
+	if g.winKick != nil {
+		close(g.winKick)
+		g.winKick = nil
+	}
+}
+
+// track makes stream id's window entry if its SYN has not: a stream we
+// open is handed out before yamux's send loop writes the SYN, and its
+// first writes must already count.
+func (g *sendGate) track(id uint32) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.win[id] == nil && !g.closed {
+		if g.win == nil {
+			g.win = map[uint32]*sendWindow{}
+		}
+		g.win[id] = &sendWindow{avail: yamuxInitialWindow}
+	}
+}
+
+// reserve waits until stream id has window, then takes up to want bytes
+// of it and returns how many; the caller gives back what yamux did not
+// take (unreserve). A stream the gate has no entry for (not seen to open,
+// or already finished) gets want: yamux decides.
+func (g *sendGate) reserve(id uint32, want int, st *streamStop) (int, error) {
+	for {
+		g.mu.Lock()
+		if g.closed {
+			g.mu.Unlock()
+			return want, errGateClosed
+		}
+		sw := g.win[id]
+		if sw == nil {
+			g.mu.Unlock()
+			return want, nil
+		}
+		if sw.avail > 0 {
+			n := int(min(int64(want), sw.avail))
+			sw.avail -= int64(n)
+			g.mu.Unlock()
+			return n, nil
+		}
+		if g.winKick == nil {
+			g.winKick = make(chan struct{})
+		}
+		kick := g.winKick
+		g.mu.Unlock()
+		if err := st.wait(kick); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (g *sendGate) unreserve(id uint32, n int) {
+	if n <= 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if sw := g.win[id]; sw != nil {
+		sw.avail += int64(n)
+	}
+}
