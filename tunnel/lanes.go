@@ -247,6 +247,7 @@ func (r *laneRouter) send(h laneHeader, now time.Time) (lane, switchOn int) {
 	if h.id == 0 {
 		// Pings and go aways: a ping measures the round trip, which lane
 		// I shows without lane B's queue.
+		r.stats.FramesSent[r.defaultLane()]++
 		return r.defaultLane(), -1
 	}
 	e := r.streams[h.id]
