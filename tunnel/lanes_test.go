@@ -1152,3 +1152,22 @@ func TestLaneRouterSend(t *testing.T) {
 		t.Errorf("moves: %+v", r.stats)
 	}
 }
+
+func TestLaneConnReadDeadline(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	p1, p2 := net.Pipe()
+	defer p2.Close()
+	l := newLaneConn(p1)
+	defer l.Close()
+	l.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	buf := make([]byte, 64)
+	if _, err := l.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past its deadline: %v", err)
+	}
+	l.SetReadDeadline(time.Time{})
+	ping := muxFrame(2, muxFlagSYN, 0, 1)
+	go p2.Write(ping)
+	if _, err := io.ReadFull(l, buf[:len(ping)]); err != nil || !bytes.Equal(buf[:len(ping)], ping) {
+		t.Fatalf("Read after the deadline was lifted: % x, %v", buf[:len(ping)], err)
+	}
+}
