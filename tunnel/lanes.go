@@ -136,6 +136,8 @@ type laneStats struct {
 	SwitchesRecvd uint64    // SWITCH frames received on a stream's expected lane
 	FramesSent    [2]uint64 // yamux frames sent per lane
 	FramesRecvd   [2]uint64 // yamux frames received per lane
+	Stale         uint64    // frames of streams already done, delivered for yamux to ignore
+	Discarded     uint64    // frames that came after their stream's end (reset, or ended both ways), dropped
 	Held          int       // bytes held now
 	Streams       int       // streams with state now
 }
@@ -245,6 +247,7 @@ func (r *laneRouter) send(h laneHeader, now time.Time) (lane, switchOn int) {
 	if h.id == 0 {
 		// Pings and go aways: a ping measures the round trip, which lane
 		// I shows without lane B's queue.
+		r.stats.FramesSent[r.defaultLane()]++
 		return r.defaultLane(), -1
 	}
 	e := r.streams[h.id]
@@ -302,6 +305,7 @@ func (r *laneRouter) send(h laneHeader, now time.Time) (lane, switchOn int) {
 // delivered for yamux to ignore.
 func (r *laneRouter) drop(id uint32, e *laneStream) {
 	r.held -= e.heldCost[laneB] + e.heldCost[laneI]
+	r.stats.Discarded += uint64(len(e.held[laneB]) + len(e.held[laneI]))
 	delete(r.streams, id)
 }
 
@@ -364,6 +368,7 @@ func (r *laneRouter) recv(lane int, f []byte, out [][]byte) ([][]byte, error) {
 				if !h.isSwitch() {
 					out = append(out, b)
 					r.stats.FramesRecvd[qlane]++
+					r.stats.Stale++
 				}
 				continue
 			}
@@ -379,6 +384,7 @@ func (r *laneRouter) recv(lane int, f []byte, out [][]byte) ([][]byte, error) {
 			out = append(out, b)
 			r.stats.FramesRecvd[qlane]++
 			r.drop(h.id, e)
+			r.stats.Discarded += uint64(len(queue))
 			queue = nil
 			continue
 		}
@@ -440,6 +446,7 @@ func (r *laneRouter) recv(lane int, f []byte, out [][]byte) ([][]byte, error) {
 		if e.finSent && e.finRecvd {
 			// All queue holds is of this stream and came after its end.
 			r.drop(h.id, e)
+			r.stats.Discarded += uint64(len(queue))
 			queue = nil
 		}
 	}

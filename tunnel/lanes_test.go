@@ -63,7 +63,11 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // laneSessions runs a yamux client on a and a server on b, both serving
 // echo on the streams they accept: a stream echoes what it reads and then
 // ends its write side. Gated sessions run over a send gate (gate.go), as
-// the tunnel's do, and their streams pass it.
+// the tunnel's do, and the streams opener opens pass it. The echoes do
+// not: an echo that waits at its session's gate stops reading, so the
+// writers it echoes, which hold the other session's gate while they wait
+// for window, never let that session's echoes through either (a gated
+// writer waiting for window keeps its admission).
 type laneSessions struct {
 	client, server *yamux.Session
 	gates          [2]*sendGate // client's, server's; nil if ungated
@@ -89,7 +93,7 @@ func newLaneSessions(t *testing.T, a, b net.Conn, gated bool) *laneSessions {
 		}
 	}
 	s.client, s.server = sess[0], sess[1]
-	for i, ss := range sess {
+	for _, ss := range sess {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -98,7 +102,7 @@ func newLaneSessions(t *testing.T, a, b net.Conn, gated bool) *laneSessions {
 				if err != nil {
 					return
 				}
-				st := s.gates[i].stream(ys)
+				st := ys
 				s.wg.Add(1)
 				go func() {
 					defer s.wg.Done()
@@ -1027,5 +1031,143 @@ func TestByteQueue(t *testing.T) {
 		if q.len() != len(want) {
 			t.Fatalf("len %d, want %d", q.len(), len(want))
 		}
+	}
+}
+
+// TestLaneRouterRules walks the receiver through the cases of its rules,
+// one frame at a time, as a remote that opens odd streams sends them.
+func TestLaneRouterRules(t *testing.T) {
+	wu := func(flags uint16, id uint32) []byte { return muxFrame(muxTypeWindowUpdate, flags, id, 0) }
+	data := func(id uint32, s string) []byte { return rawFrame(muxTypeData, 0, id, []byte(s), 0) }
+	sw := switchFrame
+	ping := muxFrame(2, muxFlagSYN, 0, 7)
+	type step struct {
+		lane int
+		f    []byte
+		want [][]byte // delivered by this frame, in order
+	}
+	r := ourSyns() // we opened 2, 4, ... before attaching
+	for i, s := range []step{
+		{laneI, ping, [][]byte{ping}}, // session frames: at once
+		// Remote stream 1: SYN on B, then it moves to I.
+		{laneB, wu(muxFlagSYN, 1), [][]byte{wu(muxFlagSYN, 1)}},
+		{laneI, data(1, "b"), nil}, // overtook the SWITCH on B: held
+		{laneB, data(1, "a"), [][]byte{data(1, "a")}},
+		{laneB, sw(1), [][]byte{data(1, "b")}},
+		{laneI, data(1, "c"), [][]byte{data(1, "c")}},
+		// Remote stream 5 after it attached: its frame on B overtook its
+		// SYN on I; 3, opened before, had its SYN on B.
+		{laneI, wu(muxFlagSYN, 7), [][]byte{wu(muxFlagSYN, 7)}},
+		{laneB, data(5, "x"), nil},
+		{laneI, data(3, "y"), nil},
+		{laneB, wu(muxFlagSYN, 3), [][]byte{wu(muxFlagSYN, 3)}},
+		{laneI, wu(muxFlagSYN, 5), [][]byte{wu(muxFlagSYN, 5)}},
+		{laneI, sw(5), [][]byte{data(5, "x")}},
+		{laneB, sw(3), [][]byte{data(3, "y")}},
+		// Our stream 2: the remote's data overtook its ACK.
+		{laneB, data(2, "d"), nil},
+		{laneI, wu(muxFlagACK, 2), [][]byte{wu(muxFlagACK, 2)}},
+		// A reset overtakes what is held and ends the stream; what comes
+		// later is delivered for yamux to ignore, and a SWITCH dropped.
+		{laneI, wu(muxFlagRST, 2), [][]byte{wu(muxFlagRST, 2)}},
+		{laneI, sw(2), nil},
+		{laneB, data(2, "d"), [][]byte{data(2, "d")}},
+		// Switching back and forth with frames held on both lanes.
+		{laneB, data(1, "f"), nil},
+		{laneB, sw(1), nil},
+		{laneI, data(1, "e"), [][]byte{data(1, "e")}},
+		{laneI, sw(1), [][]byte{data(1, "f")}},
+		{laneI, data(1, "h"), [][]byte{data(1, "h")}},
+		{laneB, data(1, "j"), nil},
+		{laneI, sw(1), [][]byte{data(1, "j")}},
+	} {
+		out, err := r.recv(s.lane, s.f, nil)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if len(out) != len(s.want) {
+			t.Fatalf("step %d: delivered %d frames, want %d", i, len(out), len(s.want))
+		}
+		for k := range out {
+			if !bytes.Equal(out[k], s.want[k]) {
+				t.Fatalf("step %d: frame %d is % x, want % x", i, k, out[k], s.want[k])
+			}
+		}
+	}
+	if r.held != 0 {
+		t.Errorf("%d bytes still held", r.held)
+	}
+}
+
+// TestLaneRouterSend walks the sender's policy with a clock of its own.
+func TestLaneRouterSend(t *testing.T) {
+	r := newLaneRouter()
+	now := time.Unix(0, 0)
+	hdr := func(typ byte, flags uint16, id, length uint32) laneHeader {
+		return parseLaneHeader(muxFrame(typ, flags, id, length))
+	}
+	type step struct {
+		after    time.Duration
+		h        laneHeader
+		lane, sw int
+	}
+	const frame = 16 << 10
+	for i, s := range []step{
+		{0, hdr(muxTypeWindowUpdate, muxFlagSYN, 1, 0), laneB, -1}, // before attach: all on B
+		{0, hdr(muxTypeData, 0, 1, frame), laneB, -1},
+		{0, hdr(2, muxFlagSYN, 0, 1), laneB, -1},
+		{-1, hdr(2, muxFlagSYN, 0, 1), laneI, -1},                       // attached: session frames on I
+		{0, hdr(muxTypeWindowUpdate, muxFlagSYN, 3, 0), laneI, -1},      // and first frames
+		{0, hdr(muxTypeData, 0, 1, 10), laneI, laneB},                   // 1 is under bulkAfter: moves to I
+		{0, hdr(muxTypeData, 0, 3, 4*frame), laneI, -1},                 // 64 KiB: not more than bulkAfter yet
+		{0, hdr(muxTypeData, 0, 3, 1), laneI, -1},                       // now it is
+		{0, hdr(muxTypeWindowUpdate, 0, 3, 100), laneB, laneI},          // and a window update moves it
+		{0, hdr(muxTypeData, 0, 3, frame), laneB, -1},                   // data follows
+		{time.Second - 1, hdr(muxTypeWindowUpdate, 0, 3, 1), laneB, -1}, // not quiet yet
+		{1, hdr(muxTypeWindowUpdate, 0, 3, 1), laneI, laneB},            // quiet for idleBack: back
+		{0, hdr(muxTypeWindowUpdate, muxFlagFIN, 3, 0), laneI, -1},
+		{0, hdr(muxTypeWindowUpdate, muxFlagRST, 1, 0), laneI, -1},
+	} {
+		if s.after < 0 {
+			r.attached = true
+		} else {
+			now = now.Add(s.after)
+		}
+		lane, sw := r.send(s.h, now)
+		if lane != s.lane || sw != s.sw {
+			t.Fatalf("step %d: lane %d, SWITCH on %d; want %d, %d", i, lane, sw, s.lane, s.sw)
+		}
+	}
+	if _, ok := r.streams[1]; ok {
+		t.Error("stream 1 kept after its reset")
+	}
+	// 3 ended our way only; its end the other way drops it.
+	if _, err := r.recv(laneI, muxFrame(muxTypeWindowUpdate, muxFlagACK|muxFlagFIN, 3, 0), nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.streams) != 0 {
+		t.Errorf("%d streams kept", len(r.streams))
+	}
+	if r.stats.ToBulk != 1 || r.stats.ToInteractive != 2 {
+		t.Errorf("moves: %+v", r.stats)
+	}
+}
+
+func TestLaneConnReadDeadline(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	p1, p2 := net.Pipe()
+	defer p2.Close()
+	l := newLaneConn(p1)
+	defer l.Close()
+	l.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	buf := make([]byte, 64)
+	if _, err := l.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past its deadline: %v", err)
+	}
+	l.SetReadDeadline(time.Time{})
+	ping := muxFrame(2, muxFlagSYN, 0, 1)
+	go p2.Write(ping)
+	if _, err := io.ReadFull(l, buf[:len(ping)]); err != nil || !bytes.Equal(buf[:len(ping)], ping) {
+		t.Fatalf("Read after the deadline was lifted: % x, %v", buf[:len(ping)], err)
 	}
 }
