@@ -140,12 +140,15 @@ func (g *sendGate) close() {
 type gateConn struct {
 	net.Conn
 	gate *sendGate
+	// lanes: the connection is a laneConn, whose writers release the
+	// credit when they hand the data on (laneConn.onSent).
+	lanes bool
 }
 
 func (c gateConn) Write(b []byte) (int, error) {
 	c.gate.watchOut(b)
 	n, err := c.Conn.Write(b)
-	if len(b) > muxHeaderSize && b[1] == muxTypeData {
+	if len(b) > muxHeaderSize && b[1] == muxTypeData && !c.lanes {
 		c.gate.release(len(b) - muxHeaderSize)
 	}
 	return n, err
@@ -167,6 +170,10 @@ func (c gateConn) Close() error {
 func newGatedMux(c net.Conn, server bool, cfg *yamux.Config, mm func() (yamux.MemoryManager, error)) (*yamux.Session, *sendGate, error) {
 	g := &sendGate{}
 	gc := gateConn{Conn: c, gate: g}
+	if lc, ok := c.(*laneConn); ok {
+		lc.onSent = g.release
+		gc.lanes = true
+	}
 	var s *yamux.Session
 	var err error
 	if server {

@@ -520,12 +520,20 @@ type laneConn struct {
 	recvMu  sync.Mutex
 	recvOut [][]byte
 
-	bmu         sync.Mutex // guards the rest
-	kick        chan struct{}
-	kickWanted  bool
-	conns       [2]net.Conn
-	out         [2]byteQueue // queued for each lane's writer
-	inq         [][]byte     // delivered frames not yet read; inq[0] from inOff
+	bmu        sync.Mutex // guards the rest
+	kick       chan struct{}
+	kickWanted bool
+	conns      [2]net.Conn
+	out        [2]byteQueue // queued for each lane's writer
+	runs       [2][]dataRun // what out holds, data bodies or not
+	// onSent, if set before any Write, gets the data-body bytes of each
+	// batch a lane's writer has handed its connection: the send gate's
+	// credit is for data not yet there, and data waiting in a lane's
+	// queue must count, or a bulk stream's frames would fill lane B's
+	// queue and leave yamux's send loop waiting on it in front of lane
+	// I's frames.
+	onSent      func(int)
+	inq         [][]byte // delivered frames not yet read; inq[0] from inOff
 	inOff       int
 	inBytes     int
 	rdl, wdl    time.Time
@@ -810,6 +818,9 @@ func (l *laneConn) enqueue(lane int, p []byte, whole bool) (int, error) {
 		if room >= len(p) || (room > 0 && !whole) {
 			k := min(room, len(p))
 			l.out[lane].push(p[:k])
+			// Only a data frame's body is enqueued in parts (whole
+			// false); headers and SWITCHes are whole.
+			l.noteRunLocked(lane, k, !whole)
 			l.changedLocked()
 			return k, nil
 		}
@@ -832,8 +843,47 @@ func (l *laneConn) enqueueSwitch(lane int, id uint32) error {
 		return err
 	}
 	l.out[lane].push(switchFrame(id))
+	l.noteRunLocked(lane, muxHeaderSize, false)
 	l.changedLocked()
 	return nil
+}
+
+// dataRun is a run of n queued bytes that are, or are not, data bodies.
+type dataRun struct {
+	n    int
+	data bool
+}
+
+func (l *laneConn) noteRunLocked(lane, n int, data bool) {
+	rs := l.runs[lane]
+	if k := len(rs); k > 0 && rs[k-1].data == data {
+		rs[k-1].n += n
+		return
+	}
+	l.runs[lane] = append(rs, dataRun{n, data})
+}
+
+// takeRunsLocked accounts for n bytes popped off lane's queue and returns
+// how many of them were data bodies.
+func (l *laneConn) takeRunsLocked(lane, n int) int {
+	data := 0
+	rs := l.runs[lane]
+	for n > 0 && len(rs) > 0 {
+		k := min(n, rs[0].n)
+		if rs[0].data {
+			data += k
+		}
+		n -= k
+		rs[0].n -= k
+		if rs[0].n == 0 {
+			rs = rs[1:]
+		}
+	}
+	if len(rs) == 0 {
+		rs = l.runs[lane][:0]
+	}
+	l.runs[lane] = rs
+	return data
 }
 
 // byteQueue is a FIFO of bytes that reuses its buffer.
@@ -890,10 +940,14 @@ func (l *laneConn) writeLoop(lane int) {
 			return
 		}
 		batch = l.out[lane].pop(batch[:0], laneWriteMax)
-		c := l.conns[lane]
+		data := l.takeRunsLocked(lane, len(batch))
+		c, sent := l.conns[lane], l.onSent
 		l.changedLocked()
 		l.bmu.Unlock()
 		_, err := c.Write(batch)
+		if err == nil && data > 0 && sent != nil {
+			sent(data)
+		}
 		l.bmu.Lock()
 		if err != nil {
 			if !l.closed {
