@@ -472,6 +472,26 @@ func (r *laneRouter) hold(e *laneStream, lane int, b []byte) error {
 	return nil
 }
 
+// laneFramePool holds buffers for received frames up to a 64 KiB body
+// (go-yamux's largest; ours are 16 KiB): a bulk stream's frames pass
+// through at hundreds of MB/s on a fast path, which as garbage cost as
+// much CPU as the copying. Read returns a frame it has used up.
+var laneFramePool = sync.Pool{New: func() any { b := make([]byte, 0, muxHeaderSize+64<<10); return &b }}
+
+func getLaneFrame(n int) []byte {
+	if n > muxHeaderSize+64<<10 {
+		return make([]byte, n)
+	}
+	return (*laneFramePool.Get().(*[]byte))[:n]
+}
+
+func putLaneFrame(f []byte) {
+	if cap(f) == muxHeaderSize+64<<10 {
+		f = f[:0]
+		laneFramePool.Put(&f)
+	}
+}
+
 // readLaneFrame reads one whole frame (header and body) from a lane.
 func readLaneFrame(r io.Reader) ([]byte, error) {
 	var hb [muxHeaderSize]byte
@@ -482,7 +502,7 @@ func readLaneFrame(r io.Reader) ([]byte, error) {
 	if err := h.check(); err != nil {
 		return nil, err
 	}
-	f := make([]byte, muxHeaderSize+h.bodyLen())
+	f := getLaneFrame(muxHeaderSize + h.bodyLen())
 	copy(f, hb[:])
 	if _, err := io.ReadFull(r, f[muxHeaderSize:]); err != nil {
 		if err == io.EOF {
@@ -737,6 +757,7 @@ func (l *laneConn) Read(p []byte) (int, error) {
 				n += k
 				l.inOff += k
 				if l.inOff == len(l.inq[0]) {
+					putLaneFrame(l.inq[0])
 					l.inq[0] = nil
 					l.inq = l.inq[1:]
 					l.inOff = 0
