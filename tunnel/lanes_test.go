@@ -63,11 +63,10 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // laneSessions runs a yamux client on a and a server on b, both serving
 // echo on the streams they accept: a stream echoes what it reads and then
 // ends its write side. Gated sessions run over a send gate (gate.go), as
-// the tunnel's do, and the streams opener opens pass it. The echoes do
-// not: an echo that waits at its session's gate stops reading, so the
-// writers it echoes, which hold the other session's gate while they wait
-// for window, never let that session's echoes through either (a gated
-// writer waiting for window keeps its admission).
+// the tunnel's do, and so do the streams opener opens and the echoes. (An
+// echo waiting at its gate stops reading; while a gated writer waiting
+// for window kept its admission, echoes both ways could deadlock: see
+// gatewin.go.)
 type laneSessions struct {
 	client, server *yamux.Session
 	gates          [2]*sendGate // client's, server's; nil if ungated
@@ -93,7 +92,8 @@ func newLaneSessions(t *testing.T, a, b net.Conn, gated bool) *laneSessions {
 		}
 	}
 	s.client, s.server = sess[0], sess[1]
-	for _, ss := range sess {
+	for i, ss := range sess {
+		g := s.gates[i]
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -107,7 +107,11 @@ func newLaneSessions(t *testing.T, a, b net.Conn, gated bool) *laneSessions {
 				go func() {
 					defer s.wg.Done()
 					defer st.Close()
-					if _, err := io.Copy(st, st); err == nil {
+					var w io.Writer = st
+					if g != nil {
+						w = g.stream(st)
+					}
+					if _, err := io.Copy(w, st); err == nil {
 						st.CloseWrite()
 						io.Copy(io.Discard, st)
 					}
