@@ -119,7 +119,7 @@ type fakeDialer struct {
 var errFakeDial = errors.New("fake dial failure")
 
 func (d *fakeDialer) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, error) {
-	lane := isLaneDial(ctx)
+	lane := IsLaneDial(ctx)
 	if !lane && d.fail.Add(-1) >= 0 {
 		if d.definitive {
 			return nil, fmt.Errorf("%w: %w", ErrUnreachable, errFakeDial)

@@ -32,11 +32,14 @@ const laneDialTimeout = 30 * time.Second
 
 type laneToken [laneTokenSize]byte
 
-// laneDialKey marks the context of a lane's dial, so that a Dialer can
-// tell it from a session's (the tests' fake network counts sessions).
+// laneDialKey marks the context of a lane's dial (IsLaneDial).
 type laneDialKey struct{}
 
-func isLaneDial(ctx context.Context) bool { return ctx.Value(laneDialKey{}) != nil }
+// IsLaneDial reports whether a Dialer is dialing a session's interactive
+// lane, a second peer connection to a peer it already has a session with,
+// rather than a new session: a Dialer that counts sessions (or tests that
+// do) can tell them apart.
+func IsLaneDial(ctx context.Context) bool { return ctx.Value(laneDialKey{}) != nil }
 
 // laneRegistry holds a server's mux sessions waiting for, or holding, their
 // interactive lanes, by token.

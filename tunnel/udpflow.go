@@ -317,6 +317,10 @@ func (s *flowSet) dispatch(ctx context.Context, dg dgConn) {
 				return
 			}
 			if f := s.get(id); f != nil {
+				// The peer sends on the channel only for a flow it has
+				// accepted, so a client flow need not wait for the
+				// stream's reply, which may come later, to send on it.
+				f.ready.Store(true)
 				b.add(f, p)
 			}
 		})
