@@ -47,11 +47,9 @@ func (s muxStream) Write(b []byte) (int, error) {
 	if s.gate == nil {
 		return s.Stream.Write(b)
 	}
-	// One admission per copy buffer (32 KiB) at most, so that a large
-	// write does not hold a big share of the gate while yamux waits for
-	// window.
-	// Window first (gatewin.go), holding no credit, then credit for
-	// what yamux can send of it at once.
+	// Per copy buffer (32 KiB) at most: window first (gatewin.go),
+	// holding no credit, then credit for what yamux can send of it at
+	// once.
 	var total int
 	id := s.StreamID()
 	for len(b) > 0 {

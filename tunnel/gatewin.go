@@ -1,9 +1,5 @@
 package tunnel
 
-import (
-	"encoding/binary"
-)
-
 // The gate's credit is for bytes in yamux's send queue. A write that
 // yamux holds back for want of window is in no queue, yet it kept the
 // credit it was admitted with: two streams whose readers had stopped (a
@@ -55,39 +51,37 @@ func (g *sendGate) watchIn(p []byte) {
 			return
 		}
 		w.have = 0
-		typ := w.hdr[1]
-		flags := binary.BigEndian.Uint16(w.hdr[2:4])
-		id := binary.BigEndian.Uint32(w.hdr[4:8])
-		length := binary.BigEndian.Uint32(w.hdr[8:12])
-		if typ == muxTypeData {
-			w.skip = int64(length)
-		}
-		if id == 0 || w.hdr[0] != 0 {
-			continue
-		}
-		g.frame(id, flags, false, func(sw *sendWindow) {
-			if typ == muxTypeWindowUpdate {
-				sw.avail += int64(length)
-			}
-		})
+		h := parseLaneHeader(w.hdr[:])
+		w.skip = int64(h.bodyLen())
+		g.noteFrame(h, false)
 	}
 }
 
 // watchOut notes a frame yamux wrote: a SYN makes the stream's entry, a
 // FIN or RST may end it.
 func (g *sendGate) watchOut(b []byte) {
-	if len(b) < muxHeaderSize || b[0] != 0 {
-		return
+	if len(b) >= muxHeaderSize {
+		g.noteFrame(parseLaneHeader(b), true)
 	}
-	id := binary.BigEndian.Uint32(b[4:8])
-	if id == 0 {
-		return
-	}
-	g.frame(id, binary.BigEndian.Uint16(b[2:4]), true, nil)
 }
 
-// frame applies one frame's flags (and update) to stream id's window.
-func (g *sendGate) frame(id uint32, flags uint16, out bool, update func(*sendWindow)) {
+// noteFrame applies frame h, sent (out) or received, to its stream's
+// window. Most frames are data without flags, which change nothing here:
+// they pass without the lock.
+func (g *sendGate) noteFrame(h laneHeader, out bool) {
+	if h.version != 0 || h.id == 0 || (h.typ == muxTypeData && h.flags == 0) {
+		return
+	}
+	var grow int64
+	if !out && h.typ == muxTypeWindowUpdate {
+		grow = int64(h.length)
+	}
+	g.frame(h.id, h.flags, out, grow)
+}
+
+// frame applies one frame's flags, and the window it grants (grow), to
+// stream id's window.
+func (g *sendGate) frame(id uint32, flags uint16, out bool, grow int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	sw := g.win[id]
@@ -95,18 +89,13 @@ func (g *sendGate) frame(id uint32, flags uint16, out bool, update func(*sendWin
 		if flags&muxFlagSYN == 0 {
 			return // a finished stream's late frame, or one never gated
 		}
-		if g.win == nil {
-			g.win = map[uint32]*sendWindow{}
-		}
-		sw = &sendWindow{avail: yamuxInitialWindow}
-		g.win[id] = sw
+		sw = g.newWindowLocked(id)
 	}
-	if update != nil {
-		before := sw.avail
-		update(sw)
-		if sw.avail > before && before <= 0 {
+	if grow > 0 {
+		if sw.avail <= 0 {
 			g.kickWindowsLocked()
 		}
+		sw.avail += grow
 	}
 	if out {
 		sw.finOut = sw.finOut || flags&muxFlagFIN != 0
@@ -133,11 +122,18 @@ func (g *sendGate) track(id uint32) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.win[id] == nil && !g.closed {
-		if g.win == nil {
-			g.win = map[uint32]*sendWindow{}
-		}
-		g.win[id] = &sendWindow{avail: yamuxInitialWindow}
+		g.newWindowLocked(id)
 	}
+}
+
+// newWindowLocked makes stream id's entry, at yamux's initial window.
+func (g *sendGate) newWindowLocked(id uint32) *sendWindow {
+	if g.win == nil {
+		g.win = map[uint32]*sendWindow{}
+	}
+	sw := &sendWindow{avail: yamuxInitialWindow}
+	g.win[id] = sw
+	return sw
 }
 
 // reserve waits until stream id has window, then takes up to want bytes
