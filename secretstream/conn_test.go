@@ -62,33 +62,6 @@ func handshakeBoth(t testing.TB, c1, c2 *Conn) {
 	}
 }
 
-func tcpRaw(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return a, r.c
-}
-
 func TestConformancePipe(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	conntest.Run(t, func(t testing.TB) (net.Conn, net.Conn, func()) {
@@ -101,7 +74,7 @@ func TestConformancePipe(t *testing.T) {
 func TestConformanceTCP(t *testing.T) {
 	conntest.CheckGoroutines(t)
 	conntest.Run(t, func(t testing.TB) (net.Conn, net.Conn, func()) {
-		a, b := tcpRaw(t)
+		a, b := conntest.TCPPair(t)
 		c1, c2 := wrap(t, a, b, Options{KeepAlive: 20 * time.Millisecond}, Options{})
 		return c1, c2, func() { c1.Close(); c2.Close() }
 	})
@@ -279,7 +252,7 @@ func TestXXGoToGo(t *testing.T) {
 	}
 	t.Run("TCP", func(t *testing.T) {
 		conntest.Run(t, func(t testing.TB) (net.Conn, net.Conn, func()) {
-			a, b := tcpRaw(t)
+			a, b := conntest.TCPPair(t)
 			c1, c2 := pair(t, a, b)
 			return c1, c2, func() { c1.Close(); c2.Close() }
 		})

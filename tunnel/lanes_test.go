@@ -31,35 +31,6 @@ func laneMuxConfig() *yamux.Config {
 	return c
 }
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		a.Close()
-		t.Fatal(r.err)
-	}
-	return a, r.c
-}
-
 // laneSessions runs a yamux client on a and a server on b, both serving
 // echo on the streams they accept: a stream echoes what it reads and then
 // ends its write side. Gated sessions run over a send gate (gate.go), as
@@ -327,7 +298,7 @@ func TestLaneConnManyStreamsSwitch(t *testing.T) {
 func testLaneManyStreams(t *testing.T, gated bool) {
 	conntest.CheckGoroutines(t)
 	p1, p2 := net.Pipe()
-	i1, i2 := tcpPair(t)
+	i1, i2 := conntest.TCPPair(t)
 	la, lb := newLaneConn(p1), newLaneConn(p2)
 	for _, l := range []*laneConn{la, lb} {
 		l.setIdleBack(3 * time.Millisecond)
@@ -434,8 +405,8 @@ func TestLaneConnHeadOfLine(t *testing.T) {
 
 func testLaneHeadOfLine(t *testing.T, stallWrites bool) {
 	conntest.CheckGoroutines(t)
-	p1, p2 := tcpPair(t)
-	i1, i2 := tcpPair(t)
+	p1, p2 := conntest.TCPPair(t)
+	i1, i2 := conntest.TCPPair(t)
 	var la, lb *laneConn
 	var stall *stallConn
 	if stallWrites {
