@@ -141,9 +141,15 @@ func openLane(d Dialer, remote key.PublicKey, token string, lc *laneConn, closed
 		log.Debug("no interactive lane: dial failed", "err", err)
 		return
 	}
-	stop := context.AfterFunc(ctx, func() { pc.Close() })
+	// Say what this connection is before anything else, even if the
+	// session has closed meanwhile: a connection closed in silence looks
+	// to the server like a raw client, whose target it would connect. The
+	// server refuses a token whose session is gone.
 	_, err = handshakeWith(pc, lanePreamble+string(t), laneWait)
-	if !stop() || err != nil {
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
 		pc.Close()
 		log.Debug("no interactive lane", "err", err)
 		return
