@@ -61,6 +61,7 @@ type Listener struct {
 	closeOnce sync.Once
 
 	mu         sync.Mutex
+	closing    bool // set before wg.Wait: spawn refuses from then on
 	slots      []*slot
 	connects   map[string]*slot
 	refused    map[string]refusal // answers to refused msg1s, which hold no slot
@@ -491,6 +492,24 @@ func (l *Listener) Close() error {
 // closeNow closes without unannouncing (the node is going away).
 func (l *Listener) closeNow() { l.closeOnce.Do(l.shutdown) }
 
+// spawn runs f in a goroutine that Close waits for, or reports false when
+// the listener is shutting down. Handshakes arrive on the DHT's goroutine
+// at any time, and a WaitGroup's Add must not race its Wait: shutdown sets
+// closing under l.mu before it waits, so nothing is added after.
+func (l *Listener) spawn(f func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return false
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		f()
+	}()
+	return true
+}
+
 func (l *Listener) shutdown() {
 	l.cancel()
 	c := &l.n.conns
@@ -501,6 +520,7 @@ func (l *Listener) shutdown() {
 	c.mu.Unlock()
 	l.n.store.DeleteForward(l.target, time.Now())
 	l.mu.Lock()
+	l.closing = true
 	slots := slices.Clone(l.slots)
 	l.mu.Unlock()
 	for _, s := range slots {
@@ -671,10 +691,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 					// Relayed, and the client found a direct path:
 					// follow it (server.js onsocket, connected stream).
 					s.upgradeOnce.Do(func() {
-						if l.ctx.Err() == nil {
-							l.wg.Add(1)
-							go l.upgrade(s, link, sock, from)
-						}
+						l.spawn(func() { l.upgrade(s, link, sock, from) })
 					})
 					return udx.FirewallAccept
 				}
@@ -770,8 +787,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 		s.mu.Lock()
 		s.relayPending = true
 		s.mu.Unlock()
-		l.wg.Add(1)
-		go l.relaySlot(s, relayPK, isInitiator, relayToken)
+		l.spawn(func() { l.relaySlot(s, relayPK, isInitiator, relayToken) })
 	}
 	s.secure = wire.NewSecurePayload(res.HolepunchSecret, random32())
 	s.mu.Lock()
@@ -816,7 +832,6 @@ func (l *Listener) onsocket(s *slot, sock *udx.Socket, from netip.AddrPort, conn
 // relaySlot pairs the slot's stream through a blind relay and, unless a
 // direct path won meanwhile, connects it there.
 func (l *Listener) relaySlot(s *slot, relayPK key.PublicKey, isInitiator bool, token [32]byte) {
-	defer l.wg.Done()
 	link, err := l.n.pairThroughRelay(l.ctx, relayPK, isInitiator, token, s.stream, func(sock *udx.Socket, addr netip.AddrPort) {
 		s.relayFrom.Store(&relayPath{sock: sock, addr: addr})
 	})
@@ -878,9 +893,7 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 			// The punch goes on; the slot stays until the stream ends or
 			// moves to a direct path (server.js clears it when the raw
 			// stream closes).
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
+			l.spawn(func() {
 				select {
 				case <-s.stream.Done():
 					l.stopPunching(s, nil)
@@ -888,7 +901,7 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 				case <-l.ctx.Done():
 				}
 				l.clearLater(s)
-			}()
+			})
 		}
 		if s.res.Keys == nil {
 			// The keys are the Handshaker's: its owner runs secret-stream.
@@ -904,9 +917,7 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 			s.stream.Destroy()
 			return
 		}
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
+		opened := l.spawn(func() {
 			ctx, cancel := context.WithTimeout(l.ctx, openTimeout)
 			defer cancel()
 			if err := conn.Handshake(ctx); err != nil {
@@ -919,7 +930,10 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 			case <-l.ctx.Done():
 				conn.Close()
 			}
-		}()
+		})
+		if !opened {
+			conn.Close()
+		}
 	})
 	return decided
 }
@@ -963,7 +977,6 @@ func (l *Listener) stopPunching(s *slot, keep *udx.Socket) {
 // upgrade moves a relayed slot's stream to the direct path the client
 // reached us on.
 func (l *Listener) upgrade(s *slot, link *relayLink, sock *udx.Socket, from netip.AddrPort) {
-	defer l.wg.Done()
 	l.goDirect(s, sock)
 	l.n.upgradeFromRelay(s.stream, link, sock, s.remoteID, from)
 }
@@ -1148,9 +1161,7 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 				s.prepunch.Stop()
 			}
 			s.mu.Unlock()
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
+			watch := func() {
 				defer pcancel()
 				spent := make(chan struct{})
 				go func() {
@@ -1180,7 +1191,11 @@ func (l *Listener) onHolepunch(id uint64, payload []byte, peerAddress netip.Addr
 				if random {
 					n.releaseRandomPunch(time.Now())
 				}
-			}()
+			}
+			if !l.spawn(watch) {
+				// Closing: l.ctx is done, so watch only cleans up.
+				watch()
+			}
 		}
 	}
 	s.mu.Lock()
