@@ -91,6 +91,7 @@ type handshake struct {
 	stream    uint32 // local alias of the stream (initiator)
 	server    uint32 // local alias of the server (responder)
 	awaiting  bool   // a noiseSend/noiseReceive waits for its noiseReply
+	complete  bool   // a noiseReply said so: no further request is valid
 }
 
 // Session is the bookkeeping both sides of a relay channel keep: which

@@ -67,6 +67,7 @@ func (s *Session) noiseReply(d dirMsg, v NoiseReply, a Action) (Action, error) {
 		return a, d.protoErr("initiator flag does not match handshake %d", v.ID)
 	}
 	h.awaiting = false
+	h.complete = v.Complete
 	a.Request, a.Stream, a.Server, a.Initiator = h.id, h.stream, h.server, h.initiator
 	if !v.IsInitiator && !v.Complete && len(v.Payload) == 0 {
 		// A responder's empty reply denies the connection; the
@@ -77,10 +78,21 @@ func (s *Session) noiseReply(d dirMsg, v NoiseReply, a Action) (Action, error) {
 	return a, nil
 }
 
-// noiseRequest marks h as waiting for its reply; one request at a time.
+// noiseRequest marks h as waiting for its reply; one request at a time,
+// and none once a reply said the handshake is complete.
+//
+// The Node relay asks twice when two nodes' PEER_HANDSHAKE replies race
+// (hyperdht connect.js connectThroughNode calls recv for each), and its
+// HandshakeProxy keeps one pending reply: a second reply crashes it
+// ("_onNoiseReply is not a function"). The reference client throws on a
+// complete handshake and answers nothing, so the request is refused here,
+// and the handshake stays ready for the open that ends it.
 func (s *Session) noiseRequest(d dirMsg, h *handshake, a Action) (Action, error) {
 	if h.awaiting {
 		return a, d.protoErr("handshake %d already waits for a reply", h.id)
+	}
+	if h.complete {
+		return a, d.protoErr("handshake %d is complete", h.id)
 	}
 	h.awaiting = true
 	a.Request, a.Stream, a.Server, a.Initiator = h.id, h.stream, h.server, h.initiator

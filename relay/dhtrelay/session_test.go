@@ -73,6 +73,16 @@ func TestSessionConnect(t *testing.T) {
 	}
 	p.relay(NoiseReceive{IsInitiator: true, ID: H, Payload: []byte("msg2")})
 	p.client(NoiseReply{IsInitiator: true, Complete: true, ID: H, Payload: []byte("np")})
+	// The Node relay reads msg2 twice when two nodes answer the
+	// PEER_HANDSHAKE; a second reply would crash it. The client's session
+	// refuses the request (the client answers nothing), and the open
+	// still ends the handshake.
+	if _, err := p.c.Receive(NoiseReceive{IsInitiator: true, ID: H, Payload: []byte("msg2")}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("noiseReceive on a complete handshake: %v, want ErrProtocol", err)
+	}
+	if _, err := p.c.Send(NoiseReply{IsInitiator: true, ID: H, Payload: []byte("np")}); err == nil {
+		t.Fatal("the client session let a second reply go out")
+	}
 	if a := p.relay(Open{Alias: R, RemoteAlias: A, HandshakeID: H}); a.Stream != A {
 		t.Fatalf("client open action %+v", a)
 	}
