@@ -459,8 +459,16 @@ func TestWANSmoke(t *testing.T) {
 	rtts := echoes(t, c, 10)
 	p50 := rtts[len(rtts)/2]
 	t.Logf("first dial %v; 8 MiB intact in %v (%.1f MB/s); tunnelled echo RTT p50 %v max %v", dial.Round(time.Millisecond), d.Round(time.Millisecond), size/d.Seconds()/1e6, p50, rtts[len(rtts)-1])
-	if p50 < w.prof.RTT || p50 > w.prof.RTT+10*time.Millisecond {
-		t.Errorf("echo RTT through the tunnel %v, want %v + [0, 10 ms]", p50, w.prof.RTT)
+	// The processes' own time on each echo: about 1 ms, but 7 ms when
+	// they run under the race detector, and more on a loaded CI machine
+	// (the stop 19 run failed here). The bench measures latency; this
+	// test only checks that nothing adds round trips.
+	slack := 10 * time.Millisecond
+	if proctest.RaceEnabled {
+		slack = w.prof.RTT
+	}
+	if p50 < w.prof.RTT || p50 > w.prof.RTT+slack {
+		t.Errorf("echo RTT through the tunnel %v, want %v + [0, %v]", p50, w.prof.RTT, slack)
 	}
 	if err := w.link().Err(); err != nil {
 		t.Error(err)
