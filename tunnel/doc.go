@@ -179,7 +179,9 @@
 // one-way delays of working paths, and the wait grows with the measured
 // RTT of slow ones (a preamble lost once on a lossy or relayed path
 // arrives a retransmission late); raise ExposeOptions.DetectTimeout for
-// paths worse than that.
+// paths worse than that. A silent connection from a key whose session
+// waits for its interactive lane (below) is given the lane's own wait
+// (10 s) instead, so a late lane never passes for a raw peer.
 //
 // # Access control
 //

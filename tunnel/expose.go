@@ -151,6 +151,16 @@ func (e *Exposer) servePeer(pc PeerConn) {
 
 	pc.SetReadDeadline(time.Now().Add(detectWait(e.opts.DetectTimeout, pc)))
 	kind, got, eof, err := detect(pc)
+	if err == nil && kind == kindRaw && len(got) == 0 && !eof && e.lanes.awaits(remote) {
+		// Silent, from a key whose session waits for its lane: most
+		// likely that lane, its preamble delayed (a first packet lost on
+		// a long path). Taken for a raw peer, it would be counted as a
+		// session, announced as a peer and given a target connection
+		// before its preamble turned up; so it gets as long as a lane
+		// may take to speak.
+		pc.SetReadDeadline(time.Now().Add(laneWait))
+		kind, got, eof, err = detect(pc)
+	}
 	pc.SetReadDeadline(time.Time{})
 	if err != nil {
 		log.Debug("peer failed before speaking", "err", err)

@@ -87,6 +87,18 @@ func (l *laneRegistry) take(t laneToken, remote key.PublicKey) *laneSession {
 	return ls
 }
 
+// awaits reports whether a session of remote waits for its lane.
+func (l *laneRegistry) awaits(remote key.PublicKey) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ls := range l.m {
+		if ls.remote == remote && !ls.taken {
+			return true
+		}
+	}
+	return false
+}
+
 // serveLane joins pc, which sent lanePreamble, to the session whose token
 // it sends next, and holds pc until that session ends (servePeer closes pc
 // when this returns).

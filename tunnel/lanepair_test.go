@@ -131,3 +131,48 @@ func TestFeature(t *testing.T) {
 		}
 	}
 }
+
+// A lane whose preamble comes after DetectTimeout (its first packet lost
+// on a long path) still joins its session, and is not first taken for a
+// raw peer: no connected event, no target connection.
+func TestLaneLatePreamble(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	tg := newTarget(t, echo)
+	events := &eventLog{}
+	r := newRig(t, tg.addr(), ExposeOptions{DetectTimeout: 50 * time.Millisecond, OnEvent: events.add}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pc, err := r.dialer.Dial(ctx, r.server.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	features, err := handshakeWith(pc, preamble, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, ok := feature(features, featureLanes)
+	if !ok {
+		t.Fatalf("OK reply %q offers no lane", features)
+	}
+	tb, _ := hex.DecodeString(token)
+	accepts := tg.accepts.Load()
+	lane, err := r.dialer.Dial(context.WithValue(ctx, laneDialKey{}, true), r.server.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lane.Close()
+	time.Sleep(300 * time.Millisecond) // six times DetectTimeout
+	if _, err := handshakeWith(lane, lanePreamble+string(tb), 5*time.Second); err != nil {
+		t.Fatalf("the late lane: %v", err)
+	}
+	if !laneTaken(r.exposer) {
+		t.Fatal("the late lane was not joined to its session")
+	}
+	if n := tg.accepts.Load() - accepts; n != 0 {
+		t.Errorf("the late lane made %d target connections, want 0", n)
+	}
+	if c := events.of(EventConnected); len(c) != 1 || c[0].Mode != "mux" {
+		t.Errorf("connected events %+v, want the session's alone", c)
+	}
+}
