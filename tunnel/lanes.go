@@ -72,7 +72,8 @@ const (
 	// of the whole queue, which at 20 Mbit/s would be 100 ms apart.
 	laneWriteMax = 64 << 10
 	// inboxMax bounds the frames delivered to yamux and not yet read (plus
-	// one frame). yamux's receive loop drains them continuously.
+	// one frame), by frameCost. yamux's receive loop drains them
+	// continuously.
 	inboxMax = 256 << 10
 	// maxHeld bounds the bytes of frames held for streams waiting for a
 	// SWITCH or a first frame from the other lane. What a peer sends
@@ -84,8 +85,7 @@ const (
 	// budget already; maxHeld is what a peer that ignores them, or never
 	// sends the SWITCH, can make us hold before the session fails: one
 	// largest window (maxWindow), and an Exposer session's default share
-	// of Budget.Memory. heldOverhead is charged per held frame, so that
-	// empty frames count too.
+	// of Budget.Memory. Held frames are charged by frameCost.
 	maxHeld      = maxWindow
 	heldOverhead = 64
 	// maxLaneFrame is the largest data frame body accepted. A frame is read
@@ -156,7 +156,7 @@ type laneStream struct {
 	recvLane    int
 	finRecvd    bool
 	held        [2][][]byte // frames that came on a lane other than recvLane
-	heldCost    [2]int      // their heldCost
+	heldCost    [2]int      // their frameCost
 }
 
 // laneRouter is the state of a laneConn's routing in both directions,
@@ -338,8 +338,6 @@ func (r *laneRouter) unopened(id uint32) bool {
 	return !r.synSeen[laneI] || id < r.synMin[laneI] || id > r.synMax[laneI]
 }
 
-func heldCost(f []byte) int { return len(f) + heldOverhead }
-
 // recv routes a whole frame that arrived on lane and appends to out the
 // frames to hand to yamux now, in order. Its work is linear in the frames
 // routed: a frame is held, released and routed once for each SWITCH that
@@ -347,11 +345,11 @@ func heldCost(f []byte) int { return len(f) + heldOverhead }
 func (r *laneRouter) recv(lane int, f []byte, out [][]byte) ([][]byte, error) {
 	// queue holds frames that came on qlane, of f's stream once it holds
 	// more than f: f, then what a SWITCH or a first frame released.
-	queue, qlane, qcost := [][]byte{f}, lane, heldCost(f)
+	queue, qlane, qcost := [][]byte{f}, lane, frameCost(f)
 	for len(queue) > 0 {
 		b := queue[0]
 		queue = queue[1:]
-		qcost -= heldCost(b)
+		qcost -= frameCost(b)
 		h := parseLaneHeader(b)
 		if h.id == 0 {
 			out = append(out, b)
@@ -411,7 +409,7 @@ func (r *laneRouter) recv(lane int, f []byte, out [][]byte) ([][]byte, error) {
 				// if it did, keep that order.
 				held, cost := r.take(e, qlane)
 				queue = append(append(held, b), queue...)
-				qcost += cost + heldCost(b)
+				qcost += cost + frameCost(b)
 				continue
 			}
 		}
@@ -462,7 +460,7 @@ func (r *laneRouter) take(e *laneStream, lane int) ([][]byte, int) {
 }
 
 func (r *laneRouter) hold(e *laneStream, lane int, b []byte) error {
-	n := heldCost(b)
+	n := frameCost(b)
 	if r.held+n > maxHeld {
 		return fmt.Errorf("%w (%d bytes, stream %d)", errLaneHeld, r.held+n, binary.BigEndian.Uint32(b[4:8]))
 	}
@@ -472,25 +470,51 @@ func (r *laneRouter) hold(e *laneStream, lane int, b []byte) error {
 	return nil
 }
 
-// laneFramePool holds buffers for received frames up to a 64 KiB body
-// (go-yamux's largest; ours are 16 KiB): a bulk stream's frames pass
-// through at hundreds of MB/s on a fast path, which as garbage cost as
-// much CPU as the copying. Read returns a frame it has used up.
-var laneFramePool = sync.Pool{New: func() any { b := make([]byte, 0, muxHeaderSize+64<<10); return &b }}
+// Received frames are read into buffers of their own size class: a bulk
+// stream's frames pass through at hundreds of MB/s on a fast path, which as
+// garbage cost as much CPU as the copying, so the two data sizes are
+// pooled: go-yamux's largest body (64 KiB) and ours (16 KiB, muxConfig's
+// MaxMessageSize). Smaller frames (window updates, pings: a header alone)
+// get buffers of their own size. What a frame holds while it waits (in
+// the inbox, or held for the other lane) is charged by its buffer's
+// capacity (frameCost), so that many small frames cannot make a buffer
+// each of a larger class count as their length.
+const (
+	laneFrameSmall = muxHeaderSize + 16<<10
+	laneFrameLarge = muxHeaderSize + 64<<10
+	// laneFramePoolMin is the smallest frame read into a pooled buffer.
+	laneFramePoolMin = laneFrameSmall / 2
+)
+
+var laneFramePools = [2]sync.Pool{
+	{New: func() any { b := make([]byte, 0, laneFrameSmall); return &b }},
+	{New: func() any { b := make([]byte, 0, laneFrameLarge); return &b }},
+}
 
 func getLaneFrame(n int) []byte {
-	if n > muxHeaderSize+64<<10 {
+	switch {
+	case n < laneFramePoolMin || n > laneFrameLarge:
 		return make([]byte, n)
+	case n <= laneFrameSmall:
+		return (*laneFramePools[0].Get().(*[]byte))[:n]
 	}
-	return (*laneFramePool.Get().(*[]byte))[:n]
+	return (*laneFramePools[1].Get().(*[]byte))[:n]
 }
 
+// putLaneFrame returns a frame Read has used up to its pool.
 func putLaneFrame(f []byte) {
-	if cap(f) == muxHeaderSize+64<<10 {
-		f = f[:0]
-		laneFramePool.Put(&f)
+	for i, c := range [2]int{laneFrameSmall, laneFrameLarge} {
+		if cap(f) == c {
+			f = f[:0]
+			laneFramePools[i].Put(&f)
+			return
+		}
 	}
 }
+
+// frameCost is what a received frame holds while it waits: its buffer,
+// and heldOverhead for its bookkeeping, so that empty frames count too.
+func frameCost(f []byte) int { return cap(f) + heldOverhead }
 
 // readLaneFrame reads one whole frame (header and body) from a lane.
 func readLaneFrame(r io.Reader) ([]byte, error) {
@@ -555,7 +579,8 @@ type laneConn struct {
 	onSent      func(int)
 	inq         [][]byte // delivered frames not yet read; inq[0] from inOff
 	inOff       int
-	inBytes     int
+	inBytes     int // unread bytes of inq
+	inCost      int // frameCost of inq's frames, bounded by inboxMax
 	rdl, wdl    time.Time
 	closed      bool
 	err         error
@@ -729,7 +754,8 @@ func (l *laneConn) recvFrame(lane int, f []byte) error {
 func (l *laneConn) deliver(f []byte) error {
 	l.bmu.Lock()
 	defer l.bmu.Unlock()
-	for l.inBytes > 0 && l.inBytes+len(f) > inboxMax && !l.closed && l.err == nil {
+	c := frameCost(f)
+	for l.inCost > 0 && l.inCost+c > inboxMax && !l.closed && l.err == nil {
 		l.waitLocked(time.Time{})
 	}
 	if l.closed || l.err != nil {
@@ -737,6 +763,7 @@ func (l *laneConn) deliver(f []byte) error {
 	}
 	l.inq = append(l.inq, f)
 	l.inBytes += len(f)
+	l.inCost += c
 	l.changedLocked()
 	return nil
 }
@@ -757,6 +784,7 @@ func (l *laneConn) Read(p []byte) (int, error) {
 				n += k
 				l.inOff += k
 				if l.inOff == len(l.inq[0]) {
+					l.inCost -= frameCost(l.inq[0])
 					putLaneFrame(l.inq[0])
 					l.inq[0] = nil
 					l.inq = l.inq[1:]

@@ -1146,3 +1146,24 @@ func TestLaneConnReadDeadline(t *testing.T) {
 		t.Fatalf("Read after the deadline was lifted: % x, %v", buf[:len(ping)], err)
 	}
 }
+
+// A received frame's buffer is of its own size class, and what it holds
+// while it waits is charged by that buffer: a header-only frame once took
+// a pooled 64 KiB buffer and was charged 76 bytes, so a peer could make
+// maxHeld of charges hold some 800 times as much memory.
+func TestLaneFrameBuffers(t *testing.T) {
+	for _, n := range []int{muxHeaderSize, muxHeaderSize + 1, 1000, laneFramePoolMin - 1, laneFramePoolMin,
+		laneFrameSmall, laneFrameSmall + 1, laneFrameLarge, laneFrameLarge + 1, maxLaneFrame + muxHeaderSize} {
+		f := getLaneFrame(n)
+		if len(f) != n || cap(f) < n {
+			t.Fatalf("getLaneFrame(%d): len %d cap %d", n, len(f), cap(f))
+		}
+		if cap(f) > 4*n {
+			t.Errorf("getLaneFrame(%d): a buffer of %d bytes", n, cap(f))
+		}
+		if c := frameCost(f); c < cap(f) {
+			t.Errorf("frameCost of a %d-byte frame in a %d-byte buffer: %d", n, cap(f), c)
+		}
+		putLaneFrame(f)
+	}
+}
