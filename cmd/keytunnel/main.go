@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,7 @@ import (
 
 func main() {
 	oneProc()
+	gcPercent()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// After the first signal, a second one kills at once.
 	context.AfterFunc(ctx, stop)
@@ -54,6 +56,24 @@ func main() {
 func oneProc() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
+	}
+}
+
+// gcPercent collects garbage at 50% heap growth rather than Go's 100%,
+// unless GOGC says otherwise.
+//
+// A tunnel's live heap is mostly the data it buffers for readers slower
+// than their peers: stream windows, up to 16 MiB per session, which the
+// memory budget counts. At 100% the heap may reach twice that before a
+// collection, and the process's peak RSS was what varied: exposing to a
+// 40 MB/s reader, peak RSS was 48.8-63.4 MB in six runs (once 72.8), the
+// live heap 14-20 MB. At 50% it was 39.8-47.4 MB, and forward's 34-37 MB
+// rather than 39-45. The data path allocates little (its buffers are
+// pooled), so the collections cost nothing measurable: a 1 GiB loopback
+// stream ran at 326-339 MB/s and 2.1-2.2 CPU s/GiB either way.
+func gcPercent() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
 	}
 }
 
