@@ -159,9 +159,45 @@ type sessionMemory struct {
 	// window update without reserving it, so it is counted with the
 	// 256 KiB it does reserve.
 	extraInitial int64
+	// held is what the session's laneConn holds for the other lane
+	// (holdFrames), heldExtra the part of it charged to the budget;
+	// both guarded by a.mu.
+	held, heldExtra int64
 }
 
 func (a *accountant) session() *sessionMemory { return &sessionMemory{a: a} }
+
+// holdFrames charges n more bytes (negative: fewer) of frames the session's
+// laneConn holds for the other lane (lanes.go), or refuses an increase
+// the budget has no room for. An honest peer's held frames are data it
+// sent within the windows the session reserved, so up to that reservation
+// they cost nothing more; past it (a peer that ignores its windows, or
+// sends frames without data) they are charged as window growth is: within
+// the total budget and the session's share of it. Without this, each
+// session could hold maxHeld (16 MiB) outside the budget.
+func (s *sessionMemory) holdFrames(n int64) error {
+	a := s.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	held := max(0, s.held+n)
+	extra := max(0, held-s.memory)
+	d := extra - s.heldExtra
+	if d > 0 && (a.memory+d > a.b.Memory || held > a.perSession) {
+		return ErrOverBudget
+	}
+	a.memory += d
+	s.held, s.heldExtra = held, extra
+	return nil
+}
+
+// releaseHeld returns what holdFrames charged, when the session is over.
+func (s *sessionMemory) releaseHeld() {
+	a := s.a
+	a.mu.Lock()
+	a.memory -= s.heldExtra
+	s.held, s.heldExtra = 0, 0
+	a.mu.Unlock()
+}
 
 // newSpan is the MemoryManager factory yamux calls for every stream.
 func (s *sessionMemory) newSpan() (yamux.MemoryManager, error) { return &span{s: s}, nil }

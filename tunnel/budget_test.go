@@ -260,3 +260,62 @@ func TestClientMemoryCountsInitialWindow(t *testing.T) {
 		t.Errorf("after Done: session %d, accountant %d bytes counted", s.memory, s.a.memory)
 	}
 }
+
+// Frames a laneConn holds for the other lane cost nothing up to the
+// session's window reservation (an honest peer's are data within its
+// windows); past it they are charged to the budget, and refused over it.
+func TestHeldFramesCharged(t *testing.T) {
+	a := newAccountant(Budget{Memory: 4 << 20})
+	s := a.session()
+	sp, _ := s.newSpan()
+	if err := sp.ReserveMemory(initialWindow, 255); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.holdFrames(200 << 10); err != nil || a.memory != initialWindow {
+		t.Fatalf("held within the window: %v, %d bytes counted, want %d", err, a.memory, initialWindow)
+	}
+	if err := s.holdFrames(100 << 10); err != nil || a.memory != 300<<10 {
+		t.Fatalf("held past the window: %v, %d bytes counted, want %d", err, a.memory, 300<<10)
+	}
+	if err := s.holdFrames(a.perSession); !errors.Is(err, ErrOverBudget) {
+		t.Fatalf("held past the session's share: %v, want ErrOverBudget", err)
+	}
+	if err := s.holdFrames(-250 << 10); err != nil || a.memory != initialWindow {
+		t.Fatalf("after a release: %v, %d bytes counted, want %d", err, a.memory, initialWindow)
+	}
+	if err := s.holdFrames(100 << 10); err != nil {
+		t.Fatal(err)
+	}
+	s.releaseHeld()
+	sp.Done()
+	if a.memory != 0 || s.memory != 0 {
+		t.Fatalf("after the session: %d, %d bytes counted", a.memory, s.memory)
+	}
+}
+
+// A hostile peer that sends a stream's data on the wrong lane without a
+// SWITCH fails its laneConn once what it holds is over the session's share
+// of the budget, well before maxHeld, and the charge ends with the session.
+func TestLaneConnHeldCharged(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	acct := newAccountant(Budget{Memory: 2 << 20}) // a 512 KiB share
+	mem := acct.session()
+	l, errc, sent, _ := wrongLanePeer(t, mem.holdFrames, maxHeld)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errLaneHeld) || !errors.Is(err, ErrOverBudget) {
+			t.Fatalf("Read: %v, want %v over the budget", err, errLaneHeld)
+		}
+		t.Logf("failed with %v after %d bytes", err, sent)
+	case <-time.After(10 * time.Second):
+		t.Fatal("laneConn did not fail")
+	}
+	if sent > int(acct.perSession)+64<<10 {
+		t.Errorf("the hostile peer wrote %d bytes, over the session's %d", sent, acct.perSession)
+	}
+	l.Close()
+	mem.releaseHeld()
+	if acct.memory != 0 {
+		t.Errorf("%d bytes still counted after the session", acct.memory)
+	}
+}

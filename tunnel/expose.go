@@ -356,14 +356,17 @@ type replayConn struct {
 func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func (e *Exposer) serveMux(pc PeerConn, kind peerKind, log *slog.Logger) error {
+	mem := e.acct.session()
 	lc := newLaneConn(newCorkConn(pc))
+	lc.setHeldCharge(mem.holdFrames)
+	// Runs last: once the session and its laneConn are closed.
+	defer mem.releaseHeld()
 	token, unregister := e.lanes.add(pc.RemotePublicKey(), lc)
 	defer unregister()
 	if err := writeReply(pc, replyOK, featureProbe+" "+featureLanes+"="+hex.EncodeToString(token[:])); err != nil {
 		lc.Close()
 		return err
 	}
-	mem := e.acct.session()
 	sess, gate, err := newGatedMux(lc, true, serverMuxConfig(log, e.opts.Budget), mem.newSpan)
 	if err != nil {
 		lc.Close()

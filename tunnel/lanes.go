@@ -85,7 +85,10 @@ const (
 	// budget already; maxHeld is what a peer that ignores them, or never
 	// sends the SWITCH, can make us hold before the session fails: one
 	// largest window (maxWindow), and an Exposer session's default share
-	// of Budget.Memory. Held frames are charged by frameCost.
+	// of Budget.Memory. Held frames are charged by frameCost, and on an
+	// Exposer what is held past the session's windows is charged to its
+	// budget too (setHeldCharge), so a stranger's session fails sooner
+	// when the budget is small or spent.
 	maxHeld      = maxWindow
 	heldOverhead = 64
 	// maxLaneFrame is the largest data frame body accepted. A frame is read
@@ -547,8 +550,10 @@ func readLaneFrame(r io.Reader) ([]byte, error) {
 type laneConn struct {
 	primary net.Conn
 
-	mu sync.Mutex // guards r
-	r  laneRouter
+	mu      sync.Mutex // guards r, charge and charged
+	r       laneRouter
+	charge  func(int64) error // setHeldCharge
+	charged int               // r.held as charge was last told
 
 	// Write's parse of the frames yamux writes, which may split anywhere.
 	wmu      sync.Mutex
@@ -601,6 +606,30 @@ func newLaneConn(primary net.Conn) *laneConn {
 	go l.readLoop(laneB, primary)
 	go l.writeLoop(laneB)
 	return l
+}
+
+// setHeldCharge makes what the laneConn holds for the other lane count
+// against a memory budget (an Exposer's sessionMemory.holdFrames): it is
+// told of every change, and a refused increase fails the laneConn as
+// maxHeld does.
+func (l *laneConn) setHeldCharge(charge func(int64) error) {
+	l.mu.Lock()
+	l.charge = charge
+	l.mu.Unlock()
+}
+
+// chargeHeldLocked tells charge how much the router's held bytes changed
+// since it was last told.
+func (l *laneConn) chargeHeldLocked() error {
+	d := int64(l.r.held - l.charged)
+	if l.charge == nil || d == 0 {
+		return nil
+	}
+	if err := l.charge(d); err != nil {
+		return fmt.Errorf("%w: %w", errLaneHeld, err)
+	}
+	l.charged = l.r.held
+	return nil
 }
 
 // attach adds the interactive lane (the other end's attach gets the other
@@ -738,6 +767,9 @@ func (l *laneConn) recvFrame(lane int, f []byte) error {
 	defer l.recvMu.Unlock()
 	l.mu.Lock()
 	out, rerr := l.r.recv(lane, f, l.recvOut[:0])
+	if err := l.chargeHeldLocked(); err != nil && rerr == nil {
+		rerr = err
+	}
 	l.mu.Unlock()
 	for i, d := range out {
 		out[i] = nil
@@ -845,6 +877,7 @@ func (l *laneConn) Write(b []byte) (int, error) {
 		}
 		l.mu.Lock()
 		lane, switchOn := l.r.send(h, time.Now())
+		l.chargeHeldLocked() // a stream's end frees what was held for it
 		l.mu.Unlock()
 		if switchOn >= 0 {
 			if err := l.enqueueSwitch(switchOn, h.id); err != nil {

@@ -546,28 +546,40 @@ func drainLane(l *laneConn) chan error {
 	return errc
 }
 
-func TestLaneConnHeldBound(t *testing.T) {
-	conntest.CheckGoroutines(t)
+// wrongLanePeer is a hostile peer of a new laneConn (charge, if not nil,
+// is its held charge): it starts stream 3 on lane B, then sends the
+// stream's data on lane I without a SWITCH until it has sent limit bytes or
+// a write fails. It returns the laneConn, its reader's error channel
+// (drainLane), the bytes sent and the last write's error; the pipes close
+// with the test.
+func wrongLanePeer(t *testing.T, charge func(int64) error, limit int) (l *laneConn, errc <-chan error, sent int, werr error) {
+	t.Helper()
 	p1, p2 := net.Pipe()
 	i1, i2 := net.Pipe()
-	l := newLaneConn(p1)
-	defer l.Close()
+	t.Cleanup(func() { i2.Close(); p2.Close() })
+	l = newLaneConn(p1)
+	if charge != nil {
+		l.setHeldCharge(charge)
+	}
 	if err := l.attach(i1); err != nil {
 		t.Fatal(err)
 	}
-	errc := drainLane(l)
-	// The stream starts on lane B; a hostile peer then sends its data on
-	// lane I without a SWITCH.
+	errc = drainLane(l)
 	if _, err := p2.Write(rawFrame(muxTypeWindowUpdate, muxFlagSYN, 3, nil, 0)); err != nil {
 		t.Fatal(err)
 	}
 	body := make([]byte, 16<<10)
-	sent := 0
-	var werr error
-	for sent < 2*maxHeld && werr == nil {
+	for sent < limit && werr == nil {
 		_, werr = i2.Write(rawFrame(muxTypeData, 0, 3, body, 0))
 		sent += len(body)
 	}
+	return l, errc, sent, werr
+}
+
+func TestLaneConnHeldBound(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	l, errc, sent, werr := wrongLanePeer(t, nil, 2*maxHeld)
+	defer l.Close()
 	select {
 	case err := <-errc:
 		if !errors.Is(err, errLaneHeld) {
@@ -586,8 +598,6 @@ func TestLaneConnHeldBound(t *testing.T) {
 	if _, err := l.Write(rawFrame(muxTypeData, 0, 2, []byte("x"), 0)); !errors.Is(err, errLaneHeld) {
 		t.Errorf("Write after failure: %v", err)
 	}
-	i2.Close()
-	p2.Close()
 }
 
 func TestLaneConnBadFrame(t *testing.T) {
