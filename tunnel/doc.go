@@ -200,7 +200,7 @@
 // # Close semantics and backpressure
 //
 // Each direction of a tunnelled connection is copied with a pooled 32 KiB
-// buffer. EOF in one direction is passed on as a half-close (TCP
+// buffer (128 KiB while a bulk transfer fills it). EOF in one direction is passed on as a half-close (TCP
 // CloseWrite, yamux stream FIN, PeerConn CloseWrite), so a client that
 // sends a request and shuts its write side still gets the whole response;
 // both sides are closed when both directions are done or either fails.

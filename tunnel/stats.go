@@ -107,15 +107,3 @@ func (c *counters) snapshot() Stats {
 	sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Since.Before(s.Peers[j].Since) })
 	return s
 }
-
-// countingWriter adds what it writes to n.
-type countingWriter struct {
-	w conn
-	n *atomic.Uint64
-}
-
-func (c countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n.Add(uint64(n))
-	return n, err
-}
