@@ -376,7 +376,8 @@ func (s *Stream) sendNewPacket(now int64, tlp bool) bool {
 	}
 	h := s.header(typ)
 	s.lastRwnd = h.RWnd
-	p := &outPkt{seq: s.seq, sock: s.sock, uaddr: s.ruaddr, addr: s.raddr}
+	p := s.newPkt()
+	p.seq, p.sock, p.uaddr, p.addr = s.seq, s.sock, s.ruaddr, s.raddr
 	if s.probeWanted && !tlp && !s.remoteChanging && n > 0 {
 		over := 28
 		if !s.raddr.Addr().Is4() {
@@ -406,6 +407,31 @@ func (s *Stream) sendNewPacket(now int64, tlp bool) bool {
 	}
 	s.armTimers(now, true)
 	return true
+}
+
+// maxFreePkts bounds the records a stream keeps for reuse: a bulk stream
+// sends one per datagram, some 900,000 a GiB, and allocating each was
+// most of a sender's garbage; what one ack frees is at most a window.
+const maxFreePkts = 1024
+
+// newPkt returns a zeroed record for a packet about to be sent.
+func (s *Stream) newPkt() *outPkt {
+	if n := len(s.freePkts); n > 0 {
+		p := s.freePkts[n-1]
+		s.freePkts[n-1] = nil
+		s.freePkts = s.freePkts[:n-1]
+		return p
+	}
+	return new(outPkt)
+}
+
+// freePkt keeps an acked packet's record for newPkt; nothing refers to it
+// once it has left the send ring and the queues.
+func (s *Stream) freePkt(p *outPkt) {
+	*p = outPkt{}
+	if len(s.freePkts) < maxFreePkts {
+		s.freePkts = append(s.freePkts, p)
+	}
 }
 
 // unprobe strips the padding from a probe declared lost, as libudx does, so
@@ -785,7 +811,7 @@ func (s *Stream) ackPacket(seq uint32, sack bool, rs *rateSample, now int64) int
 		s.reorderingSeen = true
 	}
 	putPktBuf(p.buf)
-	p.buf = nil
+	s.freePkt(p)
 	if s.endSent && s.inflight.n == 0 && s.retrans.n == 0 && s.wqLen() == 0 && !s.localEnded {
 		s.localEnded = true
 		return 2

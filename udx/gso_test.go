@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"reflect"
 	"testing"
 )
 
@@ -103,5 +104,27 @@ func TestPoolsDoNotAllocate(t *testing.T) {
 		wqPool.Put(wqPool.Get())
 	}); n != 0 {
 		t.Fatalf("%v allocations per get and put", n)
+	}
+}
+
+// A sent packet's record is reused once acked, zeroed, and reusing it
+// allocates nothing.
+func TestPktRecordsReused(t *testing.T) {
+	var s Stream
+	p := s.newPkt()
+	p.seq, p.transmits, p.lost = 7, 3, true
+	s.freePkt(p)
+	q := s.newPkt()
+	if q != p || !reflect.DeepEqual(*q, outPkt{}) {
+		t.Fatalf("newPkt after freePkt: %p %+v, want %p zeroed", q, *q, p)
+	}
+	if n := testing.AllocsPerRun(100, func() { s.freePkt(s.newPkt()) }); n != 0 {
+		t.Fatalf("%v allocations per record", n)
+	}
+	for range maxFreePkts + 10 {
+		s.freePkt(new(outPkt))
+	}
+	if len(s.freePkts) != maxFreePkts {
+		t.Fatalf("%d records kept, want at most %d", len(s.freePkts), maxFreePkts)
 	}
 }

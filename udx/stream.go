@@ -113,6 +113,7 @@ type Stream struct {
 	lastRwnd              uint32
 	out                   outRing
 	inflight, retrans     pktList
+	freePkts              []*outPkt // acked packets' records, for newPkt
 	cwnd, ssthresh        uint32
 	srtt, rttvar, rto     int64
 	rttMin                minmax
@@ -1093,7 +1094,7 @@ func (s *Stream) finish(err error) {
 	for p := s.retrans.head; p != nil; p = p.next {
 		putPktBuf(p.buf)
 	}
-	s.inflight, s.retrans, s.out = pktList{}, pktList{}, outRing{}
+	s.inflight, s.retrans, s.out, s.freePkts = pktList{}, pktList{}, outRing{}, nil
 	for i, b := range s.ooo {
 		if len(b) > 0 {
 			putPktBuf(b)
