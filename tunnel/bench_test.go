@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/keytunnel/keytunnel/internal/conntest"
 )
 
 // BenchmarkStreamOpen measures what opening one tunnelled TCP connection
@@ -74,6 +76,55 @@ func openEcho(b *testing.B, addr string) {
 		b.Fatal(err)
 	}
 	if _, err := io.ReadFull(c, one[:]); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkLaneConn moves one stream's 16 KiB data frames through a pair
+// of laneConns over loopback TCP (both lanes attached; the stream on lane
+// B after its first 64 KiB), the frame routing a bulk transfer costs.
+func BenchmarkLaneConn(b *testing.B) {
+	pb, qb := conntest.TCPPair(b)
+	pi, qi := conntest.TCPPair(b)
+	tx, rx := newLaneConn(pb), newLaneConn(qb)
+	defer tx.Close()
+	defer rx.Close()
+	if err := tx.attach(pi); err != nil {
+		b.Fatal(err)
+	}
+	if err := rx.attach(qi); err != nil {
+		b.Fatal(err)
+	}
+	frame := rawFrame(muxTypeData, 0, 1, make([]byte, 16<<10), 0)
+	if _, err := tx.Write(rawFrame(muxTypeWindowUpdate, muxFlagSYN, 1, nil, 0)); err != nil {
+		b.Fatal(err)
+	}
+	const perOp = 64 << 20
+	total := int64(b.N)*int64(perOp/len(frame)*len(frame)) + muxHeaderSize
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 128<<10)
+		var got int64
+		for got < total {
+			n, err := rx.Read(buf)
+			if err != nil {
+				done <- err
+				return
+			}
+			got += int64(n)
+		}
+		done <- nil
+	}()
+	b.SetBytes(perOp)
+	b.ResetTimer()
+	for range b.N {
+		for range perOp / len(frame) {
+			if _, err := tx.Write(frame); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
 }

@@ -569,12 +569,19 @@ type laneConn struct {
 	recvMu  sync.Mutex
 	recvOut [][]byte
 
-	bmu        sync.Mutex // guards the rest
-	kick       chan struct{}
-	kickWanted bool
-	conns      [2]net.Conn
-	out        [2]byteQueue // queued for each lane's writer
-	runs       [2][]dataRun // what out holds, data bodies or not
+	bmu sync.Mutex // guards the rest
+	// Each kind of wait has a signal of its own, so that a frame moving
+	// on wakes only the goroutine waiting for it (on a bulk transfer,
+	// one wake-up where a signal for all made three): Read waits on
+	// sigData, deliver on sigRoom, a lane's writer on sigQueued, a Write
+	// for room on a lane on sigSpace, Close for the writers on sigDone.
+	// changedLocked fires them all, for what concerns every waiter (a
+	// failure, Close, a deadline).
+	sigData, sigRoom, sigDone laneSignal
+	sigQueued, sigSpace       [2]laneSignal
+	conns                     [2]net.Conn
+	out                       [2]byteQueue // queued for each lane's writer
+	runs                      [2][]dataRun // what out holds, data bodies or not
 	// onSent, if set before any Write, gets the data-body bytes of each
 	// batch a lane's writer has handed its connection: the send gate's
 	// credit is for data not yet there, and data waiting in a lane's
@@ -599,7 +606,7 @@ type laneConn struct {
 // newLaneConn returns the net.Conn a yamux session runs on. primary
 // carries everything until attach adds the interactive lane.
 func newLaneConn(primary net.Conn) *laneConn {
-	l := &laneConn{primary: primary, r: newLaneRouter(), kick: make(chan struct{})}
+	l := &laneConn{primary: primary, r: newLaneRouter()}
 	l.conns[laneB] = primary
 	l.writersLeft = 1
 	l.wg.Add(2)
@@ -678,20 +685,42 @@ func (l *laneConn) setIdleBack(d time.Duration) {
 	l.mu.Unlock()
 }
 
-// changedLocked wakes whoever waits for the state under bmu to change.
-func (l *laneConn) changedLocked() {
-	if l.kickWanted {
-		close(l.kick)
-		l.kick = make(chan struct{})
-		l.kickWanted = false
+// laneSignal wakes the goroutines waiting on it; a laneConn's bmu guards
+// it. Its channel is made only when someone waits.
+type laneSignal struct {
+	ch     chan struct{}
+	wanted bool
+}
+
+func (s *laneSignal) fire() {
+	if s.wanted {
+		close(s.ch)
+		s.ch, s.wanted = nil, false
 	}
 }
 
-// waitLocked releases bmu until the state under it changes or dl (if
-// set) passes.
-func (l *laneConn) waitLocked(dl time.Time) {
-	kick := l.kick
-	l.kickWanted = true
+func (s *laneSignal) waitChan() <-chan struct{} {
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	s.wanted = true
+	return s.ch
+}
+
+// changedLocked wakes every waiter.
+func (l *laneConn) changedLocked() {
+	l.sigData.fire()
+	l.sigRoom.fire()
+	l.sigDone.fire()
+	for i := range l.sigQueued {
+		l.sigQueued[i].fire()
+		l.sigSpace[i].fire()
+	}
+}
+
+// waitLocked releases bmu until sig fires or dl (if set) passes.
+func (l *laneConn) waitLocked(sig *laneSignal, dl time.Time) {
+	kick := sig.waitChan()
 	l.bmu.Unlock()
 	defer l.bmu.Lock()
 	if dl.IsZero() {
@@ -788,7 +817,7 @@ func (l *laneConn) deliver(f []byte) error {
 	defer l.bmu.Unlock()
 	c := frameCost(f)
 	for l.inCost > 0 && l.inCost+c > inboxMax && !l.closed && l.err == nil {
-		l.waitLocked(time.Time{})
+		l.waitLocked(&l.sigRoom, time.Time{})
 	}
 	if l.closed || l.err != nil {
 		return net.ErrClosed // the laneConn already ended; fail ignores this
@@ -796,7 +825,7 @@ func (l *laneConn) deliver(f []byte) error {
 	l.inq = append(l.inq, f)
 	l.inBytes += len(f)
 	l.inCost += c
-	l.changedLocked()
+	l.sigData.fire()
 	return nil
 }
 
@@ -824,7 +853,7 @@ func (l *laneConn) Read(p []byte) (int, error) {
 				}
 			}
 			l.inBytes -= n
-			l.changedLocked()
+			l.sigRoom.fire()
 			return n, nil
 		}
 		if l.err != nil {
@@ -833,7 +862,7 @@ func (l *laneConn) Read(p []byte) (int, error) {
 		if passed(l.rdl) {
 			return 0, os.ErrDeadlineExceeded
 		}
-		l.waitLocked(l.rdl)
+		l.waitLocked(&l.sigData, l.rdl)
 	}
 }
 
@@ -903,13 +932,13 @@ func (l *laneConn) enqueue(lane int, p []byte, whole bool) (int, error) {
 			// Only a data frame's body is enqueued in parts (whole
 			// false); headers and SWITCHes are whole.
 			l.noteRunLocked(lane, k, !whole)
-			l.changedLocked()
+			l.sigQueued[lane].fire()
 			return k, nil
 		}
 		if passed(l.wdl) {
 			return 0, os.ErrDeadlineExceeded
 		}
-		l.waitLocked(l.wdl)
+		l.waitLocked(&l.sigSpace[lane], l.wdl)
 	}
 }
 
@@ -926,7 +955,7 @@ func (l *laneConn) enqueueSwitch(lane int, id uint32) error {
 	}
 	l.out[lane].push(switchFrame(id))
 	l.noteRunLocked(lane, muxHeaderSize, false)
-	l.changedLocked()
+	l.sigQueued[lane].fire()
 	return nil
 }
 
@@ -1012,11 +1041,11 @@ func (l *laneConn) writeLoop(lane int) {
 	defer l.bmu.Unlock()
 	defer func() {
 		l.writersLeft--
-		l.changedLocked()
+		l.sigDone.fire()
 	}()
 	for {
 		for l.out[lane].len() == 0 && !l.closed && l.err == nil {
-			l.waitLocked(time.Time{})
+			l.waitLocked(&l.sigQueued[lane], time.Time{})
 		}
 		if l.err != nil || l.out[lane].len() == 0 {
 			return
@@ -1024,7 +1053,7 @@ func (l *laneConn) writeLoop(lane int) {
 		batch = l.out[lane].pop(batch[:0], laneWriteMax)
 		data := l.takeRunsLocked(lane, len(batch))
 		c, sent := l.conns[lane], l.onSent
-		l.changedLocked()
+		l.sigSpace[lane].fire()
 		l.bmu.Unlock()
 		_, err := c.Write(batch)
 		if err == nil && data > 0 && sent != nil {
@@ -1062,7 +1091,7 @@ func (l *laneConn) Close() error {
 		}
 		l.bmu.Lock()
 		for l.writersLeft > 0 && !passed(dl) {
-			l.waitLocked(dl)
+			l.waitLocked(&l.sigDone, dl)
 		}
 		l.bmu.Unlock()
 		for _, c := range conns {
