@@ -180,8 +180,9 @@
 // RTT of slow ones (a preamble lost once on a lossy or relayed path
 // arrives a retransmission late); raise ExposeOptions.DetectTimeout for
 // paths worse than that. A silent connection from a key whose session
-// waits for its interactive lane (below) is given the lane's own wait
-// (10 s) instead, so a late lane never passes for a raw peer.
+// waits for its interactive lane (below), or ended less than 10 s ago
+// without one, is given the lane's own wait (10 s) instead, so a late
+// lane never passes for a raw peer.
 //
 // # Access control
 //

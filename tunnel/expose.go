@@ -152,11 +152,12 @@ func (e *Exposer) servePeer(pc PeerConn) {
 	pc.SetReadDeadline(time.Now().Add(detectWait(e.opts.DetectTimeout, pc)))
 	kind, got, eof, err := detect(pc)
 	if err == nil && kind == kindRaw && len(got) == 0 && !eof && e.lanes.awaits(remote) {
-		// Silent, from a key whose session waits for its lane: most
-		// likely that lane, its preamble delayed (a first packet lost on
-		// a long path). Taken for a raw peer, it would be counted as a
-		// session, announced as a peer and given a target connection
-		// before its preamble turned up; so it gets as long as a lane
+		// Silent, from a key whose session waits for its lane (or ended
+		// just now without one): most likely that lane, its preamble
+		// delayed (a first packet lost on a long path) or never to come
+		// (its client exited right after dialing it). Taken for a raw
+		// peer, it would be counted as a session, announced as a peer
+		// and given a target connection; so it gets as long as a lane
 		// may take to speak.
 		pc.SetReadDeadline(time.Now().Add(laneWait))
 		kind, got, eof, err = detect(pc)

@@ -42,7 +42,11 @@ type laneDialKey struct{}
 func IsLaneDial(ctx context.Context) bool { return ctx.Value(laneDialKey{}) != nil }
 
 // laneRegistry holds a server's mux sessions waiting for, or holding, their
-// interactive lanes, by token.
+// interactive lanes, by token. A session that ended before its lane came
+// stays for laneWait more, ended: a client that closes right after it
+// opened (one request, then exit) may still have its lane's dial under
+// way, and that connection, silent if the client went before it could
+// send the preamble, must not pass for a raw peer (awaits).
 type laneRegistry struct {
 	mu sync.Mutex
 	m  map[laneToken]*laneSession
@@ -53,6 +57,7 @@ type laneSession struct {
 	lc     *laneConn
 	done   chan struct{} // closed when the session ends
 	taken  bool          // a lane has been joined
+	ended  time.Time     // when the session ended, if it has
 }
 
 // add registers a session of remote on lc and returns its token and the
@@ -65,13 +70,27 @@ func (l *laneRegistry) add(remote key.PublicKey, lc *laneConn) (laneToken, func(
 	if l.m == nil {
 		l.m = map[laneToken]*laneSession{}
 	}
+	l.pruneLocked(time.Now())
 	l.m[t] = ls
 	l.mu.Unlock()
 	return t, func() {
 		l.mu.Lock()
-		delete(l.m, t)
+		if ls.taken {
+			delete(l.m, t)
+		} else {
+			ls.ended = time.Now()
+		}
 		l.mu.Unlock()
 		close(ls.done)
+	}
+}
+
+// pruneLocked forgets sessions that ended more than laneWait ago.
+func (l *laneRegistry) pruneLocked(now time.Time) {
+	for t, ls := range l.m {
+		if !ls.ended.IsZero() && now.Sub(ls.ended) > laneWait {
+			delete(l.m, t)
+		}
 	}
 }
 
@@ -80,17 +99,19 @@ func (l *laneRegistry) take(t laneToken, remote key.PublicKey) *laneSession {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ls := l.m[t]
-	if ls == nil || ls.taken || ls.remote != remote {
+	if ls == nil || ls.taken || ls.remote != remote || !ls.ended.IsZero() {
 		return nil
 	}
 	ls.taken = true
 	return ls
 }
 
-// awaits reports whether a session of remote waits for its lane.
+// awaits reports whether a session of remote waits for its lane, or
+// ended within laneWait without one.
 func (l *laneRegistry) awaits(remote key.PublicKey) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.pruneLocked(time.Now())
 	for _, ls := range l.m {
 		if ls.remote == remote && !ls.taken {
 			return true

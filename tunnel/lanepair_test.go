@@ -176,3 +176,48 @@ func TestLaneLatePreamble(t *testing.T) {
 		t.Errorf("connected events %+v, want the session's alone", c)
 	}
 }
+
+// A lane whose session ended before it spoke (the client exited right
+// after its one request, its lane's dial under way) is refused, and is
+// not first taken for a raw peer. TestE2EAllow saw that connection as a
+// raw peer with a target connection of its own.
+func TestLaneAfterSessionEnd(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	tg := newTarget(t, echo)
+	events := &eventLog{}
+	r := newRig(t, tg.addr(), ExposeOptions{DetectTimeout: 50 * time.Millisecond, OnEvent: events.add}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pc, err := r.dialer.Dial(ctx, r.server.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	features, err := handshakeWith(pc, preamble, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, _ := feature(features, featureLanes)
+	tb, _ := hex.DecodeString(token)
+	pc.Close()
+	for deadline := time.Now().Add(5 * time.Second); len(events.of(EventDisconnected)) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end")
+		}
+	}
+	accepts := tg.accepts.Load()
+	lane, err := r.dialer.Dial(context.WithValue(ctx, laneDialKey{}, true), r.server.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lane.Close()
+	time.Sleep(300 * time.Millisecond) // six times DetectTimeout
+	if _, err := handshakeWith(lane, lanePreamble+string(tb), 5*time.Second); !errors.Is(err, ErrRefused) {
+		t.Fatalf("a lane after its session: %v, want ErrRefused", err)
+	}
+	if n := tg.accepts.Load() - accepts; n != 0 {
+		t.Errorf("the lane made %d target connections, want 0", n)
+	}
+	if c := events.of(EventConnected); len(c) != 1 || c[0].Mode != "mux" {
+		t.Errorf("connected events %+v, want the session's alone", c)
+	}
+}
