@@ -132,48 +132,68 @@ func TestFeature(t *testing.T) {
 	}
 }
 
-// A lane whose preamble comes after DetectTimeout (its first packet lost
-// on a long path) still joins its session, and is not first taken for a
-// raw peer: no connected event, no target connection.
-func TestLaneLatePreamble(t *testing.T) {
-	conntest.CheckGoroutines(t)
-	tg := newTarget(t, echo)
-	events := &eventLog{}
-	r := newRig(t, tg.addr(), ExposeOptions{DetectTimeout: 50 * time.Millisecond, OnEvent: events.add}, nil)
+// lateLaneRig exposes an echo target with a 50 ms DetectTimeout, opens
+// a mux session to it and returns the session's connection and lane
+// token, with the target, the Exposer's events and the dialing context.
+func lateLaneRig(t *testing.T) (r *rig, tg *target, events *eventLog, ctx context.Context, pc PeerConn, token []byte) {
+	t.Helper()
+	tg = newTarget(t, echo)
+	events = &eventLog{}
+	r = newRig(t, tg.addr(), ExposeOptions{DetectTimeout: 50 * time.Millisecond, OnEvent: events.add}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	pc, err := r.dialer.Dial(ctx, r.server.Public)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
+	t.Cleanup(func() { pc.Close() })
 	features, err := handshakeWith(pc, preamble, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, ok := feature(features, featureLanes)
+	tok, ok := feature(features, featureLanes)
 	if !ok {
 		t.Fatalf("OK reply %q offers no lane", features)
 	}
-	tb, _ := hex.DecodeString(token)
+	token, _ = hex.DecodeString(tok)
+	return r, tg, events, ctx, pc, token
+}
+
+// lateLane dials the session's lane, stays silent for six times
+// DetectTimeout, then sends the preamble and token; it returns the target
+// connections that caused and the reply's error, and checks that the only
+// connected event is the session's.
+func lateLane(t *testing.T, r *rig, tg *target, events *eventLog, ctx context.Context, token []byte) (int64, error) {
+	t.Helper()
 	accepts := tg.accepts.Load()
 	lane, err := r.dialer.Dial(context.WithValue(ctx, laneDialKey{}, true), r.server.Public)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lane.Close()
-	time.Sleep(300 * time.Millisecond) // six times DetectTimeout
-	if _, err := handshakeWith(lane, lanePreamble+string(tb), 5*time.Second); err != nil {
+	time.Sleep(300 * time.Millisecond)
+	_, herr := handshakeWith(lane, lanePreamble+string(token), 5*time.Second)
+	if c := events.of(EventConnected); len(c) != 1 || c[0].Mode != "mux" {
+		t.Errorf("connected events %+v, want the session's alone", c)
+	}
+	return tg.accepts.Load() - accepts, herr
+}
+
+// A lane whose preamble comes after DetectTimeout (its first packet lost
+// on a long path) still joins its session, and is not first taken for a
+// raw peer: no connected event, no target connection.
+func TestLaneLatePreamble(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	r, tg, events, ctx, _, token := lateLaneRig(t)
+	targets, err := lateLane(t, r, tg, events, ctx, token)
+	if err != nil {
 		t.Fatalf("the late lane: %v", err)
 	}
 	if !laneTaken(r.exposer) {
 		t.Fatal("the late lane was not joined to its session")
 	}
-	if n := tg.accepts.Load() - accepts; n != 0 {
-		t.Errorf("the late lane made %d target connections, want 0", n)
-	}
-	if c := events.of(EventConnected); len(c) != 1 || c[0].Mode != "mux" {
-		t.Errorf("connected events %+v, want the session's alone", c)
+	if targets != 0 {
+		t.Errorf("the late lane made %d target connections, want 0", targets)
 	}
 }
 
@@ -183,41 +203,18 @@ func TestLaneLatePreamble(t *testing.T) {
 // raw peer with a target connection of its own.
 func TestLaneAfterSessionEnd(t *testing.T) {
 	conntest.CheckGoroutines(t)
-	tg := newTarget(t, echo)
-	events := &eventLog{}
-	r := newRig(t, tg.addr(), ExposeOptions{DetectTimeout: 50 * time.Millisecond, OnEvent: events.add}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	pc, err := r.dialer.Dial(ctx, r.server.Public)
-	if err != nil {
-		t.Fatal(err)
-	}
-	features, err := handshakeWith(pc, preamble, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, _ := feature(features, featureLanes)
-	tb, _ := hex.DecodeString(token)
+	r, tg, events, ctx, pc, token := lateLaneRig(t)
 	pc.Close()
 	for deadline := time.Now().Add(5 * time.Second); len(events.of(EventDisconnected)) == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the session did not end")
 		}
 	}
-	accepts := tg.accepts.Load()
-	lane, err := r.dialer.Dial(context.WithValue(ctx, laneDialKey{}, true), r.server.Public)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lane.Close()
-	time.Sleep(300 * time.Millisecond) // six times DetectTimeout
-	if _, err := handshakeWith(lane, lanePreamble+string(tb), 5*time.Second); !errors.Is(err, ErrRefused) {
+	targets, err := lateLane(t, r, tg, events, ctx, token)
+	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("a lane after its session: %v, want ErrRefused", err)
 	}
-	if n := tg.accepts.Load() - accepts; n != 0 {
-		t.Errorf("the lane made %d target connections, want 0", n)
-	}
-	if c := events.of(EventConnected); len(c) != 1 || c[0].Mode != "mux" {
-		t.Errorf("connected events %+v, want the session's alone", c)
+	if targets != 0 {
+		t.Errorf("the lane made %d target connections, want 0", targets)
 	}
 }
