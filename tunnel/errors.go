@@ -34,4 +34,8 @@ var (
 	// ErrBadService reports a service name or list that cannot be served
 	// (CheckServices).
 	ErrBadService = errors.New("tunnel: invalid service")
+	// ErrProbeDial is Check's error when the throughput sample's own
+	// connection could not be dialed (twice), after the first connection
+	// worked. It wraps the dial's error.
+	ErrProbeDial = errors.New("tunnel: could not dial the throughput sample's connection")
 )

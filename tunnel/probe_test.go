@@ -3,10 +3,12 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keytunnel/keytunnel/internal/conntest"
+	"github.com/keytunnel/keytunnel/internal/key"
 )
 
 // Check reaches an Exposer, pings over a mux session and samples
@@ -47,5 +49,38 @@ func TestCheckRefused(t *testing.T) {
 	}
 	if _, _, err := probe(ctx, r.dialer, r.server.Public, 1<<10); !errors.Is(err, ErrRefused) {
 		t.Fatalf("probe: %v, want ErrRefused", err)
+	}
+}
+
+// failingDials fails the dials whose numbers (from 1) fail holds.
+type failingDials struct {
+	Dialer
+	n    atomic.Int32
+	fail map[int32]bool
+}
+
+func (f *failingDials) Dial(ctx context.Context, remote key.PublicKey) (PeerConn, error) {
+	if f.fail[f.n.Add(1)] {
+		return nil, errors.New("blindrelay: pair: context deadline exceeded")
+	}
+	return f.Dialer.Dial(ctx, remote)
+}
+
+// The throughput sample's dial gets a second try; a sample that cannot be
+// dialed twice is ErrProbeDial, not a transfer that failed.
+func TestCheckProbeDialRetried(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	tg := newTarget(t, echo)
+	r := newRig(t, tg.addr(), ExposeOptions{}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	once := &failingDials{Dialer: r.dialer, fail: map[int32]bool{2: true}}
+	if rep, err := Check(ctx, once, r.server.Public, 1, 64<<10); err != nil || !rep.Probed {
+		t.Fatalf("the sample's dial failing once: %+v, %v; want a sample", rep, err)
+	}
+	twice := &failingDials{Dialer: r.dialer, fail: map[int32]bool{2: true, 3: true}}
+	rep, err := Check(ctx, twice, r.server.Public, 1, 64<<10)
+	if !errors.Is(err, ErrProbeDial) || len(rep.RTTs) != 1 {
+		t.Fatalf("the sample's dial failing twice: %+v, %v; want the RTTs and ErrProbeDial", rep, err)
 	}
 }

@@ -441,6 +441,8 @@ func (d *doctor) checkPeer(ctx context.Context, dialer tunnel.Dialer, n *dht.Nod
 	switch {
 	case res.Probed:
 		d.say("throughput", true, "%.1f MB/s up, %.1f MB/s down (%d MiB each way)", res.Up/1e6, res.Down/1e6, sample>>20)
+	case errors.Is(err, tunnel.ErrProbeDial):
+		d.fail("throughput", "a second connection to the peer failed twice after the first worked: run the doctor again, and if it fails again, check the relay or the peer's load", "not measured: %v", err)
 	case err != nil:
 		d.fail("throughput", "the tunnel breaks under load: check the link (packet loss) or try --relay-through KEY", "the sample failed: %v", err)
 	default:
