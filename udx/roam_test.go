@@ -205,7 +205,8 @@ func vouchedTransfer(t *testing.T, a, b *Stream, n int64, chunk int, limit time.
 		select {
 		case err := <-errc:
 			if err != nil {
-				t.Fatal(err)
+				// Both streams' state, for a failure CI sees once.
+				t.Fatalf("%v (a=%+v b=%+v)", err, a.Stats(), b.Stats())
 			}
 		case <-to:
 			t.Fatalf("transfer of %d bytes each way did not finish in %v (a=%+v b=%+v)", n, limit, a.Stats(), b.Stats())
