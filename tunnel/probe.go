@@ -141,7 +141,7 @@ const probeChunks = 4
 // size bytes each.
 func probe(ctx context.Context, d Dialer, remote key.PublicKey, size int) (up, down float64, _ error) {
 	pc, err := d.Dial(ctx, remote)
-	if err != nil && ctx.Err() == nil && !errors.Is(err, ErrRefused) {
+	if err != nil && ctx.Err() == nil {
 		// The sample is a second dial of a peer the first just reached;
 		// one that fails (a blind relay's pairing once timed out in CI)
 		// gets one more try, so that a dial is not reported as the
