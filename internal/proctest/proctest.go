@@ -264,6 +264,8 @@ type Proc struct {
 	Err    *Lines
 	exited chan struct{}
 	werr   error
+	// stopped: the test's cleanup had to stop it (it was still running).
+	stopped bool
 }
 
 // Start runs the keytunnel binary with args and env; the test's cleanup
@@ -287,7 +289,13 @@ func StartCmd(t testing.TB, cmd *exec.Cmd, env []string) *Proc {
 		p.werr = p.Cmd.Wait()
 		close(p.exited)
 	}()
+	track(t, p)
 	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.stopped = true
+		}
 		p.Stop()
 		if strings.Contains(p.Err.String(), raceReport) {
 			t.Errorf("%s: the race detector reported a data race", p.Name)
@@ -297,6 +305,84 @@ func StartCmd(t testing.TB, cmd *exec.Cmd, env []string) *Proc {
 		}
 	})
 	return p
+}
+
+// procs holds each test's processes, for the summary that ends a failed
+// test's output.
+var procs sync.Map // testing.TB → *procList
+
+type procList struct {
+	mu sync.Mutex
+	ps []*Proc
+}
+
+// track adds p to t's list. The first process of a test registers the
+// summary; cleanups run last-in first-out, so it runs after every
+// process's own cleanup has stopped it and logged its output, and a CI
+// log's tail (often all that is kept of a failure) says which process
+// exited how, and what the race detector saw, instead of ending with the
+// first process's log.
+func track(t testing.TB, p *Proc) {
+	v, loaded := procs.LoadOrStore(t, &procList{})
+	l := v.(*procList)
+	l.mu.Lock()
+	l.ps = append(l.ps, p)
+	l.mu.Unlock()
+	if loaded {
+		return
+	}
+	t.Cleanup(func() {
+		procs.Delete(t)
+		if !t.Failed() {
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		var b strings.Builder
+		b.WriteString("processes of the failed test (their output is above):")
+		for _, p := range l.ps {
+			fmt.Fprintf(&b, "\n  %s: %s", p.Name, p.fate())
+		}
+		for _, p := range l.ps {
+			if r := raceExcerpt(p.Err.String()); r != "" {
+				fmt.Fprintf(&b, "\n%s reported a data race:\n%s", p.Name, r)
+			}
+		}
+		t.Log(b.String())
+	})
+}
+
+// fate says how p ended; call it once p has exited.
+func (p *Proc) fate() string {
+	var ee *exec.ExitError
+	switch {
+	case p.stopped:
+		return "still running at the end of the test, stopped (" + fmt.Sprint(p.werr) + ")"
+	case p.werr == nil:
+		return "exited 0"
+	case errors.As(p.werr, &ee) && ee.ExitCode() == raceExitCode:
+		return fmt.Sprintf("exited %d (the race detector's status: a data race)", raceExitCode)
+	default:
+		return p.werr.Error()
+	}
+}
+
+// raceExitCode is the status a -race binary exits with after reporting a
+// race (GORACE exitcode's default).
+const raceExitCode = 66
+
+// raceExcerpt is the first race report in stderr, cut to its first 40
+// lines, or "".
+func raceExcerpt(stderr string) string {
+	i := strings.Index(stderr, raceReport)
+	if i < 0 {
+		return ""
+	}
+	lines := strings.SplitN(stderr[i:], "\n", 41)
+	if len(lines) > 40 {
+		lines = append(lines[:40], "...")
+	}
+	return strings.Join(lines, "\n")
 }
 
 // raceReport starts every report of the race detector (on stderr).
@@ -359,6 +445,9 @@ func (p *Proc) Wait(d time.Duration) int {
 	case <-p.exited:
 	case <-time.After(d):
 		p.t.Fatalf("%s: still running after %v\nstdout:\n%s\nstderr:\n%s", p.Name, d, p.Out, p.Err)
+	}
+	if r := raceExcerpt(p.Err.String()); r != "" {
+		p.t.Fatalf("%s: the race detector reported a data race:\n%s", p.Name, r)
 	}
 	var ee *exec.ExitError
 	if errors.As(p.werr, &ee) {
