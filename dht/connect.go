@@ -81,6 +81,7 @@ type connectInfo struct {
 	relayAddress  netip.AddrPort // the node the handshake went through
 	serverAddress netip.AddrPort
 	clientAddress netip.AddrPort
+	hsRTT         time.Duration // the handshake's round trip (0: unknown)
 }
 
 // dial returns a *Conn, or a *RawConn when h (nil: a handshake with the
@@ -188,6 +189,15 @@ func (d *dialer) run(ctx context.Context) (net.Conn, error) {
 	d.serverID = uint32(c.payload.UDX.ID)
 	if err := d.stream.SetFirewallRemoteID(d.serverID); err != nil {
 		return nil, err
+	}
+	// The handshake went to the server and back through a DHT node: by
+	// the triangle inequality, about the stream's round trip or more.
+	// With it, a lost first packet is probed again after two of it, not
+	// after the 1 s initial RTO.
+	if c.hsRTT > 0 {
+		if err := d.stream.SetRTTHint(c.hsRTT); err != nil {
+			return nil, err
+		}
 	}
 
 	// Where to connect: a path the server already used, the node we
@@ -638,7 +648,7 @@ func (d *dialer) connectThroughSock(ctx context.Context, to netip.AddrPort, sock
 		return ErrHandshakeInvalid.with(err)
 	}
 	d.connect = &connectInfo{res: res, payload: payload, relayed: rep.relayed, relayAddress: to,
-		serverAddress: rep.serverAddress, clientAddress: rep.clientAddress}
+		serverAddress: rep.serverAddress, clientAddress: rep.clientAddress, hsRTT: rep.rtt}
 	d.once.Do(func() { close(d.done) })
 	return nil
 }

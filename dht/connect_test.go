@@ -26,6 +26,12 @@ func peerNode(t testing.TB, tn *TestNetwork, kp key.KeyPair) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return peerNodeOn(t, tn, kp, conn)
+}
+
+// peerNodeOn is peerNode on conn.
+func peerNodeOn(t testing.TB, tn *TestNetwork, kp key.KeyPair, conn rpc.PacketConn) *Node {
+	t.Helper()
 	n, err := New(Config{Conn: conn, Bootstrap: tn.Bootstrap, KeyPair: kp, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)

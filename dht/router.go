@@ -257,6 +257,9 @@ func (n *Node) peerHandshake(ctx context.Context, target [32]byte, msg1 []byte, 
 		return hsReply{}, ErrBadHandshakeReply
 	}
 	out := hsReply{noise: hs.Noise, relayed: hs.PeerAddress.IsValid(), serverAddress: to, clientAddress: res.To}
+	if res.Sent == 1 {
+		out.rtt = res.RTT
+	}
 	if out.relayed {
 		out.serverAddress = hs.PeerAddress
 	}
@@ -268,6 +271,9 @@ type hsReply struct {
 	relayed       bool
 	serverAddress netip.AddrPort
 	clientAddress netip.AddrPort
+	// rtt: the request's round trip, through the node to the server
+	// and back (0: unknown, the request was sent more than once).
+	rtt time.Duration
 }
 
 // peerHolepunch sends a PEER_HOLEPUNCH FROM_CLIENT through a relay.

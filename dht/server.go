@@ -96,6 +96,9 @@ type slot struct {
 	direct      chan struct{}
 	directOnce  sync.Once
 	upgradeOnce sync.Once
+	// answered: when msg2 was ready to go back (UnixNano), for the
+	// stream's RTT hint.
+	answered atomic.Int64
 	// roam is set once the stream is connected on a direct path: the
 	// client's authenticated data from a new address then moves it
 	// (udx.FirewallRoam: its NAT lost the mapping, or its address
@@ -755,6 +758,7 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 	}
 	n.stats.handshake(outcome)
 	s.msg2, s.res = msg2, res
+	s.answered.Store(time.Now().UnixNano())
 	if code != wire.ErrorNone {
 		// A refusal frees its slot at once (a flood of refused clients
 		// must not fill the table for the allowed ones); its answer is
@@ -886,6 +890,21 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 		if link == nil {
 			s.roam.Store(true)
 			_ = s.stream.SetTimeout(StreamTimeout)
+			// A round-trip hint for the stream, so that our first
+			// packets, lost, are probed again within two of it instead
+			// of after the 1 s initial RTO. The client sends its first
+			// packet once our answer reaches it (through the node):
+			// when that packet connected the stream, it came about a
+			// round trip after the answer left; otherwise we connect
+			// now, as the answer leaves, and the stream measures the
+			// same span when the client's packet arrives.
+			if connected {
+				if at := s.answered.Load(); at != 0 {
+					_ = s.stream.SetRTTHint(time.Since(time.Unix(0, at)))
+				}
+			} else {
+				_ = s.stream.HintRTTFromPeer()
+			}
 		}
 		if link != nil {
 			l.n.keepRelay(link, s.stream)

@@ -531,8 +531,12 @@ func (s *Stream) scheduleLossProbe(now int64, advancingRTO bool) bool {
 		return false
 	}
 	timeout := int64(1_000_000)
-	if s.srtt > 0 {
-		timeout = 2 * s.srtt
+	rtt := s.srtt
+	if rtt == 0 {
+		rtt = s.rttHint
+	}
+	if rtt > 0 {
+		timeout = 2 * rtt
 		if s.inflight.n+s.retrans.n == 1 {
 			timeout += tlpMaxAckDelay
 		}
@@ -937,6 +941,9 @@ func (s *Stream) onPacket(raw []byte, p *Packet, now int64) {
 		s.ackNow = true
 		s.ackNeeded = true
 		return
+	}
+	if s.hintFromPeer {
+		s.hintFromPeerLocked(now)
 	}
 	if p.BadOffset {
 		return

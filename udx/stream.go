@@ -116,6 +116,8 @@ type Stream struct {
 	freePkts              []*outPkt // acked packets' records, for newPkt
 	cwnd, ssthresh        uint32
 	srtt, rttvar, rto     int64
+	rttHint               int64 // SetRTTHint's, until the first sample
+	hintFromPeer          bool  // HintRTTFromPeer, until the peer's first packet
 	rttMin                minmax
 	rttMinSet, rttMinInit bool
 	rackRTT, rackTimeSent int64
@@ -521,6 +523,63 @@ func (s *Stream) SetKeepalive(d time.Duration) error {
 		}
 		return nil
 	})
+}
+
+// SetRTTHint tells a stream with no round-trip sample yet what its path's
+// round trip probably is: the time the handshake that set it up took, say.
+// Until its first sample the stream uses the hint only to time its tail
+// loss probe, so that a lost first packet (a dial's first handshake
+// message) is sent again after about two hints instead of after libudx's
+// 1 s initial RTO, which still applies to everything else, as pacing
+// still assumes libudx's 1 ms. A hint of 1 s or more could only delay
+// what the RTO does anyway, and is ignored, as is a hint once the stream
+// has measured its path.
+func (s *Stream) SetRTTHint(d time.Duration) error {
+	return s.u.do(func(now int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		s.hintLocked(d.Microseconds(), now)
+		return nil
+	})
+}
+
+// HintRTTFromPeer is SetRTTHint for a stream that sends first and whose
+// peer speaks once it has heard from us, or from a handshake answer sent
+// when our first packet was: when the peer's first packet arrives before
+// any of ours is acknowledged (ours was lost), the time since our first
+// packet left is the hint.
+func (s *Stream) HintRTTFromPeer() error {
+	return s.u.do(func(int64) error {
+		if s.dead {
+			return s.deadErr()
+		}
+		s.hintFromPeer = true
+		return nil
+	})
+}
+
+// hintFromPeerLocked applies HintRTTFromPeer on the peer's first packet.
+func (s *Stream) hintFromPeerLocked(now int64) {
+	s.hintFromPeer = false
+	if s.seq == s.remoteAcked {
+		return
+	}
+	if p := s.out.get(s.remoteAcked); p != nil {
+		s.hintLocked(max(now-p.sentFirst, 1), now)
+	}
+}
+
+func (s *Stream) hintLocked(us, now int64) {
+	if s.srtt != 0 || s.rttHint != 0 || us <= 0 || us >= rtoMin {
+		return
+	}
+	s.rttHint = us
+	s.tlpPermitted = true
+	if s.connected && s.seq != s.remoteAcked && (s.timer == timerRTO || s.timer == timerTLP) && s.caState == caOpen && s.sacks == 0 {
+		s.scheduleLossProbe(now, false)
+		s.u.touch(s)
+	}
 }
 
 // SetTimeout changes StreamOptions.Timeout.

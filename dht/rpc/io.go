@@ -45,6 +45,10 @@ type Response struct {
 	Error       uint64
 	Value       []byte
 	RTT         time.Duration
+	// Sent is how many times the request went out: RTT spans the
+	// retries, and is one round trip (an upper bound: it also holds any
+	// wait for the congestion window) only when Sent is 1.
+	Sent int
 	// Hops is, for a query's reply, how many requests deep the responder
 	// was found: 1 for the nodes the query started from.
 	Hops int
@@ -274,7 +278,7 @@ func (d *DHT) onMessage(now time.Time, dg datagram) {
 		d.cong.recv()
 		d.stats.Responses++
 		res := &Response{From: dg.from, FromID: d.validID(m.ID, dg.from), To: m.To, TID: m.TID, Token: m.Token,
-			CloserNodes: m.CloserNodes, Error: m.Error, Value: m.Value, RTT: now.Sub(r.firstSent)}
+			CloserNodes: m.CloserNodes, Error: m.Error, Value: m.Value, RTT: now.Sub(r.firstSent), Sent: r.sent}
 		d.addNodeFromNetwork(!external, res.From, res.FromID, res.To)
 		if r.onResponse != nil {
 			r.onResponse(now, res)

@@ -1,0 +1,94 @@
+package udx
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// TestRTTHint: a stream's first packet, lost, is sent again after about
+// two of SetRTTHint's round trips, or, with HintRTTFromPeer, two of the
+// time from that packet to the peer's first one (so 3 of it from our
+// packet); without a hint (or with one of 1 s or more, ignored) only the
+// 1 s initial RTO sends it again.
+func TestRTTHint(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		hint     time.Duration
+		fromPeer time.Duration // HintRTTFromPeer: the peer speaks this long after our first packet
+		min, max time.Duration
+	}{
+		{"hint-20ms", 20 * time.Millisecond, 0, 30 * time.Millisecond, 400 * time.Millisecond},
+		{"no-hint", 0, 0, 900 * time.Millisecond, 3 * time.Second},
+		{"hint-too-long", 2 * time.Second, 0, 900 * time.Millisecond, 3 * time.Second},
+		{"from-peer-50ms", 0, 50 * time.Millisecond, 120 * time.Millisecond, 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sock := udpSocket(t)
+			raw := rawPeer(t)
+			st, err := sock.NewStream(5, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Destroy()
+			if err := st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+				t.Fatal(err)
+			}
+			if tc.hint > 0 {
+				if err := st.SetRTTHint(tc.hint); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.fromPeer > 0 {
+				if err := st.HintRTTFromPeer(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := st.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			// The first copy is "lost": read and ignored.
+			first := readData(t, raw, 5*time.Second)
+			sent := time.Now()
+			if tc.fromPeer > 0 {
+				// The peer's first packet, acking nothing of ours.
+				time.Sleep(tc.fromPeer)
+				h := Header{Type: FlagData, ID: 5, RWnd: 1 << 20, Seq: 0, Ack: 0}
+				sendRaw(t, raw, sock, AppendPacket(nil, &h, nil, []byte("hi")))
+			}
+			again := readData(t, raw, 5*time.Second)
+			el := time.Since(sent)
+			if again.Seq != first.Seq || string(again.Payload) != "hello" {
+				t.Fatalf("second packet seq %d %q, want seq %d \"hello\" again", again.Seq, again.Payload, first.Seq)
+			}
+			t.Logf("sent again after %v", el)
+			if el < tc.min || el > tc.max {
+				t.Fatalf("sent again after %v, want %v..%v", el, tc.min, tc.max)
+			}
+			if got := st.Stats().RTT; got != 0 {
+				t.Fatalf("Stats().RTT %v before any sample; the hint is not a measurement", got)
+			}
+		})
+	}
+}
+
+// readData returns the next DATA packet raw receives.
+func readData(t *testing.T, raw *net.UDPConn, d time.Duration) Packet {
+	t.Helper()
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(d)
+	for {
+		raw.SetReadDeadline(deadline)
+		n, err := raw.Read(buf)
+		if err != nil {
+			t.Fatalf("no DATA packet: %v", err)
+		}
+		var sacks [8]SACKBlock
+		p, err := DecodePacket(buf[:n], sacks[:0])
+		if err == nil && p.Type&FlagData != 0 {
+			p.Payload = append([]byte(nil), p.Payload...)
+			return p
+		}
+	}
+}
