@@ -718,7 +718,19 @@ func (l *Listener) handshake(s *slot, msg1 []byte, peerAddress netip.AddrPort, r
 			l.clearLater(s)
 			return
 		}
+		// abortSlot (Close) may have given up on the slot meanwhile; it
+		// reads the stream under s.mu after deciding, so either it sees
+		// this stream and destroys it, or we see its decision here.
+		s.mu.Lock()
+		select {
+		case <-s.decided:
+			s.mu.Unlock()
+			st.Destroy()
+			return
+		default:
+		}
 		s.stream = st
+		s.mu.Unlock()
 	}
 	l.mu.Lock()
 	relays, relayAddrs := slices.Clone(l.relays), slices.Clone(l.relayAddrs)
@@ -1016,8 +1028,11 @@ func (l *Listener) abortSlot(s *slot, later bool) {
 		s.once.Do(func() { close(s.decided); aborted = true })
 	}
 	l.stopPunching(s, nil)
-	if aborted && s.stream != nil {
-		s.stream.Destroy()
+	s.mu.Lock()
+	st := s.stream
+	s.mu.Unlock()
+	if aborted && st != nil {
+		st.Destroy()
 	}
 	if later {
 		l.clearLater(s)

@@ -67,6 +67,17 @@ func (u *UDX) Close() error {
 	return nil
 }
 
+// Streams is how many streams the instance holds (made and not yet
+// destroyed): for leak checks and an operator's view of open streams.
+func (u *UDX) Streams() int {
+	n := 0
+	_ = u.do(func(int64) error {
+		n = len(u.streams)
+		return nil
+	})
+	return n
+}
+
 // do runs fn on the loop and waits for it.
 func (u *UDX) do(fn func(now int64) error) error {
 	c := cmd{fn: fn, res: make(chan error, 1)}
