@@ -956,6 +956,22 @@ func (l *Listener) onsocketTo(s *slot, sock *udx.Socket, remoteID uint32, from n
 				conn.Close()
 				return
 			}
+			if !connected {
+				// We connected first (the client is reachable, or came to
+				// us directly): the connection is the client's only once
+				// its side opens too. A half-dial (another process's
+				// Probe of our key, or a client that gave up) never
+				// sends a packet, and must not reach Accept as a silent
+				// peer: an Exposer would take it for a raw client and
+				// connect it to its target.
+				select {
+				case <-s.stream.Heard():
+				case <-ctx.Done():
+					l.n.log.Debug("dht: the client never opened its side", "remote", s.res.RemotePublicKey)
+					conn.Close()
+					return
+				}
+			}
 			select {
 			case l.accept <- conn:
 			case <-l.ctx.Done():

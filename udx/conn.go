@@ -933,6 +933,10 @@ func (s *Stream) drainOOO() {
 // onPacket runs libudx's process_packet for a packet addressed to s.
 func (s *Stream) onPacket(raw []byte, p *Packet, now int64) {
 	s.stats.PacketsReceived++
+	if !s.heard {
+		s.heard = true
+		close(s.heardCh)
+	}
 	if s.relayTo != nil {
 		s.relay(raw, p)
 		return

@@ -118,6 +118,7 @@ type Stream struct {
 	srtt, rttvar, rto     int64
 	rttHint               int64 // SetRTTHint's, until the first sample
 	hintFromPeer          bool  // HintRTTFromPeer, until the peer's first packet
+	heard                 bool  // a packet of the peer's has arrived (heardCh closed)
 	rttMin                minmax
 	rttMinSet, rttMinInit bool
 	rackRTT, rackTimeSent int64
@@ -226,6 +227,7 @@ type Stream struct {
 	msgable    chan struct{}
 	done       chan struct{}
 	doneOnce   sync.Once
+	heardCh    chan struct{} // closed by the loop on the peer's first packet
 	sockAddr   atomic.Pointer[netip.AddrPort]
 	remAddr    atomic.Pointer[netip.AddrPort]
 	// pubMTU is mtu as the loop last set it, for MaxMessage, which user
@@ -276,7 +278,7 @@ func notsentLimit(pacingRate float64, sendBuffer int) int64 {
 func (u *UDX) NewStream(id uint32, opts *StreamOptions) (*Stream, error) {
 	s := &Stream{u: u, id: id, heapIdx: -1,
 		readable: make(chan struct{}, 1), writable: make(chan struct{}, 1),
-		msgable: make(chan struct{}, 1), done: make(chan struct{})}
+		msgable: make(chan struct{}, 1), done: make(chan struct{}), heardCh: make(chan struct{})}
 	if opts != nil {
 		s.opts = *opts
 	}
@@ -456,6 +458,11 @@ func (s *Stream) ChangeRemote(sock *Socket, remoteID uint32, addr netip.AddrPort
 	}
 	return ch, nil
 }
+
+// Heard returns a channel that closes when the first packet from the peer
+// arrives: until then the peer may never have opened its side at all (a
+// client that only half-dialed, or gave up).
+func (s *Stream) Heard() <-chan struct{} { return s.heardCh }
 
 // PathConfirmed returns a channel that closes once a packet has arrived
 // from the remote (socket and address) set by the last ChangeRemote: the

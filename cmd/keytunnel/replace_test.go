@@ -83,6 +83,11 @@ func TestExposeReplace(t *testing.T) {
 		t.Fatalf("--replace announced %v, want %s", ev["public_key"], pub)
 	}
 	first.ErrLine("another process took over "+pub, 30*time.Second)
+	// The second's probe only half-dialed: it was no peer of the first,
+	// and got no connection to its target (stop 19's log showed both).
+	if n := first.Err.Count(`"remote":"` + pub + `"`); n != 0 {
+		t.Fatalf("the first took the second's probe for a peer (%d log lines):\n%s", n, first.Err)
+	}
 	// The forward's session to the first is still up; a new forward
 	// dials afresh and reaches the process that took over.
 	_, addr2 := proctest.Forward(t, bs, pub)
