@@ -439,19 +439,35 @@ func (d *dialer) retryRoute(ctx context.Context) {
 	if rt.sock == n.csock {
 		sock = rpc.SocketClient
 	}
-	if err := d.connectThroughSock(rctx, rt.addr, sock); err != nil && !d.spent() {
+	if err := d.connectThroughSock(rctx, rt.addr, sock, rt.rtt); err != nil && !d.spent() {
 		n.setRoute(d.remote, nil)
 	}
 }
 
 // rememberRoute keeps the stream's direct path for the next Dial to this
-// server (it allowed reuse).
+// server (it allowed reuse), with its round trip so far.
 func (d *dialer) rememberRoute() {
 	if s, a := d.stream.Socket(), d.stream.RemoteAddr(); s != nil && a != nil {
 		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-			d.n.setRoute(d.remote, &route{sock: s, addr: ap})
+			d.n.setRoute(d.remote, &route{sock: s, addr: ap, rtt: d.stream.RTT()})
 		}
 	}
+}
+
+// peerHandshakeFirstTimeout is the first attempt's timeout of a
+// PEER_HANDSHAKE sent through a node rtt away (0: unknown, dht-rpc's 1 s).
+// The request goes on to the server and back, which dht-rpc's fixed 1 s
+// leaves to a lost packet: on a lossy path a dial waited a second, or
+// three when loss came in bursts. Four of the node's round trips cover a
+// server up to three times farther from it than we are; a retry that
+// comes early is answered by the server from its handshake slot (the
+// same msg1), as the reference's is, and later retries back off to 1 s
+// (rpc.RequestOptions.FirstTimeout).
+func peerHandshakeFirstTimeout(rtt time.Duration) time.Duration {
+	if rtt <= 0 {
+		return 0
+	}
+	return max(4*rtt, 150*time.Millisecond)
 }
 
 // open starts secret-stream on the connected udx stream, or hands the
@@ -506,7 +522,7 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 	attempts := 0
 	var lastErr error
 	var errMu sync.Mutex
-	try := func(to netip.AddrPort) {
+	try := func(to netip.AddrPort, rtt time.Duration) {
 		attempts++
 		select {
 		case sem <- struct{}{}:
@@ -519,7 +535,7 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := d.connectThrough(ctx, to); err != nil {
+			if err := d.connectThroughSock(ctx, to, rpc.SocketSame, rtt); err != nil {
 				errMu.Lock()
 				lastErr = err
 				errMu.Unlock()
@@ -529,7 +545,7 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 	tried := map[netip.AddrPort]bool{}
 	if relay := n.relayOf(d.target); relay.IsValid() {
 		tried[relay] = true
-		try(relay)
+		try(relay, 0)
 	}
 	for round := 0; round < 2 && !d.handshook(); round++ {
 		q := n.rpc.Query(ctx, rpc.ID(d.target), uint64(wire.CmdFindPeer), nil, &rpc.QueryOptions{Retries: findPeerRetries})
@@ -552,7 +568,13 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 				continue
 			}
 			tried[r.From] = true
-			try(r.From)
+			// The node just answered: its round trip times the
+			// handshake's retries (peerHandshakeFirstTimeout).
+			var rtt time.Duration
+			if r.Sent == 1 {
+				rtt = r.RTT
+			}
+			try(r.From, rtt)
 		}
 		q.Close()
 		if attempts > 0 {
@@ -598,14 +620,14 @@ func (d *dialer) handshook() bool {
 }
 
 func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
-	return d.connectThroughSock(ctx, to, rpc.SocketSame)
+	return d.connectThroughSock(ctx, to, rpc.SocketSame, 0)
 }
 
 // connectThroughSock is connectThrough from a chosen socket (a reused
 // route's); rpc.SocketSame lets dht-rpc pick.
-func (d *dialer) connectThroughSock(ctx context.Context, to netip.AddrPort, sock rpc.Socket) error {
+func (d *dialer) connectThroughSock(ctx context.Context, to netip.AddrPort, sock rpc.Socket, rtt time.Duration) error {
 	start := time.Now()
-	rep, err := d.n.peerHandshake(ctx, d.target, d.msg1, to, sock)
+	rep, err := d.n.peerHandshake(ctx, d.target, d.msg1, to, sock, peerHandshakeFirstTimeout(rtt))
 	d.n.log.Debug("dht: peer handshake", "via", to, "took", time.Since(start), "err", err)
 	if err != nil {
 		return err

@@ -245,10 +245,10 @@ func (n *Node) onPeerHolepunch(r *rpc.Request, target [32]byte) {
 
 // peerHandshake sends a PEER_HANDSHAKE FROM_CLIENT to a node and checks the
 // reply as the reference's router does.
-func (n *Node) peerHandshake(ctx context.Context, target [32]byte, msg1 []byte, to netip.AddrPort, sock rpc.Socket) (hsReply, error) {
+func (n *Node) peerHandshake(ctx context.Context, target [32]byte, msg1 []byte, to netip.AddrPort, sock rpc.Socket, firstTimeout time.Duration) (hsReply, error) {
 	id := rpc.ID(target)
 	v := (&wire.Handshake{Mode: wire.ModeFromClient, Noise: msg1}).Append(nil)
-	res, err := n.rpc.Request(ctx, to, rpc.RequestOptions{Command: uint64(wire.CmdPeerHandshake), Target: &id, Value: v, Socket: sock})
+	res, err := n.rpc.Request(ctx, to, rpc.RequestOptions{Command: uint64(wire.CmdPeerHandshake), Target: &id, Value: v, Socket: sock, FirstTimeout: firstTimeout})
 	if err != nil {
 		return hsReply{}, err
 	}
@@ -307,6 +307,7 @@ type hpReply struct {
 type route struct {
 	sock *udx.Socket
 	addr netip.AddrPort
+	rtt  time.Duration // the stream's smoothed RTT when remembered (0: none)
 }
 
 func (n *Node) route(pk [32]byte) (route, bool) {

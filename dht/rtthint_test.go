@@ -6,45 +6,56 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keytunnel/keytunnel/dht/rpc"
+	"github.com/keytunnel/keytunnel/dht/wire"
 	"github.com/keytunnel/keytunnel/internal/key"
 	"github.com/keytunnel/keytunnel/udx"
 )
 
-// dropFirstData loses the first two udx DATA packets its socket sends,
-// as a burst of loss on a bad path takes a dial's first packets. (One
-// lost packet alone is recovered at once when the next one arrives and is
-// selectively acked; the burst leaves nothing behind it to do that.)
-type dropFirstData struct {
+// dropFirst loses the first n packets its socket sends that match: on a
+// bad path, loss comes in bursts that take a dial's first packets.
+type dropFirst struct {
 	net.PacketConn
+	n       int32
+	match   func(p []byte) bool
 	dropped atomic.Int32
 }
 
-func (d *dropFirstData) WriteTo(p []byte, a net.Addr) (int, error) {
-	if d.dropped.Load() < 2 {
-		var sacks [8]udx.SACKBlock
-		if pk, err := udx.DecodePacket(p, sacks[:0]); err == nil && pk.Type&udx.FlagData != 0 && len(pk.Payload) > 0 && d.dropped.Add(1) <= 2 {
-			return len(p), nil
-		}
+func (d *dropFirst) WriteTo(p []byte, a net.Addr) (int, error) {
+	if d.dropped.Load() < d.n && d.match(p) && d.dropped.Add(1) <= d.n {
+		return len(p), nil
 	}
 	return d.PacketConn.WriteTo(p, a)
 }
 
-// lossyPeerNode is peerNode on a udx socket whose first DATA packet is
-// lost.
-func lossyPeerNode(t *testing.T, tn *TestNetwork, kp key.KeyPair) (*Node, *dropFirstData) {
+// isUDXData: a udx DATA packet with a payload.
+func isUDXData(p []byte) bool {
+	var sacks [8]udx.SACKBlock
+	pk, err := udx.DecodePacket(p, sacks[:0])
+	return err == nil && pk.Type&udx.FlagData != 0 && len(pk.Payload) > 0
+}
+
+// isPeerHandshake: a PEER_HANDSHAKE request.
+func isPeerHandshake(p []byte) bool {
+	r, err := rpc.DecodeRequest(p)
+	return err == nil && !r.Internal && r.Command == uint64(wire.CmdPeerHandshake)
+}
+
+// lossyPeerNode is peerNode on a udx socket that loses the first n
+// packets that match.
+func lossyPeerNode(t *testing.T, tn *TestNetwork, kp key.KeyPair, n int32, match func([]byte) bool) (*Node, *dropFirst) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &dropFirstData{PacketConn: pc}
+	d := &dropFirst{PacketConn: pc, n: n, match: match}
 	sock, err := udx.NewSocket(d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sock.Close() })
-	n := peerNodeOn(t, tn, kp, sock)
-	return n, d
+	return peerNodeOn(t, tn, kp, sock), d
 }
 
 // TestDialFirstPacketLost: when the client's first two stream packets
@@ -58,7 +69,7 @@ func TestDialFirstPacketLost(t *testing.T) {
 	tn := testnet(t, 3)
 	ctx := testCtx(t, 30*time.Second)
 	srv := peerNode(t, tn, seedKey(1))
-	cli, drop := lossyPeerNode(t, tn, seedKey(2))
+	cli, drop := lossyPeerNode(t, tn, seedKey(2), 2, isUDXData)
 	l, err := srv.Listen(ctx, seedKey(3), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -86,5 +97,36 @@ func TestDialFirstPacketLost(t *testing.T) {
 	t.Logf("dial and echo with the client's first two packets lost: %v", el)
 	if el > 500*time.Millisecond {
 		t.Fatalf("dial and echo took %v with two packets lost on loopback; a probe after the handshake's round trip would resend them in milliseconds, not after the 1 s RTO", el)
+	}
+}
+
+// TestDialHandshakeLost: the client's first two PEER_HANDSHAKE requests
+// are lost. Each is retried after four round trips to the node that
+// answered the lookup (at least 150 ms; peerHandshakeFirstTimeout), not
+// after dht-rpc's fixed second.
+func TestDialHandshakeLost(t *testing.T) {
+	tn := testnet(t, 3)
+	ctx := testCtx(t, 30*time.Second)
+	srv := peerNode(t, tn, seedKey(1))
+	cli, drop := lossyPeerNode(t, tn, seedKey(2), 2, isPeerHandshake)
+	l, err := srv.Listen(ctx, seedKey(3), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	echo(t, l)
+	start := time.Now()
+	c, err := cli.Dial(ctx, seedKey(3).Public, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	c.Close()
+	if n := drop.dropped.Load(); n < 2 {
+		t.Fatalf("%d PEER_HANDSHAKE requests dropped, want 2: the test did not test anything", n)
+	}
+	t.Logf("dial with two PEER_HANDSHAKE requests lost: %v", el)
+	if el > 800*time.Millisecond {
+		t.Fatalf("dial took %v with two handshake requests lost on loopback; retried after 150 ms it takes about that", el)
 	}
 }

@@ -18,6 +18,13 @@ type RequestOptions struct {
 	NoRetry bool
 	// Timeout per attempt; 0 means 1 s.
 	Timeout time.Duration
+	// FirstTimeout, when shorter than Timeout, is the first attempt's
+	// timeout instead: each retry doubles it, up to Timeout, and retries go
+	// on until the attempts have waited as long as the plain ones would
+	// have (retries+1 Timeouts). For a request whose round trip is known
+	// (the node just answered a query): a lost packet costs a few round
+	// trips, not a second, and a slow answer is still waited for.
+	FirstTimeout time.Duration
 	// Socket picks the sending socket (default: the client socket while
 	// firewalled, else the server socket).
 	Socket Socket
@@ -53,6 +60,7 @@ func (d *DHT) Request(ctx context.Context, to netip.AddrPort, o RequestOptions) 
 			r.retries = 0
 		}
 		r.timeout = o.Timeout
+		r.firstTimeout = o.FirstTimeout
 		r.onResponse = func(_ time.Time, res *Response) { ch <- result{res: res} }
 		r.onError = func(_ time.Time, err error) { ch <- result{err: err} }
 		d.send(now, r, false)

@@ -17,15 +17,18 @@ type outReq struct {
 	target   *ID
 	value    []byte
 
-	sock      int
-	buf       []byte
-	sent      int
-	retries   int
-	timeout   time.Duration // per attempt; 0 = 1 s
-	firstSent time.Time
-	timer     *timer
-	destroyed bool
-	queued    bool
+	sock    int
+	buf     []byte
+	sent    int
+	retries int
+	timeout time.Duration // per attempt; 0 = 1 s
+	// firstTimeout, waited: RequestOptions.FirstTimeout's backoff, and
+	// the attempts' timeouts so far.
+	firstTimeout, waited time.Duration
+	firstSent            time.Time
+	timer                *timer
+	destroyed            bool
+	queued               bool
 
 	onResponse func(now time.Time, res *Response)
 	onError    func(now time.Time, err error)
@@ -128,11 +131,38 @@ func (d *DHT) sendNow(now time.Time, r *outReq) {
 	d.cong.send()
 	d.write(r.sock, r.buf, r.to)
 	d.tm.stop(r.timer)
-	to := r.timeout
-	if to <= 0 {
-		to = attemptTimeout
-	}
+	to := r.attemptTimeout()
+	r.waited += to
 	r.timer = d.tm.after(now, to, func(now time.Time) { d.cycle(now, r) })
+}
+
+// baseTimeout is the request's per-attempt timeout.
+func (r *outReq) baseTimeout() time.Duration {
+	if r.timeout > 0 {
+		return r.timeout
+	}
+	return attemptTimeout
+}
+
+// attemptTimeout is the timeout of the attempt just sent (r.sent-th).
+func (r *outReq) attemptTimeout() time.Duration {
+	base := r.baseTimeout()
+	if r.firstTimeout <= 0 || r.firstTimeout >= base || r.retries == 0 {
+		return base
+	}
+	to := r.firstTimeout
+	for i := 1; i < r.sent && to < base; i++ {
+		to *= 2
+	}
+	return min(to, base)
+}
+
+// spent: no attempt is left.
+func (r *outReq) spent() bool {
+	if r.firstTimeout > 0 && r.firstTimeout < r.baseTimeout() && r.retries > 0 {
+		return r.waited >= time.Duration(r.retries+1)*r.baseTimeout()
+	}
+	return r.sent > r.retries
 }
 
 // cycle runs when an attempt times out: retry, or fail with ErrTimeout.
@@ -146,7 +176,7 @@ func (d *DHT) cycle(now time.Time, r *outReq) {
 	if r.destroyed {
 		return
 	}
-	if r.sent > r.retries {
+	if r.spent() {
 		d.stats.Timeouts++
 		d.destroyReq(now, r, ErrTimeout)
 		if r.toID != nil {
