@@ -517,6 +517,16 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 	n := d.n
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Once a handshake is answered (or refused) the lookup has done its
+	// job: stop it at once. Waiting in q.Next for its next reply, which
+	// may be a lost one, held the dial up to dht-rpc's 1 s timeout.
+	go func() {
+		select {
+		case <-d.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	sem := make(chan struct{}, connectParallel)
 	var wg sync.WaitGroup
 	attempts := 0

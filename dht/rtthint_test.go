@@ -130,3 +130,40 @@ func TestDialHandshakeLost(t *testing.T) {
 		t.Fatalf("dial took %v with two handshake requests lost on loopback; retried after 150 ms it takes about that", el)
 	}
 }
+
+// isFindPeer: a FIND_PEER request.
+func isFindPeer(p []byte) bool {
+	r, err := rpc.DecodeRequest(p)
+	return err == nil && !r.Internal && r.Command == uint64(wire.CmdFindPeer)
+}
+
+// TestDialLookupRequestLost: one FIND_PEER request of the dial's lookup
+// is lost. The other nodes name the server and the handshake succeeds;
+// the dial must not then wait for the lost request's timeout (1 s) before
+// it goes on, as it did while the lookup ran to its end.
+func TestDialLookupRequestLost(t *testing.T) {
+	tn := testnet(t, 5)
+	ctx := testCtx(t, 30*time.Second)
+	srv := peerNode(t, tn, seedKey(1))
+	cli, drop := lossyPeerNode(t, tn, seedKey(2), 1, isFindPeer)
+	l, err := srv.Listen(ctx, seedKey(3), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	echo(t, l)
+	start := time.Now()
+	c, err := cli.Dial(ctx, seedKey(3).Public, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	c.Close()
+	if n := drop.dropped.Load(); n != 1 {
+		t.Fatalf("%d FIND_PEER requests dropped, want 1: the test did not test anything", n)
+	}
+	t.Logf("dial with one FIND_PEER request lost: %v", el)
+	if el > 500*time.Millisecond {
+		t.Fatalf("dial took %v with one lookup request lost on loopback: it waited for that request's timeout after the handshake", el)
+	}
+}
