@@ -665,6 +665,19 @@ func (s *Stream) tlpTimeout(now int64) {
 		s.tlpEndSeq = p.seq
 		s.tlpPermitted = false
 	}
+	if s.srtt == 0 && s.rttHint > 0 && 4*s.rttHint < s.rto {
+		// Nothing measured yet, only hinted (SetRTTHint): the first
+		// packets and this probe may all be in one burst of loss, and
+		// the 1 s RTO would then be all that is left. Probe again,
+		// twice as late each time, while that stays well under the
+		// RTO; the first ack ends it (a real sample replaces the hint).
+		s.rttHint *= 2
+		s.tlpInFlight = false
+		s.tlpPermitted = true
+		if s.scheduleLossProbe(now, true) {
+			return
+		}
+	}
 	s.rearmRTO(now, true)
 }
 

@@ -9,19 +9,25 @@ import (
 // TestRTTHint: a stream's first packet, lost, is sent again after about
 // two of SetRTTHint's round trips, or, with HintRTTFromPeer, two of the
 // time from that packet to the peer's first one (so 3 of it from our
-// packet); without a hint (or with one of 1 s or more, ignored) only the
-// 1 s initial RTO sends it again.
+// packet), and again after twice as long if that copy is lost too;
+// without a hint (or with one of 1 s or more, ignored) only the 1 s
+// initial RTO sends it again, and then the RTO doubled.
 func TestRTTHint(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		hint     time.Duration
 		fromPeer time.Duration // HintRTTFromPeer: the peer speaks this long after our first packet
+		lose     int           // copies lost before the one timed (1: the original)
 		min, max time.Duration
 	}{
-		{"hint-20ms", 20 * time.Millisecond, 0, 30 * time.Millisecond, 400 * time.Millisecond},
-		{"no-hint", 0, 0, 900 * time.Millisecond, 3 * time.Second},
-		{"hint-too-long", 2 * time.Second, 0, 900 * time.Millisecond, 3 * time.Second},
-		{"from-peer-50ms", 0, 50 * time.Millisecond, 120 * time.Millisecond, 500 * time.Millisecond},
+		{"hint-20ms", 20 * time.Millisecond, 0, 1, 30 * time.Millisecond, 400 * time.Millisecond},
+		{"no-hint", 0, 0, 1, 900 * time.Millisecond, 3 * time.Second},
+		{"hint-too-long", 2 * time.Second, 0, 1, 900 * time.Millisecond, 3 * time.Second},
+		{"from-peer-50ms", 0, 50 * time.Millisecond, 1, 120 * time.Millisecond, 500 * time.Millisecond},
+		// The probe lost too: probed again after twice as long (40 + 80
+		// ms), not after the RTO.
+		{"hint-20ms-probe-lost", 20 * time.Millisecond, 0, 2, 90 * time.Millisecond, 500 * time.Millisecond},
+		{"no-hint-probe-lost", 0, 0, 2, 2 * time.Second, 5 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -48,9 +54,12 @@ func TestRTTHint(t *testing.T) {
 			if _, err := st.Write([]byte("hello")); err != nil {
 				t.Fatal(err)
 			}
-			// The first copy is "lost": read and ignored.
+			// The first copies are "lost": read and ignored.
 			first := readData(t, raw, 5*time.Second)
 			sent := time.Now()
+			for range tc.lose - 1 {
+				readData(t, raw, 5*time.Second)
+			}
 			if tc.fromPeer > 0 {
 				// The peer's first packet, acking nothing of ours.
 				time.Sleep(tc.fromPeer)
@@ -64,7 +73,7 @@ func TestRTTHint(t *testing.T) {
 			}
 			t.Logf("sent again after %v", el)
 			if el < tc.min || el > tc.max {
-				t.Fatalf("sent again after %v, want %v..%v", el, tc.min, tc.max)
+				t.Fatalf("sent again (copy %d) after %v, want %v..%v", tc.lose+1, el, tc.min, tc.max)
 			}
 			if got := st.Stats().RTT; got != 0 {
 				t.Fatalf("Stats().RTT %v before any sample; the hint is not a measurement", got)
@@ -90,5 +99,44 @@ func readData(t *testing.T, raw *net.UDPConn, d time.Duration) Packet {
 			p.Payload = append([]byte(nil), p.Payload...)
 			return p
 		}
+	}
+}
+
+// TestRTTHintProbesStop: with every copy lost, the hinted probes back off
+// and hand over to the RTO: 20 ms of hint sends copies at 0, 40, 120,
+// 280, 600 and 1240 ms, then the 1 s RTO's at 2240; no more.
+func TestRTTHintProbesStop(t *testing.T) {
+	sock := udpSocket(t)
+	raw := rawPeer(t)
+	st, err := sock.NewStream(5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Destroy()
+	if err := st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetRTTHint(20 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var at []time.Duration
+	buf := make([]byte, 2048)
+	for time.Since(start) < 3*time.Second {
+		raw.SetReadDeadline(start.Add(3 * time.Second))
+		n, err := raw.Read(buf)
+		if err != nil {
+			break
+		}
+		if p, err := DecodePacket(buf[:n], nil); err == nil && p.Type&FlagData != 0 {
+			at = append(at, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	t.Logf("copies at %v", at)
+	if len(at) < 6 || len(at) > 8 {
+		t.Fatalf("%d copies in 3 s, want 7 (probes backing off to the RTO)", len(at))
 	}
 }
