@@ -92,3 +92,57 @@ func TestFirstTimeout(t *testing.T) {
 		t.Fatalf("plain: %v after %v and %d sends, want ErrTimeout after 800 ms and 4", err, el, n)
 	}
 }
+
+// TestQueryFirstAttemptsLost: every first attempt of a lookup's requests
+// is lost (a burst takes the requests a query sends together). To nodes
+// it has heard from, the querier retries after four of their round trips
+// (at least 150 ms), so the lookup ends in a few hundred ms, not after
+// dht-rpc's 1 s per request.
+func TestQueryFirstAttemptsLost(t *testing.T) {
+	h, all := memNetwork(t, 8)
+	a := all[1]
+	mine := map[netip.AddrPort]bool{}
+	for _, c := range a.conns {
+		if ap, ok := addrPort(c.LocalAddr()); ok {
+			mine[ap] = true
+		}
+	}
+	var mu sync.Mutex
+	seen := map[uint16]bool{}
+	lost := 0
+	h.drop = func(from, to netip.AddrPort, b []byte) bool {
+		req, err := DecodeRequest(b)
+		if err != nil || !mine[from] || !req.Internal || req.Command != CmdFindNode {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[req.TID] {
+			return false
+		}
+		seen[req.TID] = true
+		lost++
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var target ID
+	target[0] = 0x5a
+	start := time.Now()
+	q := a.FindNode(ctx, target, nil)
+	if err := q.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	mu.Lock()
+	n := lost
+	mu.Unlock()
+	ok, _ := q.Counts()
+	t.Logf("lookup with every first attempt lost (%d): %v, %d replies", n, el, ok)
+	if n == 0 || ok == 0 {
+		t.Fatalf("%d requests lost, %d replies: the test did not test anything", n, ok)
+	}
+	if el > 800*time.Millisecond {
+		t.Fatalf("lookup took %v: its retries waited dht-rpc's 1 s instead of the nodes' round trips", el)
+	}
+}

@@ -182,6 +182,8 @@ type DHT struct {
 	tbl          *table
 	nodes        nodeSet
 	inflight     map[uint16]*outReq
+	rtts         map[netip.AddrPort]time.Duration // last round trip per node, from requests sent once (queryFirstTimeout)
+	rttAll       time.Duration                    // smoothed over every node's, for those not heard from yet
 	tid          uint16
 	pending      []*outReq // waiting for the congestion window
 	cong         congestion
@@ -292,6 +294,7 @@ func New(cfg Config) (*DHT, error) {
 		closed:   make(chan struct{}),
 		ready:    make(chan struct{}),
 		inflight: make(map[uint16]*outReq),
+		rtts:     make(map[netip.AddrPort]time.Duration),
 		nat:      &natSampler{},
 		limiter:  NewRateLimiter(cfg.RequestRate, cfg.RequestBurst, 16384),
 		queries:  make(map[*Query]struct{}),

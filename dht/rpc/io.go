@@ -136,6 +136,40 @@ func (d *DHT) sendNow(now time.Time, r *outReq) {
 	r.timer = d.tm.after(now, to, func(now time.Time) { d.cycle(now, r) })
 }
 
+// maxRTTs bounds DHT.rtts; when full it starts again (the nodes a lookup
+// visits answer again soon enough).
+const maxRTTs = 4096
+
+// noteRTT keeps a node's last round trip.
+func (d *DHT) noteRTT(a netip.AddrPort, rtt time.Duration) {
+	if len(d.rtts) >= maxRTTs {
+		clear(d.rtts)
+	}
+	d.rtts[a] = rtt
+	if d.rttAll == 0 {
+		d.rttAll = rtt
+	} else {
+		d.rttAll = (7*d.rttAll + rtt) / 8
+	}
+}
+
+// queryFirstTimeout is FirstTimeout for a query's request to a: four of
+// its last round trips, or of the nodes' smoothed one for a node not
+// heard from yet, at least 150 ms; 0 (dht-rpc's 1 s) before any answer.
+// A lookup's first requests go out together, and a burst of loss takes
+// them together: with dht-rpc's fixed second every such dial waited one.
+// A retry that comes early costs one more request, answered as the first.
+func (d *DHT) queryFirstTimeout(a netip.AddrPort) time.Duration {
+	rtt, ok := d.rtts[a]
+	if !ok {
+		rtt = d.rttAll
+	}
+	if rtt <= 0 {
+		return 0
+	}
+	return max(4*rtt, 150*time.Millisecond)
+}
+
 // baseTimeout is the request's per-attempt timeout.
 func (r *outReq) baseTimeout() time.Duration {
 	if r.timeout > 0 {
@@ -309,6 +343,9 @@ func (d *DHT) onMessage(now time.Time, dg datagram) {
 		d.stats.Responses++
 		res := &Response{From: dg.from, FromID: d.validID(m.ID, dg.from), To: m.To, TID: m.TID, Token: m.Token,
 			CloserNodes: m.CloserNodes, Error: m.Error, Value: m.Value, RTT: now.Sub(r.firstSent), Sent: r.sent}
+		if r.sent == 1 {
+			d.noteRTT(res.From, res.RTT)
+		}
 		d.addNodeFromNetwork(!external, res.From, res.FromID, res.To)
 		if r.onResponse != nil {
 			r.onResponse(now, res)

@@ -257,6 +257,7 @@ func (q *Query) visit(now time.Time, to pendingNode) {
 	if q.force {
 		r.retries = 0
 	}
+	r.firstTimeout = d.queryFirstTimeout(to.addr)
 	r.owner = q
 	q.reqs[r] = struct{}{}
 	slow := false
