@@ -30,7 +30,9 @@ func nodeDial(t *testing.T, url string, pk key.PublicKey, extra ...string) {
 func dialEach(t *testing.T, ctx context.Context, c *Client, pks ...key.PublicKey) (streamSecrets [][]byte) {
 	t.Helper()
 	for _, pk := range pks {
-		conn, err := c.Dial(ctx, pk, nil)
+		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		conn, err := c.Dial(dctx, pk, nil)
+		cancel()
 		if err != nil {
 			t.Fatalf("dial %s: %v", pk, err)
 		}
@@ -80,8 +82,9 @@ func newInteropNet(t *testing.T, ctx context.Context) *interopNet {
 	t.Helper()
 	nodetest.Require(t)
 	tn := testnet(t, 3)
-	in := &interopNet{boot: strings.Join(tn.Bootstrap, ","), relayNode: peerNode(t, tn), goNode: peerNode(t, tn)}
+	in := &interopNet{boot: strings.Join(tn.Bootstrap, ","), relayNode: peerNode(t, tn), goNode: peerNodeLogged(t, tn, flightRecorder(t, "the Go echo server's node"))}
 	in.goPK, in.nodePK = echoListener(t, ctx, in.goNode), nodeServer(t, in.boot)
+	t.Logf("Go echo server %s, Node echo server %s", in.goPK, in.nodePK)
 	return in
 }
 
@@ -131,7 +134,7 @@ func TestInteropGoClientNodeRelay(t *testing.T) {
 					relay := nodetest.Start(t, "dhtrelay-node.js", "relay", tr, boot, seedHex(ckp))
 					port := strings.TrimSpace(relay.Expect("listening ", 60*time.Second))
 					url := tr + "://127.0.0.1:" + port
-					c := dialClient(t, url, ClientOptions{KeyPair: ckp, NonCustodial: !custodial})
+					c := dialClient(t, url, ClientOptions{KeyPair: ckp, NonCustodial: !custodial, Logger: flightRecorder(t, "the Go relayed client")})
 					// Besides the seed the relay was told of: the scalars,
 					// the static DH secrets of both dials and, when the
 					// client ran the handshakes, their stream keys.

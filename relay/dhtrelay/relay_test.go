@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,37 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// flightRecorder is a debug logger that keeps its last 300 lines and
+// logs them when the test fails: an interop failure that only CI sees
+// (a dial through the Node relay that hung) then shows what the Go side
+// was doing.
+func flightRecorder(t testing.TB, name string) *slog.Logger {
+	r := &recorder{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t.Logf("%s's last %d log lines:\n%s", name, len(r.lines), strings.Join(r.lines, ""))
+		}
+	})
+	return slog.New(slog.NewTextHandler(r, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type recorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lines) == 300 {
+		r.lines = r.lines[1:]
+	}
+	r.lines = append(r.lines, string(p))
+	return len(p), nil
 }
 
 // testnet starts a loopback DHT of n nodes.
@@ -40,11 +72,17 @@ func testnet(t testing.TB, n int) *dht.TestNetwork {
 // peerNode starts an ephemeral node on loopback joined to tn.
 func peerNode(t testing.TB, tn *dht.TestNetwork) *dht.Node {
 	t.Helper()
+	return peerNodeLogged(t, tn, testLogger())
+}
+
+// peerNodeLogged is peerNode logging to log.
+func peerNodeLogged(t testing.TB, tn *dht.TestNetwork, log *slog.Logger) *dht.Node {
+	t.Helper()
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := dht.New(dht.Config{Conn: conn, Bootstrap: tn.Bootstrap, Logger: testLogger()})
+	n, err := dht.New(dht.Config{Conn: conn, Bootstrap: tn.Bootstrap, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
