@@ -468,6 +468,30 @@ func (p *Proc) Line(sub string, d time.Duration) string {
 	return p.waitLine(p.Out, "stdout", sub, d)
 }
 
+// LineOrExit waits up to d for a stdout line containing sub, as Line,
+// but reports false instead of failing the test when the process exits
+// first (a run that may fail and be tried again). It fails the test when
+// d runs out.
+func (p *Proc) LineOrExit(sub string, d time.Duration) (string, bool) {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		for _, l := range p.Out.All() {
+			if strings.Contains(l, sub) {
+				return l, true
+			}
+		}
+		select {
+		case <-p.exited:
+			return "", false
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: no stdout line with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Name, sub, d, p.Out, p.Err)
+		}
+	}
+}
+
 // ErrLine waits for a stderr line containing sub and returns it.
 func (p *Proc) ErrLine(sub string, d time.Duration) string {
 	p.t.Helper()
