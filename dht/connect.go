@@ -454,22 +454,6 @@ func (d *dialer) rememberRoute() {
 	}
 }
 
-// peerHandshakeFirstTimeout is the first attempt's timeout of a
-// PEER_HANDSHAKE sent through a node rtt away (0: unknown, dht-rpc's 1 s).
-// The request goes on to the server and back, which dht-rpc's fixed 1 s
-// leaves to a lost packet: on a lossy path a dial waited a second, or
-// three when loss came in bursts. Four of the node's round trips cover a
-// server up to three times farther from it than we are; a retry that
-// comes early is answered by the server from its handshake slot (the
-// same msg1), as the reference's is, and later retries back off to 1 s
-// (rpc.RequestOptions.FirstTimeout).
-func peerHandshakeFirstTimeout(rtt time.Duration) time.Duration {
-	if rtt <= 0 {
-		return 0
-	}
-	return max(4*rtt, 150*time.Millisecond)
-}
-
 // open starts secret-stream on the connected udx stream, or hands the
 // stream to the Handshaker's owner when the keys are not ours.
 func (d *dialer) open(ctx context.Context) (net.Conn, error) {
@@ -579,12 +563,8 @@ func (d *dialer) findAndConnect(ctx context.Context) error {
 			}
 			tried[r.From] = true
 			// The node just answered: its round trip times the
-			// handshake's retries (peerHandshakeFirstTimeout).
-			var rtt time.Duration
-			if r.Sent == 1 {
-				rtt = r.RTT
-			}
-			try(r.From, rtt)
+			// handshake's retries (rpc.FirstTimeoutFor).
+			try(r.From, r.RoundTrip())
 		}
 		q.Close()
 		if attempts > 0 {
@@ -637,7 +617,10 @@ func (d *dialer) connectThrough(ctx context.Context, to netip.AddrPort) error {
 // route's); rpc.SocketSame lets dht-rpc pick.
 func (d *dialer) connectThroughSock(ctx context.Context, to netip.AddrPort, sock rpc.Socket, rtt time.Duration) error {
 	start := time.Now()
-	rep, err := d.n.peerHandshake(ctx, d.target, d.msg1, to, sock, peerHandshakeFirstTimeout(rtt))
+	// The request goes on to the server and back, which dht-rpc's fixed
+	// 1 s left to a lost packet: on a lossy path a dial waited a second,
+	// or three when loss came in bursts.
+	rep, err := d.n.peerHandshake(ctx, d.target, d.msg1, to, sock, rpc.FirstTimeoutFor(rtt))
 	d.n.log.Debug("dht: peer handshake", "via", to, "took", time.Since(start), "err", err)
 	if err != nil {
 		return err

@@ -256,10 +256,7 @@ func (n *Node) peerHandshake(ctx context.Context, target [32]byte, msg1 []byte, 
 	if res.Value == nil || err != nil || hs.Mode != wire.ModeReply || res.From != to || hs.Noise == nil {
 		return hsReply{}, ErrBadHandshakeReply
 	}
-	out := hsReply{noise: hs.Noise, relayed: hs.PeerAddress.IsValid(), serverAddress: to, clientAddress: res.To}
-	if res.Sent == 1 {
-		out.rtt = res.RTT
-	}
+	out := hsReply{noise: hs.Noise, relayed: hs.PeerAddress.IsValid(), serverAddress: to, clientAddress: res.To, rtt: res.RoundTrip()}
 	if out.relayed {
 		out.serverAddress = hs.PeerAddress
 	}

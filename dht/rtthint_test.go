@@ -58,6 +58,30 @@ func lossyPeerNode(t *testing.T, tn *TestNetwork, kp key.KeyPair, n int32, match
 	return peerNodeOn(t, tn, kp, sock), d
 }
 
+// lossyDial dials an echo server on a testnet of nodes from a client
+// that loses the first n packets that match; the connection closes when
+// the test ends.
+func lossyDial(t *testing.T, nodes int, n int32, match func([]byte) bool) (*Conn, time.Time, *dropFirst) {
+	t.Helper()
+	tn := testnet(t, nodes)
+	ctx := testCtx(t, 30*time.Second)
+	srv := peerNode(t, tn, seedKey(1))
+	cli, drop := lossyPeerNode(t, tn, seedKey(2), n, match)
+	l, err := srv.Listen(ctx, seedKey(3), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	echo(t, l)
+	start := time.Now()
+	c, err := cli.Dial(ctx, seedKey(3).Public, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, start, drop
+}
+
 // TestDialFirstPacketLost: when the client's first two stream packets
 // (secret-stream's header and the first echo) are lost, the echo still
 // comes back within a few of the handshake's round trips, not after udx's
@@ -66,22 +90,7 @@ func lossyPeerNode(t *testing.T, tn *TestNetwork, kp key.KeyPair, n int32, match
 // connects the stream first, which this loopback setup does not fix; udx's
 // TestRTTHint covers both kinds.)
 func TestDialFirstPacketLost(t *testing.T) {
-	tn := testnet(t, 3)
-	ctx := testCtx(t, 30*time.Second)
-	srv := peerNode(t, tn, seedKey(1))
-	cli, drop := lossyPeerNode(t, tn, seedKey(2), 2, isUDXData)
-	l, err := srv.Listen(ctx, seedKey(3), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	echo(t, l)
-	start := time.Now()
-	c, err := cli.Dial(ctx, seedKey(3).Public, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, start, drop := lossyDial(t, 3, 2, isUDXData)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatal(err)
@@ -102,26 +111,11 @@ func TestDialFirstPacketLost(t *testing.T) {
 
 // TestDialHandshakeLost: the client's first two PEER_HANDSHAKE requests
 // are lost. Each is retried after four round trips to the node that
-// answered the lookup (at least 150 ms; peerHandshakeFirstTimeout), not
+// answered the lookup (at least 150 ms; rpc.FirstTimeoutFor), not
 // after dht-rpc's fixed second.
 func TestDialHandshakeLost(t *testing.T) {
-	tn := testnet(t, 3)
-	ctx := testCtx(t, 30*time.Second)
-	srv := peerNode(t, tn, seedKey(1))
-	cli, drop := lossyPeerNode(t, tn, seedKey(2), 2, isPeerHandshake)
-	l, err := srv.Listen(ctx, seedKey(3), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	echo(t, l)
-	start := time.Now()
-	c, err := cli.Dial(ctx, seedKey(3).Public, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, start, drop := lossyDial(t, 3, 2, isPeerHandshake)
 	el := time.Since(start)
-	c.Close()
 	if n := drop.dropped.Load(); n < 2 {
 		t.Fatalf("%d PEER_HANDSHAKE requests dropped, want 2: the test did not test anything", n)
 	}
@@ -142,23 +136,8 @@ func isFindPeer(p []byte) bool {
 // the dial must not then wait for the lost request's timeout (1 s) before
 // it goes on, as it did while the lookup ran to its end.
 func TestDialLookupRequestLost(t *testing.T) {
-	tn := testnet(t, 5)
-	ctx := testCtx(t, 30*time.Second)
-	srv := peerNode(t, tn, seedKey(1))
-	cli, drop := lossyPeerNode(t, tn, seedKey(2), 1, isFindPeer)
-	l, err := srv.Listen(ctx, seedKey(3), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	echo(t, l)
-	start := time.Now()
-	c, err := cli.Dial(ctx, seedKey(3).Public, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, start, drop := lossyDial(t, 5, 1, isFindPeer)
 	el := time.Since(start)
-	c.Close()
 	if n := drop.dropped.Load(); n != 1 {
 		t.Fatalf("%d FIND_PEER requests dropped, want 1: the test did not test anything", n)
 	}

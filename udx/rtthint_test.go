@@ -31,16 +31,7 @@ func TestRTTHint(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			sock := udpSocket(t)
-			raw := rawPeer(t)
-			st, err := sock.NewStream(5, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Destroy()
-			if err := st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
-				t.Fatal(err)
-			}
+			sock, raw, st := rawStream(t)
 			if tc.hint > 0 {
 				if err := st.SetRTTHint(tc.hint); err != nil {
 					t.Fatal(err)
@@ -82,6 +73,23 @@ func TestRTTHint(t *testing.T) {
 	}
 }
 
+// rawStream is stream 5 on a UDP socket, connected to stream 6 of a raw
+// UDP peer; it is destroyed when the test ends.
+func rawStream(t *testing.T) (*Socket, *net.UDPConn, *Stream) {
+	t.Helper()
+	sock := udpSocket(t)
+	raw := rawPeer(t)
+	st, err := sock.NewStream(5, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Destroy() })
+	if err := st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		t.Fatal(err)
+	}
+	return sock, raw, st
+}
+
 // readData returns the next DATA packet raw receives.
 func readData(t *testing.T, raw *net.UDPConn, d time.Duration) Packet {
 	t.Helper()
@@ -106,16 +114,7 @@ func readData(t *testing.T, raw *net.UDPConn, d time.Duration) Packet {
 // and hand over to the RTO: 20 ms of hint sends copies at 0, 40, 120,
 // 280, 600 and 1240 ms, then the 1 s RTO's at 2240; no more.
 func TestRTTHintProbesStop(t *testing.T) {
-	sock := udpSocket(t)
-	raw := rawPeer(t)
-	st, err := sock.NewStream(5, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Destroy()
-	if err := st.Connect(sock, 6, raw.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
-		t.Fatal(err)
-	}
+	_, raw, st := rawStream(t)
 	if err := st.SetRTTHint(20 * time.Millisecond); err != nil {
 		t.Fatal(err)
 	}

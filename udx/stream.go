@@ -577,14 +577,17 @@ func (s *Stream) hintFromPeerLocked(now int64) {
 	}
 }
 
+// hintLocked sets the RTT hint (us) unless the stream has a sample or a
+// hint already, or us could not help (see SetRTTHint).
 func (s *Stream) hintLocked(us, now int64) {
 	if s.srtt != 0 || s.rttHint != 0 || us <= 0 || us >= rtoMin {
 		return
 	}
 	s.rttHint = us
 	s.tlpPermitted = true
-	if s.connected && s.seq != s.remoteAcked && (s.timer == timerRTO || s.timer == timerTLP) && s.caState == caOpen && s.sacks == 0 {
-		s.scheduleLossProbe(now, false)
+	// Data already out waits on a timer set without the hint: re-time it
+	// (scheduleLossProbe declines what a probe could not help).
+	if s.connected && (s.timer == timerRTO || s.timer == timerTLP) && s.scheduleLossProbe(now, false) {
 		s.u.touch(s)
 	}
 }

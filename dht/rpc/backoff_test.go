@@ -37,25 +37,27 @@ func TestFirstTimeout(t *testing.T) {
 		}
 		return true
 	}
-	reset := func(n int) {
-		mu.Lock()
-		defer mu.Unlock()
-		sends, lose = nil, n
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	o := RequestOptions{Internal: true, Command: CmdPing, FirstTimeout: 50 * time.Millisecond, Timeout: 200 * time.Millisecond}
+	// request loses the first n sends (-1: all) and returns the reply,
+	// the time taken, the sends and the error.
+	request := func(n int) (*Response, time.Duration, int, error) {
+		mu.Lock()
+		sends, lose = nil, n
+		mu.Unlock()
+		start := time.Now()
+		res, err := a.Request(ctx, to, o)
+		el := time.Since(start)
+		mu.Lock()
+		defer mu.Unlock()
+		return res, el, len(sends), err
+	}
 
-	reset(3)
-	start := time.Now()
-	res, err := a.Request(ctx, to, o)
-	el := time.Since(start)
+	res, el, n, err := request(3)
 	if err != nil {
 		t.Fatalf("three requests lost: %v", err)
 	}
-	mu.Lock()
-	n := len(sends)
-	mu.Unlock()
 	t.Logf("three lost: answered after %v, %d sends, Sent %d", el, n, res.Sent)
 	if n != 4 || res.Sent != 4 {
 		t.Fatalf("%d sends (Sent %d), want 4", n, res.Sent)
@@ -64,13 +66,7 @@ func TestFirstTimeout(t *testing.T) {
 		t.Fatalf("answered after %v, want about 350 ms (50+100+200)", el)
 	}
 
-	reset(-1)
-	start = time.Now()
-	_, err = a.Request(ctx, to, o)
-	el = time.Since(start)
-	mu.Lock()
-	n = len(sends)
-	mu.Unlock()
+	_, el, n, err = request(-1)
 	t.Logf("all lost: %v after %v, %d sends", err, el, n)
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err %v, want ErrTimeout", err)
@@ -80,14 +76,8 @@ func TestFirstTimeout(t *testing.T) {
 	}
 
 	// Without FirstTimeout: Timeout per attempt, four attempts.
-	reset(-1)
-	start = time.Now()
 	o.FirstTimeout = 0
-	_, err = a.Request(ctx, to, o)
-	el = time.Since(start)
-	mu.Lock()
-	n = len(sends)
-	mu.Unlock()
+	_, el, n, err = request(-1)
 	if !errors.Is(err, ErrTimeout) || n != 4 || el < 750*time.Millisecond {
 		t.Fatalf("plain: %v after %v and %d sends, want ErrTimeout after 800 ms and 4", err, el, n)
 	}

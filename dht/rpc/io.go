@@ -50,11 +50,20 @@ type Response struct {
 	RTT         time.Duration
 	// Sent is how many times the request went out: RTT spans the
 	// retries, and is one round trip (an upper bound: it also holds any
-	// wait for the congestion window) only when Sent is 1.
+	// wait for the congestion window) only when Sent is 1 (RoundTrip).
 	Sent int
 	// Hops is, for a query's reply, how many requests deep the responder
 	// was found: 1 for the nodes the query started from.
 	Hops int
+}
+
+// RoundTrip is RTT when it is one round trip (the request went out
+// once), else 0.
+func (r *Response) RoundTrip() time.Duration {
+	if r.Sent != 1 {
+		return 0
+	}
+	return r.RTT
 }
 
 // Err returns a *RemoteError for a non-zero error code, else nil.
@@ -153,21 +162,31 @@ func (d *DHT) noteRTT(a netip.AddrPort, rtt time.Duration) {
 	}
 }
 
-// queryFirstTimeout is FirstTimeout for a query's request to a: four of
-// its last round trips, or of the nodes' smoothed one for a node not
-// heard from yet, at least 150 ms; 0 (dht-rpc's 1 s) before any answer.
-// A lookup's first requests go out together, and a burst of loss takes
-// them together: with dht-rpc's fixed second every such dial waited one.
-// A retry that comes early costs one more request, answered as the first.
+// FirstTimeoutFor is RequestOptions.FirstTimeout for a request to a
+// node rtt away: four of its round trips, at least 150 ms; 0 (dht-rpc's
+// 1 s) when rtt is unknown (0). Four round trips also cover a request the
+// node forwards (PEER_HANDSHAKE) to a server up to three times farther
+// from it than we are. A retry that comes early costs one more request,
+// answered as the first (a server answers a repeated handshake from its
+// slot, as the reference's does); later retries back off to 1 s.
+func FirstTimeoutFor(rtt time.Duration) time.Duration {
+	if rtt <= 0 {
+		return 0
+	}
+	return max(4*rtt, 150*time.Millisecond)
+}
+
+// queryFirstTimeout is FirstTimeout for a query's request to a: for its
+// last round trip, or the nodes' smoothed one for a node not heard from
+// yet. A lookup's first requests go out together, and a burst of loss
+// takes them together: with dht-rpc's fixed second every such dial
+// waited one.
 func (d *DHT) queryFirstTimeout(a netip.AddrPort) time.Duration {
 	rtt, ok := d.rtts[a]
 	if !ok {
 		rtt = d.rttAll
 	}
-	if rtt <= 0 {
-		return 0
-	}
-	return max(4*rtt, 150*time.Millisecond)
+	return FirstTimeoutFor(rtt)
 }
 
 // baseTimeout is the request's per-attempt timeout.
@@ -178,10 +197,17 @@ func (r *outReq) baseTimeout() time.Duration {
 	return attemptTimeout
 }
 
+// backoff: the request's attempts start at firstTimeout and double
+// (RequestOptions.FirstTimeout); a request sent once waits its plain
+// timeout.
+func (r *outReq) backoff() bool {
+	return r.firstTimeout > 0 && r.firstTimeout < r.baseTimeout() && r.retries > 0
+}
+
 // attemptTimeout is the timeout of the attempt just sent (r.sent-th).
 func (r *outReq) attemptTimeout() time.Duration {
 	base := r.baseTimeout()
-	if r.firstTimeout <= 0 || r.firstTimeout >= base || r.retries == 0 {
+	if !r.backoff() {
 		return base
 	}
 	to := r.firstTimeout
@@ -193,7 +219,7 @@ func (r *outReq) attemptTimeout() time.Duration {
 
 // spent: no attempt is left.
 func (r *outReq) spent() bool {
-	if r.firstTimeout > 0 && r.firstTimeout < r.baseTimeout() && r.retries > 0 {
+	if r.backoff() {
 		return r.waited >= time.Duration(r.retries+1)*r.baseTimeout()
 	}
 	return r.sent > r.retries
@@ -343,8 +369,8 @@ func (d *DHT) onMessage(now time.Time, dg datagram) {
 		d.stats.Responses++
 		res := &Response{From: dg.from, FromID: d.validID(m.ID, dg.from), To: m.To, TID: m.TID, Token: m.Token,
 			CloserNodes: m.CloserNodes, Error: m.Error, Value: m.Value, RTT: now.Sub(r.firstSent), Sent: r.sent}
-		if r.sent == 1 {
-			d.noteRTT(res.From, res.RTT)
+		if rtt := res.RoundTrip(); rtt > 0 {
+			d.noteRTT(res.From, rtt)
 		}
 		d.addNodeFromNetwork(!external, res.From, res.FromID, res.To)
 		if r.onResponse != nil {

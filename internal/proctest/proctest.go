@@ -474,22 +474,7 @@ func (p *Proc) Line(sub string, d time.Duration) string {
 // d runs out.
 func (p *Proc) LineOrExit(sub string, d time.Duration) (string, bool) {
 	p.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		for _, l := range p.Out.All() {
-			if strings.Contains(l, sub) {
-				return l, true
-			}
-		}
-		select {
-		case <-p.exited:
-			return "", false
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: no stdout line with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Name, sub, d, p.Out, p.Err)
-		}
-	}
+	return p.findLine(p.Out, "stdout", sub, d)
 }
 
 // ErrLine waits for a stderr line containing sub and returns it.
@@ -503,16 +488,27 @@ func (p *Proc) ErrLine(sub string, d time.Duration) string {
 // runs out.
 func (p *Proc) waitLine(buf *Lines, name, sub string, d time.Duration) string {
 	p.t.Helper()
+	l, ok := p.findLine(buf, name, sub, d)
+	if !ok {
+		p.t.Fatalf("%s exited (%v) before printing %q on %s\nstdout:\n%s\nstderr:\n%s", p.Name, p.werr, sub, name, p.Out, p.Err)
+	}
+	return l
+}
+
+// findLine waits for a line of buf containing sub: false when the process
+// exits first; the test fails when d runs out.
+func (p *Proc) findLine(buf *Lines, name, sub string, d time.Duration) (string, bool) {
+	p.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		for _, l := range buf.All() {
 			if strings.Contains(l, sub) {
-				return l
+				return l, true
 			}
 		}
 		select {
 		case <-p.exited:
-			p.t.Fatalf("%s exited (%v) before printing %q on %s\nstdout:\n%s\nstderr:\n%s", p.Name, p.werr, sub, name, p.Out, p.Err)
+			return "", false
 		default:
 		}
 		if time.Now().After(deadline) {
