@@ -2,11 +2,16 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"io"
+	"net"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/keytunnel/keytunnel/internal/conntest"
 )
 
 // scriptedConn is a conn whose reads return the scripted sizes in turn
@@ -15,6 +20,7 @@ type scriptedConn struct {
 	reads   []int
 	bufLens []int
 	out     bytes.Buffer
+	writes  []int
 	closedW bool
 }
 
@@ -31,7 +37,10 @@ func (c *scriptedConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *scriptedConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+func (c *scriptedConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, len(p))
+	return c.out.Write(p)
+}
 func (c *scriptedConn) CloseWrite() error           { c.closedW = true; return nil }
 func (c *scriptedConn) Close() error                { return nil }
 func (c *scriptedConn) SetDeadline(time.Time) error { return nil }
@@ -52,5 +61,69 @@ func TestPumpBuffers(t *testing.T) {
 	total := 1000 + bufSize + bulkBufSize + 20<<10 + 100 + 1000
 	if dst.out.Len() != total || n.Load() != uint64(total) || !dst.closedW {
 		t.Errorf("copied %d bytes, counted %d, half-closed %v; want %d and a half-close", dst.out.Len(), n.Load(), dst.closedW, total)
+	}
+}
+
+// What a stream of a laneConn session has already received goes to the
+// target in one write, not one per yamux frame, and Buffered counts it
+// exactly: a stale count would hold a pump's data back while it waits in
+// Read for bytes that are not coming.
+func TestPumpGathersFrames(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	p1, p2 := net.Pipe()
+	la, lb := newLaneConn(p1), newLaneConn(p2)
+	cs, cg, err := newGatedMux(la, false, laneMuxConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, sg, err := newGatedMux(lb, true, laneMuxConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cs.Close(); ss.Close(); la.Close(); lb.Close() }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	yc, err := cs.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cg.stream(yc)
+	const frames = bufSize / muxFrameBody // as many as pump's first buffer holds
+	data := make([]byte, frames*muxFrameBody)
+	rand.Read(data)
+	go c.Write(data)
+	ys, err := ss.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sg.stream(ys)
+	waitFor(t, "the frames received", func() bool { return s.Buffered() == len(data) })
+
+	first := make([]byte, 100)
+	if _, err := io.ReadFull(s, first); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Buffered(); got != len(data)-len(first) {
+		t.Fatalf("Buffered after reading %d bytes: %d, want %d", len(first), got, len(data)-len(first))
+	}
+	dst := &scriptedConn{}
+	done := make(chan error, 1)
+	go func() { done <- pump(dst, s, nil) }()
+	waitFor(t, "the rest written", func() bool { return s.Buffered() == 0 })
+	c.CloseWrite()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("pump did not end at the stream's end")
+	}
+	if !bytes.Equal(append(first, dst.out.Bytes()...), data) {
+		t.Fatal("the data changed on the way")
+	}
+	if len(dst.writes) != 1 {
+		t.Errorf("%d bytes of %d frames went to the target in writes of %v; want one write", len(data)-len(first), frames, dst.writes)
 	}
 }

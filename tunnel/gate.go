@@ -40,6 +40,10 @@ const (
 )
 
 type sendGate struct {
+	// lanes: the session runs on a laneConn (see received). Set before
+	// the session starts.
+	lanes bool
+
 	mu      sync.Mutex
 	queued  int // data bytes admitted and not yet written to the connection
 	waiters []*gateWaiter
@@ -172,7 +176,7 @@ func newGatedMux(c net.Conn, server bool, cfg *yamux.Config, mm func() (yamux.Me
 	gc := gateConn{Conn: c, gate: g}
 	if lc, ok := c.(*laneConn); ok {
 		lc.onSent = g.release
-		gc.lanes = true
+		gc.lanes, g.lanes = true, true
 	}
 	var s *yamux.Session
 	var err error

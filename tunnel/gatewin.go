@@ -24,6 +24,9 @@ const yamuxInitialWindow = 256 << 10
 type sendWindow struct {
 	avail         int64
 	finOut, finIn bool
+	// unread: data the peer sent on the stream that yamux has taken off
+	// a laneConn and the stream's reader has not read (see Buffered).
+	unread int64
 }
 
 // frameWatcher follows the frames yamux reads, across reads that split
@@ -31,7 +34,8 @@ type sendWindow struct {
 type frameWatcher struct {
 	hdr  [muxHeaderSize]byte
 	have int
-	skip int64 // body bytes of the current data frame still to pass
+	skip int64  // body bytes of the current data frame still to pass
+	id   uint32 // the current data frame's stream
 }
 
 // watchIn updates windows from bytes yamux read from the connection.
@@ -42,6 +46,9 @@ func (g *sendGate) watchIn(p []byte) {
 			k := int64(min(int64(len(p)), w.skip))
 			w.skip -= k
 			p = p[k:]
+			if g.lanes {
+				g.received(w.id, k)
+			}
 			continue
 		}
 		k := copy(w.hdr[w.have:], p)
@@ -52,7 +59,7 @@ func (g *sendGate) watchIn(p []byte) {
 		}
 		w.have = 0
 		h := parseLaneHeader(w.hdr[:])
-		w.skip = int64(h.bodyLen())
+		w.skip, w.id = int64(h.bodyLen()), h.id
 		g.noteFrame(h, false)
 	}
 }
@@ -178,4 +185,38 @@ func (g *sendGate) unreserve(id uint32, n int) {
 	if sw := g.win[id]; sw != nil {
 		sw.avail += int64(n)
 	}
+}
+
+// received counts n bytes of stream id's data as yamux reads them.
+//
+// Only on a laneConn: it hands yamux whole frames, so once a data frame's
+// body has passed here, yamux appends it to its stream without waiting for
+// the network, and a Read of the stream returns at once. (On another
+// connection the rest of a frame could still be on its way.)
+func (g *sendGate) received(id uint32, n int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if sw := g.win[id]; sw != nil {
+		sw.unread += n
+	}
+}
+
+// consumed counts n bytes of stream id's data read by its reader.
+func (g *sendGate) consumed(id uint32, n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if sw := g.win[id]; sw != nil {
+		sw.unread = max(sw.unread-int64(n), 0)
+	}
+}
+
+// unread is what received counted of stream id and its reader has not
+// read; 0 for a stream the gate no longer follows.
+func (g *sendGate) unread(id uint32) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if sw := g.win[id]; sw != nil {
+		return int(sw.unread)
+	}
+	return 0
 }

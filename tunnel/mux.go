@@ -20,6 +20,14 @@ import (
 // of 100 ms at 400 Mbit/s.
 const maxWindow = 16 << 20
 
+// muxFrameSize is the largest yamux frame either end sends (muxConfig),
+// and muxFrameBody the most data one carries: go-yamux splits a write at
+// muxFrameBody bytes (MaxMessageSize less its 12-byte header).
+const (
+	muxFrameSize = 16 << 10
+	muxFrameBody = muxFrameSize - 12
+)
+
 func muxConfig(log *slog.Logger) *yamux.Config {
 	c := yamux.DefaultConfig()
 	// yamux logs a line for every session that ends with a closed conn;
@@ -55,7 +63,7 @@ func muxConfig(log *slog.Logger) *yamux.Config {
 	// much of another's. 16 KiB frames (the default is 64 KiB) keep that
 	// short, 2.6 ms at 100 Mbit/s, for some 20% more CPU per byte in the
 	// sender.
-	c.MaxMessageSize = 16 << 10
+	c.MaxMessageSize = muxFrameSize
 	return c
 }
 
