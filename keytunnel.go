@@ -216,7 +216,11 @@ func (n *Node) announce(ctx context.Context, o options) (tunnel.PeerListener, tu
 	pub := n.kp.Public.String()
 	pl, err := n.nw.Listen(ctx, n.kp, stack.ListenOptions{
 		Allow:   allow,
-		Replace: o.replace || n.fresh,
+		Replace: o.replace,
+		NewKey:  n.fresh,
+		TookOver: func() {
+			n.log.Info("keytunnel: took over "+pub+" from another running process: new peers reach this node", "public_key", pub)
+		},
 		OnReplaced: func(replaced bool) {
 			if replaced {
 				n.log.Warn("keytunnel: another process took over "+pub+": new peers reach it; this node keeps its connections and serves the key again once that process stops", "public_key", pub)

@@ -121,6 +121,26 @@ func TestExposeReplace(t *testing.T) {
 	fw.Stop()
 }
 
+// An expose --replace with no plain attempt before it still tells the
+// running process at once: its probe is the handshake from the key's own
+// owner that the running process watches for, so that one says it was
+// taken over within seconds rather than at its next re-announce check,
+// up to five minutes later. The one taking over says so too.
+func TestExposeReplaceTellsHolder(t *testing.T) {
+	bs := proctest.Testnet(t, 3)
+	keyFile, kp := proctest.WriteSeed(t, "svc.key")
+	pub := kp.Public.String()
+	first, _ := proctest.Expose(t, bs, named(t, "A"), "--key", keyFile)
+	start := time.Now()
+	second, _ := proctest.Expose(t, bs, named(t, "B"), "--replace", "--key", keyFile)
+	second.ErrLine("took over "+pub+" from another running process", 10*time.Second)
+	t.Logf("--replace announced after %v", time.Since(start))
+	first.ErrLine("another process took over "+pub, 30*time.Second)
+	t.Logf("the first said it was taken over %v after --replace started", time.Since(start))
+	_, addr := proctest.Forward(t, bs, pub)
+	reach(t, addr, "B", 30*time.Second)
+}
+
 // TestUpReplace: an up entry whose key a running expose serves does not
 // start (up fails naming the entry and the setting that would), and with
 // replace = true it takes the key over.

@@ -123,7 +123,9 @@ func Expose(ctx context.Context, env *Env, o ExposeOptions) error {
 	for _, s := range svcs {
 		lists = append(lists, s.Allow)
 	}
-	ln, err := nw.Listen(ctx, kp, env.listenOptions("", kp.Public, keysOf(tunnel.SessionAllow(lists...)), nil, o.Replace || created))
+	lo := env.listenOptions("", kp.Public, keysOf(tunnel.SessionAllow(lists...)), nil, o.Replace)
+	lo.NewKey = created
+	ln, err := nw.Listen(ctx, kp, lo)
 	if errors.Is(err, stack.ErrServed) {
 		return fmt.Errorf("%s is already served by another running process (a keytunnel expose or up with this key, here or elsewhere); stop that one, or pass --replace to take the key over", kp.Public)
 	}

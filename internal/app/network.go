@@ -33,6 +33,9 @@ func (e *Env) listenOptions(entry string, service key.PublicKey, allow []key.Pub
 			e.refusedClient(log, entry, service, client, addr)
 		},
 		Replace: replace,
+		TookOver: func() {
+			log.Info("took over "+service.String()+" from another running process: new clients reach this one; that one keeps its open connections", "public_key", service.String())
+		},
 		OnReplaced: func(replaced bool) {
 			if replaced {
 				log.Warn("another process took over "+service.String()+" (started with --replace): new clients reach it; this one keeps its open connections and serves the key again once that process stops", "public_key", service.String())

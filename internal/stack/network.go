@@ -42,7 +42,19 @@ type ListenOptions struct {
 	// which then gets no new clients; without it Listen fails with
 	// ErrServed. A record whose process is gone does not count (see
 	// dht.ProbeTimeout).
+	//
+	// Listen still probes first, for at most replaceProbeWait: the probe
+	// is how the running process learns at once that it was replaced
+	// (its listener watches for its own key's handshakes, see
+	// dht.ListenOptions.OnReplaced), where otherwise it would find out
+	// at its next re-announce check, up to five minutes later.
 	Replace bool
+	// TookOver, when set, hears that Replace found another live process
+	// serving the key.
+	TookOver func()
+	// NewKey: the key pair was made for this listener, so no other
+	// process can serve it, and Listen announces without a probe.
+	NewKey bool
 	// OnReplaced hears when another process takes the key over and when
 	// this one serves it again (dht.ListenOptions.OnReplaced). Through a
 	// dht-relay it is never called: the relay's node holds the listener.
@@ -51,6 +63,13 @@ type ListenOptions struct {
 
 // probeTimeout bounds the check before announcing.
 const probeTimeout = dht.ProbeTimeout
+
+// replaceProbeWait bounds the probe of a Listen with Replace, whose answer
+// changes nothing: a live holder answers within a lookup and two round
+// trips (well under a second on a loopback testnet, 1-3 s on the public
+// DHT), and a record whose process is gone would otherwise hold the start
+// for all of probeTimeout.
+const replaceProbeWait = 3 * time.Second
 
 // ListenTimeout bounds Listen's first announce.
 const ListenTimeout = 30 * time.Second
@@ -112,7 +131,16 @@ func (n *dhtNetwork) Listen(ctx context.Context, kp key.KeyPair, o ListenOptions
 	opts := &dht.ListenOptions{Firewall: firewall(o.Allow, o.Refused), RelayThrough: dht.RelayKeys(n.relays(o.Relay)...), OnReplaced: o.OnReplaced}
 	lctx, cancel := context.WithTimeout(ctx, ListenTimeout+probeTimeout)
 	defer cancel()
-	if !o.Replace {
+	switch {
+	case o.NewKey:
+	case o.Replace:
+		pctx, cancel := context.WithTimeout(lctx, replaceProbeWait)
+		h, _ := n.Node.Probe(pctx, kp, nil)
+		cancel()
+		if h == dht.HolderOther && o.TookOver != nil {
+			o.TookOver()
+		}
+	default:
 		h, err := n.Node.Probe(lctx, kp, nil)
 		if err != nil {
 			return nil, err
@@ -272,7 +300,7 @@ func (n relayNetwork) Dialer(kp key.KeyPair, _ []key.PublicKey) tunnel.Dialer {
 func (n relayNetwork) Listen(ctx context.Context, kp key.KeyPair, o ListenOptions) (tunnel.PeerListener, error) {
 	lctx, cancel := context.WithTimeout(ctx, ListenTimeout+probeTimeout)
 	defer cancel()
-	if !o.Replace {
+	if !o.Replace && !o.NewKey {
 		served, err := n.served(lctx, kp)
 		if err != nil {
 			return nil, err
