@@ -501,15 +501,23 @@ func (p *Proc) findLine(buf *Lines, name, sub string, d time.Duration) (string, 
 	p.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
+		// Whether it has exited is read before the lines: a process that
+		// prints the line and exits between a scan and that check must not
+		// count as one that exited without it. Once exited is closed, its
+		// output is all in buf (Cmd.Wait waits for the copying).
+		exited := false
+		select {
+		case <-p.exited:
+			exited = true
+		default:
+		}
 		for _, l := range buf.All() {
 			if strings.Contains(l, sub) {
 				return l, true
 			}
 		}
-		select {
-		case <-p.exited:
+		if exited {
 			return "", false
-		default:
 		}
 		if time.Now().After(deadline) {
 			p.t.Fatalf("%s: no %s line with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Name, name, sub, d, p.Out, p.Err)
