@@ -230,24 +230,32 @@ type buffered interface{ Buffered() int }
 
 // pump copies src to dst and half-closes dst on EOF. It reports errors
 // other than a clean EOF so that join can tear both sides down. n, when
-// not nil, counts the bytes written to dst.
+// not nil, counts the bytes written to dst. A TCP side is read or written
+// with raw system calls where the platform allows (rawTCP).
 func pump(dst, src conn, n *atomic.Uint64) error {
 	bp, pool := bufPool.Get().(*[]byte), &bufPool
 	defer func() { pool.Put(bp) }()
+	read, write := src.Read, dst.Write
+	if r := rawTCPOf(src); r != nil {
+		read = r.read
+	}
+	if w := rawTCPOf(dst); w != nil {
+		write = w.write
+	}
 	for {
 		buf := *bp
-		nr, rerr := src.Read(buf)
+		nr, rerr := read(buf)
 		// Take what src already holds too, so that it goes out in one
 		// write rather than one per frame (muxStream.Buffered).
 		if b, ok := src.(buffered); ok {
 			for rerr == nil && nr > 0 && nr < len(buf) && b.Buffered() > 0 {
 				var m int
-				m, rerr = src.Read(buf[nr:])
+				m, rerr = read(buf[nr:])
 				nr += m
 			}
 		}
 		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
+			nw, werr := write(buf[:nr])
 			if n != nil {
 				n.Add(uint64(nw))
 			}

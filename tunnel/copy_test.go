@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"runtime"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,4 +130,100 @@ func TestPumpGathersFrames(t *testing.T) {
 	if len(dst.writes) != 1 {
 		t.Errorf("%d bytes of %d frames went to the target in writes of %v; want one write", len(data)-len(first), frames, dst.writes)
 	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// pump between two TCP connections (raw system calls on Linux) copies
+// everything, passes the end on as a half-close, wakes at a deadline,
+// and reports a write to a connection the peer reset.
+func TestPumpTCP(t *testing.T) {
+	conntest.CheckGoroutines(t)
+	t.Run("copy", func(t *testing.T) {
+		in, src := tcpPair(t)
+		dst, out := tcpPair(t)
+		if runtime.GOOS == "linux" && rawTCPOf(src) == nil {
+			t.Fatal("no raw I/O for a *net.TCPConn on Linux")
+		}
+		data := make([]byte, 8<<20)
+		rand.Read(data)
+		go func() {
+			in.Write(data)
+			in.CloseWrite()
+		}()
+		done := make(chan error, 1)
+		var n atomic.Uint64
+		go func() { done <- pump(dst, src, &n) }()
+		out.SetDeadline(time.Now().Add(20 * time.Second))
+		got, err := io.ReadAll(out) // to the half-close
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) || n.Load() != uint64(len(data)) {
+			t.Fatalf("copied %d bytes (counted %d) of %d, equal %v", len(got), n.Load(), len(data), bytes.Equal(got, data))
+		}
+	})
+	t.Run("deadline", func(t *testing.T) {
+		_, src := tcpPair(t)
+		dst, _ := tcpPair(t)
+		done := make(chan error, 1)
+		go func() { done <- pump(dst, src, nil) }()
+		time.Sleep(20 * time.Millisecond) // waiting in the poller
+		src.SetDeadline(time.Now())
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("pump after a past deadline: %v, want %v", err, os.ErrDeadlineExceeded)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a past deadline did not wake pump's read")
+		}
+	})
+	t.Run("reset", func(t *testing.T) {
+		in, src := tcpPair(t)
+		dst, out := tcpPair(t)
+		out.SetLinger(0)
+		out.Close() // dst's writes now fail
+		go func() {
+			chunk := make([]byte, 64<<10)
+			for {
+				if _, err := in.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		done := make(chan error, 1)
+		go func() { done <- pump(dst, src, nil) }()
+		select {
+		case err := <-done:
+			var se *os.SyscallError
+			if !errors.As(err, &se) || (!errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE)) {
+				t.Fatalf("pump to a reset connection: %v, want ECONNRESET or EPIPE", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("pump to a reset connection did not fail")
+		}
+		src.Close()
+	})
 }
