@@ -22,10 +22,10 @@ const maxWindow = 16 << 20
 
 // muxFrameSize is the largest yamux frame either end sends (muxConfig),
 // and muxFrameBody the most data one carries: go-yamux splits a write at
-// muxFrameBody bytes (MaxMessageSize less its 12-byte header).
+// muxFrameBody bytes (MaxMessageSize less its header).
 const (
 	muxFrameSize = 16 << 10
-	muxFrameBody = muxFrameSize - 12
+	muxFrameBody = muxFrameSize - muxHeaderSize
 )
 
 func muxConfig(log *slog.Logger) *yamux.Config {
