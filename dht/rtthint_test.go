@@ -35,10 +35,12 @@ func isUDXData(p []byte) bool {
 	return err == nil && pk.Type&udx.FlagData != 0 && len(pk.Payload) > 0
 }
 
-// isPeerHandshake: a PEER_HANDSHAKE request.
-func isPeerHandshake(p []byte) bool {
-	r, err := rpc.DecodeRequest(p)
-	return err == nil && !r.Internal && r.Command == uint64(wire.CmdPeerHandshake)
+// isRequest matches a HyperDHT request of command cmd.
+func isRequest(cmd wire.Command) func([]byte) bool {
+	return func(p []byte) bool {
+		r, err := rpc.DecodeRequest(p)
+		return err == nil && !r.Internal && r.Command == uint64(cmd)
+	}
 }
 
 // lossyPeerNode is peerNode on a udx socket that loses the first n
@@ -114,7 +116,7 @@ func TestDialFirstPacketLost(t *testing.T) {
 // answered the lookup (at least 150 ms; rpc.FirstTimeoutFor), not
 // after dht-rpc's fixed second.
 func TestDialHandshakeLost(t *testing.T) {
-	_, start, drop := lossyDial(t, 3, 2, isPeerHandshake)
+	_, start, drop := lossyDial(t, 3, 2, isRequest(wire.CmdPeerHandshake))
 	el := time.Since(start)
 	if n := drop.dropped.Load(); n < 2 {
 		t.Fatalf("%d PEER_HANDSHAKE requests dropped, want 2: the test did not test anything", n)
@@ -125,18 +127,12 @@ func TestDialHandshakeLost(t *testing.T) {
 	}
 }
 
-// isFindPeer: a FIND_PEER request.
-func isFindPeer(p []byte) bool {
-	r, err := rpc.DecodeRequest(p)
-	return err == nil && !r.Internal && r.Command == uint64(wire.CmdFindPeer)
-}
-
 // TestDialLookupRequestLost: one FIND_PEER request of the dial's lookup
 // is lost. The other nodes name the server and the handshake succeeds;
 // the dial must not then wait for the lost request's timeout (1 s) before
 // it goes on, as it did while the lookup ran to its end.
 func TestDialLookupRequestLost(t *testing.T) {
-	_, start, drop := lossyDial(t, 5, 1, isFindPeer)
+	_, start, drop := lossyDial(t, 5, 1, isRequest(wire.CmdFindPeer))
 	el := time.Since(start)
 	if n := drop.dropped.Load(); n != 1 {
 		t.Fatalf("%d FIND_PEER requests dropped, want 1: the test did not test anything", n)

@@ -132,22 +132,11 @@ func TestPumpGathersFrames(t *testing.T) {
 	}
 }
 
-// tcpPair returns both ends of a loopback TCP connection.
+// tcpPair is conntest.TCPPair as TCP connections, closed when the test
+// ends.
 func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := conntest.TCPPair(t)
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a.(*net.TCPConn), b.(*net.TCPConn)
 }
