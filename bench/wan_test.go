@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -411,7 +412,10 @@ func patternHash(size int64) []byte {
 // loaded measures a second connection's echo RTT while one connection
 // through addr downloads. The download asks for what the link could carry
 // in the time n echoes take at up to 4 RTT each (see capacity).
-func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) []time.Duration {
+// The second result is what the bulk connection received while the echoes
+// ran, as a fraction of the link's rate: a sender that gave way to the
+// echoes by slowing down would show low loaded RTTs that mean nothing.
+func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) ([]time.Duration, float64) {
 	tb.Helper()
 	ec, _ := w.echoConn(tb, addr)
 	defer ec.Close()
@@ -423,15 +427,26 @@ func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) []time.Durat
 		tb.Fatal(err)
 	}
 	var wg sync.WaitGroup
+	var got atomic.Int64
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		io.CopyBuffer(io.Discard, bulk, make([]byte, 256<<10))
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := bulk.Read(buf)
+			got.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
 	}()
 	defer wg.Wait()
 	defer bulk.Close()
 	time.Sleep(time.Second + 4*w.rtt) // the bulk transfer ramps up and fills the queue
-	return echoes(tb, ec, n)
+	start, got0 := time.Now(), got.Load()
+	rtts := echoes(tb, ec, n)
+	rate := float64(got.Load()-got0) * 8 / time.Since(start).Seconds()
+	return rtts, rate / float64(w.prof.Rate)
 }
 
 // TestWANSmoke: one tunnel (expose and forward processes) over the fiber
@@ -626,6 +641,9 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	              (DHT lookup, connect, first echo)
 //	loaded-p50-rtt, loaded-p95-rtt  a second connection's 1-byte echo
 //	              RTT while one connection downloads without end
+//	loaded-x-link what that download received while the echoes ran,
+//	              over the link's rate (a sender that slowed down for
+//	              the echoes would show low loaded RTTs that mean nothing)
 func BenchmarkWAN(b *testing.B) {
 	for _, prof := range natlab.Profiles {
 		b.Run(prof.Name, func(b *testing.B) {
@@ -668,7 +686,8 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		}
 		slices.Sort(nc)
 		b.ReportMetric(inRTT(nc[len(nc)/2]), "newconn-rtt")
-		l := w.loaded(b, addr, cc, *wanEchoes)
+		l, xlink := w.loaded(b, addr, cc, *wanEchoes)
+		b.ReportMetric(xlink, "loaded-x-link")
 		b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
 		b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
 	}
