@@ -6,6 +6,12 @@ package udx
 // millisecond arithmetic rounds every sample to 0 or 1; microseconds keep
 // the bandwidth and min-RTT estimates meaningful there. Bandwidth is in
 // packets per microsecond, cwnd in packets, pacing in bytes per microsecond.
+//
+// Two additions, neither of which changes the wire format: STARTUP
+// also ends on a round of heavy loss over a standing queue
+// (bbrCheckStartupLoss), and PROBE_BW stops pacing faster than the path
+// carries when delay jitter inflates the bandwidth samples
+// (bbrCheckOverpacing).
 
 const (
 	bbrStartup = iota
@@ -36,7 +42,17 @@ const (
 	bbrStartupLossMin    = 8
 	bbrStartupQueueDiv   = 4
 	bbrStartupQueueMinUs = 2_000
-	initialCwnd          = 10
+	// A PROBE_BW round paced at gain 1 whose packets left the bottleneck
+	// (delivered or lost) at less than 19/20 of its pacing rate caps the
+	// pacing bandwidth at that rate (bwLo), never below 9/10 of the max
+	// filter's, so that a mismeasured round costs at most a tenth; a
+	// bandwidth probe's round that carries 21/20 of the cap lifts it. See
+	// bbrCheckOverpacing.
+	bbrOverpaceDiv   = 20
+	bbrProbeLiftNum  = 21
+	bbrProbeLiftDiv  = 20
+	bbrOverpaceFloor = 0.9
+	initialCwnd      = 10
 )
 
 var bbrPacingGain = [bbrCycleLen]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
@@ -150,6 +166,13 @@ type bbr struct {
 	roundDelivered0 uint32
 	roundLost0      uint32
 	roundMinRTT     int64 // µs, -1 none yet
+	// For bbrCheckOverpacing: when the round began (deliveredTs), the
+	// smallest and largest pacing gain during it; and the cap on the
+	// pacing bandwidth (packets/µs, 0: none).
+	roundTs0     int64
+	roundGainMin float64
+	roundGainMax float64
+	bwLo         float64
 }
 
 func (s *Stream) maxPayload() int {
@@ -170,6 +193,16 @@ func (s *Stream) bbrInit(now int64) {
 }
 
 func (s *Stream) bbrBW() float64 { return s.bbr.bw.get() }
+
+// bbrPaceBW is the bandwidth the sender paces at: the max filter's, unless
+// rounds that delivered less than it capped it (bwLo).
+func (s *Stream) bbrPaceBW() float64 {
+	bw := s.bbrBW()
+	if lo := s.bbr.bwLo; lo > 0 && lo < bw {
+		return lo
+	}
+	return bw
+}
 
 func (s *Stream) bbrRateFor(bw, gain float64) float64 {
 	r := bw * float64(s.maxPayload()) * gain * bbrPacingMargin
@@ -210,11 +243,12 @@ func (s *Stream) bbrSaveCwnd() {
 func (s *Stream) bbrOnTransmitStart(now int64) {
 	if s.appLimited != 0 {
 		s.bbr.idleRestart = true
+		s.bbr.bwLo = 0
 		s.bbr.ackEpochStart = now
 		s.bbr.ackEpochAcked = 0
 		switch s.bbr.state {
 		case bbrProbeBW:
-			s.bbrSetPacingRate(s.bbrBW(), 1)
+			s.bbrSetPacingRate(s.bbrPaceBW(), 1)
 		case bbrProbeRTT:
 			s.bbrCheckProbeRTTDone(now)
 		}
@@ -283,9 +317,9 @@ func (s *Stream) bbrIsNextCyclePhase(rs *rateSample) bool {
 	}
 	inflight := uint32(s.inflight.n)
 	if s.bbr.pacingGain > 1 {
-		return full && (rs.losses > 0 || inflight > s.bbrBDP(s.bbrBW(), s.bbr.pacingGain))
+		return full && (rs.losses > 0 || inflight > s.bbrBDP(s.bbrPaceBW(), s.bbr.pacingGain))
 	}
-	return full || inflight <= s.bbrBDP(s.bbrBW(), 1)
+	return full || inflight <= s.bbrBDP(s.bbrPaceBW(), 1)
 }
 
 func (s *Stream) bbrAdvanceCycle() {
@@ -392,7 +426,57 @@ func (s *Stream) bbrCheckStartupLoss(rs *rateSample) {
 		lost >= bbrStartupLossMin && uint64(lost)*bbrStartupLossDiv > uint64(sent) {
 		b.fullBWReached = true
 	}
+	s.bbrCheckOverpacing(queued)
 	b.roundDelivered0, b.roundLost0, b.roundMinRTT = s.delivered, s.lostCount, -1
+	b.roundTs0, b.roundGainMin, b.roundGainMax = s.deliveredTs, b.pacingGain, b.pacingGain
+}
+
+// bbrCheckOverpacing runs at the end of each round and keeps PROBE_BW from
+// pacing faster than the path carries. The max filter takes the highest
+// delivery-rate sample of ten rounds, and when ACKs come back bunched
+// (delay jitter on a path that keeps packets in order, as mobile links
+// do) single samples run 10-15 % over the bottleneck. Pacing at that rate
+// builds a queue in every gain-1 round that only cwnd (2 BDP plus the
+// aggregation allowance) stops, so the bottleneck's buffer stays full and
+// every other connection crossing it waits: on the lab's mobile link a
+// second connection's echo took 2.3 RTT at p95 beside a download, kernel
+// BBR's as much. Over a whole round, what left the bottleneck (delivered
+// or lost: random loss is not a rate limit) is what it carried, the
+// bunching cancelled out. So when a gain-1 round carried clearly less than
+// its pacing rate while a queue stood all round (queued: its smallest RTT
+// sample a quarter and 2 ms over the min RTT; a sender held back by its
+// CPU or its application builds none), the pacing bandwidth is capped
+// there; the 0.75 phase
+// then drains the queue and gain-1 rounds no longer refill it. A
+// bandwidth probe (gain 1.25 of the cap) whose round carries more than
+// the cap lifts it, so a flow still finds a faster path. Rounds that span
+// an idle spell or carry few packets measure the application, not the
+// path, and are skipped; so are app-limited flows' rounds only by those
+// two tests, because a tunnel's stream is marked app-limited whenever its
+// 2 ms send queue runs dry for an instant.
+func (s *Stream) bbrCheckOverpacing(queued bool) {
+	b := &s.bbr
+	if b.state != bbrProbeBW {
+		b.bwLo = 0
+		return
+	}
+	dur := s.deliveredTs - b.roundTs0
+	n := s.delivered - b.roundDelivered0
+	if b.roundTs0 == 0 || dur <= 0 || dur > 2*s.srtt || n < 2*initialCwnd {
+		return
+	}
+	n += s.lostCount - b.roundLost0
+	rate := max(float64(n)/float64(dur), s.bbrBW()*bbrOverpaceFloor)
+	switch {
+	case b.roundGainMax > 1:
+		if b.bwLo > 0 && rate*bbrProbeLiftDiv >= b.bwLo*bbrProbeLiftNum {
+			b.bwLo = 0
+		}
+	case b.roundGainMin == 1 && queued:
+		if rate*bbrOverpaceDiv < s.bbrPaceBW()*(bbrOverpaceDiv-1) {
+			b.bwLo = rate
+		}
+	}
 }
 
 func (s *Stream) bbrCheckDrain() {
@@ -475,8 +559,10 @@ func (s *Stream) bbrMain(rs *rateSample, now int64) {
 	s.bbrCheckDrain()
 	s.bbrUpdateMinRTT(rs, now)
 	s.bbrUpdateGains()
+	s.bbr.roundGainMin = min(s.bbr.roundGainMin, s.bbr.pacingGain)
+	s.bbr.roundGainMax = max(s.bbr.roundGainMax, s.bbr.pacingGain)
 	bw := s.bbrBW()
-	s.bbrSetPacingRate(bw, s.bbr.pacingGain)
+	s.bbrSetPacingRate(s.bbrPaceBW(), s.bbr.pacingGain)
 	s.bbrSetCwnd(rs, rs.ackedSacked, bw, s.bbr.cwndGain)
 	s.notsentMax.Store(notsentLimit(s.pacingRate, s.opts.SendBuffer))
 }

@@ -92,3 +92,59 @@ func TestBBRStartupEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestBBROverpacing drives bbrCheckOverpacing one round at a time: a
+// gain-1 round that carried clearly less than the pacing rate while a
+// queue stood caps it there (never below 9/10 of the max filter's), lost packets count as
+// carried, rounds spanning an idle spell are skipped, a probe round that
+// carries more than the cap lifts it, and leaving PROBE_BW forgets it.
+func TestBBROverpacing(t *testing.T) {
+	const (
+		bw  = 0.02    // packets/µs: 2000 packets per 100 ms round
+		rtt = 100_000 // µs
+	)
+	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
+	now := int64(1_000_000)
+	s.bbrInit(now)
+	s.bbr.state = bbrProbeBW
+	s.bbr.bw.reset(1, bw)
+	s.srtt = rtt
+	s.deliveredTs = now
+	queued := true
+	// round ends a round that took dur µs, delivered and lost packets,
+	// at pacing gains from gmin to gmax.
+	round := func(dur int64, delivered, lost uint32, gmin, gmax float64) {
+		s.bbr.roundTs0, s.bbr.roundDelivered0, s.bbr.roundLost0 = s.deliveredTs, s.delivered, s.lostCount
+		s.bbr.roundGainMin, s.bbr.roundGainMax = gmin, gmax
+		s.deliveredTs += dur
+		s.delivered += delivered
+		s.lostCount += lost
+		s.bbrCheckOverpacing(queued)
+	}
+	per := func(f float64) uint32 { return uint32(f * bw * rtt) } // packets in a round at f of bw
+	want := func(step string, f float64) {
+		t.Helper()
+		if got := s.bbrPaceBW() / bw; got < f-0.001 || got > f+0.001 {
+			t.Fatalf("%s: pacing bandwidth %.3f of the max filter's, want %.3f", step, got, f)
+		}
+	}
+	round(rtt, per(0.97), 0, 1, 1)
+	want("a round carrying 0.97 of the pacing rate", 1)
+	queued = false
+	round(rtt, per(0.90), 0, 1, 1)
+	want("a round carrying 0.90 without a standing queue", 1)
+	queued = true
+	round(rtt, per(0.90), per(0.03), 1, 1)
+	want("0.90 delivered and 0.03 lost", 0.93)
+	round(3*rtt, per(0.3), 0, 1, 1)
+	want("a round spanning an idle spell", 0.93)
+	round(rtt, per(0.97), 0, 0.75, 1.25)
+	want("a probe round carrying less than 21/20 of the cap", 0.93)
+	round(rtt, per(0.98), 0, 1, 1.25)
+	want("a probe round carrying 21/20 of the cap", 1)
+	round(rtt, per(0.80), 0, 1, 1)
+	want("a round carrying 0.80", 0.9)
+	s.bbr.state = bbrProbeRTT
+	round(rtt, per(0.5), 0, 1, 1)
+	want("after PROBE_RTT", 1)
+}
