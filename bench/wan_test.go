@@ -639,8 +639,9 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	              path, dial to first echoed byte (direct TCP: 2 RTT)
 //	dial-rtt      the first connection through a freshly started tunnel
 //	              (DHT lookup, connect, first echo)
-//	loaded-p50-rtt, loaded-p95-rtt  a second connection's 1-byte echo
-//	              RTT while one connection downloads without end
+//	loaded-p50-rtt, loaded-p95-rtt, loaded-p99-rtt  a second
+//	              connection's 1-byte echo RTT while one connection
+//	              downloads without end
 //	loaded-x-link what that download received while the echoes ran,
 //	              over the link's rate (a sender that slowed down for
 //	              the echoes would show low loaded RTTs that mean nothing)
@@ -690,6 +691,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		b.ReportMetric(xlink, "loaded-x-link")
 		b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
 		b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
+		b.ReportMetric(inRTT(l[len(l)*99/100]), "loaded-p99-rtt")
 	}
 	tcpPath := func(name string, cc byte) {
 		b.Run(name, func(b *testing.B) {
