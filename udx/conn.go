@@ -431,8 +431,8 @@ func (s *Stream) sendNewPacket(now int64, tlp bool) bool {
 // datagram per exchange; a burst that takes both copies, sent a quarter
 // RTT apart, is rare, and the loss probe still follows. It is neither a
 // retransmission in the packet's state (so its ACK still gives an RTT
-// sample, at most a quarter RTT long when only the copy arrived) nor in
-// the stream's statistics. The receiver takes it as any duplicate, as a
+// sample, a quarter RTT too long at most, when only the copy arrived) nor
+// in the stream's statistics. The receiver takes it as any duplicate, as a
 // libudx peer takes a spurious retransmission.
 func (s *Stream) eagerCopy(now int64) {
 	p := s.out.get(s.seq - 1)
