@@ -37,7 +37,8 @@ const (
 	// STARTUP also ends after a round that lost more than 1/50 of its
 	// packets (BBRv2's 2%), at least bbrStartupLossMin of them, while a
 	// queue stood the whole round: its smallest RTT sample exceeded the
-	// min RTT by a quarter (and 2 ms, for jitter). See bbrCheckStartupLoss.
+	// min RTT by a quarter (and 2 ms, for jitter). See bbrCheckStartupLoss
+	// and bbrTrackRound.
 	bbrStartupLossDiv    = 50
 	bbrStartupLossMin    = 8
 	bbrStartupQueueDiv   = 4
@@ -161,14 +162,14 @@ type bbr struct {
 	extraAckedRTTs   int
 	extraAckedIdx    int
 	extraAcked       [2]uint32
-	// The current round's loss accounting for bbrCheckStartupLoss:
+	// The current round's accounting for bbrTrackRound:
 	// delivered and lostCount when it began, its smallest RTT sample.
 	roundDelivered0 uint32
 	roundLost0      uint32
 	roundMinRTT     int64 // µs, -1 none yet
-	// For bbrCheckOverpacing: when the round began (deliveredTs), the
-	// smallest and largest pacing gain during it; and the cap on the
-	// pacing bandwidth (packets/µs, 0: none).
+	// When the round began (deliveredTs), the smallest and largest pacing
+	// gain during it; and bbrCheckOverpacing's cap on the pacing
+	// bandwidth (packets/µs, 0: none).
 	roundTs0     int64
 	roundGainMin float64
 	roundGainMax float64
@@ -401,6 +402,45 @@ func (s *Stream) bbrCheckFullBW(rs *rateSample) {
 	b.fullBWReached = b.fullBWCount >= bbrFullBWCount
 }
 
+// bbrRound is a finished round as the whole-round checks see it: the
+// packets it delivered and lost, its length in µs (deliveredTs to
+// deliveredTs; 0 for the stream's first), whether a queue stood all round
+// (its smallest RTT sample a quarter and 2 ms over the min RTT), and the
+// smallest and largest pacing gain during it.
+type bbrRound struct {
+	delivered, lost  uint32
+	dur              int64
+	queued           bool
+	gainMin, gainMax float64
+}
+
+// bbrTrackRound runs on every ACK: it keeps the round's smallest RTT
+// sample and, when a round has ended, hands it to the checks that judge
+// whole rounds, then starts the next one's accounting.
+func (s *Stream) bbrTrackRound(rs *rateSample) {
+	b := &s.bbr
+	if rs.rtt >= 0 && (b.roundMinRTT < 0 || rs.rtt < b.roundMinRTT) {
+		b.roundMinRTT = rs.rtt
+	}
+	if !b.roundStart {
+		return
+	}
+	r := bbrRound{
+		delivered: s.delivered - b.roundDelivered0,
+		lost:      s.lostCount - b.roundLost0,
+		queued:    b.minRTT > 0 && b.roundMinRTT > b.minRTT+max(b.minRTT/bbrStartupQueueDiv, bbrStartupQueueMinUs),
+		gainMin:   b.roundGainMin,
+		gainMax:   b.roundGainMax,
+	}
+	if b.roundTs0 != 0 {
+		r.dur = s.deliveredTs - b.roundTs0
+	}
+	s.bbrCheckStartupLoss(r)
+	s.bbrCheckOverpacing(r)
+	b.roundDelivered0, b.roundLost0, b.roundMinRTT = s.delivered, s.lostCount, -1
+	b.roundTs0, b.roundGainMin, b.roundGainMax = s.deliveredTs, b.pacingGain, b.pacingGain
+}
+
 // bbrCheckStartupLoss ends STARTUP after a round that overflowed the
 // bottleneck: more than 2% of its packets lost while a queue stood all
 // round. The bandwidth plateau test (bbrCheckFullBW) cannot see this when
@@ -411,24 +451,12 @@ func (s *Stream) bbrCheckFullBW(rs *rateSample) {
 // after round. Loss alone is not enough, since random loss (wifi, mobile)
 // would end STARTUP before the pipe is full; a standing queue is what a
 // sender that overshoots builds.
-func (s *Stream) bbrCheckStartupLoss(rs *rateSample) {
+func (s *Stream) bbrCheckStartupLoss(r bbrRound) {
 	b := &s.bbr
-	if rs.rtt >= 0 && (b.roundMinRTT < 0 || rs.rtt < b.roundMinRTT) {
-		b.roundMinRTT = rs.rtt
-	}
-	if !b.roundStart {
-		return
-	}
-	lost := s.lostCount - b.roundLost0
-	sent := s.delivered - b.roundDelivered0 + lost
-	queued := b.minRTT > 0 && b.roundMinRTT > b.minRTT+max(b.minRTT/bbrStartupQueueDiv, bbrStartupQueueMinUs)
-	if b.state == bbrStartup && !b.fullBWReached && queued &&
-		lost >= bbrStartupLossMin && uint64(lost)*bbrStartupLossDiv > uint64(sent) {
+	if b.state == bbrStartup && !b.fullBWReached && r.queued && r.lost >= bbrStartupLossMin &&
+		uint64(r.lost)*bbrStartupLossDiv > uint64(r.delivered+r.lost) {
 		b.fullBWReached = true
 	}
-	s.bbrCheckOverpacing(queued)
-	b.roundDelivered0, b.roundLost0, b.roundMinRTT = s.delivered, s.lostCount, -1
-	b.roundTs0, b.roundGainMin, b.roundGainMax = s.deliveredTs, b.pacingGain, b.pacingGain
 }
 
 // bbrCheckOverpacing runs at the end of each round and keeps PROBE_BW from
@@ -443,36 +471,32 @@ func (s *Stream) bbrCheckStartupLoss(rs *rateSample) {
 // BBR's as much. Over a whole round, what left the bottleneck (delivered
 // or lost: random loss is not a rate limit) is what it carried, the
 // bunching cancelled out. So when a gain-1 round carried clearly less than
-// its pacing rate while a queue stood all round (queued: its smallest RTT
-// sample a quarter and 2 ms over the min RTT; a sender held back by its
-// CPU or its application builds none), the pacing bandwidth is capped
-// there; the 0.75 phase
-// then drains the queue and gain-1 rounds no longer refill it. A
-// bandwidth probe (gain 1.25 of the cap) whose round carries more than
-// the cap lifts it, so a flow still finds a faster path. Rounds that span
-// an idle spell or carry few packets measure the application, not the
-// path, and are skipped; so are app-limited flows' rounds only by those
-// two tests, because a tunnel's stream is marked app-limited whenever its
-// 2 ms send queue runs dry for an instant.
-func (s *Stream) bbrCheckOverpacing(queued bool) {
+// its pacing rate while a queue stood all round (a sender held back by
+// its CPU or its application builds none), the pacing bandwidth is capped
+// there; the 0.75 phase then drains the queue and gain-1 rounds no longer
+// refill it. A bandwidth probe (gain 1.25 of the cap) whose round carries
+// more than the cap lifts it, so a flow still finds a faster path. Rounds
+// that span an idle spell or carry few packets measure the application,
+// not the path, and are skipped. Those two tests are all that keeps
+// app-limited rounds out: a tunnel's stream is marked app-limited
+// whenever its 2 ms send queue runs dry for an instant, which would
+// leave no round to judge.
+func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 	b := &s.bbr
 	if b.state != bbrProbeBW {
 		b.bwLo = 0
 		return
 	}
-	dur := s.deliveredTs - b.roundTs0
-	n := s.delivered - b.roundDelivered0
-	if b.roundTs0 == 0 || dur <= 0 || dur > 2*s.srtt || n < 2*initialCwnd {
+	if r.dur <= 0 || r.dur > 2*s.srtt || r.delivered < 2*initialCwnd {
 		return
 	}
-	n += s.lostCount - b.roundLost0
-	rate := max(float64(n)/float64(dur), s.bbrBW()*bbrOverpaceFloor)
+	rate := max(float64(r.delivered+r.lost)/float64(r.dur), s.bbrBW()*bbrOverpaceFloor)
 	switch {
-	case b.roundGainMax > 1:
+	case r.gainMax > 1:
 		if b.bwLo > 0 && rate*bbrProbeLiftDiv >= b.bwLo*bbrProbeLiftNum {
 			b.bwLo = 0
 		}
-	case b.roundGainMin == 1 && queued:
+	case r.gainMin == 1 && r.queued:
 		if rate*bbrOverpaceDiv < s.bbrPaceBW()*(bbrOverpaceDiv-1) {
 			b.bwLo = rate
 		}
@@ -555,7 +579,7 @@ func (s *Stream) bbrMain(rs *rateSample, now int64) {
 		s.bbrAdvanceCycle()
 	}
 	s.bbrCheckFullBW(rs)
-	s.bbrCheckStartupLoss(rs)
+	s.bbrTrackRound(rs)
 	s.bbrCheckDrain()
 	s.bbrUpdateMinRTT(rs, now)
 	s.bbrUpdateGains()

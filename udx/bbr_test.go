@@ -95,9 +95,10 @@ func TestBBRStartupEnds(t *testing.T) {
 
 // TestBBROverpacing drives bbrCheckOverpacing one round at a time: a
 // gain-1 round that carried clearly less than the pacing rate while a
-// queue stood caps it there (never below 9/10 of the max filter's), lost packets count as
-// carried, rounds spanning an idle spell are skipped, a probe round that
-// carries more than the cap lifts it, and leaving PROBE_BW forgets it.
+// queue stood caps it there (never below 9/10 of the max filter's), lost
+// packets count as carried, rounds spanning an idle spell are skipped, a
+// probe round that carries more than the cap lifts it, and leaving
+// PROBE_BW forgets it.
 func TestBBROverpacing(t *testing.T) {
 	const (
 		bw  = 0.02    // packets/µs: 2000 packets per 100 ms round
@@ -109,17 +110,11 @@ func TestBBROverpacing(t *testing.T) {
 	s.bbr.state = bbrProbeBW
 	s.bbr.bw.reset(1, bw)
 	s.srtt = rtt
-	s.deliveredTs = now
 	queued := true
 	// round ends a round that took dur µs, delivered and lost packets,
 	// at pacing gains from gmin to gmax.
 	round := func(dur int64, delivered, lost uint32, gmin, gmax float64) {
-		s.bbr.roundTs0, s.bbr.roundDelivered0, s.bbr.roundLost0 = s.deliveredTs, s.delivered, s.lostCount
-		s.bbr.roundGainMin, s.bbr.roundGainMax = gmin, gmax
-		s.deliveredTs += dur
-		s.delivered += delivered
-		s.lostCount += lost
-		s.bbrCheckOverpacing(queued)
+		s.bbrCheckOverpacing(bbrRound{delivered: delivered, lost: lost, dur: dur, queued: queued, gainMin: gmin, gainMax: gmax})
 	}
 	per := func(f float64) uint32 { return uint32(f * bw * rtt) } // packets in a round at f of bw
 	want := func(step string, f float64) {

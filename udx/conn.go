@@ -435,14 +435,13 @@ func (s *Stream) sendNewPacket(now int64, tlp bool) bool {
 // in the stream's statistics. The receiver takes it as any duplicate, as a
 // libudx peer takes a spurious retransmission.
 func (s *Stream) eagerCopy(now int64) {
-	p := s.out.get(s.seq - 1)
-	if s.seq != s.remoteAcked && p != nil && !p.lost && s.inflight.n == 1 && p.sock != nil {
-		p.sock.queue(p.buf, p.uaddr, p.addr)
-		s.stats.PacketsSent++
-	}
 	if s.seq == s.remoteAcked {
 		s.idleTimer(now)
 		return
+	}
+	if p := s.out.get(s.seq - 1); p != nil && !p.lost && s.inflight.n == 1 && p.sock != nil {
+		p.sock.queue(p.buf, p.uaddr, p.addr)
+		s.stats.PacketsSent++
 	}
 	if !s.scheduleLossProbe(now, false) {
 		s.rearmRTO(now, false)
