@@ -17,7 +17,11 @@ func TestEagerCopy(t *testing.T) {
 		payload  string
 		min, max time.Duration
 	}{
-		{"small", "typed", rtt / 4, rtt},
+		// The timer counts from the loop's clock reading, which can
+		// precede the packet's actual send by a few ms under -race on
+		// a busy machine, so the lower bound only asserts "not at
+		// once"; the upper one, "long before the probe".
+		{"small", "typed", rtt / 8, rtt},
 		{"full-size", strings.Repeat("x", 1100), 2 * rtt, 10 * rtt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
