@@ -10,8 +10,8 @@ package udx
 // Two additions, neither of which changes the wire format: STARTUP
 // also ends on a round of heavy loss over a standing queue
 // (bbrCheckStartupLoss), and PROBE_BW stops pacing faster than the path
-// carries when delay jitter inflates the bandwidth samples
-// (bbrCheckOverpacing).
+// carries, and drains the queue it built, when delay jitter inflates the
+// bandwidth samples (bbrCheckOverpacing, bbrStandingQueue).
 
 const (
 	bbrStartup = iota
@@ -43,16 +43,18 @@ const (
 	bbrStartupLossMin    = 8
 	bbrStartupQueueDiv   = 4
 	bbrStartupQueueMinUs = 2_000
-	// A PROBE_BW round paced at gain 1 whose packets left the bottleneck
-	// (delivered or lost) at less than 19/20 of its pacing rate caps the
-	// pacing bandwidth at that rate (bwLo), never below 9/10 of the max
-	// filter's, so that a mismeasured round costs at most a tenth; a
-	// bandwidth probe's round that carries 21/20 of the cap lifts it. See
-	// bbrCheckOverpacing.
+	// A PROBE_BW round paced at gain 1 that ended with a standing queue
+	// and whose packets left the bottleneck (delivered or lost) at less
+	// than 19/20 of its pacing rate caps the pacing bandwidth at that
+	// rate (bwLo): by at most a tenth per round (bbrOverpaceStep), never
+	// below 3/4 of the max filter's (bbrOverpaceFloor). A bandwidth
+	// probe's round that carries 21/20 of the cap raises it to what it
+	// carried. See bbrCheckOverpacing.
 	bbrOverpaceDiv   = 20
 	bbrProbeLiftNum  = 21
 	bbrProbeLiftDiv  = 20
-	bbrOverpaceFloor = 0.9
+	bbrOverpaceStep  = 0.9
+	bbrOverpaceFloor = 0.75
 	initialCwnd      = 10
 )
 
@@ -167,6 +169,10 @@ type bbr struct {
 	roundDelivered0 uint32
 	roundLost0      uint32
 	roundMinRTT     int64 // µs, -1 none yet
+	// roundMins is the smallest of the recent rounds' smallest RTT
+	// samples (over bbrMinRTTInterval): the path's RTT without a
+	// queue as a busy flow sees it (see bbrTrackRound).
+	roundMins minmax
 	// When the round began (deliveredTs), the smallest and largest pacing
 	// gain during it; and bbrCheckOverpacing's cap on the pacing
 	// bandwidth (packets/µs, 0: none).
@@ -405,12 +411,16 @@ func (s *Stream) bbrCheckFullBW(rs *rateSample) {
 // bbrRound is a finished round as the whole-round checks see it: the
 // packets it delivered and lost, its length in µs (deliveredTs to
 // deliveredTs; 0 for the stream's first), whether a queue stood all round
-// (its smallest RTT sample a quarter and 2 ms over the min RTT), and the
-// smallest and largest pacing gain during it.
+// measured two ways (queued: its smallest RTT sample a quarter and 2 ms
+// over the min RTT, which STARTUP's loss exit uses before there are
+// drained rounds to compare with; standing: the same over recent rounds'
+// smallest samples, see bbrStandingQueue), and the smallest and largest
+// pacing gain during it.
 type bbrRound struct {
 	delivered, lost  uint32
 	dur              int64
 	queued           bool
+	standing         bool
 	gainMin, gainMax float64
 }
 
@@ -435,10 +445,37 @@ func (s *Stream) bbrTrackRound(rs *rateSample) {
 	if b.roundTs0 != 0 {
 		r.dur = s.deliveredTs - b.roundTs0
 	}
+	if r.delivered >= 2*initialCwnd {
+		r.standing = s.bbrStandingQueue(b.roundMinRTT, s.deliveredTs)
+	}
 	s.bbrCheckStartupLoss(r)
 	s.bbrCheckOverpacing(r)
 	b.roundDelivered0, b.roundLost0, b.roundMinRTT = s.delivered, s.lostCount, -1
 	b.roundTs0, b.roundGainMin, b.roundGainMax = s.deliveredTs, b.pacingGain, b.pacingGain
+}
+
+// bbrStandingQueue tells whether a queue stood all through a round whose
+// smallest RTT sample was roundMin, and remembers that sample. The min RTT
+// cannot be the yardstick on a path whose delay jitters while it keeps
+// packets in order (mobile links): one lucky sample among thousands sets
+// it, 15-20 % below what any busy round sees even with the bottleneck's
+// queue empty, since a packet waits for those ahead of it however short
+// its own delay. So a round is measured against the smallest of the
+// recent rounds' smallest samples (over bbrMinRTTInterval), which the
+// 0.75 phases' drained rounds keep at the path's empty-queue RTT; a
+// quarter of it (at least 2 ms) over means a standing queue.
+func (s *Stream) bbrStandingQueue(roundMin, now int64) bool {
+	if roundMin <= 0 {
+		return false
+	}
+	b := &s.bbr
+	base := int64(b.roundMins.get())
+	if base <= 0 {
+		b.roundMins.reset(now, float64(roundMin))
+		return false
+	}
+	b.roundMins.runningMin(bbrMinRTTInterval, now, float64(roundMin))
+	return roundMin > base+max(base/bbrStartupQueueDiv, bbrStartupQueueMinUs)
 }
 
 // bbrCheckStartupLoss ends STARTUP after a round that overflowed the
@@ -470,17 +507,25 @@ func (s *Stream) bbrCheckStartupLoss(r bbrRound) {
 // second connection's echo took 2.3 RTT at p95 beside a download, kernel
 // BBR's as much. Over a whole round, what left the bottleneck (delivered
 // or lost: random loss is not a rate limit) is what it carried, the
-// bunching cancelled out. So when a gain-1 round carried clearly less than
-// its pacing rate while a queue stood all round (a sender held back by
-// its CPU or its application builds none), the pacing bandwidth is capped
-// there; the 0.75 phase then drains the queue and gain-1 rounds no longer
-// refill it. A bandwidth probe (gain 1.25 of the cap) whose round carries
-// more than the cap lifts it, so a flow still finds a faster path. Rounds
-// that span an idle spell or carry few packets measure the application,
-// not the path, and are skipped. Those two tests are all that keeps
-// app-limited rounds out: a tunnel's stream is marked app-limited
-// whenever its 2 ms send queue runs dry for an instant, which would
-// leave no round to judge.
+// bunching cancelled out. So when a gain-1 round ends with a queue that
+// stood all round (bbrStandingQueue; a sender held back by its CPU or its
+// application builds none):
+//   - if it carried clearly less than its pacing rate, the pacing
+//     bandwidth is capped there, by at most a tenth per round and never
+//     below 3/4 of the max filter's, so a mismeasured round costs little;
+//   - the gain cycle restarts at its 0.75 phase, which drains a quarter
+//     of a min RTT of queue; a cap alone, at the rate the path carries,
+//     would keep the queue it found for good.
+//
+// A bandwidth probe whose round carries 21/20 of the cap raises the cap
+// to what it carried (and drops it once that reaches the max filter), so
+// a flow still finds a faster path while a probe's one lucky round, on a
+// path whose round-by-round rates scatter by 5-10 %, cannot undo the cap.
+// Rounds that span an idle spell or carry few packets measure the
+// application, not the path, and are skipped. Those two tests are all
+// that keeps app-limited rounds out: a tunnel's stream is marked
+// app-limited whenever its 2 ms send queue runs dry for an instant, which
+// would leave no round to judge.
 func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 	b := &s.bbr
 	if b.state != bbrProbeBW {
@@ -490,16 +535,20 @@ func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 	if r.dur <= 0 || r.dur > 2*s.srtt || r.delivered < 2*initialCwnd {
 		return
 	}
-	rate := max(float64(r.delivered+r.lost)/float64(r.dur), s.bbrBW()*bbrOverpaceFloor)
+	rate := max(float64(r.delivered+r.lost)/float64(r.dur), s.bbrPaceBW()*bbrOverpaceStep, s.bbrBW()*bbrOverpaceFloor)
 	switch {
 	case r.gainMax > 1:
 		if b.bwLo > 0 && rate*bbrProbeLiftDiv >= b.bwLo*bbrProbeLiftNum {
-			b.bwLo = 0
+			b.bwLo = rate
+			if rate >= s.bbrBW() {
+				b.bwLo = 0
+			}
 		}
-	case r.gainMin == 1 && r.queued:
+	case r.gainMin == 1 && r.standing:
 		if rate*bbrOverpaceDiv < s.bbrPaceBW()*(bbrOverpaceDiv-1) {
 			b.bwLo = rate
 		}
+		b.cycleIndex, b.cycleStamp = 1, s.deliveredTs
 	}
 }
 

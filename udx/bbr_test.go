@@ -110,36 +110,83 @@ func TestBBROverpacing(t *testing.T) {
 	s.bbr.state = bbrProbeBW
 	s.bbr.bw.reset(1, bw)
 	s.srtt = rtt
-	queued := true
+	standing := true
 	// round ends a round that took dur µs, delivered and lost packets,
 	// at pacing gains from gmin to gmax.
 	round := func(dur int64, delivered, lost uint32, gmin, gmax float64) {
-		s.bbrCheckOverpacing(bbrRound{delivered: delivered, lost: lost, dur: dur, queued: queued, gainMin: gmin, gainMax: gmax})
+		s.bbr.cycleIndex = 4
+		s.bbrCheckOverpacing(bbrRound{delivered: delivered, lost: lost, dur: dur, standing: standing, gainMin: gmin, gainMax: gmax})
 	}
 	per := func(f float64) uint32 { return uint32(f * bw * rtt) } // packets in a round at f of bw
-	want := func(step string, f float64) {
+	want := func(step string, f float64, drain bool) {
 		t.Helper()
 		if got := s.bbrPaceBW() / bw; got < f-0.001 || got > f+0.001 {
 			t.Fatalf("%s: pacing bandwidth %.3f of the max filter's, want %.3f", step, got, f)
 		}
+		if got := s.bbr.cycleIndex == 1; got != drain {
+			t.Fatalf("%s: gain cycle restarted at its 0.75 phase: %v, want %v", step, got, drain)
+		}
 	}
 	round(rtt, per(0.97), 0, 1, 1)
-	want("a round carrying 0.97 of the pacing rate", 1)
-	queued = false
+	want("a round carrying 0.97 of the pacing rate", 1, true)
+	standing = false
 	round(rtt, per(0.90), 0, 1, 1)
-	want("a round carrying 0.90 without a standing queue", 1)
-	queued = true
+	want("a round carrying 0.90 without a standing queue", 1, false)
+	standing = true
 	round(rtt, per(0.90), per(0.03), 1, 1)
-	want("0.90 delivered and 0.03 lost", 0.93)
+	want("0.90 delivered and 0.03 lost", 0.93, true)
 	round(3*rtt, per(0.3), 0, 1, 1)
-	want("a round spanning an idle spell", 0.93)
+	want("a round spanning an idle spell", 0.93, false)
 	round(rtt, per(0.97), 0, 0.75, 1.25)
-	want("a probe round carrying less than 21/20 of the cap", 0.93)
+	want("a probe round carrying less than 21/20 of the cap", 0.93, false)
 	round(rtt, per(0.98), 0, 1, 1.25)
-	want("a probe round carrying 21/20 of the cap", 1)
+	want("a probe round carrying 21/20 of the cap", 0.98, false)
+	round(rtt, per(1.04), 0, 1, 1.25)
+	want("a probe round carrying the max filter's rate", 1, false)
 	round(rtt, per(0.80), 0, 1, 1)
-	want("a round carrying 0.80", 0.9)
+	want("a round carrying 0.80", 0.9, true)
+	round(rtt, per(0.80), 0, 1, 1)
+	want("another round carrying 0.80", 0.81, true)
+	round(rtt, per(0.50), 0, 1, 1)
+	want("a round carrying 0.50", 0.75, true)
 	s.bbr.state = bbrProbeRTT
 	round(rtt, per(0.5), 0, 1, 1)
-	want("after PROBE_RTT", 1)
+	want("after PROBE_RTT", 1, false)
+}
+
+// TestBBRStandingQueue: a round stands in a queue when its smallest RTT
+// sample is a quarter over the smallest of recent rounds' smallest, not
+// over the min RTT, which one lucky sample on a jittery path sets.
+func TestBBRStandingQueue(t *testing.T) {
+	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
+	now := int64(1_000_000)
+	s.bbrInit(now)
+	s.bbr.minRTT = 62_000 // one sample at the jitter's low end
+	for i, c := range []struct {
+		min  int64 // µs
+		want bool
+	}{
+		{80_000, false}, // the first round only sets the yardstick
+		{85_000, false},
+		{76_000, false},
+		{84_000, false}, // a quarter over the min RTT, not over 76 ms
+		{95_000, false}, // 76 + 19 ms: not over
+		{96_000, true},
+		{170_000, true},
+		{-1, false}, // a round without an RTT sample
+	} {
+		now += 100_000
+		if got := s.bbrStandingQueue(c.min, now); got != c.want {
+			t.Fatalf("round %d, smallest RTT %d µs: standing %v, want %v", i, c.min, got, c.want)
+		}
+	}
+	// After bbrMinRTTInterval without a round that low, the yardstick
+	// follows the path's newer, longer RTT.
+	for range 3 {
+		now += bbrMinRTTInterval / 2
+		s.bbrStandingQueue(120_000, now)
+	}
+	if s.bbrStandingQueue(140_000, now+100_000) {
+		t.Fatal("a round 20 ms over a path that has been at 120 ms for 10 s counted as standing")
+	}
 }

@@ -23,10 +23,11 @@
 // kept in microseconds, plus BBRv2's loss exit from STARTUP (a round that
 // lost over 2% of its packets while a queue stood all round ends it: a
 // sender held back by a window above udx, whose samples are all
-// app-limited, otherwise never leaves STARTUP's 2.89x pacing), and a cap
-// on PROBE_BW's pacing at what a round carried when it carried clearly
-// less while a queue stood (delay jitter inflates the max filter's
-// bandwidth, and pacing at it kept router buffers full); loss
+// app-limited, otherwise never leaves STARTUP's 2.89x pacing), and, when
+// a PROBE_BW round ends over a standing queue, a cap on the pacing at
+// what the round carried and a restart of the gain cycle at its 0.75
+// phase (delay jitter inflates the max filter's bandwidth, and pacing
+// at it kept router buffers full); loss
 // recovery is RACK-TLP with SACK; RTO follows RFC 6298 with libudx's 1 s
 // floor and its non-compounding 2·RTO re-arm.
 //
