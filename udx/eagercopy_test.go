@@ -17,10 +17,10 @@ func TestEagerCopy(t *testing.T) {
 		payload  string
 		min, max time.Duration
 	}{
-		// The timers count from the loop's clock reading, which can
-		// precede the packet's actual send by a few ms under -race on
-		// a busy machine (CI saw the probe 79.7 ms after a packet at
-		// a 45 ms RTT), so the bounds only separate the copy (not at
+		// The test times from its read of the first packet, which a
+		// busy machine running -race can delay by 10 ms and more (CI
+		// saw the probe, due 92 ms after the packet, 79.7 ms after
+		// that read), so the bounds only separate the copy (not at
 		// once, long before the probe) from the probe (after a whole
 		// RTT, where the copy would have gone at a quarter).
 		{"small", "typed", rtt / 8, rtt},
