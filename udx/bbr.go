@@ -450,7 +450,7 @@ func (s *Stream) bbrTrackRound(rs *rateSample) {
 	r := bbrRound{
 		delivered: s.delivered - b.roundDelivered0,
 		lost:      s.lostCount - b.roundLost0,
-		queued:    b.minRTT > 0 && b.roundMinRTT > b.minRTT+max(b.minRTT/bbrStartupQueueDiv, bbrStartupQueueMinUs),
+		queued:    queuedOver(b.roundMinRTT, b.minRTT),
 		gainMin:   b.roundGainMin,
 		gainMax:   b.roundGainMax,
 		minRTT:    b.roundMinRTT,
@@ -488,7 +488,14 @@ func (s *Stream) bbrStandingQueue(roundMin, now int64) bool {
 		return false
 	}
 	b.roundMins.runningMin(bbrMinRTTInterval, now, float64(roundMin))
-	return roundMin > base+max(base/bbrStartupQueueDiv, bbrStartupQueueMinUs)
+	return queuedOver(roundMin, base)
+}
+
+// queuedOver tells whether a round whose smallest RTT sample was roundMin
+// stood in a queue all through, against a path RTT of base (µs, 0 or
+// less: unknown): a quarter over it, and at least 2 ms for jitter.
+func queuedOver(roundMin, base int64) bool {
+	return base > 0 && roundMin > base+max(base/bbrStartupQueueDiv, bbrStartupQueueMinUs)
 }
 
 // bbrCheckStartupLoss ends STARTUP after a round that overflowed the
@@ -562,17 +569,21 @@ func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 		return
 	}
 	rate := max(float64(r.delivered+r.lost)/float64(r.dur), s.bbrPaceBW()*bbrOverpaceStep, s.bbrBW()*bbrOverpaceFloor)
-	switch {
-	case r.gainMax > 1:
+	if r.gainMax > 1 {
 		if b.bwLo > 0 && rate*bbrProbeLiftDiv >= b.bwLo*bbrProbeLiftNum {
 			b.bwLo = rate
 			if rate >= s.bbrBW() {
 				b.bwLo = 0
 			}
 		}
-	case r.gainMin == 1 && b.drainMin > 0:
+		return
+	}
+	if r.gainMin != 1 {
+		return
+	}
+	if b.drainMin > 0 {
 		// The first gain-1 round after a drain: a queue that did not
-		// shrink is not this flow's (see bbrCheckOverpacing's comment).
+		// shrink is not this flow's (see above).
 		if r.standing && r.minRTT >= b.drainMin {
 			b.futileDrains++
 		} else {
@@ -584,17 +595,15 @@ func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 			b.yieldUntil = s.deliveredTs + bbrMinRTTInterval
 			return
 		}
-		fallthrough
-	case r.gainMin == 1 && r.standing:
-		if !r.standing || s.deliveredTs < b.yieldUntil {
-			return
-		}
-		if rate*bbrOverpaceDiv < s.bbrPaceBW()*(bbrOverpaceDiv-1) {
-			b.bwLo = rate
-		}
-		b.cycleIndex, b.cycleStamp = 1, s.deliveredTs
-		b.drainMin = r.minRTT
 	}
+	if !r.standing {
+		return
+	}
+	if rate*bbrOverpaceDiv < s.bbrPaceBW()*(bbrOverpaceDiv-1) {
+		b.bwLo = rate
+	}
+	b.cycleIndex, b.cycleStamp = 1, s.deliveredTs
+	b.drainMin = r.minRTT
 }
 
 func (s *Stream) bbrCheckDrain() {
