@@ -431,14 +431,7 @@ func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) ([]time.Dura
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		buf := make([]byte, 256<<10)
-		for {
-			n, err := bulk.Read(buf)
-			got.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
+		countReads(bulk, &got)
 	}()
 	defer wg.Wait()
 	defer bulk.Close()
@@ -447,6 +440,19 @@ func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) ([]time.Dura
 	rtts := echoes(tb, ec, n)
 	rate := float64(got.Load()-got0) * 8 / time.Since(start).Seconds()
 	return rtts, rate / float64(w.prof.Rate)
+}
+
+// countReads reads c until it fails (closing c ends it), adding what
+// arrives to got as it arrives, so a caller can take rates over windows.
+func countReads(c net.Conn, got *atomic.Int64) {
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := c.Read(buf)
+		got.Add(int64(n))
+		if err != nil {
+			return
+		}
+	}
 }
 
 // TestWANSmoke: one tunnel (expose and forward processes) over the fiber

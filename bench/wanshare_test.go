@@ -47,9 +47,10 @@ func (w *wanLab) share(tb testing.TB, addrs []string, ccs []byte, d, warm time.D
 	tb.Helper()
 	counts := make([]atomic.Int64, len(addrs))
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	defer wg.Wait()
 	for i, addr := range addrs {
 		c := w.dial(tb, addr)
+		defer c.Close()
 		var req [10]byte
 		req[0], req[1] = cmdDown, ccs[i]
 		binary.BigEndian.PutUint64(req[2:], w.capacity(d+5*time.Second))
@@ -59,21 +60,7 @@ func (w *wanLab) share(tb testing.TB, addrs []string, ccs []byte, d, warm time.D
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer c.Close()
-			buf := make([]byte, 256<<10)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c.SetReadDeadline(time.Now().Add(time.Second))
-				n, err := c.Read(buf)
-				counts[i].Add(int64(n))
-				if err != nil && !isTimeout(err) {
-					return
-				}
-			}
+			countReads(c, &counts[i])
 		}()
 	}
 	time.Sleep(warm)
@@ -86,12 +73,5 @@ func (w *wanLab) share(tb testing.TB, addrs []string, ccs []byte, d, warm time.D
 	for i := range counts {
 		out[i] = float64(counts[i].Load()-base[i]) / (d - warm).Seconds()
 	}
-	close(stop)
-	wg.Wait()
 	return out
-}
-
-func isTimeout(err error) bool {
-	t, ok := err.(interface{ Timeout() bool })
-	return ok && t.Timeout()
 }
