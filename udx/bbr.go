@@ -1,5 +1,7 @@
 package udx
 
+import "math/rand/v2"
+
 // Congestion control: BBR v1 as libudx runs it (src/udx_bbr.c,
 // src/udx_rate.c), with time kept in microseconds instead of libudx's
 // milliseconds. On loopback and LAN paths the RTT is far below 1 ms, where
@@ -7,11 +9,14 @@ package udx
 // the bandwidth and min-RTT estimates meaningful there. Bandwidth is in
 // packets per microsecond, cwnd in packets, pacing in bytes per microsecond.
 //
-// Two additions, neither of which changes the wire format: STARTUP
-// also ends on a round of heavy loss over a standing queue
-// (bbrCheckStartupLoss), and PROBE_BW stops pacing faster than the path
+// Three changes, none of which touches the wire format: STARTUP also
+// ends on a round of heavy loss over a standing queue
+// (bbrCheckStartupLoss); PROBE_BW stops pacing faster than the path
 // carries, and drains the queue it built, when delay jitter inflates the
-// bandwidth samples (bbrCheckOverpacing, bbrStandingQueue).
+// bandwidth samples (bbrCheckOverpacing, bbrStandingQueue); and it probes
+// for bandwidth every third or fourth gain cycle, as BBR v2 and v3 probe
+// less often than v1, so the probes' queue is not the bottleneck's usual
+// state (bbrAdvanceCycle).
 
 const (
 	bbrStartup = iota
@@ -21,8 +26,15 @@ const (
 )
 
 const (
-	bbrCycleLen        = 8
-	bbrBWFilterRounds  = bbrCycleLen + 2
+	bbrCycleLen = 8
+	// Only every third or fourth gain cycle, drawn at random, probes for
+	// bandwidth; the others run their 0.75 phase at gain 1 instead
+	// (bbrAdvanceCycle). The max filter spans the longest run of cycles
+	// from one probe to the next and two rounds, as v1's 10 rounds span
+	// its 8.
+	bbrProbeCyclesMin  = 3
+	bbrProbeCyclesMax  = 4
+	bbrBWFilterRounds  = bbrProbeCyclesMax*bbrCycleLen + 2
 	bbrMinRTTInterval  = 10_000_000 // µs
 	bbrProbeRTTMode    = 200_000    // µs
 	bbrPacingMargin    = 0.99
@@ -160,6 +172,7 @@ type bbr struct {
 	fullBWCount      int
 	cycleIndex       int
 	cycleStamp       int64
+	cruiseCycles     int // gain cycles to run before the next probe
 	pacingGain       float64
 	cwndGain         float64
 	hasSeenRTT       bool
@@ -340,9 +353,43 @@ func (s *Stream) bbrIsNextCyclePhase(rs *rateSample) bool {
 	return full || inflight <= s.bbrBDP(s.bbrPaceBW(), 1)
 }
 
+// bbrAdvanceCycle moves to the gain cycle's next phase. BBR v1 probes
+// for bandwidth once a cycle of 8 rounds: its 1.25 phase adds a quarter
+// of a BDP to the bottleneck's queue and the next phase, at 0.75, takes it
+// back, so a queue that rises to a quarter of the min RTT and falls again
+// stands through 2 rounds of 8. Its 95th percentile is then 4/5 of that
+// peak whatever else the flow does: 20 ms on a 100 ms path (kernel BBR's
+// measured 20-23 ms on the lab's transatlantic link), and every echo that
+// a connection sharing the bottleneck times inside those rounds waits for
+// it too. BBR v2 and v3 probe every 2-3 s for the same reason. Here only
+// every third or fourth cycle, drawn at random so that flows sharing a
+// bottleneck do not probe in step, starts with the 1.25 phase; the others
+// start with the 0.75 phase, which ends as soon as the flow's inflight is
+// down to a BDP, so it drains whatever queue the cruise let build (the
+// max filter runs over the estimate by the sample scatter) and costs
+// nothing when there is none. The probe and its drain then take a
+// tenth of the time or less. The cost is a slower climb when the path
+// gets faster: one probe, raising the estimate by up to a quarter, every
+// 22 or 29 rounds (a cycle without the probe has 7 phases) instead of 8.
 func (s *Stream) bbrAdvanceCycle() {
-	s.bbr.cycleIndex = (s.bbr.cycleIndex + 1) & (bbrCycleLen - 1)
-	s.bbr.cycleStamp = s.deliveredTs
+	b := &s.bbr
+	b.cycleIndex = (b.cycleIndex + 1) & (bbrCycleLen - 1)
+	b.cycleStamp = s.deliveredTs
+	if b.cycleIndex != 0 {
+		return
+	}
+	if b.cruiseCycles > 0 {
+		b.cruiseCycles--
+		b.cycleIndex = 1
+		return
+	}
+	b.cruiseCycles = cruiseCycles()
+}
+
+// cruiseCycles draws how many gain cycles go without a probe before the
+// next one does (see bbrAdvanceCycle).
+func cruiseCycles() int {
+	return bbrProbeCyclesMin - 1 + rand.IntN(bbrProbeCyclesMax-bbrProbeCyclesMin+1)
 }
 
 func (s *Stream) bbrResetProbeBW() {
@@ -534,8 +581,9 @@ func (s *Stream) bbrCheckStartupLoss(r bbrRound) {
 //     bandwidth is capped there, by at most a tenth per round and never
 //     below 3/4 of the max filter's, so a mismeasured round costs little;
 //   - the gain cycle restarts at its 0.75 phase, which drains a quarter
-//     of a min RTT of queue; a cap alone, at the rate the path carries,
-//     would keep the queue it found for good.
+//     of a min RTT of queue, and the next bandwidth probe comes two or
+//     three cycles after it (bbrAdvanceCycle); a cap alone, at the rate
+//     the path carries, would keep the queue it found for good.
 //
 // A queue is not always this flow's: a CUBIC download sharing the
 // bottleneck fills its buffer, kernel BBR keeps up to a BDP in it, and a
@@ -558,7 +606,10 @@ func (s *Stream) bbrCheckStartupLoss(r bbrRound) {
 func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 	b := &s.bbr
 	if b.state != bbrProbeBW {
-		b.bwLo = 0
+		// STARTUP, DRAIN or PROBE_RTT: no cap, and no drain to judge
+		// when PROBE_BW resumes (PROBE_RTT's own drain would look
+		// futile or not by chance).
+		b.bwLo, b.drainMin, b.futileDrains = 0, 0, 0
 		return
 	}
 	if r.dur <= 0 || r.dur > 2*s.srtt || r.delivered < 2*initialCwnd {
@@ -603,6 +654,7 @@ func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 		b.bwLo = rate
 	}
 	b.cycleIndex, b.cycleStamp = 1, s.deliveredTs
+	b.cruiseCycles = cruiseCycles()
 	b.drainMin = r.minRTT
 }
 

@@ -201,6 +201,59 @@ func TestBBRFutileDrains(t *testing.T) {
 	if !round(160_000) {
 		t.Fatal("no drain once the stand-down is over")
 	}
+	// PROBE_RTT in between forgets the pending drain: its own drain would
+	// count as futile or not by chance.
+	s.bbr.futileDrains = 1
+	s.bbr.state = bbrProbeRTT
+	s.bbrCheckOverpacing(bbrRound{})
+	s.bbr.state = bbrProbeBW
+	round(160_000)
+	if s.bbr.futileDrains != 0 || s.deliveredTs < s.bbr.yieldUntil {
+		t.Fatal("a drain before PROBE_RTT counted after it")
+	}
+}
+
+// TestBBRProbeCycles: the gain cycle probes for bandwidth every third or
+// fourth cycle (22 or 29 phases: a cycle without the probe has 7), and
+// every cycle has its 0.75 phase.
+func TestBBRProbeCycles(t *testing.T) {
+	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
+	s.bbrInit(1_000_000)
+	s.bbrResetProbeBW()
+	gaps := map[int]int{}
+	last, sinceDrain := -1, 0
+	for i := range 8 * 200 {
+		prev := s.bbr.cycleIndex
+		s.bbrAdvanceCycle()
+		ci := s.bbr.cycleIndex
+		switch {
+		case prev == bbrCycleLen-1 && ci > 1, prev != bbrCycleLen-1 && ci != prev+1:
+			t.Fatalf("phase %d followed %d", ci, prev)
+		case ci == 0:
+			if last >= 0 {
+				gaps[i-last]++
+			}
+			last = i
+		}
+		sinceDrain++
+		if bbrPacingGain[ci] < 1 {
+			sinceDrain = 0
+		}
+		if sinceDrain > bbrCycleLen {
+			t.Fatalf("%d phases without a 0.75 phase", sinceDrain)
+		}
+	}
+	for gap, n := range gaps {
+		if gap != 22 && gap != 29 {
+			t.Fatalf("probes %d phases apart (%d times), want 22 or 29: %v", gap, n, gaps)
+		}
+	}
+	if n := gaps[22] + gaps[29]; n < 8*200/29-1 {
+		t.Fatalf("%d probes in %d phases: %v", n+1, 8*200, gaps)
+	}
+	if bbrBWFilterRounds < 29+2 {
+		t.Fatalf("the max filter's %d rounds do not span the 29 phases between probes and two", bbrBWFilterRounds)
+	}
 }
 
 // TestBBRStandingQueue: a round stands in a queue when its smallest RTT
