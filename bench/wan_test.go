@@ -198,9 +198,17 @@ func (w *wanLab) keytunnel(tb testing.TB) string {
 }
 
 // hypertele starts hypertele's server and client and returns the
-// client's address. hypertele takes its bootstrap as a port on 127.0.0.1,
-// which LoopbackUDP sends on to the lab's bootstrap node.
+// client's address.
 func (w *wanLab) hypertele(tb testing.TB) string {
+	tb.Helper()
+	addr, _ := w.hyperteleClient(tb, w.hyperteleServer(tb))
+	return addr
+}
+
+// hyperteleServer starts hypertele's server in front of the lab's service
+// and returns its public key. hypertele takes its bootstrap as a port on
+// 127.0.0.1, which LoopbackUDP sends on to the lab's bootstrap node.
+func (w *wanLab) hyperteleServer(tb testing.TB) string {
 	tb.Helper()
 	nodetest.Require(tb)
 	bap := netip.MustParseAddrPort(w.boot)
@@ -209,14 +217,21 @@ func (w *wanLab) hypertele(tb testing.TB) string {
 		w.cli.LoopbackUDP(bap.Port(), bap)
 		w.hyper = true
 	}
-	bport := strconv.Itoa(int(bap.Port()))
 	var seed key.Seed
 	rand.Read(seed[:])
 	seed[0] = 0xab // a letter first: minimist keeps it a string
-	srv := nodetest.StartIn(tb, w.srv.ExecPrefix(), "node_modules/hypertele/server.js", "-l", strconv.Itoa(int(w.svcPort)), "--seed", hex.EncodeToString(seed[:]), "--bootstrap", bport)
+	srv := nodetest.StartIn(tb, w.srv.ExecPrefix(), "node_modules/hypertele/server.js", "-l", strconv.Itoa(int(w.svcPort)), "--seed", hex.EncodeToString(seed[:]), "--bootstrap", strconv.Itoa(int(bap.Port())))
 	srv.Expect("hypertele:", 60*time.Second)
-	cli := nodetest.StartIn(tb, w.cli.ExecPrefix(), "node_modules/hypertele/client.js", "-p", "0", "-s", key.FromSeed(seed).Public.String(), "--bootstrap", bport)
-	return cli.Expect("Server ready @", 60*time.Second)
+	return key.FromSeed(seed).Public.String()
+}
+
+// hyperteleClient starts a hypertele client of the server with public key
+// pub (hyperteleServer) and returns its address and process.
+func (w *wanLab) hyperteleClient(tb testing.TB, pub string) (string, *nodetest.Proc) {
+	tb.Helper()
+	bport := strconv.Itoa(int(netip.MustParseAddrPort(w.boot).Port()))
+	cli := nodetest.StartIn(tb, w.cli.ExecPrefix(), "node_modules/hypertele/client.js", "-p", "0", "-s", pub, "--bootstrap", bport)
+	return cli.Expect("Server ready @", 60*time.Second), cli
 }
 
 // echoConn opens a connection to addr from the client, has one byte

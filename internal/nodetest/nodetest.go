@@ -226,6 +226,19 @@ func (p *Proc) Wait(ctx context.Context) error {
 	}
 }
 
+// Stop asks the script to end (SIGTERM, which lets a DHT node leave the
+// network as it would for a user), and kills it if it has not within 5 s.
+func (p *Proc) Stop() {
+	if p.cmd.Process != nil {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.Kill()
+	}
+}
+
 // Kill ends the script and every process it started, and waits for it.
 func (p *Proc) Kill() {
 	if p.cmd.Process != nil {
