@@ -251,6 +251,36 @@ func TestBBRProbeCycles(t *testing.T) {
 	if n := gaps[22] + gaps[29]; n < 8*200/29-1 {
 		t.Fatalf("%d probes in %d phases: %v", n+1, 8*200, gaps)
 	}
+	// A probe that raised the estimate by an eighth is followed by
+	// another; one that did not, by cruise cycles.
+	s.bbr.bw.reset(1, 0.01)
+	s.bbrAdvanceCycle() // a probe that starts now, at 0.01
+	for s.bbr.cycleIndex != 0 {
+		s.bbrAdvanceCycle()
+	}
+	for _, c := range []struct {
+		bw    float64
+		probe bool
+	}{{0.0125, true}, {0.0145, true}, {0.0150, false}} {
+		s.bbr.bw.reset(1, c.bw)
+		for range bbrCycleLen {
+			s.bbrAdvanceCycle()
+		}
+		if got := s.bbr.cycleIndex == 0; got != c.probe {
+			t.Fatalf("after a probe that took the estimate to %.4f: probing %v, want %v", c.bw, got, c.probe)
+		}
+	}
+	// Under a pacing cap every cycle probes: only a probe lifts it.
+	s.bbr.bwLo = 0.01
+	for range 3 {
+		for done := false; !done; {
+			done = s.bbr.cycleIndex == bbrCycleLen-1
+			s.bbrAdvanceCycle()
+		}
+		if s.bbr.cycleIndex != 0 {
+			t.Fatal("a cycle under a pacing cap did not probe")
+		}
+	}
 	if bbrBWFilterRounds < 29+2 {
 		t.Fatalf("the max filter's %d rounds do not span the 29 phases between probes and two", bbrBWFilterRounds)
 	}
