@@ -14,9 +14,10 @@ import "math/rand/v2"
 // (bbrCheckStartupLoss); PROBE_BW stops pacing faster than the path
 // carries, and drains the queue it built, when delay jitter inflates the
 // bandwidth samples (bbrCheckOverpacing, bbrStandingQueue); and it probes
-// for bandwidth every third or fourth gain cycle, as BBR v2 and v3 probe
-// less often than v1, so the probes' queue is not the bottleneck's usual
-// state (bbrAdvanceCycle).
+// for bandwidth every third or fourth gain cycle (every one while probes
+// find more or a cap is in force), as BBR v2 and v3 probe less often than
+// v1, so the probes' queue is not the bottleneck's usual state
+// (bbrAdvanceCycle).
 
 const (
 	bbrStartup = iota

@@ -30,7 +30,8 @@
 // at it kept router buffers full); its bandwidth probe runs every third
 // or fourth gain cycle instead of every one, as BBRv2 and v3 probe less
 // often than v1 (each probe's queue set the bottleneck's 95th
-// percentile, 20 ms on a 100 ms path); loss
+// percentile, 20 ms on a 100 ms path), but every cycle while probes find
+// more bandwidth or a pacing cap is in force; loss
 // recovery is RACK-TLP with SACK; RTO follows RFC 6298 with libudx's 1 s
 // floor and its non-compounding 2·RTO re-arm.
 //
