@@ -29,10 +29,10 @@ const (
 const (
 	bbrCycleLen = 8
 	// Only every third or fourth gain cycle, drawn at random, probes for
-	// bandwidth; the others run their 0.75 phase at gain 1 instead
-	// (bbrAdvanceCycle). The max filter spans the longest run of cycles
-	// from one probe to the next and two rounds, as v1's 10 rounds span
-	// its 8.
+	// bandwidth; the others skip the 1.25 phase and start at the 0.75
+	// one (bbrAdvanceCycle). The max filter spans the longest run of
+	// phases from one probe to the next (29) and two rounds, as v1's 10
+	// rounds span its 8.
 	bbrProbeCyclesMin  = 3
 	bbrProbeCyclesMax  = 4
 	bbrBWFilterRounds  = bbrProbeCyclesMax*bbrCycleLen + 2
