@@ -17,8 +17,12 @@
 // punch. The client starts the peer connection with a 16-byte preamble
 // ("\x00keytunnel/mux1\n"); the server answers with a short reply (ok, or
 // refused with a reason) before yamux starts, so that a refused client gets
-// ErrRefused with the reason instead of a bare EOF. That costs one round
-// trip per peer session; streams cost none.
+// ErrRefused with the reason instead of a bare EOF. The client starts yamux
+// right behind the preamble without waiting for the reply (the first
+// connection's bytes go out in the same flight; a refusing server discards
+// them), and the reply comes in front of the server's first frame: a first
+// connection through a new session costs the dial and one round trip, as
+// one through an established session costs one.
 //
 // Raw (hypertele, holesail): one peer connection per TCP connection, bytes
 // unframed. Forward with ForwardOptions.Raw speaks it to raw servers.

@@ -65,7 +65,8 @@ type session struct {
 	*yamux.Session
 	pc    PeerConn
 	gate  *sendGate
-	lanes *laneConn // under the session when the server offered lanes
+	lanes *laneConn // under the session; attached when the server offered a lane
+	reply *replyConn
 	flows *flowSet
 
 	abandoned chan struct{} // closed by keeper.abandon
@@ -142,6 +143,17 @@ func rttOf(pc PeerConn) time.Duration {
 		return r.RTT()
 	}
 	return 0
+}
+
+// replyErr is why the server did not accept the session (ErrRefused,
+// ErrProtocol), once its reply is known to say so; nil before that.
+func (s *session) replyErr() error {
+	select {
+	case <-s.reply.done:
+		return s.reply.err
+	default:
+		return nil
+	}
 }
 
 func (s *session) isAbandoned() bool {
@@ -273,6 +285,12 @@ func (f *Forwarder) serveLocal(c net.Conn) {
 		closed := f.stats.connOpened()
 		err = join(f.ctx, local, peer, &f.stats.sent, &f.stats.received)
 		closed()
+		if rerr := sess.replyErr(); rerr != nil {
+			// The session was handed out before its reply, which refused
+			// it: this connection's bytes went nowhere.
+			f.log.Warn("dropping local connection", "client", c.RemoteAddr().String(), "err", rerr)
+			return
+		}
 		if ss, ok := peer.(*serviceStream); ok && ss.refused != nil {
 			f.log.Warn("connection refused by the peer: "+strings.TrimPrefix(ss.refused.Error(), ErrRefused.Error()+": "), "client", c.RemoteAddr().String())
 			f.emit.emit(Event{Kind: EventRefused, Remote: f.remote, Mode: "mux", Service: f.opts.Service, Err: ss.refused})
@@ -429,6 +447,24 @@ func (k *keeper) sessionLoop() {
 		}
 		dialed = true
 		sess, err := k.dial()
+		if err == nil {
+			// Hand the session out before the server's reply: the
+			// connections waiting for it send their first bytes behind
+			// the preamble, a round trip earlier. Those that a refusal
+			// fails see why (session.replyErr).
+			k.update(func() { k.sess = sess })
+			select {
+			case <-sess.reply.done:
+				err = sess.reply.err
+			case <-k.s.ctx.Done():
+				sess.Close()
+				k.publish(nil, ErrClosed)
+				return
+			}
+			if err != nil {
+				sess.Close()
+			}
+		}
 		if err != nil {
 			if k.s.ctx.Err() != nil {
 				return
@@ -516,10 +552,12 @@ func (k *keeper) sleepUntil(t time.Time) bool {
 	}
 }
 
+// dial starts a session (startSession: the server's reply is still to
+// come).
 func (k *keeper) dial() (*session, error) {
 	ctx, cancel := context.WithTimeout(k.s.ctx, k.opts.DialTimeout)
 	defer cancel()
-	sess, err := dialSession(ctx, k.d, k.remote, k.pre, k.log)
+	sess, err := startSession(ctx, k.d, k.remote, k.pre, k.log)
 	if err == nil && k.onUp != nil {
 		k.onUp(sess)
 	}
@@ -527,41 +565,68 @@ func (k *keeper) dial() (*session, error) {
 }
 
 // dialSession dials remote, exchanges the preamble pre and starts a yamux
-// client on the connection.
+// client on the connection: startSession, and then the server's reply.
 func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string, log *slog.Logger) (*session, error) {
+	sess, err := startSession(ctx, d, remote, pre, log)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sess.reply.result(ctx); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	return sess, nil
+}
+
+// startSession dials remote, sends the preamble pre and starts a yamux
+// client on the connection at once: streams opened on it go out behind
+// the preamble, a round trip before the server's reply can come
+// (replyConn). sess.reply says what the reply was; a session whose reply
+// was not OK closes, and its reply's error is the dial's.
+func startSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string, log *slog.Logger) (*session, error) {
 	pc, err := d.Dial(ctx, remote)
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { pc.Close() })
-	timeout := 30 * time.Second
+	deadline := time.Now().Add(30 * time.Second)
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+		deadline = dl
 	}
-	features, err := handshakeWith(pc, pre, timeout)
-	if !stop() || err != nil {
-		pc.Close()
-		if err == nil {
-			err = ctx.Err()
-		}
-		return nil, err
+	pc.SetWriteDeadline(deadline)
+	err = writePreamble(pc, pre)
+	pc.SetWriteDeadline(time.Time{})
+	if err == nil {
+		err = ctx.Err()
 	}
-	token, lanes := feature(features, featureLanes)
-	var mc net.Conn = pc
-	var lc *laneConn
-	if lanes {
-		lc = newLaneConn(pc)
-		mc = lc
-	}
-	sess, gate, err := newGatedMux(mc, false, clientMuxConfig(log), clientMemory().newSpan)
 	if err != nil {
-		mc.Close()
+		pc.Close()
 		return nil, err
 	}
-	if lanes {
-		// The goroutine ends with the session at the latest: closing it
-		// cancels the dial.
-		go openLane(d, remote, token, lc, sess.CloseChan(), log)
+	// The session starts with a laneConn whether or not the reply will
+	// offer a lane: until one attaches, a laneConn sends plain yamux
+	// frames, which any keytunnel server reads.
+	rc := newReplyConn(pc, deadline)
+	lc := newLaneConn(rc)
+	sess, gate, err := newGatedMux(lc, false, clientMuxConfig(log), clientMemory().newSpan)
+	if err != nil {
+		lc.Close()
+		return nil, err
 	}
-	return &session{Session: sess, pc: pc, gate: gate, lanes: lc, abandoned: make(chan struct{})}, nil
+	// The goroutine ends with the session at the latest: closing it
+	// cancels the lane's dial.
+	go func() {
+		select {
+		case <-rc.done:
+		case <-sess.CloseChan():
+			return
+		}
+		if rc.err != nil {
+			sess.Close()
+			return
+		}
+		if token, ok := feature(rc.features, featureLanes); ok {
+			openLane(d, remote, token, lc, sess.CloseChan(), log)
+		}
+	}()
+	return &session{Session: sess, pc: pc, gate: gate, lanes: lc, reply: rc, abandoned: make(chan struct{})}, nil
 }

@@ -24,47 +24,69 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 	emit := emitter(opts.OnEvent)
 	dctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
 	defer cancel()
-	var peer conn
-	mode := "raw"
 	if opts.Raw {
 		pc, err := d.Dial(dctx, remote)
 		if err != nil {
 			return err
 		}
-		peer = pc
-	} else {
-		mode = "mux"
-		pre := preamble
-		if opts.Service != "" {
-			pre = preamble2
+		emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: "raw"})
+		err = join(ctx, rwConn{rw}, pc, nil, nil)
+		emit.emit(Event{Kind: EventDisconnected, Remote: remote, Mode: "raw", Err: err})
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		sess, err := dialSession(dctx, d, remote, pre, log)
-		if err != nil {
-			if errors.Is(err, ErrRefused) {
-				emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: mode, Err: err})
-			}
-			return err
-		}
-		defer sess.Close()
-		st, err := sess.OpenStream(ctx)
-		if err != nil {
-			return err
-		}
-		ms := sess.gate.stream(st)
-		peer = ms
-		if opts.Service != "" {
-			if peer, err = openServiceStream(ms, opts.Service); err != nil {
-				return err
-			}
-		}
+		return err
 	}
-	emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: mode})
-	err := join(ctx, rwConn{rw}, peer, nil, nil)
-	emit.emit(Event{Kind: EventDisconnected, Remote: remote, Mode: mode, Err: err})
+	pre := preamble
+	if opts.Service != "" {
+		pre = preamble2
+	}
+	// The stream opens, and rw's first bytes (an ssh client's banner) go
+	// out, before the server's reply to the preamble comes back.
+	sess, err := startSession(dctx, d, remote, pre, log)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	connected := make(chan struct{})
+	go func() {
+		defer close(connected)
+		if _, err := sess.reply.result(ctx); err == nil {
+			emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: "mux"})
+		}
+	}()
+	err = pipeStream(ctx, sess, rw, opts.Service)
+	// Read before Close, which would fail a reply still to come.
+	rerr := sess.replyErr()
+	sess.Close()
+	<-connected
+	if rerr != nil {
+		if errors.Is(rerr, ErrRefused) {
+			emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: "mux", Err: rerr})
+		}
+		return rerr
+	}
+	emit.emit(Event{Kind: EventDisconnected, Remote: remote, Mode: "mux", Err: err})
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
+}
+
+// pipeStream runs rw over a new stream of sess (to service, if named).
+func pipeStream(ctx context.Context, sess *session, rw io.ReadWriter, service string) error {
+	st, err := sess.OpenStream(ctx)
+	if err != nil {
+		return err
+	}
+	ms := sess.gate.stream(st)
+	var peer conn = ms
+	if service != "" {
+		if peer, err = openServiceStream(ms, service); err != nil {
+			return err
+		}
+	}
+	return join(ctx, rwConn{rw}, peer, nil, nil)
 }
 
 // rwConn lets join drive a caller's ReadWriter. Close is a no-op because

@@ -2,12 +2,14 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -70,11 +72,12 @@ const (
 )
 
 // The reply to the preamble: the 3 bytes of replyMagic, one status byte,
-// one length byte, then that many bytes of UTF-8 reason. The client waits
-// for it before starting yamux, so that a refusal is an error it can show
-// rather than a silent EOF; that costs one round trip per peer session, not
-// per stream. The magic lets a client tell a keytunnel reply from a raw
-// server's banner.
+// one length byte, then that many bytes of UTF-8 reason. The server sends
+// it before its first yamux frame, so that a refusal is an error the
+// client can show rather than a silent EOF; the client reads it in front
+// of those frames (replyConn) but does not wait for it to start yamux.
+// The magic lets a client tell a keytunnel reply from a raw server's
+// banner.
 const (
 	replyMagic   = "\x00kt"
 	replyOK      = 0
@@ -95,29 +98,35 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
-// clientHandshake writes pre (preamble or preamble2) and reads the
-// server's reply.
-func clientHandshake(c net.Conn, pre string, timeout time.Duration) error {
-	_, err := handshakeWith(c, pre, timeout)
-	return err
-}
-
 // handshakeWith writes pre (preamble, preamble2 or probePreamble) and
 // reads the server's reply; features is an OK reply's reason
 // (featureProbe, or empty from older servers).
 func handshakeWith(c net.Conn, pre string, timeout time.Duration) (features string, _ error) {
 	c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, pre); err != nil {
-		return "", fmt.Errorf("tunnel: sending preamble: %w", err)
+	if err := writePreamble(c, pre); err != nil {
+		return "", err
 	}
+	return readReply(c, timeout)
+}
+
+func writePreamble(c net.Conn, pre string) error {
+	if _, err := io.WriteString(c, pre); err != nil {
+		return fmt.Errorf("tunnel: sending preamble: %w", err)
+	}
+	return nil
+}
+
+// readReply reads the server's reply to a preamble within the read
+// deadline the caller set, timeout long (for the error message).
+func readReply(c net.Conn, timeout time.Duration) (features string, _ error) {
 	var hdr [len(replyMagic) + 2]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return "", fmt.Errorf("%w: connection closed before the reply", ErrProtocol)
 		}
 		if isTimeout(err) {
-			return "", fmt.Errorf("%w: no reply within %v", ErrProtocol, timeout)
+			return "", fmt.Errorf("%w: no reply within %v", ErrProtocol, timeout.Round(time.Millisecond))
 		}
 		return "", fmt.Errorf("tunnel: reading reply: %w", err)
 	}
@@ -138,6 +147,50 @@ func handshakeWith(c net.Conn, pre string, timeout time.Duration) (features stri
 		return "", fmt.Errorf("%w: %s", ErrRefused, reason)
 	}
 	return "", fmt.Errorf("%w: got %q", ErrProtocol, append(hdr[:], reason...))
+}
+
+// replyConn is a client's peer connection under a session that started
+// before the server's reply to its preamble came: the first Read reads the
+// reply, and every Read then fails with its error unless it was OK. A mux
+// client thus sends its first streams' frames right behind the preamble
+// and saves the round trip that waiting for the reply took on every first
+// dial; a server that refuses (or is not keytunnel) discards them, as it
+// would discard anything after the preamble. One reader at a time: the
+// laneConn's lane B reader.
+type replyConn struct {
+	net.Conn
+	deadline time.Time     // for the reply
+	once     sync.Once     // reads the reply
+	done     chan struct{} // closed once features or err is set
+	features string        // an OK reply's reason
+	err      error         // why there was no OK reply
+}
+
+func newReplyConn(c net.Conn, deadline time.Time) *replyConn {
+	return &replyConn{Conn: c, deadline: deadline, done: make(chan struct{})}
+}
+
+func (r *replyConn) Read(p []byte) (int, error) {
+	r.once.Do(func() {
+		r.Conn.SetReadDeadline(r.deadline)
+		r.features, r.err = readReply(r.Conn, time.Until(r.deadline))
+		r.Conn.SetReadDeadline(time.Time{})
+		close(r.done)
+	})
+	if r.err != nil {
+		return 0, r.err
+	}
+	return r.Conn.Read(p)
+}
+
+// result waits for the reply, until ctx ends.
+func (r *replyConn) result(ctx context.Context) (features string, _ error) {
+	select {
+	case <-r.done:
+		return r.features, r.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
 // detect reads the first bytes of a peer connection, until they either are

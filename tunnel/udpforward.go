@@ -179,7 +179,7 @@ func (u *UDPForwarder) runMux(f *flow, addr netip.AddrPort) {
 			f.close()
 			return
 		}
-		u.runFlowStream(f, bufio.NewReader(ms), addr)
+		u.runFlowStream(f, sess, bufio.NewReader(ms), addr)
 		return
 	}
 	f.close()
@@ -188,7 +188,7 @@ func (u *UDPForwarder) runMux(f *flow, addr netip.AddrPort) {
 // runFlowStream runs a client flow on its stream: datagrams go framed
 // until the server's reply accepts the flow, then on the datagram channel
 // where they fit.
-func (u *UDPForwarder) runFlowStream(f *flow, r *bufio.Reader, addr netip.AddrPort) {
+func (u *UDPForwarder) runFlowStream(f *flow, sess *session, r *bufio.Reader, addr netip.AddrPort) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -197,6 +197,15 @@ func (u *UDPForwarder) runFlowStream(f *flow, r *bufio.Reader, addr netip.AddrPo
 	}()
 	defer wg.Wait()
 	if err := readStreamReply(r); err != nil {
+		if rerr := sess.replyErr(); rerr != nil {
+			// The server refused the session, not the flow (keeper's
+			// sessionLoop says so).
+			if !f.isClosed() && u.ctx.Err() == nil {
+				u.log.Warn("dropping a UDP flow", "client", addr.String(), "err", rerr)
+			}
+			f.close()
+			return
+		}
 		if !f.isClosed() && u.ctx.Err() == nil {
 			u.drops.log(u.log, "UDP flow refused: "+err.Error())
 			u.emit.emit(Event{Kind: EventRefused, Remote: u.remote, Mode: "mux", Service: u.opts.Service, Err: err})
