@@ -189,6 +189,26 @@ func (p *Proc) Expect(prefix string, timeout time.Duration) string {
 	}
 }
 
+// ExpectAny reads lines until one starts with one of prefixes and returns
+// that line whole (the caller tells which). It fails the test after
+// timeout.
+func (p *Proc) ExpectAny(timeout time.Duration, prefixes ...string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		l, err := p.Line(ctx)
+		if err != nil {
+			p.t.Fatalf("expecting one of %q: %v", prefixes, err)
+		}
+		for _, prefix := range prefixes {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+	}
+}
+
 // ExpectAll reads lines until, for each prefix, one has started with it,
 // in whatever order the script printed them (two sides of a transfer end
 // in either order), and returns the rest of each line, trimmed, by prefix.

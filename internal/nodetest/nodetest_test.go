@@ -15,6 +15,10 @@ func TestEcho(t *testing.T) {
 	if got := p.Expect("echo ", 10*time.Second); got != "hello" {
 		t.Fatalf("echo = %q, want hello", got)
 	}
+	p.Stdin().Write([]byte("again\n"))
+	if got := p.ExpectAny(10*time.Second, "error ", "echo "); got != "echo again" {
+		t.Fatalf("ExpectAny = %q, want the whole line %q", got, "echo again")
+	}
 	p.Stdin().Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
