@@ -176,17 +176,7 @@ func (p *Proc) Line(ctx context.Context) (string, error) {
 // that line, trimmed. It fails the test after timeout.
 func (p *Proc) Expect(prefix string, timeout time.Duration) string {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		l, err := p.Line(ctx)
-		if err != nil {
-			p.t.Fatalf("expecting %q: %v", prefix, err)
-		}
-		if rest, ok := strings.CutPrefix(l, prefix); ok {
-			return strings.TrimSpace(rest)
-		}
-	}
+	return strings.TrimSpace(strings.TrimPrefix(p.ExpectAny(timeout, prefix), prefix))
 }
 
 // ExpectAny reads lines until one starts with one of prefixes and returns
