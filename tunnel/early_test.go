@@ -189,7 +189,7 @@ func TestStreamsBeforeReply(t *testing.T) {
 			t.Fatalf("the log does not give both connections the refusal's reason:\n%s", log)
 		}
 		if len(ev.of(EventConnected)) != 0 {
-			t.Fatalf("a refused session was reported connected: %+v", ev.ev)
+			t.Fatalf("a refused session was reported connected: %+v", ev.all())
 		}
 		if r := ev.of(EventRefused); len(r) != 1 || !errors.Is(r[0].Err, ErrRefused) {
 			t.Fatalf("refused events: %+v", r)
