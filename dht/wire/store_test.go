@@ -396,3 +396,24 @@ func TestStoreRetainedForward(t *testing.T) {
 		t.Fatal("DeleteForward left the entry")
 	}
 }
+
+// Reading old entries moves them back into the latest generation, and a
+// peer that also keeps putting new ones must not grow the cache past two
+// generations (xache's get moves them without a size check).
+func TestGenCacheBoundWithReads(t *testing.T) {
+	const maxSize = 4
+	c := newGenCache[int, int](maxSize, time.Hour, t0)
+	next := 0
+	for range 50 {
+		for range maxSize {
+			c.set(next, next)
+			next++
+		}
+		for k := range next {
+			c.get(k)
+		}
+		if n := c.len(); n > 2*maxSize {
+			t.Fatalf("%d entries after %d puts, each read back every round; want at most %d", n, next, 2*maxSize)
+		}
+	}
+}
