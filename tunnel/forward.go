@@ -446,7 +446,7 @@ func (k *keeper) sessionLoop() {
 			k.stats.redials.Add(1)
 		}
 		dialed = true
-		sess, err := k.dial()
+		sess, err := k.dial(failures)
 		if err == nil {
 			// Hand the session out before the server's reply: the
 			// connections waiting for it send their first bytes behind
@@ -489,8 +489,6 @@ func (k *keeper) sessionLoop() {
 		}
 		up := time.Now()
 		failedDials = 0
-		k.log.Info("peer session up", "after_failures", failures)
-		k.emit.emit(Event{Kind: EventConnected, Remote: k.remote, Mode: "mux"})
 		gone := k.stats.addPeer(sess.pc, "mux")
 		k.update(func() {
 			k.sess, k.lastErr, k.failed = sess, nil, 0
@@ -553,11 +551,15 @@ func (k *keeper) sleepUntil(t time.Time) bool {
 }
 
 // dial starts a session (startSession: the server's reply is still to
-// come).
-func (k *keeper) dial() (*session, error) {
+// come); once the reply is OK, and before any of the peer's data, it says
+// so (failures: the failed dials before this one).
+func (k *keeper) dial(failures int) (*session, error) {
 	ctx, cancel := context.WithTimeout(k.s.ctx, k.opts.DialTimeout)
 	defer cancel()
-	sess, err := startSession(ctx, k.d, k.remote, k.pre, k.log)
+	sess, err := startSession(ctx, k.d, k.remote, k.pre, k.log, func() {
+		k.log.Info("peer session up", "after_failures", failures)
+		k.emit.emit(Event{Kind: EventConnected, Remote: k.remote, Mode: "mux"})
+	})
 	if err == nil && k.onUp != nil {
 		k.onUp(sess)
 	}
@@ -567,7 +569,7 @@ func (k *keeper) dial() (*session, error) {
 // dialSession dials remote, exchanges the preamble pre and starts a yamux
 // client on the connection: startSession, and then the server's reply.
 func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string, log *slog.Logger) (*session, error) {
-	sess, err := startSession(ctx, d, remote, pre, log)
+	sess, err := startSession(ctx, d, remote, pre, log, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -582,8 +584,10 @@ func dialSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string
 // client on the connection at once: streams opened on it go out behind
 // the preamble, a round trip before the server's reply can come
 // (replyConn). sess.reply says what the reply was; a session whose reply
-// was not OK closes, and its reply's error is the dial's.
-func startSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string, log *slog.Logger) (*session, error) {
+// was not OK closes, and its reply's error is the dial's. onOK, if not
+// nil, runs once the reply is OK, before anything the server sent after
+// it is read.
+func startSession(ctx context.Context, d Dialer, remote key.PublicKey, pre string, log *slog.Logger, onOK func()) (*session, error) {
 	pc, err := d.Dial(ctx, remote)
 	if err != nil {
 		return nil, err
@@ -605,7 +609,7 @@ func startSession(ctx context.Context, d Dialer, remote key.PublicKey, pre strin
 	// The session starts with a laneConn whether or not the reply will
 	// offer a lane: until one attaches, a laneConn sends plain yamux
 	// frames, which any keytunnel server reads.
-	rc := newReplyConn(pc, deadline)
+	rc := newReplyConn(pc, deadline, onOK)
 	lc := newLaneConn(rc)
 	sess, gate, err := newGatedMux(lc, false, clientMuxConfig(log), clientMemory().newSpan)
 	if err != nil {

@@ -43,23 +43,17 @@ func Pipe(ctx context.Context, d Dialer, remote key.PublicKey, rw io.ReadWriter,
 	}
 	// The stream opens, and rw's first bytes (an ssh client's banner) go
 	// out, before the server's reply to the preamble comes back.
-	sess, err := startSession(dctx, d, remote, pre, log)
+	sess, err := startSession(dctx, d, remote, pre, log, func() {
+		emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: "mux"})
+	})
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
-	connected := make(chan struct{})
-	go func() {
-		defer close(connected)
-		if _, err := sess.reply.result(ctx); err == nil {
-			emit.emit(Event{Kind: EventConnected, Remote: remote, Mode: "mux"})
-		}
-	}()
 	err = pipeStream(ctx, sess, rw, opts.Service)
 	// Read before Close, which would fail a reply still to come.
 	rerr := sess.replyErr()
 	sess.Close()
-	<-connected
 	if rerr != nil {
 		if errors.Is(rerr, ErrRefused) {
 			emit.emit(Event{Kind: EventRefused, Remote: remote, Mode: "mux", Err: rerr})

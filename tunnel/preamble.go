@@ -160,14 +160,15 @@ func readReply(c net.Conn, timeout time.Duration) (features string, _ error) {
 type replyConn struct {
 	net.Conn
 	deadline time.Time     // for the reply
+	onOK     func()        // runs on an OK reply, before any byte after it is read
 	once     sync.Once     // reads the reply
 	done     chan struct{} // closed once features or err is set
 	features string        // an OK reply's reason
 	err      error         // why there was no OK reply
 }
 
-func newReplyConn(c net.Conn, deadline time.Time) *replyConn {
-	return &replyConn{Conn: c, deadline: deadline, done: make(chan struct{})}
+func newReplyConn(c net.Conn, deadline time.Time, onOK func()) *replyConn {
+	return &replyConn{Conn: c, deadline: deadline, onOK: onOK, done: make(chan struct{})}
 }
 
 func (r *replyConn) Read(p []byte) (int, error) {
@@ -175,6 +176,12 @@ func (r *replyConn) Read(p []byte) (int, error) {
 		r.Conn.SetReadDeadline(r.deadline)
 		r.features, r.err = readReply(r.Conn, time.Until(r.deadline))
 		r.Conn.SetReadDeadline(time.Time{})
+		if r.err == nil && r.onOK != nil {
+			// Before the server's first frame reaches a stream: "peer
+			// session up" and the connected event come before any of
+			// the peer's data does.
+			r.onOK()
+		}
 		close(r.done)
 	})
 	if r.err != nil {
