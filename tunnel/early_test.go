@@ -180,12 +180,8 @@ func TestStreamsBeforeReply(t *testing.T) {
 		if b, _ := io.ReadAll(c2); len(b) != 0 {
 			t.Fatalf("second connection read %q", b)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for strings.Count(lg.String(), "dropping local connection") < 2 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		log := lg.String()
-		if strings.Count(log, "dropping local connection") < 2 || strings.Count(log, "key not in the allow list") < 3 {
+		waitFor(t, "both connections' log lines", func() bool { return strings.Count(lg.String(), "dropping local connection") >= 2 })
+		if log := lg.String(); strings.Count(log, "key not in the allow list") < 3 {
 			t.Fatalf("the log does not give both connections the refusal's reason:\n%s", log)
 		}
 		if len(ev.of(EventConnected)) != 0 {

@@ -51,17 +51,6 @@ func (l *eventLog) all() []Event {
 	return slices.Clone(l.ev)
 }
 
-// await returns the events of kind k once there is one, waiting up to d:
-// an event and what the user sees of the same cause (a closed
-// connection) come from different goroutines.
-func (l *eventLog) await(k EventKind, d time.Duration) []Event {
-	for end := time.Now().Add(d); ; time.Sleep(5 * time.Millisecond) {
-		if ev := l.of(k); len(ev) > 0 || time.Now().After(end) {
-			return ev
-		}
-	}
-}
-
 func (l *eventLog) of(k EventKind) []Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -374,7 +363,10 @@ func TestAllowList(t *testing.T) {
 		}
 		c.Close()
 	}
-	if ev := r.events.await(EventRefused, 5*time.Second); len(ev) == 0 || !errors.Is(ev[0].Err, ErrRefused) {
+	// The event and the connection's close come from different
+	// goroutines.
+	waitFor(t, "a refused event", func() bool { return len(r.events.of(EventRefused)) > 0 })
+	if ev := r.events.of(EventRefused); !errors.Is(ev[0].Err, ErrRefused) {
 		t.Fatalf("no refused event: %+v", r.events.all())
 	}
 	// A raw stranger is dropped too.
