@@ -133,6 +133,13 @@ func TestGreedyPeerDoesNotStarveOthers(t *testing.T) {
 		}
 	}
 	loaded := best(3)
+	if loaded < alone/2 {
+		// Another package's tests on the same two cores can take B's
+		// CPU for seconds (CI saw 48 %): three more tries while A is
+		// still at it. A design that starved B would fail them too.
+		t.Logf("B at %.0f%% of its rate alone while A is greedy; measuring again", 100*loaded/alone)
+		loaded = max(loaded, best(3))
+	}
 	cancel()
 	wg.Wait()
 	// Measured again once A is gone, and the lower of the two taken: the
