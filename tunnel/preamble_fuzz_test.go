@@ -27,7 +27,7 @@ func sendChunked(c net.Conn, in []byte, chunk uint8) {
 
 // FuzzDetect feeds a peer connection's first bytes, in fuzzed pieces, to
 // detect: it must report a keytunnel client of each kind (mux1, mux2,
-// probe) exactly when the bytes start with that preamble, and otherwise
+// probe, lane) exactly when the bytes start with that preamble, and otherwise
 // hand back for replay a prefix of them that either has left every
 // preamble or is all of them (then with eof).
 func FuzzDetect(f *testing.F) {
@@ -40,6 +40,7 @@ func FuzzDetect(f *testing.F) {
 	f.Add([]byte(preamble2+"yamux bytes"), uint8(2))
 	f.Add([]byte(probePreamble+"p"), uint8(3))
 	f.Add([]byte("\x00keytunnel/prb"), uint8(2))
+	f.Add([]byte(lanePreamble+"token"), uint8(3))
 	f.Add([]byte{}, uint8(0))
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {
 		c, peer := net.Pipe()
@@ -58,6 +59,8 @@ func FuzzDetect(f *testing.F) {
 			want = kindMux2
 		case bytes.HasPrefix(in, []byte(probePreamble)):
 			want = kindProbe
+		case bytes.HasPrefix(in, []byte(lanePreamble)):
+			want = kindLane
 		}
 		if kind != want {
 			t.Fatalf("%q: kind %v, want %v", in, kind, want)
@@ -72,7 +75,7 @@ func FuzzDetect(f *testing.F) {
 			t.Fatalf("%q: replay %q is not a prefix of it", in, got)
 		}
 		isPrefix := strings.HasPrefix(preamble, string(got)) || strings.HasPrefix(preamble2, string(got)) ||
-			strings.HasPrefix(probePreamble, string(got))
+			strings.HasPrefix(probePreamble, string(got)) || strings.HasPrefix(lanePreamble, string(got))
 		switch {
 		case !eof && len(got) == 0:
 			t.Fatalf("%q: neither bytes nor eof", in)
