@@ -3,6 +3,7 @@ package udx
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // bbrPath is a synthetic bottleneck, one round trip at a time: the sender
@@ -320,5 +321,50 @@ func TestBBRStandingQueue(t *testing.T) {
 	}
 	if s.bbrStandingQueue(140_000, now+100_000) {
 		t.Fatal("a round 20 ms over a path that has been at 120 ms for 10 s counted as standing")
+	}
+}
+
+// A Write waiting for room under the notsent bound is not the application
+// running dry: a transmit that empties the queue meanwhile must not mark
+// the flow app-limited (the waiting writer's goroutine is merely late),
+// while one with no writer waiting does. The flag is up exactly while a
+// Write waits, including one that ends on its deadline.
+func TestAppLimitedNotWhileWriterWaits(t *testing.T) {
+	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd, delivered: 100}
+	s.wblocked.Store(true)
+	s.rateCheckAppLimited()
+	if s.appLimited != 0 {
+		t.Fatalf("marked app-limited (%d) while a writer waits for room", s.appLimited)
+	}
+	s.wblocked.Store(false)
+	s.rateCheckAppLimited()
+	if s.appLimited == 0 {
+		t.Fatal("an empty queue with no writer waiting is not marked app-limited")
+	}
+
+	sa, sb := udpSocket(t), udpSocket(t)
+	a, b := pair(t, sa, sb, 1, 2)
+	defer a.Close()
+	defer b.Close()
+	// b never reads: a's window and then its notsent bound fill, and
+	// its Write waits until the deadline.
+	a.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Write(make([]byte, 64<<20))
+		done <- err
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for !a.wblocked.Load() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if !a.wblocked.Load() {
+		t.Fatal("a Write held up by the notsent bound never set wblocked")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("a 64 MiB Write to a reader that never reads returned no error")
+	}
+	if a.wblocked.Load() {
+		t.Fatal("wblocked still set after the Write returned on its deadline")
 	}
 }

@@ -206,6 +206,10 @@ type Stream struct {
 	// written but not yet in packets. The loop keeps it at
 	// notsentLimit(pacingRate).
 	notsentMax atomic.Int64
+	// wblocked is set while a Write holds data that the notsent bound
+	// keeps out of wq, from when it starts waiting for room until it has
+	// queued more; rateCheckAppLimited reads it (see there).
+	wblocked   atomic.Bool
 	endReq     atomic.Bool
 	wclosed    bool
 	rq         [][]byte
@@ -868,8 +872,10 @@ func (s *Stream) Write(p []byte) (int, error) {
 		room := int(limit - s.wqBytes.Load())
 		if room <= 0 || room < min(int(limit/2), len(p)-n) {
 			dl := s.wdl
+			s.wblocked.Store(true)
 			s.mu.Unlock()
 			if err := s.wait(s.writable, dl); err != nil {
+				s.wblocked.Store(false)
 				return n, err
 			}
 			continue
@@ -890,6 +896,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 			n += m
 		}
 		s.wqBytes.Add(int64(k))
+		s.wblocked.Store(false)
 		s.mu.Unlock()
 		s.u.kickStream(s)
 	}
