@@ -130,15 +130,14 @@ func setCC(c net.Conn, cc string) error {
 type wanLab struct {
 	prof     natlab.Profile
 	lab      *natlab.Lab
-	boot     string                // the lab DHT's bootstrap, host:port
-	srv, cli *natlab.Host          // srv: plain link; cli: behind the WAN link
-	svcPort  uint16                // the service, on every address of srv
-	rtt      time.Duration         // base RTT, the unit of the *-rtt metrics
-	ping     time.Duration         // median ICMP RTT across the link
-	minPing  time.Duration         // fastest ICMP RTT across the link
-	hyper    bool                  // LoopbackUDP set up for hypertele
-	half     chan natlab.Histogram // splitSojourn's first half
-	exposed  string                // the key keytunnel exposes, hex
+	boot     string        // the lab DHT's bootstrap, host:port
+	srv, cli *natlab.Host  // srv: plain link; cli: behind the WAN link
+	svcPort  uint16        // the service, on every address of srv
+	rtt      time.Duration // base RTT, the unit of the *-rtt metrics
+	ping     time.Duration // median ICMP RTT across the link
+	minPing  time.Duration // fastest ICMP RTT across the link
+	hyper    bool          // LoopbackUDP set up for hypertele
+	exposed  string        // the key keytunnel exposes, hex
 }
 
 func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
@@ -336,27 +335,18 @@ func (w *wanLab) capacity(d time.Duration) uint64 {
 }
 
 // splitSojourn keeps the download link's queue sojourn histogram of the
-// next d apart from what follows (firstHalf returns it), so that a
-// download's report can tell its start from its steady state.
-func (w *wanLab) splitSojourn(d time.Duration) {
-	w.half = make(chan natlab.Histogram, 1)
-	ch := w.half
+// next d apart from what follows, and delivers it on the channel it
+// returns, so that a download's report can tell its start from its
+// steady state.
+func (w *wanLab) splitSojourn(d time.Duration) <-chan natlab.Histogram {
+	ch := make(chan natlab.Histogram, 1)
 	time.AfterFunc(d, func() {
 		k := w.link()
 		h := k.Stats(natlab.Down).Sojourn
 		k.ResetSojourn()
 		ch <- h
 	})
-}
-
-// firstHalf returns what splitSojourn kept, once, waiting for it.
-func (w *wanLab) firstHalf() (natlab.Histogram, bool) {
-	if w.half == nil {
-		return natlab.Histogram{}, false
-	}
-	h := <-w.half
-	w.half = nil
-	return h, true
+	return ch
 }
 
 // dials has a Go DHT node on the client host dial the exposed key twice,
@@ -642,15 +632,20 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 // Go udx beside udx-native for the raw stream. Metrics (RTTs in units of
 // the link's base RTT; base-rtt-ms is that RTT):
 //
-//	goodput-MB/s  one download of 6 s (raw udx: about 5 s at the link's
-//	              rate), from request to the last byte
+//	goodput-MB/s  the median of a TCP path's -wan.pulls downloads of 6 s
+//	              each, the paths taking turns (raw udx: one transfer of
+//	              about 5 s at the link's rate), from request to the last
+//	              byte
+//	goodput-first-MB/s, goodput-min-MB/s, goodput-max-MB/s  the first
+//	              (cold) download, the slowest and the fastest
+//	pull-closed   downloads closed at once without a byte, and retried
 //	x-link        goodput over the link's rate
 //	x-tcpbbr      goodput over kernel TCP BBR's
 //	x-hypertele   keytunnel's goodput over hypertele's
 //	x-udxnative   Go udx's goodput over udx-native's
 //	queue-p95-ms  the link's own measure of the bottleneck queue's sojourn
-//	              time (95th percentile) during the download
-//	queue-steady-p95-ms  the same over the download's second half, once
+//	              time (95th percentile) during the path's downloads
+//	queue-steady-p95-ms  the same over the downloads' second halves, once
 //	              the sender's start-up (BBR's STARTUP overshoot) is over
 //	verified-MB/s keytunnel only: a download of -wan.verify MiB (512)
 //	              whose SHA-256 is checked
@@ -659,6 +654,8 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	              connection: cold, then again at once (a route cached)
 //	newconn-rtt   median of 20 new connections through the established
 //	              path, dial to first echoed byte (direct TCP: 2 RTT)
+//	newconn-fails connections of that series that failed, and were
+//	              retried
 //	dial-rtt      the first connection through a freshly started tunnel
 //	              (DHT lookup, connect, first echo)
 //	loaded-p50-rtt, loaded-p95-rtt, loaded-p99-rtt  a second
@@ -866,33 +863,30 @@ func (ps *pullStats) median() float64 {
 // pullInto has one wanPull download through addr added to ps.
 func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats) {
 	tb.Helper()
-	w.link().ResetSojourn()
-	w.splitSojourn(wanPull / 2)
 	for try := 1; ; try++ {
+		w.link().ResetSojourn()
+		half := w.splitSojourn(wanPull / 2)
 		g, n := w.pull(tb, addr, cc, wanPull)
+		first := <-half
 		if n > 0 {
+			second := w.link().Stats(natlab.Down).Sojourn
 			ps.goodput = append(ps.goodput, g)
-			break
+			ps.steady.Merge(second)
+			ps.whole.Merge(second)
+			ps.whole.Merge(first)
+			ps.split = true
+			return
 		}
 		// hypertele's client closes some connections at once, without a
 		// byte: after its tunnel sat idle while the other paths
 		// downloaded, most of its first ones (a user would retry).
 		ps.closed++
-		w.firstHalf()
 		if try == 3 {
 			tb.Fatalf("download through %s: closed at once %d times in a row", addr, try)
 		}
 		tb.Logf("download through %s closed at once, without a byte; again", addr)
 		w.quiet(tb)
-		w.link().ResetSojourn()
-		w.splitSojourn(wanPull / 2)
 	}
-	first, _ := w.firstHalf()
-	second := w.link().Stats(natlab.Down).Sojourn
-	ps.steady.Merge(second)
-	ps.whole.Merge(second)
-	ps.whole.Merge(first)
-	ps.split = true
 }
 
 // quiet waits, up to 10 s, until the download link has been idle (fewer

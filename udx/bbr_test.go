@@ -354,11 +354,7 @@ func TestAppLimitedNotWhileWriterWaits(t *testing.T) {
 		_, err := a.Write(make([]byte, 64<<20))
 		done <- err
 	}()
-	deadline := time.Now().Add(2 * time.Second)
-	for !a.wblocked.Load() && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if !a.wblocked.Load() {
+	if !waitFor(2*time.Second, a.wblocked.Load) {
 		t.Fatal("a Write held up by the notsent bound never set wblocked")
 	}
 	if err := <-done; err == nil {
