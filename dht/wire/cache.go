@@ -72,6 +72,12 @@ func (c *genCache[K, V]) set(k K, v V) {
 	if _, ok := c.retained[k]; ok {
 		return
 	}
+	c.putLatest(k, v)
+}
+
+// putLatest puts k in the latest generation, out of the oldest, and
+// sweeps once that holds maxSize.
+func (c *genCache[K, V]) putLatest(k K, v V) {
 	c.latest[k] = v
 	delete(c.oldest, k)
 	if len(c.latest) >= c.maxSize {
@@ -91,18 +97,13 @@ func (c *genCache[K, V]) get(k K) (V, bool) {
 		return v, true
 	}
 	if v, ok := c.oldest[k]; ok {
-		// Moved back as set would put it, size check included: xache's
+		// Moved back as set puts it, size check included: xache's
 		// get moves it without one, so reads of old entries can grow
 		// latest past maxSize, and the sweep then hands oldest all of
 		// it. A peer that puts new values and reads its old ones every
 		// generation would grow the cache without bound (the fuzz target
 		// found 9 of a bound of 8).
-		c.latest[k] = v
-		delete(c.oldest, k)
-		if len(c.latest) >= c.maxSize {
-			c.sw.gced = true
-			c.gc()
-		}
+		c.putLatest(k, v)
 		return v, true
 	}
 	if v, ok := c.retained[k]; ok {
