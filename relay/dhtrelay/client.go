@@ -91,6 +91,7 @@ type clientHandshake struct {
 	hs     *noise.Handshake
 	kp     key.KeyPair
 	server *Listener
+	dial   *clientStream // an initiator's stream
 	res    noise.Result
 	done   bool
 }
@@ -272,8 +273,12 @@ type clientStream struct {
 	abandoned bool // the Dial gave up before open
 	wroteEnd  bool
 	gotEnd    bool
-	gone      bool
-	werr      error
+	// raced is closed when the relay showed its race on this dial's
+	// handshake (noteRaceLocked).
+	raced    chan struct{}
+	raceOnce sync.Once
+	gone     bool
+	werr     error
 }
 
 var _ Conn = (*clientStream)(nil)
@@ -429,6 +434,48 @@ func (c *Client) secure(ctx context.Context, st *clientStream, res noise.Result,
 // Dial connects to the peer listening on remote, through the relay's DHT
 // node, as opts.KeyPair (default: the client's key pair).
 func (c *Client) Dial(ctx context.Context, remote key.PublicKey, opts *dht.DialOptions) (Conn, error) {
+	conn, err := c.dial(ctx, remote, opts)
+	if errors.Is(err, errRelayRaced) {
+		c.log.Info("dhtrelay: the relay's connect stalled on its own race (two PEER_HANDSHAKE replies at once); dialing again", "remote", remote)
+		conn, err = c.dial(ctx, remote, opts)
+	}
+	if errors.Is(err, errRelayRaced) {
+		err = fmt.Errorf("%w: the relay's connect stalled twice on its own race (two PEER_HANDSHAKE replies at once)", ErrStreamDestroyed)
+	}
+	return conn, err
+}
+
+// relayRaceGrace is how long a dial waits for its open once the relay
+// has shown the race of noteRaceLocked: long enough for a server that
+// connects to the relay directly, which needs no hole punch.
+var relayRaceGrace = 3 * time.Second
+
+// errRelayRaced: the dial was given up after the relay's race.
+var errRelayRaced = errors.New("dhtrelay: relay raced")
+
+// noteRaceLocked spots the Node relay's race on a non-custodial dial
+// (c.mu held): a second request to read the server's reply, for a
+// handshake the first one completed. hyperdht's connect asks two DHT
+// nodes at once (connect.js connectThroughNode), and when both relay
+// the server's reply before the client's answer is back, the relay's
+// HandshakeProxy keeps only the second request's promise: the client's
+// one answer settles that, the first never settles (a second answer
+// would crash the relay, session.noiseRequest), and connect's wait for
+// all its attempts (findAndConnect's semaphore flush) never ends, so the
+// hole punch after it never starts. Only a server that reaches the relay
+// directly still opens the stream; for the others the dial is given up
+// after relayRaceGrace and made again.
+func (c *Client) noteRaceLocked(m Message) {
+	v, ok := m.(NoiseReceive)
+	if !ok || !v.IsInitiator {
+		return
+	}
+	if h := c.handshakes[v.ID]; h != nil && h.done && h.dial != nil {
+		h.dial.raceOnce.Do(func() { close(h.dial.raced) })
+	}
+}
+
+func (c *Client) dial(ctx context.Context, remote key.PublicKey, opts *dht.DialOptions) (Conn, error) {
 	kp := c.kp
 	if opts != nil && !opts.KeyPair.Public.IsZero() {
 		kp = opts.KeyPair
@@ -440,16 +487,23 @@ func (c *Client) Dial(ctx context.Context, remote key.PublicKey, opts *dht.DialO
 	}
 	alias := c.sess.NextID()
 	st := &clientStream{c: c, alias: alias, remote: remote, local: kp.Public, kp: kp, custodial: c.custodial,
-		in: newChunkQueue(c.opts.StreamBuffer), opened: make(chan struct{})}
+		in: newChunkQueue(c.opts.StreamBuffer), opened: make(chan struct{}), raced: make(chan struct{})}
 	if err := c.sendLocked(Connect{Custodial: c.custodial, Alias: alias, PublicKey: kp.Public, SecretKey: c.secret(kp), RemotePublicKey: remote}); err != nil {
 		c.mu.Unlock()
 		return nil, err
 	}
 	c.streams[alias] = st
 	c.mu.Unlock()
-	select {
-	case <-st.opened:
-	case <-ctx.Done():
+	// abandon gives the dial up: an open that comes later closes the
+	// stream (onMessage), or closes it here if it just came.
+	abandon := func(err error) (Conn, error) {
+		c.mu.Lock()
+		for id, h := range c.handshakes {
+			if h.dial == st {
+				delete(c.handshakes, id)
+			}
+		}
+		c.mu.Unlock()
 		st.mu.Lock()
 		st.abandoned = true
 		st.mu.Unlock()
@@ -460,9 +514,26 @@ func (c *Client) Dial(ctx context.Context, remote key.PublicKey, opts *dht.DialO
 			}
 		default:
 		}
-		return nil, ctx.Err()
-	case <-c.ctx.Done():
-		return nil, ErrClosed
+		return nil, err
+	}
+	var grace <-chan time.Time
+	raced := st.raced
+	for wait := true; wait; {
+		select {
+		case <-st.opened:
+			wait = false
+		case <-raced:
+			raced = nil
+			t := time.NewTimer(relayRaceGrace)
+			defer t.Stop()
+			grace = t.C
+		case <-grace:
+			return abandon(errRelayRaced)
+		case <-ctx.Done():
+			return abandon(ctx.Err())
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
 	}
 	if st.openErr != nil {
 		return nil, st.openErr
@@ -814,6 +885,7 @@ func (c *Client) onMessage(m Message) {
 	c.mu.Lock()
 	a, err := c.sess.Receive(m)
 	if err != nil {
+		c.noteRaceLocked(m)
 		c.mu.Unlock()
 		c.log.Debug("dhtrelay: ignored message", "type", m.Type(), "err", err)
 		return
@@ -1008,7 +1080,7 @@ func (c *Client) onNoise(id uint32, initiator bool, a Action, payload []byte, se
 			if st == nil {
 				return
 			}
-			h.kp = st.kp
+			h.kp, h.dial = st.kp, st
 			cfg.RemoteKey = st.remote
 		} else {
 			l := c.servers[a.Server]

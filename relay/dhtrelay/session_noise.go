@@ -86,7 +86,10 @@ func (s *Session) noiseReply(d dirMsg, v NoiseReply, a Action) (Action, error) {
 // HandshakeProxy keeps one pending reply: a second reply crashes it
 // ("_onNoiseReply is not a function"). The reference client throws on a
 // complete handshake and answers nothing, so the request is refused here,
-// and the handshake stays ready for the open that ends it.
+// and the handshake stays ready for the open that ends it. That open
+// comes only from a server that reaches the relay directly: the race also
+// stalls the relay's connect before its hole punch, which Client.Dial
+// meets by dialing again (Client.noteRaceLocked).
 func (s *Session) noiseRequest(d dirMsg, h *handshake, a Action) (Action, error) {
 	if h.awaiting {
 		return a, d.protoErr("handshake %d already waits for a reply", h.id)

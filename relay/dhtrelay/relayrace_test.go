@@ -1,0 +1,114 @@
+package dhtrelay
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/keytunnel/keytunnel/dht/wire"
+	"github.com/keytunnel/keytunnel/internal/protomux"
+	"github.com/keytunnel/keytunnel/secretstream/noise"
+)
+
+// TestDialRetriesAfterRelayRace plays the Node relay whose two
+// PEER_HANDSHAKE replies raced (see Client.noteRaceLocked): it asks the
+// client twice to read the server's reply and never opens the stream. The
+// client answers once, gives the dial up after relayRaceGrace and connects
+// again; a dial without the race is not given up.
+func TestDialRetriesAfterRelayRace(t *testing.T) {
+	defer func(d time.Duration) { relayRaceGrace = d }(relayRaceGrace)
+	relayRaceGrace = 300 * time.Millisecond
+	a, b := protomux.Pipe()
+	ckp, skp := newKey(t), newKey(t)
+	c, err := NewClient(a, ClientOptions{KeyPair: ckp, NonCustodial: true, Logger: flightRecorder(t, "the relayed client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	relay := newMsgClient(t, b)
+	relay.expect(t, TypeHandshake, 5*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Dial(ctx, skp.Public, nil)
+		done <- err
+	}()
+
+	// next returns the client's next message other than a ping, or nil
+	// when none comes within d.
+	next := func(d time.Duration) Message {
+		timeout := time.After(d)
+		for {
+			select {
+			case m := <-relay.msgs:
+				if m.Type() != TypePing {
+					return m
+				}
+			case <-timeout:
+				return nil
+			}
+		}
+	}
+	// handshake runs the relay's side of one connect's Noise handshake
+	// as the server skp, reading the server's reply twice when raced.
+	handshake := func(id uint32, raced bool) uint32 {
+		t.Helper()
+		conn, ok := next(5 * time.Second).(Connect)
+		if !ok || conn.RemotePublicKey != skp.Public {
+			t.Fatalf("no connect to the server: %+v", conn)
+		}
+		relay.send(t, NoiseSend{IsInitiator: true, ID: id, RemoteStreamAlias: conn.Alias, Payload: []byte("client payload")})
+		r1, ok := next(5 * time.Second).(NoiseReply)
+		if !ok || r1.ID != id || r1.Complete {
+			t.Fatalf("first noise reply %+v", r1)
+		}
+		hs, err := noise.New(noise.Config{Pattern: noise.IK, Prologue: wire.NSPeerHandshake[:], KeyPair: skp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hs.ReadMessage(nil, r1.Payload); err != nil {
+			t.Fatal(err)
+		}
+		msg2, err := hs.WriteMessage(nil, []byte("server payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		relay.send(t, NoiseReceive{IsInitiator: true, ID: id, Payload: msg2})
+		if raced {
+			relay.send(t, NoiseReceive{IsInitiator: true, ID: id, Payload: msg2})
+		}
+		r2, ok := next(5 * time.Second).(NoiseReply)
+		if !ok || r2.ID != id || !r2.Complete || string(r2.Payload) != "server payload" {
+			t.Fatalf("second noise reply %+v", r2)
+		}
+		return conn.Alias
+	}
+	first := handshake(1, true)
+	// One answer only (a second would crash the Node relay), then, once
+	// no open came within the grace, the dial again.
+	start := time.Now()
+	second := handshake(2, false)
+	if waited := time.Since(start); waited < relayRaceGrace/2 {
+		t.Errorf("connected again after %v, before the grace of %v", waited, relayRaceGrace)
+	}
+	if second == first {
+		t.Errorf("the second connect reused alias %d", first)
+	}
+	// Without the race the dial waits for its open as long as its ctx.
+	if m := next(4 * relayRaceGrace); m != nil {
+		t.Fatalf("a dial without the race sent %s %+v", m.Type(), m)
+	}
+	// The first stream's late open is closed at once, the dial being
+	// given up.
+	relay.send(t, Open{Alias: 100, RemoteAlias: first, HandshakeID: 1})
+	if d, ok := next(5 * time.Second).(Destroy); !ok || !d.Paired || d.Alias != first {
+		t.Errorf("the late open of the given up dial: %+v, want its destroy", d)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("dial: %v, want context.Canceled", err)
+	}
+}
