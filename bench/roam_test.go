@@ -46,7 +46,7 @@ func BenchmarkRoaming(b *testing.B) {
 			w.cli = lab.Host(nat)
 			ln := w.srv.ListenTCP(0)
 			w.svcPort = uint16(ln.Addr().(*net.TCPAddr).Port)
-			proctest.ServeOn(b, ln, serveWAN)
+			proctest.ServeOn(b, ln, func(c net.Conn) { serveWAN(c, 0) })
 			addr := ""
 			if name == "keytunnel" {
 				addr = w.keytunnel(b)

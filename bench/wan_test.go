@@ -50,10 +50,11 @@ var wanVerifyMiB = flag.Int("wan.verify", 512, "WAN benchmark: MiB each profile 
 var wanEchoes = flag.Int("wan.echoes", 200, "WAN benchmark: 1-byte echoes per loaded-rtt measurement")
 
 // The service's protocol, one request per connection: 'E' echoes
-// everything; 'D', a congestion-control byte ('b' BBR, 'c' CUBIC, '-' the
-// default) and an 8-byte big-endian size sends that many bytes of
-// wanPattern repeated, then waits for the client to close (hypertele
-// drops what it still holds for a connection whose other side closed).
+// everything; 'D', a congestion-control byte ('b' BBR, 'c' CUBIC, 'p' BBR
+// paced at no more than the service's floor rate, '-' the default) and an
+// 8-byte big-endian size sends that many bytes of wanPattern repeated,
+// then waits for the client to close (hypertele drops what it still holds
+// for a connection whose other side closed).
 const (
 	cmdEcho = 'E'
 	cmdDown = 'D'
@@ -67,7 +68,10 @@ var wanPattern = func() []byte {
 	return b
 }()
 
-func serveWAN(c net.Conn) {
+// serveWAN serves one connection; floorRate (bytes/s) caps the pacing of
+// a 'p' download (SO_MAX_PACING_RATE, which TCP's own pacing honours
+// without the fq qdisc this kernel lacks).
+func serveWAN(c net.Conn, floorRate uint64) {
 	c.SetDeadline(time.Now().Add(10 * time.Minute))
 	var cmd [1]byte
 	if _, err := io.ReadFull(c, cmd[:]); err != nil {
@@ -83,6 +87,11 @@ func serveWAN(c net.Conn) {
 		}
 		if cc := ccName(hdr[0]); cc != "" {
 			if err := setCC(c, cc); err != nil {
+				return
+			}
+		}
+		if hdr[0] == 'p' {
+			if err := setMaxPacing(c, floorRate); err != nil {
 				return
 			}
 		}
@@ -103,8 +112,26 @@ func ccName(b byte) string {
 		return "bbr"
 	case 'c':
 		return "cubic"
+	case 'p':
+		return "bbr"
 	}
 	return ""
+}
+
+// setMaxPacing caps a TCP connection's pacing rate at rate bytes/s (a
+// 32-bit value, which the kernel takes; ~0 would mean no cap).
+func setMaxPacing(c net.Conn, rate uint64) error {
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, int(min(rate, 1<<32-2)))
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // setCC sets a TCP connection's congestion control (TCP_CONGESTION).
@@ -148,7 +175,8 @@ func newWANLab(tb testing.TB, prof natlab.Profile) *wanLab {
 	w.cli = lab.Host(lab.Public(), natlab.WAN(prof))
 	ln := w.srv.ListenTCP(0)
 	w.svcPort = uint16(ln.Addr().(*net.TCPAddr).Port)
-	proctest.ServeOn(tb, ln, serveWAN)
+	floor := uint64(float64(prof.Rate) / 8 * floorShare)
+	proctest.ServeOn(tb, ln, func(c net.Conn) { serveWAN(c, floor) })
 	rtts, err := w.cli.Ping(w.srv.Addr(), 10)
 	if err != nil {
 		tb.Fatal(err)
@@ -421,7 +449,9 @@ func patternHash(size int64) []byte {
 // The second result is what the bulk connection received while the echoes
 // ran, as a fraction of the link's rate: a sender that gave way to the
 // echoes by slowing down would show low loaded RTTs that mean nothing.
-func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) ([]time.Duration, float64) {
+// The third is the download link's queue sojourn meanwhile, which the
+// echoes' replies wait behind.
+func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) ([]time.Duration, float64, natlab.Histogram) {
 	tb.Helper()
 	ec, _ := w.echoConn(tb, addr)
 	defer ec.Close()
@@ -442,11 +472,17 @@ func (w *wanLab) loaded(tb testing.TB, addr string, cc byte, n int) ([]time.Dura
 	defer wg.Wait()
 	defer bulk.Close()
 	time.Sleep(time.Second + 4*w.rtt) // the bulk transfer ramps up and fills the queue
+	w.link().ResetSojourn()
 	start, got0 := time.Now(), got.Load()
 	rtts := echoes(tb, ec, n)
 	rate := float64(got.Load()-got0) * 8 / time.Since(start).Seconds()
-	return rtts, rate / float64(w.prof.Rate)
+	return rtts, rate / float64(w.prof.Rate), w.link().Stats(natlab.Down).Sojourn
 }
+
+// floorShare is the share of the link the floor path's download is paced
+// at: under the link's rate, so that it keeps no standing queue, and
+// near it, so that its packets are as dense as a full download's.
+const floorShare = 0.9
 
 // countReads reads c until it fails (closing c ends it), adding what
 // arrives to got as it arrives, so a caller can take rates over windows.
@@ -664,6 +700,13 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	loaded-x-link what that download received while the echoes ran,
 //	              over the link's rate (a sender that slowed down for
 //	              the echoes would show low loaded RTTs that mean nothing)
+//	loaded-queue-p95-ms  the download link's queue sojourn (p95) while
+//	              the echoes ran: what their replies waited behind
+//
+// and a path called floor, kernel TCP's echoes with no download
+// (idle-p50-rtt, idle-p95-rtt) and the loaded-* figures beside a kernel
+// BBR download paced at floorShare of the link: what the link's delay
+// and jitter leave of loaded-rtt without a standing queue.
 func BenchmarkWAN(b *testing.B) {
 	for _, prof := range natlab.Profiles {
 		b.Run(prof.Name, func(b *testing.B) {
@@ -708,6 +751,14 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		b.ReportMetric(float64(rtt)/1e6, "base-rtt-ms")
 		b.ReportMetric(0, "ns/op")
 	}
+	reportLoaded := func(b *testing.B, addr string, cc byte) {
+		l, xlink, queue := w.loaded(b, addr, cc, *wanEchoes)
+		b.ReportMetric(xlink, "loaded-x-link")
+		b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
+		b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
+		b.ReportMetric(inRTT(l[len(l)*99/100]), "loaded-p99-rtt")
+		b.ReportMetric(float64(queue.Quantile(0.95))/1e6, "loaded-queue-p95-ms")
+	}
 	// latency reports newconn-rtt and loaded-*-rtt of an established path.
 	latency := func(b *testing.B, addr string, cc byte) {
 		var nc []time.Duration
@@ -733,11 +784,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		}
 		slices.Sort(nc)
 		b.ReportMetric(inRTT(nc[len(nc)/2]), "newconn-rtt")
-		l, xlink := w.loaded(b, addr, cc, *wanEchoes)
-		b.ReportMetric(xlink, "loaded-x-link")
-		b.ReportMetric(inRTT(l[len(l)/2]), "loaded-p50-rtt")
-		b.ReportMetric(inRTT(l[len(l)*95/100]), "loaded-p95-rtt")
-		b.ReportMetric(inRTT(l[len(l)*99/100]), "loaded-p99-rtt")
+		reportLoaded(b, addr, cc)
 	}
 
 	// The four TCP paths (kernel TCP directly with each congestion
@@ -809,6 +856,25 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 			run(p)
 		}
 	}
+	// The floor under loaded-rtt on this link: kernel TCP's echoes alone
+	// (idle-*), and beside a kernel BBR download paced at floorShare of
+	// the link, which keeps no standing queue, so that what is left is
+	// the link's delay and jitter with a busy sender's packets ahead of
+	// the echo's (a jittered link delivers in order).
+	if wanPath("floor") {
+		b.Run("floor", func(b *testing.B) {
+			w.quiet(b)
+			ec, _ := w.echoConn(b, direct)
+			idle := echoes(b, ec, *wanEchoes)
+			ec.Close()
+			b.ReportMetric(inRTT(idle[len(idle)/2]), "idle-p50-rtt")
+			b.ReportMetric(inRTT(idle[len(idle)*95/100]), "idle-p95-rtt")
+			w.quiet(b)
+			reportLoaded(b, direct, 'p')
+			b.ReportMetric(float64(rtt)/1e6, "base-rtt-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 	// The raw udx streams send a fixed size once each, one process per
 	// end (their queue figure is the whole transfer's).
 	raw := func(name string, send func(testing.TB, int64) time.Duration) {
@@ -834,7 +900,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 	}
 }
 
-var wanPaths = flag.String("wan.paths", "", "WAN benchmark: the paths to run, comma-separated (tcp-bbr, tcp-cubic, udx-native, udx-go, hypertele, keytunnel); empty: all")
+var wanPaths = flag.String("wan.paths", "", "WAN benchmark: the paths to run, comma-separated (tcp-bbr, tcp-cubic, floor, udx-native, udx-go, hypertele, keytunnel); empty: all")
 
 // wanPath reports whether -wan.paths asks for the path called name.
 func wanPath(name string) bool {
