@@ -324,6 +324,14 @@ func (st *clientStream) writeChunk(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStreamDestroyed, err)
 	}
+	return c.sendWaiting(m)
+}
+
+// sendWaiting queues m, waiting while the write queue is over its bound
+// (c.mu not held: the wait is for the transport). A stream's data and its
+// end go this way, so that a full queue delays them instead of losing
+// them.
+func (c *Client) sendWaiting(m Message) error {
 	for {
 		err := c.ch.Send(m)
 		if !errors.Is(err, protomux.ErrWriteQueueFull) {
@@ -346,13 +354,19 @@ func (st *clientStream) CloseWrite() error {
 	both := st.gotEnd
 	st.mu.Unlock()
 	c := st.c
+	m := End{Alias: st.alias}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	err := c.sendLocked(End{Alias: st.alias})
+	_, err := c.sess.Send(m)
 	if both {
 		st.forgetLocked()
 	}
-	return err
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// Not sendLocked: an end dropped for a full write queue would leave
+	// the peer waiting for EOF for good.
+	return c.sendWaiting(m)
 }
 
 // forgetLocked drops a stream both sides ended (c.mu held).

@@ -3,6 +3,8 @@ package dhtrelay
 import (
 	"context"
 	"errors"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,5 +112,91 @@ func TestDialRetriesAfterRelayRace(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("dial: %v, want context.Canceled", err)
+	}
+}
+
+// heldWrites holds the client's writes while gate is locked, so that its
+// write queue fills as behind a slow relay.
+type heldWrites struct {
+	protomux.Framed
+	gate sync.Mutex
+}
+
+func (g *heldWrites) WriteMessage(b []byte) error {
+	g.gate.Lock()
+	g.gate.Unlock()
+	return g.Framed.WriteMessage(b)
+}
+
+// TestEndWaitsForFullWriteQueue: a stream's end, sent while the client's
+// write queue is over its bound behind a slow relay, reaches the relay
+// after the data instead of being dropped (the peer would wait for EOF for
+// good).
+func TestEndWaitsForFullWriteQueue(t *testing.T) {
+	a, b := protomux.Pipe()
+	g := &heldWrites{Framed: a}
+	c, err := NewClient(g, ClientOptions{KeyPair: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	relay := newMsgClient(t, b)
+	relay.expect(t, TypeHandshake, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dialed := make(chan net.Conn, 1)
+	go func() {
+		conn, err := c.Dial(ctx, newKey(t).Public, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- conn
+	}()
+	conn := relay.expect(t, TypeConnect, 5*time.Second).(Connect)
+	relay.send(t, Open{Custodial: true, Alias: 100, RemoteAlias: conn.Alias})
+	st := <-dialed
+	if st == nil {
+		t.FailNow()
+	}
+	// 256 chunks take the queue over its 64 MiB bound with the last one
+	// (each frame is a few bytes over its chunk), all of them queued
+	// while the relay reads nothing.
+	g.gate.Lock()
+	size := 64 << 20
+	if _, err := st.Write(make([]byte, size)); err != nil {
+		g.gate.Unlock()
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- st.(Conn).CloseWrite() }()
+	select {
+	case err := <-ended:
+		g.gate.Unlock()
+		t.Fatalf("end sent over a full queue at once: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	g.gate.Unlock()
+	if err := <-ended; err != nil {
+		t.Fatalf("end: %v", err)
+	}
+	got := 0
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case m := <-relay.msgs:
+			switch v := m.(type) {
+			case Data:
+				for _, ch := range v.Chunks {
+					got += len(ch)
+				}
+			case End:
+				if got != size {
+					t.Fatalf("end after %d bytes of %d", got, size)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no end after %d bytes of %d", got, size)
+		}
 	}
 }
