@@ -13,6 +13,25 @@ import (
 	"github.com/keytunnel/keytunnel/secretstream/noise"
 )
 
+// pipeClient starts a Client on one end of an in-memory pipe (wrapped by
+// wrap, when not nil) and plays the relay on the other, past the client's
+// handshake.
+func pipeClient(t *testing.T, wrap func(protomux.Framed) protomux.Framed, opts ClientOptions) (*Client, *msgClient) {
+	t.Helper()
+	a, b := protomux.Pipe()
+	if wrap != nil {
+		a = wrap(a)
+	}
+	c, err := NewClient(a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	relay := newMsgClient(t, b)
+	relay.expect(t, TypeHandshake, 5*time.Second)
+	return c, relay
+}
+
 // TestDialRetriesAfterRelayRace plays the Node relay whose two
 // PEER_HANDSHAKE replies raced (see Client.noteRaceLocked): it asks the
 // client twice to read the server's reply and never opens the stream. The
@@ -21,15 +40,8 @@ import (
 func TestDialRetriesAfterRelayRace(t *testing.T) {
 	defer func(d time.Duration) { relayRaceGrace = d }(relayRaceGrace)
 	relayRaceGrace = 300 * time.Millisecond
-	a, b := protomux.Pipe()
-	ckp, skp := newKey(t), newKey(t)
-	c, err := NewClient(a, ClientOptions{KeyPair: ckp, NonCustodial: true, Logger: flightRecorder(t, "the relayed client")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	relay := newMsgClient(t, b)
-	relay.expect(t, TypeHandshake, 5*time.Second)
+	skp := newKey(t)
+	c, relay := pipeClient(t, nil, ClientOptions{KeyPair: newKey(t), NonCustodial: true, Logger: flightRecorder(t, "the relayed client")})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -133,15 +145,8 @@ func (g *heldWrites) WriteMessage(b []byte) error {
 // after the data instead of being dropped (the peer would wait for EOF for
 // good).
 func TestEndWaitsForFullWriteQueue(t *testing.T) {
-	a, b := protomux.Pipe()
-	g := &heldWrites{Framed: a}
-	c, err := NewClient(g, ClientOptions{KeyPair: newKey(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	relay := newMsgClient(t, b)
-	relay.expect(t, TypeHandshake, 5*time.Second)
+	g := &heldWrites{}
+	c, relay := pipeClient(t, func(f protomux.Framed) protomux.Framed { g.Framed = f; return g }, ClientOptions{KeyPair: newKey(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dialed := make(chan net.Conn, 1)
