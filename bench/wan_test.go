@@ -121,21 +121,20 @@ func ccName(b byte) string {
 // setMaxPacing caps a TCP connection's pacing rate at rate bytes/s (a
 // 32-bit value, which the kernel takes; ~0 would mean no cap).
 func setMaxPacing(c net.Conn, rate uint64) error {
-	raw, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, int(min(rate, 1<<32-2)))
-	}); err != nil {
-		return err
-	}
-	return serr
+	return tcpSockopt(c, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, int(min(rate, 1<<32-2)))
+	})
 }
 
 // setCC sets a TCP connection's congestion control (TCP_CONGESTION).
 func setCC(c net.Conn, cc string) error {
+	return tcpSockopt(c, func(fd int) error {
+		return unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
+	})
+}
+
+// tcpSockopt runs set on a TCP connection's socket.
+func tcpSockopt(c net.Conn, set func(fd int) error) error {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return fmt.Errorf("not TCP")
@@ -145,9 +144,7 @@ func setCC(c net.Conn, cc string) error {
 		return err
 	}
 	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION, cc)
-	}); err != nil {
+	if err := raw.Control(func(fd uintptr) { serr = set(int(fd)) }); err != nil {
 		return err
 	}
 	return serr
@@ -773,11 +770,11 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 				// hypertele's client, like its downloads (pullInto),
 				// closes new connections after its tunnel sat idle:
 				// the retries back off as there.
-				if fails++; fails == 6 {
+				if fails++; fails == closedTries {
 					b.Fatal(err)
 				}
 				b.Logf("new connection %d failed: %v; again in %d s", len(nc)+1, err, fails)
-				time.Sleep(time.Duration(fails) * time.Second)
+				closedPause(fails)
 				continue
 			}
 			c.Close()
@@ -953,14 +950,21 @@ func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats) {
 		// mobile it did so three times in a row, a second apart: the
 		// retries back off, a second more each time.
 		ps.closed++
-		if try == 6 {
+		if try == closedTries {
 			tb.Fatalf("download through %s: closed at once %d times in a row", addr, try)
 		}
 		tb.Logf("download through %s closed at once, without a byte; again in %d s", addr, try)
-		time.Sleep(time.Duration(try) * time.Second)
+		closedPause(try)
 		w.quiet(tb)
 	}
 }
+
+// closedTries bounds the tries of a download or a new connection that
+// hypertele's client closes at once; closedPause waits before the next
+// one, a second more after each failed try.
+const closedTries = 6
+
+func closedPause(failed int) { time.Sleep(time.Duration(failed) * time.Second) }
 
 // quiet waits, up to 10 s, until the download link has been idle (fewer
 // than 8 packets) for two base RTTs and at least 100 ms: a closed

@@ -35,15 +35,13 @@ func namedTarget(t testing.TB, name string) *target {
 // its result. That is a refused connection, the empty answer.
 func ask(t testing.TB, addr, msg string) string {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
+	c, err := tryDialTCP(addr)
 	if errors.Is(err, syscall.ECONNRESET) {
 		return ""
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := nc.(*net.TCPConn)
-	c.SetDeadline(time.Now().Add(30 * time.Second))
 	defer c.Close()
 	io.WriteString(c, msg)
 	c.CloseWrite()

@@ -119,12 +119,21 @@ func newRig(t testing.TB, targetAddr string, eopts ExposeOptions, fopts *Forward
 
 func dialTCP(t testing.TB, addr string) *net.TCPConn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := tryDialTCP(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// tryDialTCP dials addr with a 30 s deadline on the connection.
+func tryDialTCP(addr string) (*net.TCPConn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	return c.(*net.TCPConn)
+	return c.(*net.TCPConn), nil
 }
 
 func TestHTTPThroughForward(t *testing.T) {
