@@ -10,8 +10,8 @@ import "math/rand/v2"
 // packets per microsecond, cwnd in packets, pacing in bytes per microsecond.
 //
 // Three changes, none of which touches the wire format: STARTUP also
-// ends on a round of heavy loss over a standing queue
-// (bbrCheckStartupLoss); PROBE_BW stops pacing faster than the path
+// ends on a round of heavy loss, over a standing queue or of more than an
+// eighth of its packets (bbrCheckStartupLoss); PROBE_BW stops pacing faster than the path
 // carries, and drains the queue it built, when delay jitter inflates the
 // bandwidth samples (bbrCheckOverpacing, bbrStandingQueue); and it probes
 // for bandwidth every third or fourth gain cycle (every one while probes
@@ -53,22 +53,29 @@ const (
 	// queue stood the whole round: its smallest RTT sample exceeded the
 	// min RTT by a quarter (and 2 ms, for jitter). See bbrCheckStartupLoss
 	// and bbrTrackRound.
-	bbrStartupLossDiv    = 50
-	bbrStartupLossMin    = 8
-	bbrStartupQueueDiv   = 4
-	bbrStartupQueueMinUs = 2_000
+	bbrStartupLossDiv = 50
+	bbrStartupLossMin = 8
+	// Or after a round that lost more than an eighth of its packets, at
+	// least bbrStartupHeavyLossMin, queue or not.
+	bbrStartupHeavyLossDiv = 8
+	bbrStartupHeavyLossMin = 32
+	bbrStartupQueueDiv     = 4
+	bbrStartupQueueMinUs   = 2_000
 	// A PROBE_BW round paced at gain 1 that ended with a standing queue
 	// and whose packets left the bottleneck (delivered or lost) at less
 	// than 19/20 of its pacing rate caps the pacing bandwidth at that
 	// rate (bwLo): by at most a tenth per round (bbrOverpaceStep), never
 	// below 3/4 of the max filter's (bbrOverpaceFloor). A bandwidth
-	// probe's round that carries 21/20 of the cap raises it to what it
-	// carried. See bbrCheckOverpacing.
+	// probe's round that carries 21/20 of the cap raises it by a
+	// twentieth. See bbrCheckOverpacing.
 	bbrOverpaceDiv   = 20
 	bbrProbeLiftNum  = 21
 	bbrProbeLiftDiv  = 20
 	bbrOverpaceStep  = 0.9
 	bbrOverpaceFloor = 0.75
+	// A drain that a standing queue started lasts until inflight is down
+	// to a BDP, for at most bbrDrainRTTsMax min RTTs.
+	bbrDrainRTTsMax = 3
 	// Two drains in a row that left a standing queue as it was mean the
 	// queue is another flow's; the cap and the drains then stand down
 	// for bbrMinRTTInterval.
@@ -353,6 +360,14 @@ func (s *Stream) bbrIsNextCyclePhase(rs *rateSample) bool {
 	if s.bbr.pacingGain > 1 {
 		return full && (rs.losses > 0 || inflight > s.bbrBDP(s.bbrPaceBW(), s.bbr.pacingGain))
 	}
+	if s.bbr.drainMin > 0 {
+		// A drain that a standing queue started (bbrCheckOverpacing)
+		// runs until the queue is gone, not for one min RTT only: at
+		// 0.75 a min RTT takes a quarter of one off the queue, and
+		// after STARTUP on mobile the queue stood at 50-90 ms, which
+		// one-round drains took 2 s to clear.
+		return inflight <= s.bbrBDP(s.bbrPaceBW(), 1) || s.deliveredTs-s.bbr.cycleStamp > bbrDrainRTTsMax*s.bbr.minRTT
+	}
 	return full || inflight <= s.bbrBDP(s.bbrPaceBW(), 1)
 }
 
@@ -376,9 +391,10 @@ func (s *Stream) bbrIsNextCyclePhase(rs *rateSample) bool {
 // STARTUP that loss or jitter ended early, and the next cycle probes
 // again: a climb at one probe every 22 or 29 rounds (a cycle without the
 // probe has 7 phases) took mobile's 6 s download from 0.86 of the link
-// to 0.75-0.87. So does a flow whose pacing bbrCheckOverpacing capped,
-// since only a probe's round lifts the cap: on a path that jitters (where
-// the cap is set), rare probes kept the pacing under the path's rate.
+// to 0.75-0.87. So does a flow whose pacing bbrCheckOverpacing capped
+// clearly under the max filter (bbrCapBinds), since only a probe's round
+// lifts the cap: on a path that jitters (where the cap is set), rare
+// probes kept the pacing under the path's rate.
 func (s *Stream) bbrAdvanceCycle() {
 	b := &s.bbr
 	b.cycleIndex = (b.cycleIndex + 1) & (bbrCycleLen - 1)
@@ -388,7 +404,7 @@ func (s *Stream) bbrAdvanceCycle() {
 	}
 	grew := b.probeBW > 0 && s.bbrBW() >= b.probeBW*bbrProbeGrowth
 	b.probeBW = 0
-	if b.cruiseCycles > 0 && !grew && b.bwLo == 0 {
+	if b.cruiseCycles > 0 && !grew && !s.bbrCapBinds() {
 		b.cruiseCycles--
 		b.cycleIndex = 1
 		return
@@ -568,8 +584,23 @@ func queuedOver(roundMin, base int64) bool {
 // sender that overshoots builds.
 func (s *Stream) bbrCheckStartupLoss(r bbrRound) {
 	b := &s.bbr
-	if b.state == bbrStartup && !b.fullBWReached && r.queued && r.lost >= bbrStartupLossMin &&
-		uint64(r.lost)*bbrStartupLossDiv > uint64(r.delivered+r.lost) {
+	if b.state != bbrStartup || b.fullBWReached {
+		return
+	}
+	n := uint64(r.delivered + r.lost)
+	if r.queued && r.lost >= bbrStartupLossMin && uint64(r.lost)*bbrStartupLossDiv > n {
+		b.fullBWReached = true
+	}
+	// A round that lost more than an eighth of its packets overflowed
+	// the bottleneck whether or not a queue stood all through it: after
+	// such a loss the sender's recovery lets the queue run empty, so
+	// some of the round's RTT samples see none. On transatlantic a cold
+	// STARTUP went on that way for 2 s, losing 787-862 packets (30 %)
+	// every other round with the round's smallest RTT at the path's, and
+	// the link's queue stood at 90-100 ms through the download's second
+	// half. Random loss does not come near it (wifi-bad's bursts are 3 %
+	// on average), nor a few packets lost from a small round.
+	if r.lost >= bbrStartupHeavyLossMin && uint64(r.lost)*bbrStartupHeavyLossDiv > n {
 		b.fullBWReached = true
 	}
 }
@@ -606,9 +637,13 @@ func (s *Stream) bbrCheckStartupLoss(r bbrRound) {
 // as plain BBR does (58 % and 42 % there).
 //
 // A bandwidth probe whose round carries 21/20 of the cap raises the cap
-// to what it carried (and drops it once that reaches the max filter), so
-// a flow still finds a faster path while a probe's one lucky round, on a
-// path whose round-by-round rates scatter by 5-10 %, cannot undo the cap.
+// by a twentieth (and drops it once that reaches the max filter), so a
+// flow still finds a faster path, a twentieth a probe, while a probe's
+// one lucky round cannot undo the cap: a round's rate is its packets
+// over the time between two ACKs, each late by the path's jitter, and on
+// mobile single rounds of a flow at the path's 2.42 MB/s measured up to
+// 2.69. Raised to that, the cap paced 11 % over the path and a 50 ms
+// queue stood until the next drain.
 // Rounds that span an idle spell or carry few packets measure the
 // application, not the path, and are skipped. Those two tests are all
 // that keeps app-limited rounds out: a tunnel's stream is marked
@@ -617,10 +652,18 @@ func (s *Stream) bbrCheckStartupLoss(r bbrRound) {
 func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 	b := &s.bbr
 	if b.state != bbrProbeBW {
-		// STARTUP, DRAIN or PROBE_RTT: no cap, and no drain to judge
-		// when PROBE_BW resumes (PROBE_RTT's own drain would look
-		// futile or not by chance).
-		b.bwLo, b.drainMin, b.futileDrains = 0, 0, 0
+		// STARTUP or DRAIN: no cap. STARTUP, DRAIN or PROBE_RTT: no
+		// drain to judge when PROBE_BW resumes (PROBE_RTT's own drain
+		// would look futile or not by chance). PROBE_RTT keeps the
+		// cap: the path is the one it was measured on, and without it
+		// the flow left PROBE_RTT at the max filter's rate (on mobile
+		// 8-13 % over the path's), built a queue again, and the first
+		// drains against it could look futile, handing the link's
+		// queue to plain BBR for 10 s.
+		if b.state != bbrProbeRTT {
+			b.bwLo = 0
+		}
+		b.drainMin, b.futileDrains = 0, 0
 		return
 	}
 	if r.dur <= 0 || r.dur > 2*s.srtt || r.delivered < 2*initialCwnd {
@@ -633,6 +676,7 @@ func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 	rate := max(float64(r.delivered+r.lost)/float64(r.dur), s.bbrPaceBW()*bbrOverpaceStep, s.bbrBW()*bbrOverpaceFloor)
 	if r.gainMax > 1 {
 		if b.bwLo > 0 && rate*bbrProbeLiftDiv >= b.bwLo*bbrProbeLiftNum {
+			rate = b.bwLo * bbrProbeLiftNum / bbrProbeLiftDiv
 			b.bwLo = rate
 			if rate >= s.bbrBW() {
 				b.bwLo = 0
@@ -735,6 +779,18 @@ func (s *Stream) bbrUpdateGains() {
 	default:
 		b.pacingGain, b.cwndGain = 1, 1
 	}
+}
+
+// bbrCapBinds tells whether a pacing cap holds the flow clearly under the
+// max filter's bandwidth: by more than a twentieth, the noise of a
+// round's rate. Only such a cap makes every gain cycle probe. A cap that
+// the max filter decayed to (its samples age out; the cap stays) is not
+// one: on transatlantic a cap set after STARTUP stood at 0.985 of the
+// filter for whole downloads, and with it every cycle probed, putting a
+// 25 ms peak in the link's queue every 0.9 s.
+func (s *Stream) bbrCapBinds() bool {
+	lo := s.bbr.bwLo
+	return lo > 0 && lo*bbrOverpaceDiv < s.bbrBW()*(bbrOverpaceDiv-1)
 }
 
 // bbrMain runs once per processed ACK that could have delivered something.

@@ -94,6 +94,32 @@ func TestBBRStartupEnds(t *testing.T) {
 	}
 }
 
+// TestBBRStartupHeavyLoss: a STARTUP round that lost more than an eighth
+// of its packets ends STARTUP even when its smallest RTT saw no queue (the
+// sender's recovery let the queue run empty); random loss and a few
+// packets lost from a small round do not.
+func TestBBRStartupHeavyLoss(t *testing.T) {
+	for _, c := range []struct {
+		delivered, lost uint32
+		queued, ends    bool
+	}{
+		{2037, 857, false, true}, // transatlantic's cold STARTUP
+		{2037, 857, true, true},
+		{500, 15, false, false}, // 3 % random loss
+		{500, 15, true, true},   // 3 % over a standing queue
+		{200, 31, false, false}, // a few packets of a small round
+		{400, 50, false, false}, // 11 %
+		{400, 60, false, true},
+	} {
+		s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
+		s.bbrInit(1_000_000)
+		s.bbrCheckStartupLoss(bbrRound{delivered: c.delivered, lost: c.lost, queued: c.queued})
+		if s.bbr.fullBWReached != c.ends {
+			t.Fatalf("%d delivered, %d lost, queued %v: STARTUP ends %v, want %v", c.delivered, c.lost, c.queued, s.bbr.fullBWReached, c.ends)
+		}
+	}
+}
+
 // TestBBROverpacing drives bbrCheckOverpacing one round at a time: a
 // gain-1 round that carried clearly less than the pacing rate while a
 // queue stood caps it there (never below 9/10 of the max filter's), lost
@@ -140,10 +166,10 @@ func TestBBROverpacing(t *testing.T) {
 	want("a round spanning an idle spell", 0.93, false)
 	round(rtt, per(0.97), 0, 0.75, 1.25)
 	want("a probe round carrying less than 21/20 of the cap", 0.93, false)
-	round(rtt, per(0.98), 0, 1, 1.25)
-	want("a probe round carrying 21/20 of the cap", 0.98, false)
 	round(rtt, per(1.04), 0, 1, 1.25)
-	want("a probe round carrying the max filter's rate", 1, false)
+	want("a probe round carrying the max filter's rate", 0.93*21/20, false)
+	round(rtt, per(1.04), 0, 1, 1.25)
+	want("a second probe round lifting the cap to the max filter's", 1, false)
 	round(rtt, per(0.80), 0, 1, 1)
 	want("a round carrying 0.80", 0.9, true)
 	round(rtt, per(0.80), 0, 1, 1)
@@ -152,7 +178,54 @@ func TestBBROverpacing(t *testing.T) {
 	want("a round carrying 0.50", 0.75, true)
 	s.bbr.state = bbrProbeRTT
 	round(rtt, per(0.5), 0, 1, 1)
-	want("after PROBE_RTT", 1, false)
+	want("in PROBE_RTT", 0.75, false)
+	s.bbr.state = bbrStartup
+	round(rtt, per(0.5), 0, 1, 1)
+	want("in STARTUP", 1, false)
+}
+
+// TestBBRDrainToBDP: the 0.75 phase that a standing queue started lasts
+// until inflight is down to a BDP, however many min RTTs that takes (up
+// to bbrDrainRTTsMax), where the gain cycle's own ends after one.
+func TestBBRDrainToBDP(t *testing.T) {
+	const (
+		bw     = 0.002 // packets/µs
+		minRTT = 75_000
+		bdp    = 150 // packets
+	)
+	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
+	s.bbrInit(1_000_000)
+	s.bbr.state = bbrProbeBW
+	s.bbr.bw.reset(1, bw)
+	s.bbr.minRTT = minRTT
+	s.bbr.cycleIndex, s.bbr.pacingGain, s.bbr.cycleStamp = 1, 0.75, 1_000_000
+	ends := func(elapsed int64, inflight int) bool {
+		s.deliveredTs = s.bbr.cycleStamp + elapsed
+		s.inflight.n = inflight
+		return s.bbrIsNextCyclePhase(&rateSample{})
+	}
+	for _, c := range []struct {
+		drain    bool
+		elapsed  int64
+		inflight int
+		want     bool
+	}{
+		{false, minRTT + 1, 300, true},
+		{false, minRTT / 2, bdp, true},
+		{false, minRTT / 2, 300, false},
+		{true, minRTT + 1, 300, false},
+		{true, 2 * minRTT, bdp + 1, false},
+		{true, minRTT / 2, bdp, true},
+		{true, bbrDrainRTTsMax*minRTT + 1, 300, true},
+	} {
+		s.bbr.drainMin = 0
+		if c.drain {
+			s.bbr.drainMin = 140_000
+		}
+		if got := ends(c.elapsed, c.inflight); got != c.want {
+			t.Fatalf("drain after a standing queue %v, %d µs in, %d in flight: phase ends %v, want %v", c.drain, c.elapsed, c.inflight, got, c.want)
+		}
+	}
 }
 
 // TestBBRFutileDrains: a drain that leaves a standing queue as it was,
@@ -272,7 +345,7 @@ func TestBBRProbeCycles(t *testing.T) {
 		}
 	}
 	// Under a pacing cap every cycle probes: only a probe lifts it.
-	s.bbr.bwLo = 0.01
+	s.bbr.bwLo = 0.0142
 	for range 3 {
 		for done := false; !done; {
 			done = s.bbr.cycleIndex == bbrCycleLen-1
@@ -281,6 +354,15 @@ func TestBBRProbeCycles(t *testing.T) {
 		if s.bbr.cycleIndex != 0 {
 			t.Fatal("a cycle under a pacing cap did not probe")
 		}
+	}
+	// A cap within a twentieth of the max filter's is not one.
+	s.bbr.bwLo = 0.0145
+	for done := false; !done; {
+		done = s.bbr.cycleIndex == bbrCycleLen-1
+		s.bbrAdvanceCycle()
+	}
+	if s.bbr.cycleIndex == 0 {
+		t.Fatal("a cap at 0.97 of the max filter's made the next cycle probe")
 	}
 	if bbrBWFilterRounds < 29+2 {
 		t.Fatalf("the max filter's %d rounds do not span the 29 phases between probes and two", bbrBWFilterRounds)
