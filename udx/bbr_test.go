@@ -122,10 +122,10 @@ func TestBBRStartupHeavyLoss(t *testing.T) {
 
 // TestBBROverpacing drives bbrCheckOverpacing one round at a time: a
 // gain-1 round that carried clearly less than the pacing rate while a
-// queue stood caps it there (never below 9/10 of the max filter's), lost
-// packets count as carried, rounds spanning an idle spell are skipped, a
-// probe round that carries more than the cap lifts it, and leaving
-// PROBE_BW forgets it.
+// queue stood caps it there (by at most a tenth a round, never below 3/4
+// of the max filter's), lost packets count as carried, rounds spanning an
+// idle spell are skipped, a probe round that carries 21/20 of the cap or
+// more lifts it by a twentieth, PROBE_RTT keeps it and STARTUP forgets it.
 func TestBBROverpacing(t *testing.T) {
 	const (
 		bw  = 0.02    // packets/µs: 2000 packets per 100 ms round
