@@ -705,7 +705,7 @@ func (s *Stream) bbrCheckOverpacing(r bbrRound) {
 	if !r.standing {
 		return
 	}
-	if rate*bbrOverpaceDiv < s.bbrPaceBW()*(bbrOverpaceDiv-1) {
+	if clearlyUnder(rate, s.bbrPaceBW()) {
 		b.bwLo = rate
 	}
 	b.cycleIndex, b.cycleStamp = 1, s.deliveredTs
@@ -790,7 +790,13 @@ func (s *Stream) bbrUpdateGains() {
 // 25 ms peak in the link's queue every 0.9 s.
 func (s *Stream) bbrCapBinds() bool {
 	lo := s.bbr.bwLo
-	return lo > 0 && lo*bbrOverpaceDiv < s.bbrBW()*(bbrOverpaceDiv-1)
+	return lo > 0 && clearlyUnder(lo, s.bbrBW())
+}
+
+// clearlyUnder tells whether rate a is under b by more than the noise of
+// a round's rate: a twentieth (bbrOverpaceDiv).
+func clearlyUnder(a, b float64) bool {
+	return a*bbrOverpaceDiv < b*(bbrOverpaceDiv-1)
 }
 
 // bbrMain runs once per processed ACK that could have delivered something.

@@ -18,11 +18,21 @@ type bbrPath struct {
 	baseRTT            int64 // µs
 }
 
+// bbrT0 is when newBBRStream's BBR starts (µs).
+const bbrT0 = 1_000_000
+
+// newBBRStream returns a stream whose BBR started at bbrT0, with
+// nothing sent yet.
+func newBBRStream() *Stream {
+	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
+	s.bbrInit(bbrT0)
+	return s
+}
+
 // run drives a fresh stream's BBR for rounds round trips and returns it.
 func (p bbrPath) run(rounds int) *Stream {
-	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
-	now := int64(1_000_000)
-	s.bbrInit(now)
+	s := newBBRStream()
+	now := int64(bbrT0)
 	lossCarry := 0.0
 	for range rounds {
 		sent := min(int(s.cwnd), p.window)
@@ -111,8 +121,7 @@ func TestBBRStartupHeavyLoss(t *testing.T) {
 		{400, 50, false, false}, // 11 %
 		{400, 60, false, true},
 	} {
-		s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
-		s.bbrInit(1_000_000)
+		s := newBBRStream()
 		s.bbrCheckStartupLoss(bbrRound{delivered: c.delivered, lost: c.lost, queued: c.queued})
 		if s.bbr.fullBWReached != c.ends {
 			t.Fatalf("%d delivered, %d lost, queued %v: STARTUP ends %v, want %v", c.delivered, c.lost, c.queued, s.bbr.fullBWReached, c.ends)
@@ -131,9 +140,7 @@ func TestBBROverpacing(t *testing.T) {
 		bw  = 0.02    // packets/µs: 2000 packets per 100 ms round
 		rtt = 100_000 // µs
 	)
-	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
-	now := int64(1_000_000)
-	s.bbrInit(now)
+	s := newBBRStream()
 	s.bbr.state = bbrProbeBW
 	s.bbr.bw.reset(1, bw)
 	s.srtt = rtt
@@ -193,8 +200,7 @@ func TestBBRDrainToBDP(t *testing.T) {
 		minRTT = 75_000
 		bdp    = 150 // packets
 	)
-	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
-	s.bbrInit(1_000_000)
+	s := newBBRStream()
 	s.bbr.state = bbrProbeBW
 	s.bbr.bw.reset(1, bw)
 	s.bbr.minRTT = minRTT
@@ -239,8 +245,7 @@ func TestBBRFutileDrains(t *testing.T) {
 		bw  = 0.02    // packets/µs
 		rtt = 100_000 // µs
 	)
-	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
-	s.bbrInit(1_000_000)
+	s := newBBRStream()
 	s.bbr.state = bbrProbeBW
 	s.bbr.bw.reset(1, bw)
 	s.srtt = rtt
@@ -291,8 +296,7 @@ func TestBBRFutileDrains(t *testing.T) {
 // fourth cycle (22 or 29 phases: a cycle without the probe has 7), and
 // every cycle has its 0.75 phase.
 func TestBBRProbeCycles(t *testing.T) {
-	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
-	s.bbrInit(1_000_000)
+	s := newBBRStream()
 	s.bbrResetProbeBW()
 	gaps := map[int]int{}
 	last, sinceDrain := -1, 0
@@ -344,23 +348,24 @@ func TestBBRProbeCycles(t *testing.T) {
 			t.Fatalf("after a probe that took the estimate to %.4f: probing %v, want %v", c.bw, got, c.probe)
 		}
 	}
-	// Under a pacing cap every cycle probes: only a probe lifts it.
-	s.bbr.bwLo = 0.0142
-	for range 3 {
+	// toNextCycle advances to the first phase of the next gain cycle.
+	toNextCycle := func() {
 		for done := false; !done; {
 			done = s.bbr.cycleIndex == bbrCycleLen-1
 			s.bbrAdvanceCycle()
 		}
+	}
+	// Under a pacing cap every cycle probes: only a probe lifts it.
+	s.bbr.bwLo = 0.0142
+	for range 3 {
+		toNextCycle()
 		if s.bbr.cycleIndex != 0 {
 			t.Fatal("a cycle under a pacing cap did not probe")
 		}
 	}
 	// A cap within a twentieth of the max filter's is not one.
 	s.bbr.bwLo = 0.0145
-	for done := false; !done; {
-		done = s.bbr.cycleIndex == bbrCycleLen-1
-		s.bbrAdvanceCycle()
-	}
+	toNextCycle()
 	if s.bbr.cycleIndex == 0 {
 		t.Fatal("a cap at 0.97 of the max filter's made the next cycle probe")
 	}
@@ -373,9 +378,8 @@ func TestBBRProbeCycles(t *testing.T) {
 // sample is a quarter over the smallest of recent rounds' smallest, not
 // over the min RTT, which one lucky sample on a jittery path sets.
 func TestBBRStandingQueue(t *testing.T) {
-	s := &Stream{mtu: mtuBase, raddr: netip.MustParseAddrPort("192.0.2.1:1"), cwnd: initialCwnd}
-	now := int64(1_000_000)
-	s.bbrInit(now)
+	s := newBBRStream()
+	now := int64(bbrT0)
 	s.bbr.minRTT = 62_000 // one sample at the jitter's low end
 	for i, c := range []struct {
 		min  int64 // µs
