@@ -36,6 +36,7 @@ const (
 	bbrProbeCyclesMin  = 3
 	bbrProbeCyclesMax  = 4
 	bbrBWFilterRounds  = bbrProbeCyclesMax*bbrCycleLen + 2
+	bbrStartupBWRounds = 10         // how long STARTUP's samples stay in it, from its end
 	bbrProbeGrowth     = 1.125      // a probe that found this much more probes again
 	bbrMinRTTInterval  = 10_000_000 // µs
 	bbrProbeRTTMode    = 200_000    // µs
@@ -120,6 +121,14 @@ func (m *minmax) subwin(win, t int64, v float64) float64 {
 		m.s[2].t, m.s[2].v = t, v
 	}
 	return m.s[0].v
+}
+
+// expireIn makes every sample the filter holds leave its window (win)
+// keep after t, unless it leaves sooner.
+func (m *minmax) expireIn(win, t, keep int64) {
+	for i := range m.s {
+		m.s[i].t = min(m.s[i].t, t+keep-win)
+	}
 }
 
 func (m *minmax) runningMax(win, t int64, v float64) float64 {
@@ -717,6 +726,18 @@ func (s *Stream) bbrCheckDrain() {
 	if s.bbr.state == bbrStartup && s.bbr.fullBWReached {
 		s.bbr.state = bbrDrain
 		s.ssthresh = s.bbrBDP(s.bbrBW(), 1)
+		// STARTUP's samples run over the path's rate: on the lab's
+		// transatlantic link (12.1 MB/s, what PROBE_BW's rounds carry)
+		// the max filter left STARTUP at 12.4-13.4 MB/s in every one of
+		// seven traced runs. Held for the filter's 34 rounds (PROBE_BW's
+		// rare probes need that window), such an estimate paced a
+		// standing queue of 20-50 ms, just under what
+		// bbrCheckOverpacing calls standing, through the whole first
+		// 6 s download: the downloads' second halves' queue p95 was 33
+		// ms in two runs of ten. So STARTUP's samples leave the filter
+		// after v1's 10 rounds, by when PROBE_BW's own have replaced
+		// them: 11-17 ms in five runs.
+		s.bbr.bw.expireIn(bbrBWFilterRounds, s.bbr.rttCount, bbrStartupBWRounds)
 	}
 	if s.bbr.state == bbrDrain && uint32(s.inflight.n) <= s.bbrBDP(s.bbrBW(), 1) {
 		s.bbrResetProbeBW()

@@ -129,6 +129,40 @@ func TestBBRStartupHeavyLoss(t *testing.T) {
 	}
 }
 
+// TestBBRStartupSamplesExpire: the max filter's samples from STARTUP leave
+// it bbrStartupBWRounds after STARTUP ends, for the lower ones PROBE_BW
+// took since; a PROBE_BW sample stays the filter's whole window.
+func TestBBRStartupSamplesExpire(t *testing.T) {
+	const (
+		high, path = 0.0134, 0.0121 // packets/µs: STARTUP's overshoot, the path's rate
+		exit       = 20             // the round STARTUP ends in
+	)
+	s := newBBRStream()
+	s.bbr.minRTT = 100_000
+	s.bbr.rttCount = exit
+	s.bbr.bw.reset(exit, high)
+	s.bbr.fullBWReached = true
+	s.bbrCheckDrain()
+	if s.bbr.state == bbrStartup {
+		t.Fatal("still in STARTUP after its end")
+	}
+	for r := int64(exit + 1); r <= exit+bbrBWFilterRounds; r++ {
+		got := s.bbr.bw.runningMax(bbrBWFilterRounds, r, path)
+		if want := map[bool]float64{true: high, false: path}[r <= exit+bbrStartupBWRounds]; got != want {
+			t.Fatalf("round %d after STARTUP's end: max filter %.4f, want %.4f", r-exit, got, want)
+		}
+	}
+
+	// The same overshoot taken in PROBE_BW stays for the whole window.
+	var m minmax
+	m.reset(exit, high)
+	for r := int64(exit + 1); r <= exit+bbrBWFilterRounds; r++ {
+		if got := m.runningMax(bbrBWFilterRounds, r, path); got != high {
+			t.Fatalf("round %d after a PROBE_BW sample: max filter %.4f, want %.4f", r-exit, got, high)
+		}
+	}
+}
+
 // TestBBROverpacing drives bbrCheckOverpacing one round at a time: a
 // gain-1 round that carried clearly less than the pacing rate while a
 // queue stood caps it there (by at most a tenth a round, never below 3/4
