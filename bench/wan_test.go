@@ -760,10 +760,11 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 	}
 	// latency reports newconn-rtt and loaded-*-rtt of an established path.
 	// restart, when not nil, starts a tunnel's client again and returns
-	// its address.
-	latency := func(b *testing.B, addr string, cc byte, restart func(testing.TB) string) {
+	// its address; restarts is how many times the path's downloads
+	// already did (pullInto): one in all.
+	latency := func(b *testing.B, addr string, cc byte, restart func(testing.TB) string, restarts int) {
 		var nc []time.Duration
-		fails, failed, restarts := 0, 0, 0 // in a row, in all, client restarts
+		fails, failed := 0, 0 // in a row, in all
 		for len(nc) < 20 {
 			start := time.Now()
 			c, err := w.tryEcho(b, addr)
@@ -815,6 +816,9 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		cc         byte
 		dial       time.Duration // a tunnel's first connection
 		pulls      pullStats
+		// restart, for hypertele, starts its client again and returns
+		// its address (see latency and pullInto).
+		restart func(testing.TB) string
 	}
 	direct := w.srv.AddrPort(w.svcPort).String()
 	var paths []*tcpPath
@@ -833,12 +837,19 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		addr := t.start(b)
 		c, dial := w.firstEcho(b, addr)
 		c.Close()
-		paths = append(paths, &tcpPath{name: t.name, addr: addr, cc: '-', dial: dial})
+		p := &tcpPath{name: t.name, addr: addr, cc: '-', dial: dial}
+		if t.name == "hypertele" {
+			p.restart = func(tb testing.TB) string {
+				addr, _ := w.hyperteleClient(tb, w.hyperPub)
+				return addr
+			}
+		}
+		paths = append(paths, p)
 	}
 	for range max(*wanPulls, 1) {
 		for _, p := range paths {
 			w.quiet(b)
-			w.pullInto(b, p.addr, p.cc, &p.pulls)
+			p.addr = w.pullInto(b, p.addr, p.cc, &p.pulls, p.restart)
 		}
 	}
 	run := func(p *tcpPath) {
@@ -851,14 +862,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 				b.ReportMetric(goodput[p.name]/h, "x-hypertele")
 			}
 			w.quiet(b)
-			var restart func(testing.TB) string
-			if p.name == "hypertele" {
-				restart = func(tb testing.TB) string {
-					addr, _ := w.hyperteleClient(tb, w.hyperPub)
-					return addr
-				}
-			}
-			latency(b, p.addr, p.cc, restart)
+			latency(b, p.addr, p.cc, p.restart, p.pulls.restarts)
 			if p.name != "keytunnel" {
 				return
 			}
@@ -943,6 +947,7 @@ type pullStats struct {
 	whole, steady natlab.Histogram
 	split         bool
 	closed        int // downloads closed at once, retried
+	restarts      int // times the tunnel's client was started again
 }
 
 func (ps *pullStats) median() float64 {
@@ -951,8 +956,10 @@ func (ps *pullStats) median() float64 {
 	return g[len(g)/2]
 }
 
-// pullInto has one wanPull download through addr added to ps.
-func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats) {
+// pullInto has one wanPull download through addr added to ps and returns
+// the address to use from then on: restart's, when it had to start the
+// tunnel's client again.
+func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats, restart func(testing.TB) string) string {
 	tb.Helper()
 	for try := 1; ; try++ {
 		w.link().ResetSojourn()
@@ -966,16 +973,25 @@ func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats) {
 			ps.whole.Merge(second)
 			ps.whole.Merge(first)
 			ps.split = true
-			return
+			return addr
 		}
 		// hypertele's client closes some connections at once, without a
 		// byte: after its tunnel sat idle while the other paths
 		// downloaded, most of its first ones (a user would retry). On
 		// mobile it did so three times in a row, a second apart: the
 		// retries back off, a second more each time.
+		// On mobile it once closed six in a row and every download
+		// after: its client is started again once, as in latency.
 		ps.closed++
 		if try == closedTries {
-			tb.Fatalf("download through %s: closed at once %d times in a row", addr, try)
+			if restart == nil || ps.restarts > 0 {
+				tb.Fatalf("download through %s: closed at once %d times in a row", addr, try)
+			}
+			tb.Logf("download through %s: closed at once %d times in a row: starting the client again", addr, try)
+			ps.restarts++
+			addr, try = restart(tb), 0
+			w.quiet(tb)
+			continue
 		}
 		tb.Logf("download through %s closed at once, without a byte; again in %d s", addr, try)
 		closedPause(try)
