@@ -332,10 +332,18 @@ func testLaneManyStreams(t *testing.T, gated bool) {
 	sa, sb := la.stats(), lb.stats()
 	t.Logf("client %+v", sa)
 	t.Logf("server %+v", sb)
+	// Each side moves streams both ways, and between them at least 20
+	// times. Idle runs decide how many (a stream moves back after 3 ms
+	// without data), so the count swings with the machine's load: each
+	// side made 13-53 moves each way here, but one side of a CI run on a
+	// busy machine made 3 and 2 while the other made 12 and 12.
 	for _, st := range []laneStats{sa, sb} {
-		if st.ToBulk < 5 || st.ToInteractive < 3 || st.SwitchesRecvd < 10 {
-			t.Errorf("too few lane moves to have tested them: %+v", st)
+		if st.ToBulk < 1 || st.ToInteractive < 1 {
+			t.Errorf("a side moved no stream one of the ways: %+v", st)
 		}
+	}
+	if moves := sa.ToBulk + sa.ToInteractive + sb.ToBulk + sb.ToInteractive; moves < 20 || sa.SwitchesRecvd+sb.SwitchesRecvd < 20 {
+		t.Errorf("too few lane moves to have tested them (%d): %+v, %+v", moves, sa, sb)
 	}
 	waitFor(t, "stream state dropped", func() bool {
 		return la.stats().Streams == 0 && lb.stats().Streams == 0
