@@ -768,11 +768,9 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		b.ReportMetric(inRTT(l[len(l)*99/100]), "loaded-p99-rtt")
 		b.ReportMetric(float64(queue.Quantile(0.95))/1e6, "loaded-queue-p95-ms")
 	}
-	// latency reports newconn-rtt and loaded-*-rtt of an established path.
-	// restart, when not nil, starts a tunnel's client again and returns
-	// its address; restarts is how many times the path's downloads
-	// already did (pullInto): one in all.
-	latency := func(b *testing.B, addr string, cc byte, restart func(testing.TB) string, restarts int) {
+	// latency reports newconn-rtt and loaded-*-rtt of an established path,
+	// whose client restart can start again (ps.restartOnce).
+	latency := func(b *testing.B, addr string, cc byte, ps *pullStats, restart func(testing.TB) string) {
 		var nc []time.Duration
 		fails, failed := 0, 0 // in a row, in all
 		for len(nc) < 20 {
@@ -790,12 +788,12 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 				// would, and that is reported.
 				failed++
 				if fails++; fails == closedTries {
-					if restart == nil || restarts > 0 {
+					again, ok := ps.restartOnce(b, restart)
+					if !ok {
 						b.Fatal(err)
 					}
-					b.Logf("%d new connections failed in a row (%v): starting the client again", fails, err)
-					restarts, fails = restarts+1, 0
-					addr = restart(b)
+					b.Logf("%d new connections failed in a row (%v): started the client again", fails, err)
+					addr, fails = again, 0
 					continue
 				}
 				b.Logf("new connection %d failed: %v; again in %d s", len(nc)+1, err, fails)
@@ -808,8 +806,8 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		if failed > 0 {
 			b.ReportMetric(float64(failed), "newconn-fails")
 		}
-		if restarts > 0 {
-			b.ReportMetric(float64(restarts), "client-restarts")
+		if ps.restarts > 0 {
+			b.ReportMetric(float64(ps.restarts), "client-restarts")
 		}
 		slices.Sort(nc)
 		b.ReportMetric(inRTT(nc[len(nc)/2]), "newconn-rtt")
@@ -853,16 +851,17 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 			}
 		}
 		c, dial, err := w.tryFirstEcho(b, addr)
-		if err != nil && p.restart != nil {
+		if err != nil {
 			// On mobile hypertele's client once closed its first
-			// three connections at once: it is started again once,
-			// as for its downloads, and the time counts both.
-			b.Logf("first connection failed three times (%v): starting the client again", err)
-			p.pulls.restarts++
-			addr = p.restart(b)
-			var again time.Duration
-			c, again, err = w.tryFirstEcho(b, addr)
-			dial += again
+			// three connections at once: it is started again, and
+			// the time counts both.
+			if again, ok := p.pulls.restartOnce(b, p.restart); ok {
+				b.Logf("first connection failed three times (%v): started the client again", err)
+				addr = again
+				var more time.Duration
+				c, more, err = w.tryFirstEcho(b, addr)
+				dial += more
+			}
 		}
 		if err != nil {
 			b.Fatal(err)
@@ -887,7 +886,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 				b.ReportMetric(goodput[p.name]/h, "x-hypertele")
 			}
 			w.quiet(b)
-			latency(b, p.addr, p.cc, p.restart, p.pulls.restarts)
+			latency(b, p.addr, p.cc, &p.pulls, p.restart)
 			if p.name != "keytunnel" {
 				return
 			}
@@ -975,6 +974,17 @@ type pullStats struct {
 	restarts      int // times the tunnel's client was started again
 }
 
+// restartOnce starts a tunnel's client again with restart, once for the
+// whole path (its first connection, downloads and new connections alike),
+// and returns its address; false when restart is nil or was used.
+func (ps *pullStats) restartOnce(tb testing.TB, restart func(testing.TB) string) (string, bool) {
+	if restart == nil || ps.restarts > 0 {
+		return "", false
+	}
+	ps.restarts++
+	return restart(tb), true
+}
+
 func (ps *pullStats) median() float64 {
 	g := slices.Clone(ps.goodput)
 	slices.Sort(g)
@@ -1004,17 +1014,17 @@ func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats, re
 		// byte: after its tunnel sat idle while the other paths
 		// downloaded, most of its first ones (a user would retry). On
 		// mobile it did so three times in a row, a second apart: the
-		// retries back off, a second more each time.
-		// On mobile it once closed six in a row and every download
-		// after: its client is started again once, as in latency.
+		// retries back off, a second more each time. Once it closed
+		// six in a row and every download after: its client is then
+		// started again (ps.restartOnce).
 		ps.closed++
 		if try == closedTries {
-			if restart == nil || ps.restarts > 0 {
+			again, ok := ps.restartOnce(tb, restart)
+			if !ok {
 				tb.Fatalf("download through %s: closed at once %d times in a row", addr, try)
 			}
-			tb.Logf("download through %s: closed at once %d times in a row: starting the client again", addr, try)
-			ps.restarts++
-			addr, try = restart(tb), 0
+			tb.Logf("download through %s: closed at once %d times in a row: started the client again", addr, try)
+			addr, try = again, 0
 			w.quiet(tb)
 			continue
 		}

@@ -147,8 +147,11 @@ func TestBBRStartupSamplesExpire(t *testing.T) {
 		t.Fatal("still in STARTUP after its end")
 	}
 	for r := int64(exit + 1); r <= exit+bbrBWFilterRounds; r++ {
-		got := s.bbr.bw.runningMax(bbrBWFilterRounds, r, path)
-		if want := map[bool]float64{true: high, false: path}[r <= exit+bbrStartupBWRounds]; got != want {
+		want := path
+		if r <= exit+bbrStartupBWRounds {
+			want = high
+		}
+		if got := s.bbr.bw.runningMax(bbrBWFilterRounds, r, path); got != want {
 			t.Fatalf("round %d after STARTUP's end: max filter %.4f, want %.4f", r-exit, got, want)
 		}
 	}
