@@ -487,3 +487,54 @@ func TestAppLimitedNotWhileWriterWaits(t *testing.T) {
 		t.Fatal("wblocked still set after the Write returned on its deadline")
 	}
 }
+
+// TestBBRProbeRTTSkippedIfSimilar: when the min RTT expires in PROBE_BW,
+// a sample since it was taken that came within an eighth of it (the gain
+// cycle's drain found the path's RTT again) renews it without PROBE_RTT,
+// which would idle the flow for a round trip and 200 ms; samples all
+// further above it (another flow's queue, a longer route) still lead to
+// PROBE_RTT, and so does an expiry outside PROBE_BW.
+func TestBBRProbeRTTSkippedIfSimilar(t *testing.T) {
+	const minRTT = 100_000 // µs
+	for _, c := range []struct {
+		name      string
+		state     int
+		sample    int64 // every sample after the min RTT's
+		wantState int
+		wantMin   int64
+	}{
+		{"drained to the path's RTT", bbrProbeBW, 100_300, bbrProbeBW, 100_300},
+		{"within an eighth", bbrProbeBW, minRTT + minRTT/8, bbrProbeBW, minRTT + minRTT/8},
+		{"a queue that never drains", bbrProbeBW, minRTT + minRTT/8 + 1, bbrProbeRTT, minRTT + minRTT/8 + 1},
+		{"a longer route", bbrProbeBW, 150_000, bbrProbeRTT, 150_000},
+		{"in STARTUP", bbrStartup, 100_300, bbrProbeRTT, 100_300},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newBBRStream()
+			now := int64(bbrT0)
+			s.bbr.state = c.state
+			s.bbrUpdateMinRTT(&rateSample{rtt: minRTT}, now)
+			if s.bbr.minRTT != minRTT {
+				t.Fatalf("min RTT %d after the first sample, want %d", s.bbr.minRTT, minRTT)
+			}
+			// A sample every round trip up to just past the interval.
+			for now < bbrT0+bbrMinRTTInterval+minRTT {
+				now += minRTT
+				s.inflight.n = 100 // busy: PROBE_RTT does not end at once
+				s.bbrUpdateMinRTT(&rateSample{rtt: c.sample}, now)
+				if s.bbr.state != c.state {
+					break
+				}
+			}
+			if s.bbr.state != c.wantState {
+				t.Fatalf("state %d at %d µs, want %d", s.bbr.state, now-bbrT0, c.wantState)
+			}
+			if now <= bbrT0+bbrMinRTTInterval {
+				t.Fatalf("left state %d after %d µs, before the min RTT expired", c.state, now-bbrT0)
+			}
+			if s.bbr.minRTT != c.wantMin || s.bbr.minRTTStamp != now {
+				t.Fatalf("min RTT %d taken at %d µs, want %d taken at %d", s.bbr.minRTT, s.bbr.minRTTStamp-bbrT0, c.wantMin, now-bbrT0)
+			}
+		})
+	}
+}
