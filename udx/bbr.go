@@ -341,6 +341,15 @@ func (s *Stream) bbrRecoverOrRestore(rs *rateSample, acked uint32) (uint32, bool
 		s.bbr.usePacketCons = true
 		s.bbr.nextRTTDelivered = s.delivered
 		cwnd = uint32(s.inflight.n) + acked
+		if s.bbr.fullBWReached {
+			// Not below the path's BDP: a loss early in a download that
+			// starts on a warm session (inflight still ramping up from
+			// idle) otherwise held the window at what little was in
+			// flight, and the next rounds went out in bursts with idle
+			// gaps between; the pacing rate, not the window, keeps the
+			// queue down once the bandwidth is known.
+			cwnd = max(cwnd, s.bbrBDP(s.bbrBW(), 1))
+		}
 	} else if prev >= caRecovery && state == caOpen {
 		cwnd = max(cwnd, s.bbr.priorCwnd)
 		s.bbr.usePacketCons = false

@@ -538,3 +538,34 @@ func TestBBRProbeRTTSkippedIfSimilar(t *testing.T) {
 		})
 	}
 }
+
+// TestBBRRecoveryWindowFloor: entering loss recovery sets the window to
+// what is in flight plus what this ACK acknowledged (packet conservation),
+// but once the bandwidth is known never below the path's BDP: a warm
+// session's download that loses a packet while its inflight is still
+// ramping up from idle would otherwise go out in bursts with idle gaps
+// for rounds. Before the bandwidth is known, conservation is as it was.
+func TestBBRRecoveryWindowFloor(t *testing.T) {
+	const (
+		bw     = 0.0084 // packets/µs
+		minRTT = 100_000
+		bdp    = 840 // packets
+	)
+	for _, full := range []bool{true, false} {
+		s := newBBRStream()
+		s.bbr.bw.reset(1, bw)
+		s.bbr.minRTT = minRTT
+		s.bbr.fullBWReached = full
+		s.cwnd = 1700
+		s.inflight.n = 200
+		s.caState = caRecovery
+		cwnd, cons := s.bbrRecoverOrRestore(&rateSample{losses: 1}, 10)
+		want := uint32(210)
+		if full {
+			want = bdp
+		}
+		if !cons || cwnd != want {
+			t.Errorf("full bandwidth %v: entering recovery with 200 in flight: window %d (conservation %v), want %d", full, cwnd, cons, want)
+		}
+	}
+}
