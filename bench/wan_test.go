@@ -193,15 +193,23 @@ func (w *wanLab) link() *natlab.Link { return w.cli.WAN() }
 // dial connects from the client host.
 func (w *wanLab) dial(tb testing.TB, addr string) net.Conn {
 	tb.Helper()
+	c, err := w.tryDial(addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func (w *wanLab) tryDial(addr string) (net.Conn, error) {
 	var c net.Conn
 	err := w.cli.Run(func() (err error) {
 		c, err = net.DialTimeout("tcp4", addr, 30*time.Second)
 		return err
 	})
 	if err != nil {
-		tb.Fatalf("dial %s from %v: %v", addr, w.cli.Addr(), err)
+		return nil, fmt.Errorf("dial %s from %v: %w", addr, w.cli.Addr(), err)
 	}
-	return c
+	return c, nil
 }
 
 // keytunnel starts expose on the server and forward on the client and
@@ -272,11 +280,17 @@ func (w *wanLab) echoConn(tb testing.TB, addr string) (net.Conn, time.Duration) 
 	return c, time.Since(start)
 }
 
+// tryEcho is echoConn's one try. A refused dial is an error too: on
+// wifi-bad hypertele's client once exited (an uncaught REQUEST_TIMEOUT
+// from its DHT), and its caller may start it again.
 func (w *wanLab) tryEcho(tb testing.TB, addr string) (net.Conn, error) {
-	c := w.dial(tb, addr)
+	c, err := w.tryDial(addr)
+	if err != nil {
+		return nil, err
+	}
 	c.SetDeadline(time.Now().Add(5 * time.Minute))
 	var b [1]byte
-	_, err := c.Write([]byte{cmdEcho, 'x'})
+	_, err = c.Write([]byte{cmdEcho, 'x'})
 	if err == nil {
 		_, err = io.ReadFull(c, b[:])
 	}
@@ -827,6 +841,8 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		// restart, for hypertele, starts its client again and returns
 		// its address (see latency and pullInto).
 		restart func(testing.TB) string
+		// failed: why the path left the turns (pullInto gave up on it).
+		failed error
 	}
 	direct := w.srv.AddrPort(w.svcPort).String()
 	var paths []*tcpPath
@@ -872,12 +888,22 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 	}
 	for range max(*wanPulls, 1) {
 		for _, p := range paths {
+			if p.failed != nil {
+				continue
+			}
 			w.quiet(b)
-			p.addr = w.pullInto(b, p.addr, p.cc, &p.pulls, p.restart)
+			p.addr, p.failed = w.pullInto(b, p.addr, p.cc, &p.pulls, p.restart)
 		}
 	}
 	run := func(p *tcpPath) {
 		b.Run(p.name, func(b *testing.B) {
+			if p.failed != nil {
+				// hypertele's client, started again once, went on
+				// closing every download (twice on mobile in session
+				// 21's runs): its path fails, and the profile's other
+				// paths, which took turns with it, still report.
+				b.Fatal(p.failed)
+			}
 			if p.dial > 0 {
 				b.ReportMetric(inRTT(p.dial), "dial-rtt")
 			}
@@ -993,8 +1019,9 @@ func (ps *pullStats) median() float64 {
 
 // pullInto has one wanPull download through addr added to ps and returns
 // the address to use from then on: restart's, when it had to start the
-// tunnel's client again.
-func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats, restart func(testing.TB) string) string {
+// tunnel's client again; or an error when downloads through it close at
+// once even after that.
+func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats, restart func(testing.TB) string) (string, error) {
 	tb.Helper()
 	for try := 1; ; try++ {
 		w.link().ResetSojourn()
@@ -1008,7 +1035,7 @@ func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats, re
 			ps.whole.Merge(second)
 			ps.whole.Merge(first)
 			ps.split = true
-			return addr
+			return addr, nil
 		}
 		// hypertele's client closes some connections at once, without a
 		// byte: after its tunnel sat idle while the other paths
@@ -1021,7 +1048,7 @@ func (w *wanLab) pullInto(tb testing.TB, addr string, cc byte, ps *pullStats, re
 		if try == closedTries {
 			again, ok := ps.restartOnce(tb, restart)
 			if !ok {
-				tb.Fatalf("download through %s: closed at once %d times in a row", addr, try)
+				return addr, fmt.Errorf("download through %s: closed at once %d times in a row", addr, try)
 			}
 			tb.Logf("download through %s: closed at once %d times in a row: started the client again", addr, try)
 			addr, try = again, 0
