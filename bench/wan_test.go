@@ -200,6 +200,7 @@ func (w *wanLab) dial(tb testing.TB, addr string) net.Conn {
 	return c
 }
 
+// tryDial is dial returning the error, for callers that retry.
 func (w *wanLab) tryDial(addr string) (net.Conn, error) {
 	var c net.Conn
 	err := w.cli.Run(func() (err error) {
@@ -273,7 +274,7 @@ func (w *wanLab) hyperteleClient(tb testing.TB, pub string) (string, *nodetest.P
 func (w *wanLab) echoConn(tb testing.TB, addr string) (net.Conn, time.Duration) {
 	tb.Helper()
 	start := time.Now()
-	c, err := w.tryEcho(tb, addr)
+	c, err := w.tryEcho(addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -283,7 +284,7 @@ func (w *wanLab) echoConn(tb testing.TB, addr string) (net.Conn, time.Duration) 
 // tryEcho is echoConn's one try. A refused dial is an error too: on
 // wifi-bad hypertele's client once exited (an uncaught REQUEST_TIMEOUT
 // from its DHT), and its caller may start it again.
-func (w *wanLab) tryEcho(tb testing.TB, addr string) (net.Conn, error) {
+func (w *wanLab) tryEcho(addr string) (net.Conn, error) {
 	c, err := w.tryDial(addr)
 	if err != nil {
 		return nil, err
@@ -319,7 +320,7 @@ func (w *wanLab) tryFirstEcho(b *testing.B, addr string) (net.Conn, time.Duratio
 	b.Helper()
 	start := time.Now()
 	for try := 1; ; try++ {
-		c, err := w.tryEcho(b, addr)
+		c, err := w.tryEcho(addr)
 		if err == nil {
 			return c, time.Since(start), nil
 		}
@@ -796,7 +797,7 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 		fails, failed := 0, 0 // in a row, in all
 		for len(nc) < 20 {
 			start := time.Now()
-			c, err := w.tryEcho(b, addr)
+			c, err := w.tryEcho(addr)
 			if err != nil {
 				// Kernel TCP itself has had a connection reset under
 				// wifi-bad's bursts: counted and reported, not fatal
