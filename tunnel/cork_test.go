@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -76,8 +77,9 @@ func (t *fakeTimer) fire() {
 }
 
 // TestCorkAckRidesWithReply: a stream's ACK waits for the first reply and
-// leaves in the same message; other frames are never held; an ACK with
-// nothing after it leaves on its own when the ackDelay timer fires, and
+// leaves in the same message; frames that start no stream are never
+// held; an ACK with
+// nothing after it leaves on its own when the startDelay timer fires, and
 // ACKs held together share the first one's deadline.
 func TestCorkAckRidesWithReply(t *testing.T) {
 	rc := &recConn{}
@@ -99,8 +101,8 @@ func TestCorkAckRidesWithReply(t *testing.T) {
 	if w := rc.got(); len(w) != 0 {
 		t.Fatalf("the ACK left at once: %x", w)
 	}
-	if tm == nil || !tm.armed || tm.d != ackDelay {
-		t.Fatalf("after a held ACK the timer is %+v, want armed for %v", tm, ackDelay)
+	if tm == nil || !tm.armed || tm.d != startDelay {
+		t.Fatalf("after a held ACK the timer is %+v, want armed for %v", tm, startDelay)
 	}
 	hdr := muxFrame(0, 0, 1, 5)
 	if n, err := c.Write(hdr); n != len(hdr) || err != nil {
@@ -115,11 +117,17 @@ func TestCorkAckRidesWithReply(t *testing.T) {
 		t.Fatal("the timer is still armed after the ACK left with the reply")
 	}
 
-	// Not held: a window update without ACK, a SYN, a FIN.
+	// Not held: a window update without flags, a FIN alone, an ACK
+	// with a FIN, a RST, a SYN on a data frame, a ping, a frame and a
+	// half.
 	for _, f := range [][]byte{
 		muxFrame(muxTypeWindowUpdate, 0, 1, 4096),
-		muxFrame(muxTypeWindowUpdate, 1, 3, 0),
-		muxFrame(muxTypeWindowUpdate, muxFlagACK|4, 1, 0),
+		muxFrame(muxTypeWindowUpdate, muxFlagFIN, 3, 0),
+		muxFrame(muxTypeWindowUpdate, muxFlagACK|muxFlagFIN, 1, 0),
+		muxFrame(muxTypeWindowUpdate, muxFlagRST, 1, 0),
+		muxFrame(muxTypeData, muxFlagSYN, 9, 0),
+		muxFrame(2, muxFlagSYN, 0, 1),
+		append(muxFrame(muxTypeWindowUpdate, muxFlagSYN, 11, 0), 0, 1, 2),
 	} {
 		before := len(rc.got())
 		c.Write(f)
@@ -134,8 +142,8 @@ func TestCorkAckRidesWithReply(t *testing.T) {
 	ack5 := muxFrame(muxTypeWindowUpdate, muxFlagACK, 5, 0)
 	ack7 := muxFrame(muxTypeWindowUpdate, muxFlagACK, 7, 0)
 	c.Write(ack5)
-	if !tm.armed || tm.d != ackDelay || tm.resets != 1 {
-		t.Fatalf("after a lone ACK the timer is %+v, want armed once more for %v", tm, ackDelay)
+	if !tm.armed || tm.d != startDelay || tm.resets != 1 {
+		t.Fatalf("after a lone ACK the timer is %+v, want armed once more for %v", tm, startDelay)
 	}
 	c.Write(ack7)
 	if tm.resets != 1 {
@@ -152,5 +160,56 @@ func TestCorkAckRidesWithReply(t *testing.T) {
 	c.Write(hdr)
 	if w := rc.got(); len(w) != before+2 || !bytes.Equal(w[before+1], hdr) {
 		t.Fatalf("writes after the flush %x, want the header alone", w[before+1:])
+	}
+}
+
+// TestCorkSynRidesWithData: on the opening side a stream's SYN waits for
+// its first data and leaves in the same message, with the FIN of a
+// stream that closed just before it and the control frames written
+// while it waits; Close sends what is still held.
+func TestCorkSynRidesWithData(t *testing.T) {
+	rc := &recConn{}
+	c := newCorkConn(rc)
+	var tm *fakeTimer
+	c.afterFunc = func(d time.Duration, f func()) corkTimer {
+		tm = &fakeTimer{f: f, d: d, armed: true}
+		return tm
+	}
+	start := append(muxFrame(muxTypeWindowUpdate, muxFlagFIN, 1, 0), muxFrame(muxTypeWindowUpdate, muxFlagSYN, 3, 1<<20)...)
+	c.Write(start)
+	if w := rc.got(); len(w) != 0 {
+		t.Fatalf("FIN and SYN left at once: %x", w)
+	}
+	if tm == nil || !tm.armed || tm.d != startDelay {
+		t.Fatalf("after a held SYN the timer is %+v, want armed for %v", tm, startDelay)
+	}
+	// A FIN and a window update written meanwhile join the held SYN
+	// instead of pushing it out, and keep its deadline.
+	more := append(muxFrame(muxTypeWindowUpdate, muxFlagFIN, 7, 0), muxFrame(muxTypeWindowUpdate, 0, 9, 4096)...)
+	c.Write(more[:muxHeaderSize])
+	c.Write(more[muxHeaderSize:])
+	if w := rc.got(); len(w) != 0 || tm.resets != 0 {
+		t.Fatalf("after a FIN and a window update: writes %x, timer %+v; want both held, the deadline kept", w, tm)
+	}
+	data := append(muxFrame(muxTypeData, 0, 3, 2), 'h', 'i')
+	c.Write(data)
+	if w := rc.got(); len(w) != 1 || !bytes.Equal(w[0], slices.Concat(start, more, data)) {
+		t.Fatalf("writes %x, want FIN, SYN, FIN, window update and data in one", w)
+	}
+
+	syn := muxFrame(muxTypeWindowUpdate, muxFlagSYN, 5, 0)
+	c.Write(syn)
+	if len(rc.got()) != 1 {
+		t.Fatal("a lone SYN left before its timer fired")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if w := rc.got(); len(w) != 2 || !bytes.Equal(w[1], syn) {
+		t.Fatalf("after Close: writes %x, want the held SYN sent", w[1:])
+	}
+	c.flush() // a timer that fired as Close ran sends nothing more
+	if n, err := c.Write(data); n != 0 || err == nil || len(rc.got()) != 2 {
+		t.Fatalf("Write after Close = %d, %v (writes %d), want an error and nothing sent", n, err, len(rc.got()))
 	}
 }

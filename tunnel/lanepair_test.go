@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -31,6 +32,31 @@ func TestLaneJoined(t *testing.T) {
 	r.fwd.mu.Unlock()
 	if sess == nil || sess.lanes == nil {
 		t.Fatal("the Forwarder's session runs on no laneConn")
+	}
+	// Both ends cork both lanes (cork.go), so that a new stream's SYN
+	// and ACK leave with its first bytes: new streams start on lane I.
+	var ex *laneConn
+	r.exposer.lanes.mu.Lock()
+	for _, ls := range r.exposer.lanes.m {
+		ex = ls.lc
+	}
+	r.exposer.lanes.mu.Unlock()
+	for side, lc := range map[string]*laneConn{"forward": sess.lanes, "expose": ex} {
+		for lane := range laneNames {
+			var c net.Conn
+			for {
+				lc.bmu.Lock()
+				c = lc.conns[lane]
+				lc.bmu.Unlock()
+				if c != nil || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if _, ok := c.(*corkConn); !ok {
+				t.Errorf("%s's %s lane is a %T, want a *corkConn", side, laneNames[lane], c)
+			}
+		}
 	}
 	before := sess.lanes.stats()
 	if err := echoRoundTrip(r.fwdAddr, 1<<20); err != nil {
