@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -160,7 +161,6 @@ type wanLab struct {
 	rtt      time.Duration // base RTT, the unit of the *-rtt metrics
 	ping     time.Duration // median ICMP RTT across the link
 	minPing  time.Duration // fastest ICMP RTT across the link
-	hyper    bool          // LoopbackUDP set up for hypertele
 	hyperPub string        // the hypertele server's key (hypertele)
 	exposed  string        // the key keytunnel exposes, hex
 }
@@ -241,21 +241,13 @@ func (w *wanLab) hypertele(tb testing.TB) string {
 }
 
 // hyperteleServer starts hypertele's server in front of the lab's service
-// and returns its public key. hypertele takes its bootstrap as a port on
-// 127.0.0.1, which LoopbackUDP sends on to the lab's bootstrap node.
+// and returns its public key.
 func (w *wanLab) hyperteleServer(tb testing.TB) string {
 	tb.Helper()
-	nodetest.Require(tb)
-	bap := netip.MustParseAddrPort(w.boot)
-	if !w.hyper {
-		w.srv.LoopbackUDP(bap.Port(), bap)
-		w.cli.LoopbackUDP(bap.Port(), bap)
-		w.hyper = true
-	}
 	var seed key.Seed
 	rand.Read(seed[:])
 	seed[0] = 0xab // a letter first: minimist keeps it a string
-	srv := nodetest.StartIn(tb, w.srv.ExecPrefix(), "node_modules/hypertele/server.js", "-l", strconv.Itoa(int(w.svcPort)), "--seed", hex.EncodeToString(seed[:]), "--bootstrap", strconv.Itoa(int(bap.Port())))
+	srv := nodetest.StartIn(tb, w.hyperteleIn(tb, w.srv), "node_modules/hypertele/server.js", "-l", strconv.Itoa(int(w.svcPort)), "--seed", hex.EncodeToString(seed[:]), "--bootstrap", w.hyperteleBootstrap())
 	srv.Expect("hypertele:", 60*time.Second)
 	return key.FromSeed(seed).Public.String()
 }
@@ -264,9 +256,30 @@ func (w *wanLab) hyperteleServer(tb testing.TB) string {
 // pub (hyperteleServer) and returns its address and process.
 func (w *wanLab) hyperteleClient(tb testing.TB, pub string) (string, *nodetest.Proc) {
 	tb.Helper()
-	bport := strconv.Itoa(int(netip.MustParseAddrPort(w.boot).Port()))
-	cli := nodetest.StartIn(tb, w.cli.ExecPrefix(), "node_modules/hypertele/client.js", "-p", "0", "-s", pub, "--bootstrap", bport)
+	cli := nodetest.StartIn(tb, w.hyperteleIn(tb, w.cli), "node_modules/hypertele/client.js", "-p", "0", "-s", pub, "--bootstrap", w.hyperteleBootstrap())
 	return cli.Expect("Server ready @", 60*time.Second), cli
+}
+
+// hyperteleBootstrap is hypertele's --bootstrap: the lab bootstrap node's
+// port, which hypertele takes as 127.0.0.1:PORT.
+func (w *wanLab) hyperteleBootstrap() string {
+	return strconv.Itoa(int(netip.MustParseAddrPort(w.boot).Port()))
+}
+
+// hyperteleIn is the command prefix that runs hypertele in host h with
+// interop/lab-bootstrap.js preloaded, which points its 127.0.0.1
+// bootstrap at the lab's bootstrap node. (A DNAT of 127.0.0.1:PORT to
+// the node, natlab's LoopbackUDP, made hypertele's DHT reach that node
+// over two flows from one socket, one through 127.0.0.1 and one direct;
+// the kernel's NAT gave the second another source port, the node relayed
+// handshakes with that wrong address, and the connections relayed through
+// it failed after 10-13 s without a byte: hypertele's "closed at once"
+// downloads, the same with Go or Node DHT nodes.)
+func (w *wanLab) hyperteleIn(tb testing.TB, h *natlab.Host) []string {
+	tb.Helper()
+	pre := filepath.Join(nodetest.Require(tb), "lab-bootstrap.js")
+	opts := strings.TrimSpace(os.Getenv("NODE_OPTIONS") + " --require=" + pre)
+	return append(h.ExecPrefix(), "env", "NODE_OPTIONS="+opts, "LAB_BOOTSTRAP="+w.boot)
 }
 
 // echoConn opens a connection to addr from the client, has one byte
