@@ -269,7 +269,7 @@ func (w *wanLab) hyperteleBootstrap() string {
 // hyperteleIn is the command prefix that runs hypertele in host h with
 // interop/lab-bootstrap.js preloaded, which points its 127.0.0.1
 // bootstrap at the lab's bootstrap node. (A DNAT of 127.0.0.1:PORT to
-// the node, natlab's LoopbackUDP, made hypertele's DHT reach that node
+// the node made hypertele's DHT reach that node
 // over two flows from one socket, one through 127.0.0.1 and one direct;
 // the kernel's NAT gave the second another source port, the node relayed
 // handshakes with that wrong address, and the connections relayed through

@@ -56,19 +56,3 @@ func (h *Host) Ping(dst netip.Addr, count int) ([]time.Duration, error) {
 	slices.Sort(rtts)
 	return rtts, nil
 }
-
-// LoopbackUDP makes UDP sent inside h to 127.0.0.1:port go to `to`
-// instead, with h's own address as its source, and the replies come back
-// from 127.0.0.1:port. It is for tools that only take a bootstrap port on
-// 127.0.0.1 (hypertele's --bootstrap) and must reach a DHT elsewhere in
-// the lab. Done with DNAT in h's OUTPUT chain, route_localnet and
-// MASQUERADE, all inside h's namespace.
-func (h *Host) LoopbackUDP(port uint16, to netip.AddrPort) {
-	h.lab.t.Helper()
-	h.lab.must(writeSysctl(h.ns, "ipv4.conf.all.route_localnet", "1"))
-	h.lab.must(h.lab.iptables(h.ns, fmt.Sprintf(`*nat
--A OUTPUT -d 127.0.0.1/32 -p udp --dport %d -j DNAT --to-destination %s
--A POSTROUTING -s 127.0.0.1/32 ! -o lo -j MASQUERADE
-COMMIT
-`, port, to)))
-}

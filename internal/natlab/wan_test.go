@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"math"
 	"net"
-	"net/netip"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -254,28 +252,5 @@ func BenchmarkWANForwarder(b *testing.B) {
 		s := rx.WAN().Stats(Down)
 		b.ReportMetric(bps/1e6, "Mbit/s")
 		b.ReportMetric(float64(s.Out)/3.5, "pkt/s")
-	}
-}
-
-// TestLoopbackUDP: a datagram to 127.0.0.1:port inside a host reaches the
-// lab address LoopbackUDP names, from the host's address, and the reply
-// comes back from 127.0.0.1:port.
-func TestLoopbackUDP(t *testing.T) {
-	lab := New(t)
-	far := lab.Host(lab.Public())
-	to := echoServer(t, far, 7000)
-	h := lab.Host(lab.Public(), WAN(LAN))
-	h.LoopbackUDP(7000, to)
-	c := h.ListenUDP(0)
-	send(t, c, netip.MustParseAddrPort("127.0.0.1:7000"), "hi")
-	c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	buf := make([]byte, 256)
-	n, from, err := c.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, want := string(buf[:n]), "hi "+h.Addr().String()+":"
-	if !strings.HasPrefix(got, want) || from.String() != "127.0.0.1:7000" {
-		t.Fatalf("reply %q from %v, want %q... from 127.0.0.1:7000", got, from, want)
 	}
 }
