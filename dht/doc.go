@@ -58,10 +58,12 @@
 // Node.PathOf says how a connection reaches its peer now. They are plain
 // counters; exporting them is the caller's business.
 //
-// # Not yet here
+// # Relaying handshakes
 //
-// PEER_HANDSHAKE and PEER_HOLEPUNCH are accepted (never UNKNOWN_COMMAND)
-// but not yet relayed; the router entries relaying needs are kept
-// (Node.Forward: the self-announcing server's address as this node saw it).
-// connect and listen, the announcer and PLUGIN commands come later.
+// Any node relays PEER_HANDSHAKE and PEER_HOLEPUNCH for a target it holds
+// a router entry for (a server's self-announce, Node.Forward) to that
+// server, and a server answers those for its own key (router.go), so Node
+// clients and servers connect through Go nodes as through their own.
+// Dial and Listen (api_connect.go) are hyperdht's connect and
+// createServer.
 package dht
