@@ -28,6 +28,11 @@ import (
 
 const floorRoleEnv = "KEYTUNNEL_BENCH_FLOOR"
 
+// floorBindEnv, when set, is the address a relay's UDP socket binds
+// (default 127.0.0.1:0): BenchmarkWAN runs the relays in the lab's hosts,
+// either side of its emulated link.
+const floorBindEnv = "KEYTUNNEL_BENCH_FLOOR_BIND"
+
 func viaFloor(tb testing.TB, svc string) (string, []int) {
 	return startRelays(tb, floorRoleEnv, "in", "out", svc, "tcp ")
 }
@@ -46,12 +51,19 @@ func startRelays(tb testing.TB, env, srvRole, cliRole, svc, cliPrefix string) (s
 // startRelay starts this test binary as a relay of one of the floors:
 // env (the floor's role variable) set to "role arg", on one P.
 func startRelay(tb testing.TB, env, role, arg string) *proctest.Proc {
+	return startRelayIn(tb, nil, nil, env, role, arg)
+}
+
+// startRelayIn is startRelay with a command prefix (a lab host's
+// ExecPrefix) and more environment.
+func startRelayIn(tb testing.TB, prefix, extra []string, env, role, arg string) *proctest.Proc {
 	exe, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	return proctest.StartCmd(tb, cmd, append(os.Environ(), env+"="+role+" "+arg, "GOMAXPROCS=1"))
+	argv := append(append([]string(nil), prefix...), exe, "-test.run=^$")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	return proctest.StartCmd(tb, cmd, append(append(os.Environ(), env+"="+role+" "+arg, "GOMAXPROCS=1"), extra...))
 }
 
 // runFloor serves as one relay if the environment asks for it, until
@@ -62,7 +74,11 @@ func runFloor() bool {
 		return false
 	}
 	role, arg, _ := strings.Cut(v, " ")
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	bind := os.Getenv(floorBindEnv)
+	if bind == "" {
+		bind = "127.0.0.1:0"
+	}
+	pc, err := net.ListenPacket("udp4", bind)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -282,6 +282,54 @@ func (w *wanLab) hyperteleIn(tb testing.TB, h *natlab.Host) []string {
 	return append(h.ExecPrefix(), "env", "NODE_OPTIONS="+opts, "LAB_BOOTSTRAP="+w.boot)
 }
 
+// floorNewconn is newconn-rtt's floor on this link: the median of 20 new
+// connections, timed as the tunnels' are, through floor_test.go's two bare
+// relays (TCP in, one datagram per read, TCP out: no encryption,
+// reliability or multiplexing), one on each host beside the tunnels'
+// processes. What it takes beyond the round trip is the machine's
+// wake-ups and system calls, which any tunnel of two processes pays. A
+// lost datagram loses its connection: those are counted and not timed.
+func (w *wanLab) floorNewconn(tb testing.TB, svc string) (time.Duration, int) {
+	tb.Helper()
+	bind := []string{floorBindEnv + "=0.0.0.0:0"}
+	in := startRelayIn(tb, w.srv.ExecPrefix(), bind, floorRoleEnv, "in", svc)
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(in.Line("udp ", 10*time.Second), "udp "))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	out := startRelayIn(tb, w.cli.ExecPrefix(), bind, floorRoleEnv, "out", w.srv.AddrPort(uint16(p)).String())
+	addr := strings.TrimPrefix(out.Line("tcp ", 10*time.Second), "tcp ")
+	var nc []time.Duration
+	lost := 0
+	for len(nc) < 20 {
+		if lost == 20 {
+			tb.Fatalf("floor relays: %d connections lost, %d echoed", lost, len(nc))
+		}
+		start := time.Now()
+		c, err := w.tryDial(addr)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c.SetDeadline(start.Add(4*w.rtt + time.Second))
+		var one [1]byte
+		_, err = c.Write([]byte{cmdEcho, 'x'})
+		if err == nil {
+			_, err = io.ReadFull(c, one[:])
+		}
+		took := time.Since(start)
+		c.Close()
+		if err != nil {
+			lost++
+		} else {
+			nc = append(nc, took)
+		}
+		time.Sleep(2 * w.rtt) // as the tunnels' (benchWANProfile)
+	}
+	slices.Sort(nc)
+	return nc[len(nc)/2], lost
+}
+
 // echoConn opens a connection to addr from the client, has one byte
 // echoed, and returns the connection and the time that took.
 func (w *wanLab) echoConn(tb testing.TB, addr string) (net.Conn, time.Duration) {
@@ -748,8 +796,10 @@ func (w *wanLab) udxNode(tb testing.TB, size int64) time.Duration {
 //	loaded-queue-p95-ms  the download link's queue sojourn (p95) while
 //	              the echoes ran: what their replies waited behind
 //
-// and a path called floor, kernel TCP's echoes with no download
-// (idle-p50-rtt, idle-p95-rtt) and the loaded-* figures beside a kernel
+// and a path called floor: kernel TCP's echoes with no download
+// (idle-p50-rtt, idle-p95-rtt), newconn-rtt through two bare relays
+// (floorNewconn; newconn-lost: connections a lost datagram ended, not
+// timed), and the loaded-* figures beside a kernel
 // BBR download paced at floorShare of the link: what the link's delay
 // and jitter leave of loaded-rtt without a standing queue.
 func BenchmarkWAN(b *testing.B) {
@@ -979,6 +1029,12 @@ func benchWANProfile(b *testing.B, prof natlab.Profile) {
 			ec.Close()
 			b.ReportMetric(inRTT(idle[len(idle)/2]), "idle-p50-rtt")
 			b.ReportMetric(inRTT(idle[len(idle)*95/100]), "idle-p95-rtt")
+			w.quiet(b)
+			nc, lost := w.floorNewconn(b, direct)
+			b.ReportMetric(inRTT(nc), "newconn-rtt")
+			if lost > 0 {
+				b.ReportMetric(float64(lost), "newconn-lost")
+			}
 			w.quiet(b)
 			reportLoaded(b, direct, 'p')
 			b.ReportMetric(float64(rtt)/1e6, "base-rtt-ms")
