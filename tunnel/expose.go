@@ -358,7 +358,7 @@ func (c replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 func (e *Exposer) serveMux(pc PeerConn, kind peerKind, log *slog.Logger) error {
 	mem := e.acct.session()
-	lc := newLaneConn(newCorkConn(pc))
+	lc := newLaneConn(pc)
 	lc.setHeldCharge(mem.holdFrames)
 	// Runs last: once the session and its laneConn are closed.
 	defer mem.releaseHeld()

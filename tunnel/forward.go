@@ -610,8 +610,7 @@ func startSession(ctx context.Context, d Dialer, remote key.PublicKey, pre strin
 	// offer a lane: until one attaches, a laneConn sends plain yamux
 	// frames, which any keytunnel server reads.
 	rc := newReplyConn(pc, deadline, onOK)
-	// Corked (cork.go): a new stream's SYN leaves with its first bytes.
-	lc := newLaneConn(newCorkConn(rc))
+	lc := newLaneConn(rc)
 	sess, gate, err := newGatedMux(lc, false, clientMuxConfig(log), clientMemory().newSpan)
 	if err != nil {
 		lc.Close()

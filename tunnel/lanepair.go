@@ -140,9 +140,7 @@ func (e *Exposer) serveLane(pc PeerConn, log *slog.Logger) error {
 	if err := writeReply(pc, replyOK, ""); err != nil {
 		return err
 	}
-	// Corked like the session's first connection: new streams start on
-	// this lane, and their ACKs should leave with their first replies.
-	if err := ls.lc.attach(newCorkConn(pc)); err != nil {
+	if err := ls.lc.attach(pc); err != nil {
 		return err
 	}
 	log.Debug("interactive lane joined")
@@ -189,8 +187,7 @@ func openLane(d Dialer, remote key.PublicKey, token string, lc *laneConn, closed
 		log.Debug("no interactive lane", "err", err)
 		return
 	}
-	// Corked (cork.go): new streams' SYNs leave with their first bytes.
-	if err := lc.attach(newCorkConn(pc)); err != nil {
+	if err := lc.attach(pc); err != nil {
 		pc.Close()
 		log.Debug("no interactive lane", "err", err)
 		return

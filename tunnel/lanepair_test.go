@@ -33,8 +33,9 @@ func TestLaneJoined(t *testing.T) {
 	if sess == nil || sess.lanes == nil {
 		t.Fatal("the Forwarder's session runs on no laneConn")
 	}
-	// Both ends cork both lanes (cork.go), so that a new stream's SYN
-	// and ACK leave with its first bytes: new streams start on lane I.
+	// Both ends cork both lanes (newLaneConn, attach), so that a new
+	// stream's SYN and ACK leave with its first bytes: new streams start
+	// on lane I.
 	var ex *laneConn
 	r.exposer.lanes.mu.Lock()
 	for _, ls := range r.exposer.lanes.m {

@@ -604,8 +604,11 @@ type laneConn struct {
 }
 
 // newLaneConn returns the net.Conn a yamux session runs on. primary
-// carries everything until attach adds the interactive lane.
+// carries everything until attach adds the interactive lane. Both lanes
+// are corked (cork.go): a new stream's SYN or ACK leaves with its first
+// bytes.
 func newLaneConn(primary net.Conn) *laneConn {
+	primary = newCorkConn(primary)
 	l := &laneConn{primary: primary, r: newLaneRouter()}
 	l.conns[laneB] = primary
 	l.writersLeft = 1
@@ -657,6 +660,7 @@ func (l *laneConn) attach(c net.Conn) error {
 	case l.conns[laneI] != nil:
 		return errLaneAttached
 	}
+	c = newCorkConn(c)
 	if !l.wdl.IsZero() {
 		_ = c.SetWriteDeadline(l.wdl)
 	}
